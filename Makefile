@@ -1,0 +1,34 @@
+# make demo: run a shipped example end to end.  make test: install everything and run every test.
+VENV := .venv
+PY := $(VENV)/bin/python
+BATS := node_modules/.bin/bats
+
+.PHONY: install test pytest bats lint demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	scripts/make-shims.sh >/dev/null
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install node_modules/.installed lint pytest bats
+
+pytest: install
+	$(PY) -m pytest
+
+bats: install node_modules/.installed
+	$(BATS) tests/bats
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) node_modules .awoc

@@ -1,0 +1,1 @@
+"""Thin Typer adapters: parse arguments, call the core, render. No logic lives here."""

@@ -1,0 +1,67 @@
+"""What every command shares: the error-to-exit-code mapping and the common options."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import traceback
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError
+
+StateDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state-dir", help="State directory (default: $AWOC_STATE_DIR or ./.awoc/parallel).", show_default=False
+    ),
+]
+RunOption = Annotated[str | None, typer.Option("--run", help="Run id (default: the current run).", show_default=False)]
+# Commands whose arguments mix our flags with task text take them raw and parse them in the core.
+RAW_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
+
+
+def new_app(name: str, help_text: str) -> typer.Typer:
+    return typer.Typer(
+        name=name,
+        help=help_text,
+        add_completion=False,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+def fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(code)
+
+
+class Interrupted(AwocError):
+    exit_code = INTERRUPTED
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    # not KeyboardInterrupt: the CLI framework would turn that into exit code 1
+    raise Interrupted("interrupted")
+
+
+def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
+    """Run a Typer app, mapping expected failures to exit codes and hiding tracebacks.
+
+    Usage errors are the framework's (exit 2, with the usage line); everything else lands here.
+    """
+    previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        app(args=args, prog_name=app.info.name)
+    except AwocError as exc:
+        fail(exc.message, exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes exit code 4
+        with tempfile.NamedTemporaryFile("w", prefix="awoc-crash-", suffix=".log", delete=False) as log:
+            traceback.print_exception(exc, file=log)
+        fail(f"internal error: {exc!r} (traceback in {log.name})", INTERNAL_ERROR)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    raise SystemExit(0)

@@ -1,0 +1,41 @@
+"""parallel-task-parser: validate a request and save it as a new run's plan."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from awoc_scripts.cli.common import RAW_ARGS, StateDirOption, new_app, run_app
+
+app = new_app(
+    "parallel-task-parser", "Validate delegate-parallel tasks (a config file or inline agent:description tasks)."
+)
+
+
+@app.command(context_settings=RAW_ARGS)
+def validate(ctx: typer.Context, state_dir: StateDirOption = None) -> None:
+    """Validate a config file or inline tasks; print the normalized plan and save it as a new run.
+
+    ARGS: a config file (or - or JSON text), or "agent:description" tasks with --max-parallel,
+    --timeout, --format, --total-budget, --failure-tolerance, --priority, --wait-for-research, --then.
+    """
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.state import StateStore
+    from awoc_scripts.validation import save_new_run, validate_request
+
+    plan = validate_request(ctx.args)
+    run = save_new_run(StateStore(state_dir), plan)
+    print_json(plan)
+    for warning in plan["warnings"]:
+        sys.stderr.write(f"warning: {warning}\n")
+    sys.stderr.write(f"validated {len(plan['tasks'])} task(s); run {run.run_id} saved in {run.dir}\n")
+
+
+@app.callback()
+def _group() -> None:
+    """Keep `validate` a subcommand even though it is the only one."""
+
+
+def main(args: list[str] | None = None) -> None:
+    run_app(app, args)

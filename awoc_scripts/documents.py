@@ -1,0 +1,87 @@
+"""Reading and writing JSON documents given as a path, `-` (stdin) or the JSON text itself."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from awoc_scripts.errors import InputError
+
+# Far above any real request (10,000 tasks is about 2 MB) and small enough to parse at once.
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Document:
+    data: Any
+    source: str  # what to call it in messages: a path, "<stdin>" or "<argument>"
+
+
+def looks_like_json_text(arg: str) -> bool:
+    return arg.lstrip()[:1] in ("{", "[")
+
+
+def load_document(arg: str, *, what: str = "document", max_bytes: int = MAX_DOCUMENT_BYTES) -> Document:
+    if arg == "-":
+        raw = sys.stdin.buffer.read(max_bytes + 1)
+        return Document(parse_json(raw, "<stdin>", max_bytes), "<stdin>")
+    if looks_like_json_text(arg):
+        return Document(parse_json(arg.encode(), "<argument>", max_bytes), "<argument>")
+    return Document(read_json_file(Path(arg), what=what, max_bytes=max_bytes), arg)
+
+
+def read_json_file(path: Path, *, what: str = "document", max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a JSON {what} file")
+    if st.st_size > max_bytes:
+        raise InputError(
+            f"{path}: {st.st_size / 1e6:.1f} MB is larger than the {max_bytes // (1024 * 1024)} MiB limit for a {what}"
+        )
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    return parse_json(raw, str(path), max_bytes)
+
+
+def parse_json(raw: bytes, source: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    if len(raw) > max_bytes:
+        raise InputError(f"{source}: larger than the {max_bytes // (1024 * 1024)} MiB limit")
+    if not raw.strip():
+        raise InputError(f"{source}: empty, expected a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{source}: malformed JSON: {describe_json_error(exc, raw)}") from None
+
+
+def describe_json_error(exc: orjson.JSONDecodeError, raw: bytes) -> str:
+    pos = getattr(exc, "pos", None)
+    msg = str(exc.msg) if hasattr(exc, "msg") else str(exc)
+    if isinstance(pos, int):
+        line = raw.count(b"\n", 0, pos) + 1
+        col = pos - (raw.rfind(b"\n", 0, pos) + 1) + 1
+        return f"{msg} at line {line}, column {col}"
+    return msg
+
+
+def dumps(data: Any, *, pretty: bool = True) -> bytes:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(data, option=option | orjson.OPT_NON_STR_KEYS)
+
+
+def print_json(data: Any, *, pretty: bool = True) -> None:
+    out = sys.stdout.buffer
+    out.write(dumps(data, pretty=pretty) + b"\n")
+    out.flush()

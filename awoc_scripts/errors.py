@@ -1,0 +1,54 @@
+"""Expected failures and the exit codes they map to (one place, used by every command)."""
+
+from __future__ import annotations
+
+OK = 0
+TASKS_FAILED = 1
+BAD_INPUT = 2
+ABORTED = 3
+INTERNAL_ERROR = 4
+INTERRUPTED = 130
+
+
+class AwocError(Exception):
+    """A failure the user can act on: printed as one line, never as a traceback."""
+
+    exit_code = INTERNAL_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(AwocError):
+    """Bad input or usage. Raised before any state is written."""
+
+    exit_code = BAD_INPUT
+
+
+class StateError(AwocError):
+    """The run's files are missing or inconsistent (no current run, unknown run id...)."""
+
+    exit_code = BAD_INPUT
+
+
+class AbortedError(AwocError):
+    exit_code = ABORTED
+
+
+def located(source: str | None, path: str | None, message: str) -> str:
+    """`file: json.path: message`, leaving out the parts that are unknown."""
+    parts = [p for p in (source, path) if p]
+    return ": ".join([*parts, message])
+
+
+def problems_error(source: str, problems: list[tuple[str, str]], limit: int = 20) -> InputError:
+    """One InputError listing every (json path, message) problem of a document."""
+    if len(problems) == 1:
+        path, message = problems[0]
+        return InputError(located(source, path, message))
+    lines = [f"{source}: {len(problems)} problems"]
+    lines += [f"  {located(None, path, message)}" for path, message in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return InputError("\n".join(lines))

@@ -1,0 +1,170 @@
+"""The arguments of `/delegate-parallel` (and `validate`, `run`) to one config document.
+
+Three forms: a config file (or `-`, or JSON text), inline `"agent:description"` tasks, and
+inline tasks with `--priority=LEVEL` switching the priority of the tasks that follow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from awoc_scripts.documents import load_document, looks_like_json_text
+from awoc_scripts.errors import InputError
+
+PRIORITIES = ("critical", "high", "medium", "low")
+
+
+def _whole_number(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{flag}: expected a whole number, got {text!r}") from None
+
+
+def _seconds(flag: str, text: str) -> int | float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise InputError(f"{flag}: expected a number of seconds, got {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
+def _text(flag: str, text: str) -> str:
+    return text
+
+
+# flag -> (parallel_config key, value parser)
+CONFIG_FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "--max-parallel": ("max_concurrent", _whole_number),
+    "--timeout": ("total_timeout", _seconds),
+    "--format": ("result_format", _text),
+    "--total-budget": ("total_token_budget", _whole_number),
+    "--failure-tolerance": ("failure_tolerance", _whole_number),
+    "--batch-token-limit": ("batch_token_limit", _whole_number),
+    "--retries": ("retries", _whole_number),
+}
+INLINE_FLAGS_WITH_VALUE = ("--priority",)
+INLINE_SWITCHES = ("--then", "--wait-for-research")
+KNOWN_FLAGS = (*CONFIG_FLAGS, *INLINE_FLAGS_WITH_VALUE, *INLINE_SWITCHES)
+
+
+@dataclass
+class Request:
+    config: dict[str, Any]
+    source: str  # the config's name in messages, or "inline tasks"
+    # json path prefix -> how to name it to the user (`tasks[1]` -> `task 2 "architect:x"`)
+    path_names: dict[str, str] = field(default_factory=dict)
+    inline: bool = False
+
+    def describe_path(self, path: str) -> str:
+        for prefix, name in self.path_names.items():
+            if path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "["):
+                return name + path[len(prefix) :]
+        return path
+
+
+def parse_request(args: Sequence[str]) -> Request:
+    overrides: dict[str, Any] = {}
+    documents: list[str] = []
+    tasks: list[dict[str, Any]] = []
+    arg_of_task: list[str] = []
+    inline_flags_used: list[str] = []
+    config_flags_used: list[str] = []
+    ids: list[str] = []
+    waits: list[str] = []  # what every following inline task depends on (--then, --wait-for-research)
+    priority: str | None = None
+    counts: dict[str, int] = {}
+    only_positional = False
+
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not only_positional and arg == "--":
+            only_positional = True
+            continue
+        if not only_positional and arg.startswith("--"):
+            name, has_value, value = arg.partition("=")
+            if name not in KNOWN_FLAGS:
+                raise InputError(f"unknown option {name!r} (known: {', '.join(KNOWN_FLAGS)})")
+            if name in INLINE_SWITCHES:
+                if has_value:
+                    raise InputError(f"{name} takes no value")
+                inline_flags_used.append(name)
+                waits = list(dict.fromkeys([*waits, *_switch_dependencies(name, tasks, ids)]))
+                continue
+            if not has_value:
+                if i >= len(args):
+                    raise InputError(f"{name} needs a value ({name}=VALUE or {name} VALUE)")
+                value = args[i]
+                i += 1
+            if name == "--priority":
+                if value not in PRIORITIES:
+                    raise InputError(f"--priority: {value!r} is not one of {', '.join(PRIORITIES)}")
+                priority = value
+                inline_flags_used.append(name)
+                continue
+            key, parse = CONFIG_FLAGS[name]
+            overrides[key] = parse(name, value)
+            config_flags_used.append(name)
+            continue
+        if _is_document(arg):
+            documents.append(arg)
+            continue
+        agent, _, description = arg.partition(":")
+        counts[agent] = counts.get(agent, 0) + 1
+        # no task_id: normalization gives the same default id, `<agent>-<n>`, that --then uses
+        task: dict[str, Any] = {"agent": agent, "description": description}
+        ids.append(default_task_id(agent, counts[agent]))
+        if priority:
+            task["priority"] = priority
+        if waits:
+            task["dependencies"] = list(waits)
+        tasks.append(task)
+        arg_of_task.append(arg)
+
+    if documents and tasks:
+        raise InputError("give either one config file or inline agent:description tasks, not both")
+    if len(documents) > 1:
+        raise InputError(f"expected one config file, got {len(documents)}: {', '.join(documents)}")
+    flag_paths = {f"parallel_config.{CONFIG_FLAGS[flag][0]}": flag for flag in config_flags_used}
+    if documents:
+        if inline_flags_used:
+            raise InputError(f"{inline_flags_used[0]} applies to inline tasks, not to a config file")
+        return _config_request(documents[0], overrides, flag_paths)
+    if not tasks:
+        raise InputError('no tasks given: pass a config file or "agent:description" arguments')
+    config: dict[str, Any] = {"tasks": tasks}
+    if overrides:
+        config["parallel_config"] = overrides
+    path_names = {f"tasks[{n}]": f"task {n + 1} {arg!r}" for n, arg in enumerate(arg_of_task)}
+    return Request(config, "inline tasks", {**path_names, **flag_paths}, inline=True)
+
+
+def _is_document(arg: str) -> bool:
+    return arg == "-" or looks_like_json_text(arg) or ":" not in arg or os.path.isfile(arg)
+
+
+def _config_request(doc_arg: str, overrides: dict[str, Any], flag_paths: dict[str, str]) -> Request:
+    doc = load_document(doc_arg, what="config")
+    config = doc.data
+    if not isinstance(config, dict):
+        kind = "a list" if isinstance(config, list) else type(config).__name__
+        raise InputError(f'{doc.source}: expected a JSON object with a "tasks" list, got {kind}')
+    if overrides:
+        base = config.get("parallel_config")
+        config["parallel_config"] = {**(base if isinstance(base, dict) else {}), **overrides}
+    return Request(config, doc.source, flag_paths)
+
+
+def default_task_id(agent: str, n: int) -> str:
+    return f"{agent}-{n}"
+
+
+def _switch_dependencies(switch: str, before: list[dict[str, Any]], ids: list[str]) -> list[str]:
+    if switch == "--then":
+        return list(ids)
+    return [tid for t, tid in zip(before, ids, strict=True) if t["agent"] == "docs-fetcher"]

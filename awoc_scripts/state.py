@@ -1,0 +1,211 @@
+"""Every path under the state directory, and the only code that writes there.
+
+Writes are atomic (temporary file in the same directory, then rename); every
+read-modify-write of a shared file holds that file's lock, so any number of
+processes can work on one run without losing an update.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from filelock import FileLock
+
+from awoc_scripts.errors import StateError
+
+STATE_DIR_ENV = "AWOC_STATE_DIR"
+DEFAULT_STATE_DIR = Path(".awoc") / "parallel"
+RUN_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}$")
+LOCK_TIMEOUT_S = 60.0
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def state_root(state_dir: str | os.PathLike[str] | None = None) -> Path:
+    if state_dir:
+        return Path(state_dir)
+    env = os.environ.get(STATE_DIR_ENV)
+    return Path(env) if env else DEFAULT_STATE_DIR
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return orjson.loads(fh.read())
+    except FileNotFoundError:
+        if default is not None:
+            return default
+        raise StateError(f"{path}: missing") from None
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"{path}: corrupt JSON ({exc})") from None
+
+
+def file_lock(path: Path) -> FileLock:
+    return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
+
+
+def update_json(path: Path, change: Callable[[Any], Any], default: Any) -> Any:
+    """Lock, read the latest version, apply `change` (which may mutate in place), write back."""
+    with file_lock(path):
+        data = read_json(path, default=default)
+        result = change(data)
+        atomic_write_json(path, data)
+        return result
+
+
+def make_run_id() -> str:
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{stamp}-{int(now % 1 * 1e6):06d}-{secrets.token_hex(3)}"
+
+
+class Run:
+    """The files of one run: `runs/<run_id>/...`."""
+
+    def __init__(self, root: Path, run_id: str, directory: Path | None = None) -> None:
+        self.root = root
+        self.run_id = run_id
+        self.dir = directory or root / "runs" / run_id
+        self.plan_file = self.dir / "plan.json"
+        self.execution_file = self.dir / "execution.json"
+        self.state_file = self.dir / "state.json"
+        self.events_file = self.dir / "events.jsonl"
+        self.tasks_dir = self.dir / "tasks"
+        self.results_dir = self.dir / "results"
+        self.aggregate_file = self.dir / "aggregate.json"
+        self.report_json_file = self.dir / "report.json"
+        self.report_md_file = self.dir / "report.md"
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.tasks_dir / task_id
+
+    def result_file(self, agent: str, task_id: str) -> Path:
+        return self.results_dir / f"task_{agent}_{task_id}_result.json"
+
+    def exists(self) -> bool:
+        return self.plan_file.is_file()
+
+    def read_plan(self) -> dict[str, Any]:
+        data: dict[str, Any] = read_json(self.plan_file)
+        return data
+
+    def append_event(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = {"ts": now_iso(), "event": event, **fields}
+        line = orjson.dumps(record) + b"\n"
+        with file_lock(self.events_file), open(self.events_file, "ab") as fh:
+            fh.write(line)
+        return record
+
+    def read_events(self) -> list[dict[str, Any]]:
+        try:
+            raw = self.events_file.read_bytes()
+        except FileNotFoundError:
+            return []
+        return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+
+    @contextmanager
+    def locked_state(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write of state.json under its lock; the dict is written back on exit."""
+        with file_lock(self.state_file):
+            state: dict[str, Any] = read_json(self.state_file, default={})
+            yield state
+            state["revision"] = int(state.get("revision", 0)) + 1
+            state["updated_at"] = now_iso()
+            atomic_write_json(self.state_file, state)
+
+    def read_state(self) -> dict[str, Any]:
+        data: dict[str, Any] = read_json(self.state_file, default={})
+        return data
+
+
+class StateStore:
+    """The state directory: runs, and which one is current."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+        self.root = state_root(state_dir)
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "current"
+
+    def create_run(self, write_files: Callable[[Run], None]) -> Run:
+        """Make a new run whose first files are written by `write_files`, all or nothing.
+
+        The run is built in a hidden directory and renamed into place, so a crash leaves no
+        half-made run; `current` is updated last.
+        """
+        runs = self.root / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_id = make_run_id()
+            staging = runs / f".new-{run_id}"
+            try:
+                staging.mkdir()
+            except FileExistsError:
+                continue
+            break
+        try:
+            write_files(Run(self.root, run_id, staging))
+            # run ids are unique (random suffix plus the exclusive mkdir above)
+            os.rename(staging, runs / run_id)
+        except BaseException:
+            _remove_tree(staging)
+            raise
+        run = Run(self.root, run_id)
+        atomic_write_bytes(self.current_file, run_id.encode() + b"\n")
+        return run
+
+    def current_run_id(self) -> str:
+        try:
+            run_id = self.current_file.read_text().strip()
+        except FileNotFoundError:
+            raise StateError(f"no runs yet in {self.root} (validate or run a task list first)") from None
+        return run_id
+
+    def open_run(self, run_id: str | None = None) -> Run:
+        if run_id is None:
+            run_id = self.current_run_id()
+        if not RUN_ID_PATTERN.match(run_id):
+            raise StateError(f"{run_id!r} is not a run id (expected like 20261128-050102-123456-a1b2c3)")
+        run = Run(self.root, run_id)
+        if not run.exists():
+            raise StateError(f"no run {run_id} in {self.root}")
+        return run
+
+    def list_runs(self) -> list[str]:
+        runs = self.root / "runs"
+        if not runs.is_dir():
+            return []
+        return sorted(p.name for p in runs.iterdir() if RUN_ID_PATTERN.match(p.name))
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,102 @@
+"""Every test runs in its own directory with its own HOME and state directory."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+FAKES = REPO / "tests" / "fakes"
+REAL_HOME = Path(os.path.expanduser("~"))
+
+
+def _listing(path: Path) -> list[str] | None:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWOC_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("AWOC_AGENT_COMMAND", raising=False)
+    monkeypatch.chdir(work)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _never_the_real_home_or_repo_state(isolated: Path) -> Any:
+    watched = [
+        REAL_HOME,
+        REAL_HOME / ".claude",
+        REAL_HOME / ".awoc",
+        REPO / ".awoc",
+        REPO / ".awoc" / "parallel" / "runs",
+    ]
+    before = [_listing(p) for p in watched]
+    yield
+    after = [_listing(p) for p in watched]
+    assert before == after, "a test wrote into the real home directory or the repository's own .awoc/"
+
+
+@pytest.fixture
+def state_dir(isolated: Path) -> Path:
+    return isolated / "state"
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run a console script's main() in-process: `cli("parallel-task-parser", "validate", ...)`."""
+
+    def run(script: str, *args: str, stdin: str | None = None) -> CliResult:
+        import importlib
+
+        module = importlib.import_module(f"awoc_scripts.cli.{SCRIPT_MODULES[script]}")
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+        capsys.readouterr()
+        try:
+            module.main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+SCRIPT_MODULES = {
+    "parallel-task-parser": "task_parser",
+    "dependency-validator": "dependency_validator",
+}
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.write_bytes(orjson.dumps(data))
+    return path
