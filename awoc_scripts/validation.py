@@ -24,3 +24,52 @@ def save_new_run(store: StateStore, plan: dict[str, Any]) -> Run:
         atomic_write_json(run.plan_file, plan)
 
     return store.create_run(write)
+
+
+NORMALIZED_ONLY_KEYS = ("index", "budget_source")
+
+
+def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan document back to the config it stands for, so it is validated like any config."""
+    tasks = []
+    for task in plan.get("tasks", []):
+        if not isinstance(task, dict):
+            tasks.append(task)
+            continue
+        config_task = {k: v for k, v in task.items() if v is not None and k not in NORMALIZED_ONLY_KEYS}
+        if task.get("budget_source") == "computed":
+            config_task.pop("token_budget", None)
+        if config_task.get("dependency_mode", "all_complete") != "partial":
+            config_task.pop("critical_dependencies", None)
+        tasks.append(config_task)
+    config: dict[str, Any] = {"tasks": tasks}
+    if isinstance(plan.get("parallel_config"), dict):
+        config["parallel_config"] = {k: v for k, v in plan["parallel_config"].items() if v not in (None, "", {})}
+    if plan.get("workflow"):
+        config["workflow"] = plan["workflow"]
+    return config
+
+
+def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run, dict[str, Any]]:
+    """PLAN as the commands take it: a run id, a plan or config (file, - or JSON text), or none
+    for the current run. A plan of a known run is that run; anything else becomes a new run."""
+    from awoc_scripts.documents import load_document
+    from awoc_scripts.errors import InputError
+    from awoc_scripts.request import Request
+    from awoc_scripts.state import RUN_ID_PATTERN
+
+    if arg is None or RUN_ID_PATTERN.match(arg):
+        run = store.open_run(arg)
+        return run, run.read_plan()
+    doc = load_document(arg, what="plan")
+    data = doc.data
+    if not isinstance(data, dict):
+        raise InputError(f'{doc.source}: expected a plan or config object with a "tasks" list')
+    run_id = data.get("run_id")
+    if data.get("kind") == "plan" and isinstance(run_id, str) and RUN_ID_PATTERN.match(run_id):
+        run = Run(store.root, run_id)
+        if run.exists():
+            return run, run.read_plan()
+    config = plan_to_config(data) if data.get("kind") == "plan" else data
+    plan = build_plan(Request(config, doc.source))
+    return save_new_run(store, plan), plan

@@ -76,12 +76,13 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
     def run(script: str, *args: str, stdin: str | None = None) -> CliResult:
         import importlib
 
-        module = importlib.import_module(f"awoc_scripts.cli.{SCRIPT_MODULES[script]}")
+        module_name, function = SCRIPT_MODULES[script]
+        main = getattr(importlib.import_module(f"awoc_scripts.cli.{module_name}"), function)
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
         capsys.readouterr()
         try:
-            module.main(list(args))
+            main(list(args))
             code = 0
         except SystemExit as exc:
             code = int(exc.code or 0)
@@ -92,8 +93,12 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 
 
 SCRIPT_MODULES = {
-    "parallel-task-parser": "task_parser",
-    "dependency-validator": "dependency_validator",
+    "parallel-task-parser": ("task_parser", "main"),
+    "dependency-validator": ("dependency_validator", "main"),
+    "parallel-resource-planner": ("resource_planner", "main"),
+    "token-budget-reducer": ("levers", "budget_main"),
+    "parallel-to-sequential": ("levers", "sequential_main"),
+    "task-prioritizer": ("levers", "prioritizer_main"),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from conftest import EXAMPLES, write_json
 
 THREE = ["docs-fetcher:Research API docs", "architect:Design system", "workforce:Setup tests"]

@@ -1,0 +1,83 @@
+"""`plan-execution`: budgets, levels, critical path, waves and the estimated schedule of a plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.budgets import BudgetRequest, allocate_budgets
+from awoc_scripts.errors import InputError
+from awoc_scripts.estimate import estimate_schedule
+from awoc_scripts.scheduling import PRIORITY_RANK, graph_metrics, task_duration
+
+
+def plan_execution(
+    plan: dict[str, Any], max_parallel: int | None = None, total_token_budget: int | None = None
+) -> dict[str, Any]:
+    config = dict(plan["parallel_config"])
+    warnings = list(plan.get("warnings", []))
+    if max_parallel is not None:
+        if not 1 <= max_parallel <= 100:
+            raise InputError(f"MAX_PARALLEL: expected a whole number from 1 to 100, got {max_parallel}")
+        config["max_concurrent"] = max_parallel
+    tasks = [dict(t) for t in plan["tasks"]]
+    budget = dict(plan.get("budget", {}))
+    if total_token_budget is not None:
+        if total_token_budget < 1:
+            raise InputError(f"TOTAL_TOKEN_BUDGET: expected a positive whole number, got {total_token_budget}")
+        explicit = {t["task_id"]: t["token_budget"] for t in tasks if t["budget_source"] == "explicit"}
+        requests = [BudgetRequest(t["task_id"], t["agent"], t["priority"], explicit.get(t["task_id"])) for t in tasks]
+        allocation = allocate_budgets(requests, total_token_budget, config.get("agents"))
+        for task in tasks:
+            task["token_budget"] = allocation.budgets[task["task_id"]]
+        warnings = [w for w in warnings if "token budget" not in w] + allocation.warnings
+        config["total_token_budget"] = allocation.total
+        budget = {
+            "total": allocation.total,
+            "total_given": True,
+            "allocated": allocation.allocated,
+            "scale_factor": allocation.scale_factor,
+        }
+
+    limit = int(config["batch_token_limit"])
+    for task in tasks:
+        if task["token_budget"] > limit:
+            warnings.append(
+                f"{task['task_id']}: token budget {task['token_budget']} alone exceeds batch_token_limit {limit}; "
+                "it will run alone"
+            )
+    metrics = graph_metrics(tasks)
+    schedule = estimate_schedule(tasks, metrics.remaining, int(config["max_concurrent"]), limit)
+    sequential = sum(task_duration(t) for t in tasks)
+    return {
+        "schema": PLAN_SCHEMA,
+        "kind": "execution",
+        "run_id": plan.get("run_id"),
+        "parallel_config": config,
+        "budget": budget,
+        "critical_path": metrics.critical_path,
+        "critical_path_s": metrics.remaining[metrics.critical_path[0]] if metrics.critical_path else 0,
+        "waves": metrics.waves,
+        "sequential_estimate_s": sequential,
+        "estimated_makespan_s": schedule.makespan,
+        "estimated_speedup": round(sequential / schedule.makespan, 3) if schedule.makespan else 1.0,
+        "peak_concurrency": schedule.peak_concurrency,
+        "peak_tokens_in_flight": schedule.peak_tokens_in_flight,
+        "warnings": warnings,
+        "tasks": [
+            {
+                "task_id": t["task_id"],
+                "agent": t["agent"],
+                "priority": t["priority"],
+                "priority_rank": PRIORITY_RANK[t["priority"]],
+                "level": metrics.level[t["task_id"]],
+                "token_budget": t["token_budget"],
+                "budget_source": t["budget_source"],
+                "duration_s": task_duration(t),
+                "remaining_path_s": metrics.remaining[t["task_id"]],
+                "estimated_start_s": schedule.slots[t["task_id"]].start,
+                "estimated_end_s": schedule.slots[t["task_id"]].end,
+            }
+            for t in tasks
+        ],
+    }

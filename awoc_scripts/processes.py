@@ -1,0 +1,152 @@
+"""The one wrapper for child processes: start each in its own session, and the one place that kills.
+
+Every task process carries `AWOC_TASK=<run_id>/<task_id>` in its environment, so processes
+that left their process group (or outlived a crashed orchestrator) are still found and killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER_ENV = "AWOC_TASK"
+KILL_GRACE_S = 2.0
+
+
+def task_marker(run_id: str, task_id: str) -> str:
+    return f"{run_id}/{task_id}"
+
+
+@dataclass
+class Child:
+    popen: subprocess.Popen[bytes]
+    pid: int
+    create_time: float
+    marker: str
+
+
+def spawn(
+    argv: list[str],
+    *,
+    cwd: Path,
+    stdin: Path | None,
+    stdout: Path,
+    stderr: Path,
+    env: Mapping[str, str],
+    marker: str,
+) -> Child:
+    """Start argv in a new session (its own process group) with files for its standard streams.
+
+    No shell is involved: task text reaches the program as data. A missing program raises
+    FileNotFoundError / PermissionError for the caller to turn into a failed attempt.
+    """
+    full_env = {**env, MARKER_ENV: marker}
+    with (
+        open(stdin, "rb") if stdin else open(os.devnull, "rb") as in_fh,
+        open(stdout, "wb") as out_fh,
+        open(stderr, "wb") as err_fh,
+    ):
+        popen = subprocess.Popen(
+            argv, cwd=cwd, stdin=in_fh, stdout=out_fh, stderr=err_fh, env=full_env, start_new_session=True
+        )
+    return Child(popen, popen.pid, process_create_time(popen.pid), marker)
+
+
+def process_create_time(pid: int) -> float:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001 - already gone: any stamp will do, it will not match a live process
+        return 0.0
+
+
+def same_process_alive(pid: int, create_time: float) -> bool:
+    """Is `pid` still the process we started (and not a later one that reused the number)?"""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def marked_processes(prefix: str) -> list[int]:
+    """Live processes whose AWOC_TASK marker starts with `prefix` (`run/` or `run/task`)."""
+    needle = f"{MARKER_ENV}={prefix}".encode()
+    me = os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if any(entry.startswith(needle) for entry in environ.split(b"\0")) and not _is_zombie(int(name)):
+            found.append(int(name))
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _signal_pids(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def kill_tree(child: Child, grace_s: float = KILL_GRACE_S) -> None:
+    """SIGTERM the task's group, wait `grace_s`, SIGKILL it, then kill whatever left the group."""
+    import psutil
+
+    try:
+        known = psutil.Process(child.pid).children(recursive=True)
+    except psutil.Error:
+        known = []
+    if child.popen.poll() is None or _signal_group(child.pid, 0):
+        _signal_group(child.pid, signal.SIGTERM)
+        for proc in known:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()  # psutil checks it is still the same process, not a reused pid
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if child.popen.poll() is not None and not _signal_group(child.pid, 0):
+                break
+            time.sleep(0.02)
+        _signal_group(child.pid, signal.SIGKILL)
+    for proc in known:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    kill_marked(child.marker)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.popen.wait(timeout=grace_s)
+
+
+def kill_marked(prefix: str) -> list[int]:
+    """SIGKILL every live process carrying the marker. Returns the pids killed."""
+    pids = marked_processes(prefix)
+    _signal_pids(pids, signal.SIGKILL)
+    return pids

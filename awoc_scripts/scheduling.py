@@ -1,0 +1,244 @@
+"""Which task starts next: the one ordering shared by the estimated schedule and the executor.
+
+Ready tasks are ordered by priority, then by the longest remaining path to a sink (critical
+path first), then by file order. `max_concurrent` and `batch_token_limit` bound what runs at
+once. A task starts the moment its dependencies allow; nothing waits for a whole wave.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+PENDING, RUNNING = "pending", "running"
+SUCCEEDED, FAILED, TIMED_OUT, BUDGET_EXCEEDED = "succeeded", "failed", "timed_out", "budget_exceeded"
+CANCELLED, SKIPPED = "cancelled", "skipped"
+TERMINAL = frozenset({SUCCEEDED, FAILED, TIMED_OUT, BUDGET_EXCEEDED, CANCELLED, SKIPPED})
+FAILURES = frozenset({FAILED, TIMED_OUT, BUDGET_EXCEEDED})
+
+
+def task_duration(task: Mapping[str, Any]) -> float:
+    """What planning assumes a task takes: its estimate, else its timeout."""
+    estimate = task.get("estimated_duration")
+    return float(estimate if estimate is not None else task["timeout"])
+
+
+@dataclass
+class GraphMetrics:
+    order: list[str]  # topological, file order among equals
+    level: dict[str, int]  # dependency depth, 0 for tasks without dependencies
+    remaining: dict[str, float]  # longest duration path from the task's start to the end of a sink
+    critical_path: list[str]
+    waves: list[list[str]]
+
+
+def graph_metrics(tasks: Sequence[Mapping[str, Any]]) -> GraphMetrics:
+    """Levels, remaining paths and the critical path of a validated (acyclic) plan. O(V + E)."""
+    ids = [t["task_id"] for t in tasks]
+    deps = {t["task_id"]: t["dependencies"] for t in tasks}
+    duration = {t["task_id"]: task_duration(t) for t in tasks}
+    dependents: dict[str, list[str]] = {tid: [] for tid in ids}
+    indegree = dict.fromkeys(ids, 0)
+    for tid in ids:
+        for dep in deps[tid]:
+            dependents[dep].append(tid)
+            indegree[tid] += 1
+
+    order: list[str] = []
+    frontier = [tid for tid in ids if indegree[tid] == 0]
+    level = dict.fromkeys(ids, 0)
+    while frontier:
+        order.extend(frontier)
+        next_frontier: list[str] = []
+        for tid in frontier:
+            for child in dependents[tid]:
+                level[child] = max(level[child], level[tid] + 1)
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    next_frontier.append(child)
+        frontier = next_frontier
+
+    remaining: dict[str, float] = {}
+    next_on_path: dict[str, str | None] = {}
+    for tid in reversed(order):
+        best, best_child = 0.0, None
+        for child in dependents[tid]:
+            if remaining[child] > best:
+                best, best_child = remaining[child], child
+        remaining[tid] = duration[tid] + best
+        next_on_path[tid] = best_child
+
+    critical_path: list[str] = []
+    if ids:
+        node: str | None = max(ids, key=remaining.__getitem__)  # the first longest, in file order
+        while node is not None:
+            critical_path.append(node)
+            node = next_on_path[node]
+
+    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for tid in ids:
+        waves[level[tid]].append(tid)
+    return GraphMetrics(order, level, remaining, critical_path, waves)
+
+
+@dataclass
+class StartDecision:
+    task_id: str
+    alone_over_batch_limit: bool = False
+
+
+@dataclass
+class Scheduler:
+    """Task states and readiness for one run. Pure: no clocks, no processes, no files.
+
+    `status` may start with tasks already ended (a resumed run). `finish` and `cancel` return
+    the tasks they skip as a consequence, each with its reason.
+    """
+
+    tasks: Sequence[Mapping[str, Any]]
+    remaining_path: Mapping[str, float]
+    status: dict[str, str] = field(default_factory=dict)
+    budget: dict[str, int] = field(default_factory=dict)
+    reason: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_id = {t["task_id"]: t for t in self.tasks}
+        self.dependents: dict[str, list[str]] = {tid: [] for tid in self.by_id}
+        self.blocking: dict[str, frozenset[str]] = {}
+        self.waiting_on: dict[str, int] = {}
+        self._ready: list[tuple[int, float, int, str]] = []  # a heap; entries of started tasks go stale
+        for task in self.tasks:
+            tid = task["task_id"]
+            if self.status.get(tid, PENDING) == RUNNING:
+                self.status[tid] = PENDING  # whatever ran before a crash runs again
+            self.status.setdefault(tid, PENDING)
+            self.budget.setdefault(tid, int(task["token_budget"]))
+            # the dependencies whose end this task waits for
+            waits = task["critical_dependencies"] if task["dependency_mode"] == "partial" else task["dependencies"]
+            self.blocking[tid] = frozenset(waits)
+            self.waiting_on[tid] = len(self.blocking[tid])
+            for dep in task["dependencies"]:
+                self.dependents[dep].append(tid)
+        skipped: list[tuple[str, str]] = []
+        for tid, state in list(self.status.items()):
+            if state in TERMINAL:
+                skipped += self._propagate(tid)
+        for tid in self.by_id:  # those with something to wait for were settled by _propagate
+            if self.status[tid] == PENDING and not self.blocking[tid] and self._settle(tid, skipped):
+                skipped += self._propagate(tid)
+        self.initially_skipped = skipped
+
+    def _key(self, tid: str) -> tuple[int, float, int, str]:
+        task = self.by_id[tid]
+        return (PRIORITY_RANK[task["priority"]], -self.remaining_path[tid], task["index"], tid)
+
+    def _skip(self, tid: str, reason: str, skipped: list[tuple[str, str]]) -> None:
+        self.status[tid] = SKIPPED
+        self.reason[tid] = reason
+        skipped.append((tid, reason))
+
+    def _settle(self, tid: str, skipped: list[tuple[str, str]]) -> bool:
+        """Every blocking dependency has ended: the task becomes ready (False) or is skipped (True)."""
+        reason = self._unmet_condition(tid)
+        if reason is None:
+            heapq.heappush(self._ready, self._key(tid))
+            return False
+        self._skip(tid, reason, skipped)
+        return True
+
+    def _unmet_condition(self, tid: str) -> str | None:
+        task = self.by_id[tid]
+        if task["dependency_mode"] != "conditional":
+            return None  # all_complete and partial skip as soon as a blocking dependency fails
+        when = (task.get("condition") or {}).get("when", "success")
+        if when == "any":
+            return None
+        wrong = [d for d in task["dependencies"] if (self.status[d] == SUCCEEDED) != (when == "success")]
+        if not wrong:
+            return None
+        return f"condition {when!r} not met: " + ", ".join(f"{d} {self.status[d]}" for d in wrong)
+
+    def _propagate(self, ended: str) -> list[tuple[str, str]]:
+        """`ended` has ended: update its dependents, skipping those that can no longer run."""
+        skipped: list[tuple[str, str]] = []
+        work = [ended]
+        while work:
+            done = work.pop()
+            ok = self.status[done] == SUCCEEDED
+            for child in self.dependents[done]:
+                if self.status[child] != PENDING or done not in self.blocking[child]:
+                    continue
+                if not ok and self.by_id[child]["dependency_mode"] != "conditional":
+                    self._skip(child, f"dependency {done} {self.status[done]}", skipped)
+                    work.append(child)
+                    continue
+                self.waiting_on[child] -= 1
+                if self.waiting_on[child] == 0 and self._settle(child, skipped):
+                    work.append(child)
+        return skipped
+
+    # -- what the executor (or the estimate) asks -------------------------------------------
+
+    def ready_ids(self) -> list[str]:
+        return list(dict.fromkeys(k[-1] for k in sorted(self._ready) if self.status[k[-1]] == PENDING))
+
+    def next_start(self, running: Sequence[str], max_concurrent: int, batch_token_limit: int) -> StartDecision | None:
+        """The next task to start now, or None. In ready order, the first whose budget fits
+        beside what is in flight; a task that alone exceeds the limit runs only alone."""
+        if len(running) >= max_concurrent:
+            return None
+        in_flight = sum(self.budget[t] for t in running)
+        passed_over: list[tuple[int, float, int, str]] = []
+        decision = None
+        while self._ready:
+            key = heapq.heappop(self._ready)
+            tid = key[-1]
+            if self.status[tid] != PENDING:
+                continue  # stale entry of a started or cancelled task
+            passed_over.append(key)
+            need = self.budget[tid]
+            if in_flight + need <= batch_token_limit:
+                decision = StartDecision(tid)
+                break
+            if not running and need > batch_token_limit:
+                decision = StartDecision(tid, alone_over_batch_limit=True)
+                break
+        for key in passed_over:
+            heapq.heappush(self._ready, key)
+        return decision
+
+    def start(self, tid: str) -> None:
+        if self.status[tid] != PENDING:
+            raise ValueError(f"cannot start {tid}: it is {self.status[tid]}")
+        self.status[tid] = RUNNING
+
+    def requeue(self, tid: str) -> None:
+        """A running task goes back to waiting (stopped to free memory)."""
+        self.status[tid] = PENDING
+        heapq.heappush(self._ready, self._key(tid))
+
+    def finish(self, tid: str, status: str) -> list[tuple[str, str]]:
+        if status not in TERMINAL:
+            raise ValueError(f"{status!r} is not a final task state")
+        self.status[tid] = status
+        return self._propagate(tid)
+
+    def cancel(self, tids: Iterable[str], reason: str) -> list[tuple[str, str]]:
+        """Cancel pending tasks; returns the dependents skipped because of it."""
+        skipped: list[tuple[str, str]] = []
+        for tid in tids:
+            if self.status[tid] == PENDING:
+                self.status[tid] = CANCELLED
+                self.reason[tid] = reason
+                skipped += self._propagate(tid)
+        return skipped
+
+    def ids_with(self, *states: str) -> list[str]:
+        return [tid for tid, s in self.status.items() if s in states]
+
+    def all_done(self) -> bool:
+        return all(s in TERMINAL for s in self.status.values())
