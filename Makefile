@@ -1,7 +1,8 @@
 # make demo: run a shipped example end to end.  make test: install everything and run every test.
 VENV := .venv
 PY := $(VENV)/bin/python
-BATS := node_modules/.bin/bats
+# bats 1.13 declares its executable only under "directories" in package.json, which npm 11 does not link into node_modules/.bin
+BATS := node_modules/bats/bin/bats
 
 .PHONY: install test pytest bats lint demo bench clean
 
@@ -29,6 +30,9 @@ bats: install node_modules/.installed
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/bench_validate.py
 
 clean:
 	rm -rf $(VENV) node_modules .awoc
