@@ -78,9 +78,10 @@ def same_process_alive(pid: int, create_time: float) -> bool:
         return False
 
 
-def marked_processes(prefix: str) -> list[int]:
-    """Live processes whose AWOC_TASK marker starts with `prefix` (`run/` or `run/task`)."""
-    needle = f"{MARKER_ENV}={prefix}".encode()
+def marked_processes(run_id: str, task_id: str | None = None) -> list[int]:
+    """Live processes carrying the marker of this run (or of this one task of it)."""
+    exact = f"{MARKER_ENV}={task_marker(run_id, task_id)}".encode() if task_id else None
+    prefix = f"{MARKER_ENV}={run_id}/".encode()
     me = os.getpid()
     found = []
     for name in os.listdir("/proc"):
@@ -91,7 +92,11 @@ def marked_processes(prefix: str) -> list[int]:
                 environ = fh.read()
         except OSError:
             continue
-        if any(entry.startswith(needle) for entry in environ.split(b"\0")) and not _is_zombie(int(name)):
+        if prefix not in environ:
+            continue
+        entries = environ.split(b"\0")
+        hit = exact in entries if exact else any(e.startswith(prefix) for e in entries)
+        if hit and not _is_zombie(int(name)):
             found.append(int(name))
     return found
 
@@ -140,13 +145,13 @@ def kill_tree(child: Child, grace_s: float = KILL_GRACE_S) -> None:
     for proc in known:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    kill_marked(child.marker)
+    kill_marked(*child.marker.split("/", 1))
     with contextlib.suppress(subprocess.TimeoutExpired):
         child.popen.wait(timeout=grace_s)
 
 
-def kill_marked(prefix: str) -> list[int]:
-    """SIGKILL every live process carrying the marker. Returns the pids killed."""
-    pids = marked_processes(prefix)
+def kill_marked(run_id: str, task_id: str | None = None) -> list[int]:
+    """SIGKILL every live process of the run (or of one task of it). Returns the pids killed."""
+    pids = marked_processes(run_id, task_id)
     _signal_pids(pids, signal.SIGKILL)
     return pids

@@ -85,6 +85,21 @@ def make_run_id() -> str:
     return f"{stamp}-{int(now % 1 * 1e6):06d}-{secrets.token_hex(3)}"
 
 
+class TaskFiles:
+    """tasks/<task_id>/: what went in, what came out."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.prompt = directory / "prompt.md"
+        self.stdout = directory / "stdout.log"
+        self.stderr = directory / "stderr.log"
+        self.result = directory / "result.json"
+
+    def prepare(self, prompt: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.prompt, prompt.encode("utf-8"))
+
+
 class Run:
     """The files of one run: `runs/<run_id>/...`."""
 
@@ -107,6 +122,26 @@ class Run:
 
     def result_file(self, agent: str, task_id: str) -> Path:
         return self.results_dir / f"task_{agent}_{task_id}_result.json"
+
+    def task_files(self, task_id: str) -> TaskFiles:
+        return TaskFiles(self.tasks_dir / task_id)
+
+    def write_task_result(self, agent: str, task_id: str, result: dict[str, Any]) -> None:
+        """tasks/<id>/result.json, and the same file linked as results/task_<agent>_<id>_result.json."""
+        files = self.task_files(task_id)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(files.result, result)
+        link = self.result_file(agent, task_id)
+        self.results_dir.mkdir(exist_ok=True)
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        try:
+            os.link(files.result, tmp)
+        except OSError:  # a file system without hard links: copy instead
+            tmp.write_bytes(files.result.read_bytes())
+        os.replace(tmp, link)
+
+    def write_execution(self, execution: dict[str, Any]) -> None:
+        atomic_write_json(self.execution_file, execution)
 
     def exists(self) -> bool:
         return self.plan_file.is_file()

@@ -99,6 +99,7 @@ SCRIPT_MODULES = {
     "token-budget-reducer": ("levers", "budget_main"),
     "parallel-to-sequential": ("levers", "sequential_main"),
     "task-prioritizer": ("levers", "prioritizer_main"),
+    "delegate-parallel": ("delegate_parallel", "main"),
 }
 
 

@@ -24,9 +24,7 @@ def _whole(name: str, text: str | None) -> int | None:
 
 @app.command("plan-execution")
 def plan_execution_command(
-    plan: Annotated[
-        str | None, typer.Argument(help="Run id, plan or config; default: current run.")
-    ] = None,
+    plan: Annotated[str | None, typer.Argument(help="Run id, plan or config; default: current run.")] = None,
     max_parallel: Annotated[str | None, typer.Argument(help="Tasks at once (overrides max_concurrent).")] = None,
     total_token_budget: Annotated[str | None, typer.Argument(help="Total token budget to fit.")] = None,
     state_dir: StateDirOption = None,

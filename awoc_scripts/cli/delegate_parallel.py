@@ -1,0 +1,86 @@
+"""delegate-parallel: the whole flow in one process (run, resume, status)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from awoc_scripts.cli.common import RAW_ARGS, StateDirOption, new_app, run_app
+
+app = new_app("delegate-parallel", "Run many agent tasks at once: dependencies, budgets, timeouts, one report.")
+
+ExecutorOption = Annotated[str, typer.Option("--executor", help="Where tasks run: local.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+RunArgument = Annotated[str | None, typer.Argument(help="Run id (default: the current run).", show_default=False)]
+FormatOption = Annotated[str, typer.Option("--format", help="json or text.")]
+
+
+@app.command(context_settings=RAW_ARGS)
+def run(
+    ctx: typer.Context, state_dir: StateDirOption = None, executor: ExecutorOption = "local", quiet: QuietOption = False
+) -> None:
+    """Validate, plan and execute tasks: a config file or "agent:description" arguments (as the slash command).
+
+    Exit codes: 0 all succeeded, 1 some failed within the tolerance, 2 bad input, 3 aborted, 130 interrupted.
+    """
+    from awoc_scripts.display import make_display
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.runs import execute_run, make_executor, start_run
+    from awoc_scripts.state import StateStore
+
+    chosen = make_executor(executor)
+    run_files, plan, execution = start_run(StateStore(state_dir), ctx.args)
+    for warning in execution["warnings"]:
+        sys.stderr.write(f"warning: {warning}\n")
+    code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
+    print_json(summary)
+    raise typer.Exit(code)
+
+
+@app.command()
+def resume(
+    run_id: RunArgument = None,
+    state_dir: StateDirOption = None,
+    executor: ExecutorOption = "local",
+    quiet: QuietOption = False,
+) -> None:
+    """Run again every task of RUN that did not succeed; finished tasks keep their results."""
+    from awoc_scripts.display import make_display
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.runs import execute_run, load_for_resume, make_executor
+    from awoc_scripts.state import StateStore
+
+    chosen = make_executor(executor)
+    run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
+    code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=True)
+    print_json(summary)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output: FormatOption = "json") -> None:
+    """Where a run stands: each task's state, tokens against budgets, whether it is executing."""
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.runs import run_status
+    from awoc_scripts.state import StateStore
+
+    data = run_status(StateStore(state_dir), run_id)
+    if output == "text":
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
+        print(
+            f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "
+            f"tokens {data['tokens_used']}/{data['total_token_budget']}"
+        )
+        for task in data["tasks"]:
+            print(
+                f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_used']:>7}/{task['token_budget']:<7} "
+                f"{task['reason'] or ''}"
+            )
+    else:
+        print_json(data)
+
+
+def main(args: list[str] | None = None) -> None:
+    run_app(app, args)

@@ -1,0 +1,63 @@
+"""Prompt composition with context sharing.
+
+Order: shared context (identical for every task, so the provider's prompt cache reuses it),
+the agent's role when the runner has no system prompt (identical for every task of that agent),
+then the task, then the results of its finished dependencies, each cut to a bounded size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_DEPENDENCY_RESULT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class DependencyResult:
+    task_id: str
+    agent: str
+    status: str
+    result: str
+    result_file: str
+
+
+def cut(text: str, limit: int = MAX_DEPENDENCY_RESULT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[... {len(text) - limit} more characters cut; the full result is in the file above]"
+
+
+def compose_prompt(
+    task: Mapping[str, Any],
+    *,
+    shared_context: str,
+    role: str | None,
+    token_budget: int,
+    dependencies: Sequence[DependencyResult],
+    previous_error: str | None = None,
+) -> str:
+    parts: list[str] = []
+    if shared_context.strip():
+        parts.append(f"# Shared context\n\n{shared_context.strip()}\n")
+    if role:
+        parts.append(f"# Your role: {task['agent']}\n\n{role.strip()}\n")
+    parts.append(f"# Task {task['task_id']} ({task['priority']} priority)\n\n{task['description']}\n")
+    if task.get("context"):
+        parts.append(f"## Context for this task\n\n{task['context']}\n")
+    parts.append(f"Work within about {token_budget} tokens in total; keep the answer focused.\n")
+    if previous_error is not None:
+        parts.append(
+            "## A previous attempt failed\n\n"
+            + "\n".join(f"> {line}" for line in previous_error.strip().splitlines()[:20])
+            + "\n\nThis time, deliver a narrower result: the essential part of the task only, "
+            "and say what you left out.\n"
+        )
+    if dependencies:
+        parts.append("# Results of the tasks this one depends on\n")
+        for dep in dependencies:
+            parts.append(
+                f"## {dep.task_id} ({dep.agent}, {dep.status})\nFull result: {dep.result_file}\n\n{cut(dep.result)}\n"
+            )
+    return "\n".join(parts)

@@ -1,0 +1,101 @@
+"""The whole flow as the `delegate-parallel` command runs it: validate, plan, execute, report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from awoc_scripts.display import PlainDisplay
+from awoc_scripts.errors import InputError
+from awoc_scripts.execution_plan import plan_execution
+from awoc_scripts.executor import Executor, LocalExecutor
+from awoc_scripts.orchestrator import Options, Orchestrator
+from awoc_scripts.runners import check_runner_available
+from awoc_scripts.state import Run, StateStore, read_json
+from awoc_scripts.validation import save_new_run, validate_request
+
+
+def make_executor(name: str) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    raise InputError(f"--executor: unknown executor {name!r} (available: local)")
+
+
+def check_executable(plan: dict[str, Any]) -> None:
+    worktree = [t["task_id"] for t in plan["tasks"] if t.get("isolation") == "worktree"]
+    if worktree:
+        raise InputError(f'isolation "worktree" is not supported yet (tasks: {", ".join(worktree[:5])}); use "process"')
+    check_runner_available(plan["tasks"], plan["parallel_config"], os.environ)
+
+
+def start_run(store: StateStore, args: Sequence[str]) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+    """Validate and plan; nothing is written unless both succeed."""
+    plan = validate_request(args)
+    check_executable(plan)
+    execution = plan_execution(plan)
+    run = save_new_run(store, plan)
+    execution["run_id"] = run.run_id
+    run.write_execution(execution)
+    return run, plan, execution
+
+
+def execute_run(
+    run: Run,
+    plan: dict[str, Any],
+    execution: dict[str, Any],
+    executor: Executor,
+    display: PlainDisplay,
+    resume: bool = False,
+    options: Options | None = None,
+) -> tuple[int, dict[str, Any]]:
+    orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume)
+    code = orchestrator.execute()
+    return code, orchestrator.summary()
+
+
+def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+    run = store.open_run(run_id)
+    plan = run.read_plan()
+    check_executable(plan)
+    execution = read_json(run.execution_file, default={})
+    if not execution:
+        execution = plan_execution(plan)
+        run.write_execution(execution)
+    return run, plan, execution
+
+
+def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
+    from awoc_scripts.run_state import initial_state, orchestrator_alive
+
+    run = store.open_run(run_id)
+    state = run.read_state() or initial_state(run)
+    tasks = state["tasks"]
+    counts: dict[str, int] = {}
+    for task in tasks.values():
+        counts[task["status"]] = counts.get(task["status"], 0) + 1
+    used = sum(t.get("tokens_used", {}).get("total", 0) for t in tasks.values())
+    execution = read_json(run.execution_file, default={})
+    total = (execution.get("parallel_config") or run.read_plan()["parallel_config"])["total_token_budget"]
+    return {
+        "run_id": run.run_id,
+        "status": state.get("status"),
+        "executing": orchestrator_alive(state),
+        "stop_reason": state.get("stop_reason"),
+        "counts": counts,
+        "tokens_used": used,
+        "total_token_budget": total,
+        "updated_at": state.get("updated_at"),
+        "tasks": [
+            {
+                "task_id": tid,
+                "status": t["status"],
+                "attempts": t.get("attempts", 0),
+                "tokens_used": t.get("tokens_used", {}).get("total", 0),
+                "token_budget": t["token_budget"],
+                "reason": t.get("reason") or t.get("error"),
+            }
+            for tid, t in tasks.items()
+        ],
+        "run_dir": str(run.dir),
+    }
