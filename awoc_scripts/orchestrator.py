@@ -128,6 +128,7 @@ class Orchestrator:
         self.stop_reason: str | None = None  # set once: nothing new starts after it
         self.exit_code = OK
         self.failed_count = 0
+        self.tokens_spent = sum(r.tokens.total for r in self.records.values())
         self.no_new_starts = False
         self.levers_pulled: set[str] = set()
         self.started_mono = time.monotonic()
@@ -316,6 +317,8 @@ class Orchestrator:
             ended = self.executor.wait(self._wait_timeout(now))
             for end in ended:
                 self._on_ended(end)
+            if ended and self.stop_reason is None:
+                self._enforce_tokens()
             self._check_deadlines_and_budgets()
             if self._dirty and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
                 self._flush()
@@ -433,6 +436,7 @@ class Orchestrator:
         if rec.stream is not None and rec.stream.total().total > attempt_tokens.total:
             attempt_tokens = rec.stream.total()  # stopped before its final result line
         rec.tokens = rec.tokens + attempt_tokens
+        self.tokens_spent += attempt_tokens.total
         rec.cost_usd += float(outcome.cost_usd or 0)
         rec.result = outcome.result
         if rec.stop_status == "requeue":
@@ -586,9 +590,21 @@ class Orchestrator:
 
     def _enforce_resources(self, now: float) -> None:
         self._last_resource_check = now
-        spent = sum(r.tokens.total for r in self.records.values())
+        self._enforce_tokens()
         running = self.executor.running()
-        in_flight = sum(self.scheduler.budget[t] for t in running)
+        free_mb = self._free_memory_mb()
+        if free_mb < self.min_free_mb:
+            self._pull_lever(SEQUENTIAL, {}, f"{free_mb:.0f} MB free, under {self.min_free_mb:g} MB")
+            if free_mb < self.min_free_mb / 2 and len(running) > 1:
+                youngest = max(running, key=lambda t: self.records[t].start_mono or 0)
+                self.records[youngest].stop_status = "requeue"
+                self.executor.stop(youngest)
+                self.run.append_event("memory-pressure", free_mb=round(free_mb), stopped=youngest)
+
+    def _enforce_tokens(self) -> None:
+        """Checked after every task end, before anything new starts."""
+        spent = self.tokens_spent
+        in_flight = sum(self.scheduler.budget[t] for t in self.executor.running())
         if spent >= self.total_budget:
             if not self.no_new_starts:
                 self.no_new_starts = True
@@ -598,14 +614,6 @@ class Orchestrator:
                 self.cancel(self.pending(), "token budget exhausted")
         elif spent + in_flight > TOKEN_PRESSURE * self.total_budget:
             self._pull_lever(REDUCE, {"percent": 20}, f"{spent} spent + {in_flight} in flight of {self.total_budget}")
-        free_mb = self._free_memory_mb()
-        if free_mb < self.min_free_mb:
-            self._pull_lever(SEQUENTIAL, {}, f"{free_mb:.0f} MB free, under {self.min_free_mb:g} MB")
-            if free_mb < self.min_free_mb / 2 and len(running) > 1:
-                youngest = max(running, key=lambda t: self.records[t].start_mono or 0)
-                self.records[youngest].stop_status = "requeue"
-                self.executor.stop(youngest)
-                self.run.append_event("memory-pressure", free_mb=round(free_mb), stopped=youngest)
 
     def _free_memory_mb(self) -> float:
         if self.options.memory_probe is not None:

@@ -106,3 +106,60 @@ SCRIPT_MODULES = {
 def write_json(path: Path, data: Any) -> Path:
     path.write_bytes(orjson.dumps(data))
     return path
+
+
+@pytest.fixture
+def fake_claude(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake claude CLI as AWOC_CLAUDE_BIN; its calls are logged in the returned directory."""
+    log_dir = isolated / "claude-calls"
+    log_dir.mkdir()
+    wrapper = isolated / "bin" / "claude"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKES / "fake_claude.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("AWOC_CLAUDE_BIN", str(wrapper))
+    monkeypatch.setenv("FAKE_CLAUDE_LOG_DIR", str(log_dir))
+    monkeypatch.setenv("FAKE_CLAUDE_STATE_DIR", str(isolated / "claude-state"))
+    (isolated / "claude-state").mkdir()
+    return log_dir
+
+
+def claude_calls(log_dir: Path) -> list[dict[str, Any]]:
+    path = log_dir / "calls.jsonl"
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def awoc_processes(state_dir: Path) -> list[int]:
+    """Live task processes of the runs in `state_dir` (they carry the AWOC_TASK marker)."""
+    runs = state_dir / "runs"
+    markers = [f"AWOC_TASK={p.name}/".encode() for p in runs.iterdir()] if runs.is_dir() else []
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue
+        if any(m in environ for m in markers) and stat.rsplit(b")", 1)[1].split()[0] != b"Z":
+            found.append(int(name))
+    return found
+
+
+@pytest.fixture
+def no_leftover_processes(state_dir: Path) -> Any:
+    """Fail the test if any task process outlives it."""
+    yield
+    import time
+
+    deadline = time.monotonic() + 3
+    while awoc_processes(state_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = awoc_processes(state_dir)
+    for pid in left:
+        with __import__("contextlib").suppress(OSError):
+            os.kill(pid, 9)
+    assert not left, f"task processes outlived the run: {left}"

@@ -1,0 +1,484 @@
+"""The execution engine, for real: subprocesses, the fake claude CLI, timeouts, failures, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from awoc_scripts.display import PlainDisplay
+from awoc_scripts.executor import LocalExecutor
+from awoc_scripts.orchestrator import Options
+from awoc_scripts.runs import execute_run, start_run
+from awoc_scripts.state import StateStore
+
+from conftest import FAKES, awoc_processes, claude_calls
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+RECORD = [sys.executable, str(FAKES / "record_task.py")]
+
+
+def recorder(log: Path, seconds: float, code: int = 0) -> list[str]:
+    return [*RECORD, str(log), str(seconds), str(code)]
+
+
+def records(log: Path) -> dict[str, dict[str, Any]]:
+    if not log.exists():
+        return {}
+    return {r["task"]: r for r in map(orjson.loads, log.read_bytes().splitlines())}
+
+
+def run_in_process(config: dict[str, Any], **options: Any) -> tuple[int, dict[str, Any], Path]:
+    store = StateStore()
+    run, plan, execution = start_run(store, [orjson.dumps(config).decode()])
+    code, summary = execute_run(
+        run, plan, execution, LocalExecutor(grace_s=0.5), PlainDisplay(quiet=True), options=Options(**options)
+    )
+    return code, summary, run.dir
+
+
+def gone(pid: int) -> bool:
+    """Dead, or a zombie waiting for a parent that is not ours to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(b")", 1)[1].split()[0] == b"Z"
+
+
+def results(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return {
+        p.name: orjson.loads((p / "result.json").read_bytes())
+        for p in (run_dir / "tasks").iterdir()
+        if (p / "result.json").exists()
+    }
+
+
+def events(run_dir: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in (run_dir / "events.jsonl").read_bytes().splitlines()]
+
+
+def test_dependencies_and_both_concurrency_bounds_hold(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    budgets = [3000, 4000, 5000, 6000, 3000, 4000, 5000, 3000, 6000, 4000]
+    tasks = [
+        {
+            "task_id": f"t{i}",
+            "agent": "qa",
+            "description": f"task {i}",
+            "token_budget": b,
+            "command": recorder(log, 0.15),
+        }
+        for i, b in enumerate(budgets)
+    ]
+    tasks[4]["dependencies"] = ["t0", "t1"]
+    tasks[7]["dependencies"] = ["t4"]
+    tasks[9]["dependencies"] = ["t7", "t8"]
+    config = {
+        "parallel_config": {
+            "max_concurrent": 3,
+            "batch_token_limit": 10000,
+            "total_token_budget": 100000,
+            "failure_tolerance": 0,
+        },
+        "tasks": tasks,
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 0, summary
+    ran = records(log)
+    assert set(ran) == {t["task_id"] for t in tasks}
+    budget = {t["task_id"]: t["token_budget"] for t in tasks}
+    for moment in [r["start"] for r in ran.values()]:
+        live = [tid for tid, r in ran.items() if r["start"] <= moment < r["end"]]
+        assert len(live) <= 3, live
+        assert sum(budget[t] for t in live) <= 10000, live
+    for task in tasks:
+        for dep in task.get("dependencies", []):
+            assert ran[dep]["end"] <= ran[task["task_id"]]["start"]
+            assert f"result of {dep}" in ran[task["task_id"]]["prompt"]
+    assert all(r["status"] == "succeeded" for r in results(run_dir).values())
+    assert (run_dir / "results" / "task_qa_t9_result.json").exists()
+
+
+def test_ready_tasks_start_in_priority_order(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    priorities = ["low", "critical", "medium", "high", "critical"]
+    tasks = [
+        {"task_id": f"t{i}-{p}", "agent": "qa", "description": "x", "priority": p, "command": recorder(log, 0.01)}
+        for i, p in enumerate(priorities)
+    ]
+    code, _, _ = run_in_process({"parallel_config": {"max_concurrent": 1}, "tasks": tasks})
+    assert code == 0
+    order = [tid for tid, _ in sorted(records(log).items(), key=lambda kv: kv[1]["start"])]
+    assert order == ["t1-critical", "t4-critical", "t3-high", "t2-medium", "t0-low"]
+
+
+GRANDCHILD_IGNORING_TERM = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if os.fork() == 0:
+    os.setsid()  # leaves the task's process group
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(sys.argv[1], "w").write(str(os.getpid()))
+    time.sleep(60)
+else:
+    time.sleep(60)
+"""
+
+
+def test_timeout_kills_the_whole_tree_even_what_left_the_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    config = {
+        "parallel_config": {"retries": 0},
+        "tasks": [
+            {
+                "task_id": "stubborn",
+                "agent": "qa",
+                "description": "x",
+                "timeout": 1,
+                "command": [sys.executable, "-c", GRANDCHILD_IGNORING_TERM, str(pid_file)],
+            }
+        ],
+    }
+    code, _, run_dir = run_in_process(config)
+    assert code == 1
+    result = results(run_dir)["stubborn"]
+    assert result["status"] == "timed_out" and "timed out after 1 s" in result["error"]
+    assert gone(int(pid_file.read_text()))
+
+
+def test_one_failure_within_tolerance_finishes_with_exit_1(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    config = {
+        "parallel_config": {"failure_tolerance": 1, "retries": 0},
+        "tasks": [
+            {"task_id": "bad", "agent": "qa", "description": "x", "command": recorder(log, 0, 3)},
+            {"task_id": "good", "agent": "qa", "description": "x", "command": recorder(log, 0.1)},
+            {
+                "task_id": "after-bad",
+                "agent": "qa",
+                "description": "x",
+                "dependencies": ["bad"],
+                "command": recorder(log, 0),
+            },
+        ],
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 1
+    by_id = results(run_dir)
+    assert by_id["bad"]["status"] == "failed" and by_id["bad"]["exit_code"] == 3
+    assert by_id["good"]["status"] == "succeeded"
+    assert by_id["after-bad"]["status"] == "skipped" and by_id["after-bad"]["reason"] == "dependency bad failed"
+    assert summary["status"] == "finished_with_failures"
+
+
+def test_two_failures_over_tolerance_abort_with_exit_3(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    config = {
+        "parallel_config": {"failure_tolerance": 1, "retries": 0, "max_concurrent": 3},
+        "tasks": [
+            {"task_id": "bad1", "agent": "qa", "description": "x", "command": recorder(log, 0, 1)},
+            {"task_id": "bad2", "agent": "qa", "description": "x", "command": recorder(log, 0.2, 1)},
+            {"task_id": "slow", "agent": "qa", "description": "x", "command": recorder(log, 30)},
+            {
+                "task_id": "later",
+                "agent": "qa",
+                "description": "x",
+                "dependencies": ["slow"],
+                "command": recorder(log, 0),
+            },
+        ],
+    }
+    started = time.monotonic()
+    code, _, run_dir = run_in_process(config)
+    assert code == 3
+    assert time.monotonic() - started < 25  # "slow" (30 s) was stopped, not waited for
+    by_id = results(run_dir)
+    assert {by_id[t]["status"] for t in ("bad1", "bad2")} == {"failed"}
+    assert by_id["slow"]["status"] == "cancelled" and by_id["later"]["status"] == "cancelled"
+    assert "failure tolerance exceeded" in by_id["later"]["reason"]
+    state = orjson.loads((run_dir / "state.json").read_bytes())
+    assert state["status"] == "aborted" and state["orchestrator"] is None
+    assert any(e["event"] == "run-abort" for e in events(run_dir))
+
+
+def test_retry_with_reduced_scope_quotes_the_previous_error(fake_claude: Path) -> None:
+    config = {
+        "parallel_config": {"retries": 1},
+        "tasks": [
+            {
+                "task_id": "flaky",
+                "agent": "architect",
+                "token_budget": 5000,
+                "description": "Design it [[fake:fail_times=1]] [[fake:key=flaky]]",
+            }
+        ],
+    }
+    code, _, run_dir = run_in_process(config)
+    assert code == 0
+    calls = claude_calls(fake_claude)
+    assert len(calls) == 2
+    assert "A previous attempt failed" not in calls[0]["prompt"]
+    assert "A previous attempt failed" in calls[1]["prompt"] and "API Error: 500" in calls[1]["prompt"]
+    result = results(run_dir)["flaky"]
+    assert result["attempts"] == 2 and result["token_budget"] == 4000
+
+
+def test_rate_limits_wait_with_backoff_and_do_not_count(fake_claude: Path) -> None:
+    config = {
+        "parallel_config": {"retries": 0, "failure_tolerance": 0},
+        "tasks": [
+            {
+                "task_id": "busy",
+                "agent": "docs-fetcher",
+                "description": "x [[fake:fail_times=2]] [[fake:fail_kind=rate_limit]] [[fake:key=busy]]",
+            }
+        ],
+    }
+    code, _, run_dir = run_in_process(config, backoff_base_s=0.05)
+    assert code == 0
+    assert len(claude_calls(fake_claude)) == 3
+    assert results(run_dir)["busy"]["attempts"] == 1
+    assert [e["event"] for e in events(run_dir)].count("task-rate-limited") == 2
+
+
+def test_stream_json_budget_is_enforced_per_turn(fake_claude: Path) -> None:
+    config = {
+        "parallel_config": {"retries": 0},
+        "tasks": [
+            {
+                "task_id": "chatty",
+                "agent": "workforce",
+                "token_budget": 5000,
+                "description": "x [[fake:turns=6]] [[fake:turn_sleep=0.4]] [[fake:tokens=2000,300]] "
+                "[[fake:stream_usage=per_turn]]",
+            }
+        ],
+    }
+    code, _, run_dir = run_in_process(config)
+    assert code == 1
+    result = results(run_dir)["chatty"]
+    assert result["status"] == "budget_exceeded"
+    assert 5000 < result["tokens_used"]["total"] < 6 * 2300
+    assert "over its budget of 5000" in result["error"]
+
+
+def test_agent_tasks_run_claude_with_the_agent_and_dependency_results(fake_claude: Path) -> None:
+    config = {
+        "tasks": [
+            {
+                "task_id": "research",
+                "agent": "docs-fetcher",
+                "description": "Find facts [[fake:result=FACT-42]]",
+                "context": "Only public docs.",
+            },
+            {"task_id": "design", "agent": "architect", "description": "Design it", "dependencies": ["research"]},
+        ]
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 0
+    calls = {c["prompt"].split("# Task ", 1)[1].split(" ", 1)[0]: c for c in claude_calls(fake_claude)}
+    design = calls["design"]
+    argv = design["argv"]
+    assert argv[:4] == ["-p", "--output-format", "stream-json", "--verbose"]
+    assert "--no-session-persistence" in argv
+    system = argv[argv.index("--append-system-prompt") + 1]
+    assert system.startswith("You are the architect")
+    assert argv[argv.index("--model") + 1] == "sonnet"
+    assert "--tools=Read,Grep,Glob" in argv
+    assert "FACT-42" in design["prompt"] and "## research (docs-fetcher, succeeded)" in design["prompt"]
+    assert "Only public docs." in calls["research"]["prompt"]
+    by_id = results(run_dir)
+    assert by_id["research"]["result"] == "FACT-42"
+    assert by_id["research"]["tokens_used"]["output"] == 50
+    assert by_id["research"]["cost_usd"] > 0
+    assert summary["tokens_used"] == sum(r["tokens_used"]["total"] for r in by_id.values())
+
+
+def test_task_text_is_data_not_shell(fake_claude: Path, tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    text = f"say \"hi\" 'x' $(touch {pwned}) `touch {pwned}` ; touch {pwned}\nsecond line ünïcødé 🚀 \\n"
+    code, _, _ = run_in_process({"tasks": [{"agent": "workforce", "description": text}]})
+    assert code == 0
+    (call,) = claude_calls(fake_claude)
+    assert text in call["prompt"]
+    assert not pwned.exists()
+
+
+def test_total_timeout_aborts(tmp_path: Path) -> None:
+    config = {
+        "parallel_config": {"total_timeout": 1, "retries": 0},
+        "tasks": [{"task_id": "long", "agent": "qa", "description": "x", "command": ["sleep", "30"]}],
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 3
+    assert results(run_dir)["long"]["status"] == "timed_out"
+    assert "total timeout" in summary["stop_reason"]
+
+
+def test_token_budget_exhaustion_stops_new_starts(fake_claude: Path) -> None:
+    config = {
+        "parallel_config": {"total_token_budget": 3000, "max_concurrent": 1, "retries": 0},
+        "tasks": [
+            {
+                "task_id": "first",
+                "agent": "qa",
+                "description": "x [[fake:tokens=3500,100]]",
+                "token_budget": 1500,
+                "priority": "high",
+            },
+            {"task_id": "second", "agent": "qa", "description": "y", "token_budget": 1500},
+        ],
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 3
+    assert "token budget exhausted" in summary["stop_reason"]
+    assert results(run_dir)["second"]["status"] == "cancelled"
+
+
+def test_low_memory_runs_the_rest_one_at_a_time(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    tasks = [{"task_id": f"t{i}", "agent": "qa", "description": "x", "command": recorder(log, 0.1)} for i in range(4)]
+    code, _, run_dir = run_in_process({"tasks": tasks}, memory_probe=lambda: 200.0)
+    assert code == 0
+    levers = [e for e in events(run_dir) if e["event"] == "lever"]
+    assert levers[0]["action"] == "convert-remaining-tasks"
+
+
+def test_worktree_isolation_is_refused_clearly(cli, state_dir: Path) -> None:
+    config = orjson.dumps(
+        {"tasks": [{"agent": "qa", "description": "x", "isolation": "worktree", "command": ["true"]}]}
+    ).decode()
+    result = cli("delegate-parallel", "run", config)
+    assert result.code == 2 and 'isolation "worktree" is not supported yet' in result.stderr
+    assert not (state_dir / "runs").exists()
+
+
+def test_agent_tasks_without_claude_are_refused_before_anything_runs(cli, state_dir, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = cli("delegate-parallel", "run", "architect:Design it")
+    assert result.code == 2 and "need the claude CLI" in result.stderr
+    assert not (state_dir / "runs").exists()
+
+
+def test_replaceable_agent_command(monkeypatch, tmp_path: Path, cli) -> None:
+    script = tmp_path / "agent.sh"
+    script.write_text('#!/bin/sh\necho "agent=$AWOC_AGENT task=$AWOC_TASK_ID"; head -c 200 >/dev/null\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("AWOC_AGENT_COMMAND", str(script))
+    result = cli("delegate-parallel", "run", "--quiet", "qa:check things")
+    assert result.code == 0, result.stderr
+    run_dir = next((Path(os.environ["AWOC_STATE_DIR"]) / "runs").iterdir())
+    assert results(run_dir)["qa-1"]["result"] == "agent=qa task=qa-1"
+
+
+# ---- the orchestrator as its own process: signals, crashes, levers from outside ----
+
+
+def start_orchestrator(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(predicate: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def current_run_dir(state_dir: Path) -> Path:
+    return state_dir / "runs" / (state_dir / "current").read_text().strip()
+
+
+def test_ctrl_c_stops_everything_and_exits_130(state_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    config = {
+        "tasks": [
+            {"task_id": f"s{i}", "agent": "qa", "description": "x", "command": recorder(log, 30)} for i in range(3)
+        ]
+    }
+    proc = start_orchestrator([orjson.dumps(config).decode()])
+    wait_for(lambda: (state_dir / "current").exists() and len(awoc_processes(state_dir)) >= 3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 130
+    run_dir = current_run_dir(state_dir)
+    state = orjson.loads((run_dir / "state.json").read_bytes())
+    assert state["status"] == "interrupted"
+    assert {r["status"] for r in results(run_dir).values()} == {"cancelled"}
+
+
+def test_sigkill_mid_run_then_resume(state_dir: Path, tmp_path: Path, cli) -> None:
+    log = tmp_path / "ran.jsonl"
+    flag = tmp_path / "second-attempt"
+    slow = ["sh", "-c", f'if [ -e "{flag}" ]; then echo resumed; else touch "{flag}"; exec sleep 60; fi']
+    config = {
+        "parallel_config": {"max_concurrent": 4},
+        "tasks": [
+            {"task_id": "quick1", "agent": "qa", "description": "x", "command": recorder(log, 0)},
+            {"task_id": "quick2", "agent": "qa", "description": "x", "command": recorder(log, 0)},
+            {"task_id": "slow", "agent": "qa", "description": "x", "command": slow},
+            {
+                "task_id": "after",
+                "agent": "qa",
+                "description": "x",
+                "dependencies": ["slow", "quick1"],
+                "command": recorder(log, 0),
+            },
+        ],
+    }
+    proc = start_orchestrator([orjson.dumps(config).decode()])
+    wait_for(lambda: (state_dir / "current").exists() and len(records(log)) == 2 and flag.exists())
+    run_dir = current_run_dir(state_dir)
+    wait_for(lambda: orjson.loads((run_dir / "state.json").read_bytes())["tasks"]["quick2"]["status"] == "succeeded")
+    proc.kill()
+    proc.wait()
+    orphans = awoc_processes(state_dir)
+    assert orphans, "the slow task should have outlived its orchestrator"
+
+    result = cli("delegate-parallel", "resume", "--quiet")
+    assert result.code == 0, result.stderr
+    assert all(gone(pid) for pid in orphans)
+    ran = records(log)
+    assert sorted(ran) == ["after", "quick1", "quick2"]  # the quick ones ran once, before the crash
+    by_id = results(run_dir)
+    assert by_id["slow"]["result"] == "resumed"
+    assert {r["status"] for r in by_id.values()} == {"succeeded"}
+    assert any(e["event"] == "resume-cleanup" for e in events(run_dir))
+
+
+def test_lever_from_another_process_while_running(state_dir: Path, tmp_path: Path, cli) -> None:
+    log = tmp_path / "ran.jsonl"
+    config = {
+        "parallel_config": {"max_concurrent": 1},
+        "tasks": [
+            {
+                "task_id": "first",
+                "agent": "qa",
+                "description": "x",
+                "priority": "critical",
+                "command": recorder(log, 1),
+            },
+            {"task_id": "keep", "agent": "qa", "description": "x", "priority": "high", "command": recorder(log, 0)},
+            {"task_id": "drop", "agent": "qa", "description": "x", "priority": "low", "command": recorder(log, 0)},
+        ],
+    }
+    proc = start_orchestrator([orjson.dumps(config).decode()])
+    wait_for(lambda: len(awoc_processes(state_dir)) == 1)
+    lever = cli("task-prioritizer", "emergency-prioritization")
+    assert lever.code == 0, lever.stderr
+    control = lever.json()
+    assert control["applied_by"].startswith("orchestrator")
+    assert control["changed"]["cancelled"] == ["drop"]
+    assert proc.wait(timeout=20) == 0
+    assert sorted(records(log)) == ["first", "keep"]
