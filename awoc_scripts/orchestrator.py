@@ -39,7 +39,7 @@ from awoc_scripts.scheduling import (
     Scheduler,
     graph_metrics,
 )
-from awoc_scripts.state import Run, atomic_write_json, file_lock, now_iso, read_json
+from awoc_scripts.state import Run, TaskFiles, atomic_write_json, file_lock, now_iso, read_json
 
 FLUSH_INTERVAL_S = 0.25
 RESOURCE_CHECK_INTERVAL_S = 0.5
@@ -85,6 +85,7 @@ class TaskRecord:
     retry_at: float | None = None
     stream: TurnCounter | None = None
     warnings: list[str] = field(default_factory=list)
+    files: TaskFiles | None = None
 
 
 class Orchestrator:
@@ -99,6 +100,7 @@ class Orchestrator:
         resume: bool = False,
     ) -> None:
         self.run = run
+        self.events = run.buffered_events()
         self.plan = plan
         self.options = options or Options()
         self.executor = executor
@@ -160,7 +162,7 @@ class Orchestrator:
                 self.orphans.append(tid)
         killed = kill_marked(self.run.run_id)
         if killed or self.orphans:
-            self.run.append_event("resume-cleanup", orphaned_tasks=self.orphans, killed_pids=killed)
+            self.events.add("resume-cleanup", orphaned_tasks=self.orphans, killed_pids=killed)
         fresh = {}
         for tid, task_status in status.items():
             if task_status == SUCCEEDED:
@@ -176,7 +178,9 @@ class Orchestrator:
                 rec.exit_code = previous.get("exit_code")
             else:
                 fresh[tid] = PENDING
-                self.records[tid].budget = int(self.by_id[tid]["token_budget"])
+                self.records[tid].previous_error = saved[tid].get("previous_error")
+                if self.records[tid].previous_error is None:  # a retry keeps its reduced budget
+                    self.records[tid].budget = int(self.by_id[tid]["token_budget"])
             saved[tid]["status"] = fresh[tid]
         return fresh
 
@@ -196,18 +200,20 @@ class Orchestrator:
                 "reason": self.scheduler.reason.get(tid) or rec.reason,
                 "tokens_used": rec.tokens.as_dict(),
                 "cost_usd": round(rec.cost_usd, 6),
+                "previous_error": rec.previous_error,
             }
         return tasks
 
     def _flush(self, status: str = "running", final: bool = False) -> None:
         """Write our view to state.json, keeping (and applying) lever requests made meanwhile."""
+        self.events.flush()
         with file_lock(self.run.state_file):
             disk: dict[str, Any] = read_json(self.run.state_file, default={})
             controls = disk.get("controls", self.state.get("controls", []))
             self.state["controls"] = controls
             if not final:
                 for control in apply_pending_controls(self.state, self, f"orchestrator (pid {os.getpid()})"):
-                    self.run.append_event(
+                    self.events.add(
                         "lever",
                         action=control["action"],
                         args=control["args"],
@@ -263,6 +269,36 @@ class Orchestrator:
         previous, self.max_concurrent = self.max_concurrent, value
         return previous
 
+    def status_of(self, task_id: str) -> str:
+        return self.scheduler.status[task_id]
+
+    def error_of(self, task_id: str) -> str | None:
+        return self.records[task_id].error
+
+    def requeue_ended(self, task_id: str, previous_error: str) -> list[str]:
+        """parallel-task-retry while we run: the task (and what was skipped for it) runs again."""
+        if self.stop_reason is not None or self.no_new_starts:
+            raise ValueError(f"the run is stopping: {self.stop_reason or 'no new task may start'}")
+        was_failure = self.scheduler.status[task_id] in FAILURES
+        reopened = self.scheduler.reopen(task_id)  # ValueError if it cannot run again
+        if was_failure:
+            self.failed_count = max(0, self.failed_count - 1)
+        for tid in (task_id, *reopened):
+            self._marked_finished.discard(tid)
+            self.records[tid].reason = None
+            self.records[tid].error = None
+        self.records[task_id].previous_error = previous_error
+        self._dirty = True
+        return reopened
+
+    def abort_run(self, reason: str) -> dict[str, Any]:
+        """parallel-execution-aborter while we run."""
+        if self.stop_reason is not None:
+            return {"aborted": False, "why": f"already stopping: {self.stop_reason}", "cancelled": []}
+        running, pending = self.executor.running(), self.pending()
+        self._abort(reason)
+        return {"aborted": True, "reason": reason, "cancelled": pending, "were_running": running}
+
     # -- the loop ---------------------------------------------------------------------------
 
     def execute(self) -> int:
@@ -285,11 +321,12 @@ class Orchestrator:
     def _begin(self) -> None:
         import psutil
 
+        self.run.make_dirs()
         me = psutil.Process()
         self.state["orchestrator"] = {"pid": me.pid, "create_time": me.create_time(), "started_at": now_iso()}
         self.state.pop("stop_reason", None)
         self._finalize_skipped(self.scheduler.initially_skipped)
-        self.run.append_event(
+        self.events.add(
             "run-start",
             tasks=len(self.tasks),
             resumed=bool(self.orphans) or None,
@@ -322,6 +359,8 @@ class Orchestrator:
             self._check_deadlines_and_budgets()
             if self._dirty and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
                 self._flush()
+            else:
+                self.events.flush()
             self.display.tick(self)
 
     def _start_possible(self) -> bool:
@@ -347,7 +386,7 @@ class Orchestrator:
             if decision is None:
                 return
             if decision.alone_over_batch_limit:
-                self.run.append_event(
+                self.events.add(
                     "batch-limit-exceeded",
                     task_id=decision.task_id,
                     token_budget=self.scheduler.budget[decision.task_id],
@@ -360,7 +399,7 @@ class Orchestrator:
         rec = self.records[tid]
         rec.attempts += 1
         rec.stop_status = None
-        files = self.run.task_files(tid)
+        files = rec.files = self.run.task_files(tid)
         agent = find_agent(task["agent"], self.options.cwd, self.options.home)
         env = task_environment(self.run.run_id, task, rec.budget, str(files.prompt), str(files.dir))
         invocation = build_invocation(task, agent, self.config, self.options.environ, env)
@@ -397,7 +436,7 @@ class Orchestrator:
             return
         rec.pid, rec.pid_create_time = started.pid, started.create_time
         self._dirty = True
-        self.run.append_event(
+        self.events.add(
             "task-start",
             task_id=tid,
             agent=task["agent"],
@@ -426,7 +465,7 @@ class Orchestrator:
     def _on_ended(self, end: Ended) -> None:
         tid = end.task_id
         rec = self.records[tid]
-        files = self.run.task_files(tid)
+        files = rec.files or self.run.task_files(tid)
         rec.exit_code = end.exit_code
         rec.deadline = None
         stdout = _read_bytes(files.stdout)
@@ -442,7 +481,7 @@ class Orchestrator:
         if rec.stop_status == "requeue":
             rec.attempts -= 1
             self.scheduler.requeue(tid)
-            self.run.append_event("task-requeued", task_id=tid, reason="low memory")
+            self.events.add("task-requeued", task_id=tid, reason="low memory")
             return
         if end.stopped and rec.stop_status:
             status = rec.stop_status
@@ -467,7 +506,7 @@ class Orchestrator:
         rec.transient_waits += 1
         rec.attempts -= 1
         rec.retry_at = time.monotonic() + delay
-        self.run.append_event("task-rate-limited", task_id=tid, wait_s=delay, error=error[:500])
+        self.events.add("task-rate-limited", task_id=tid, wait_s=delay, error=error[:500])
         self.display.note(f"{tid}: rate limited, retrying in {delay:g} s")
 
     def _release_due_retries(self, now: float) -> None:
@@ -483,7 +522,7 @@ class Orchestrator:
             rec.previous_error = rec.error or status
             new_budget = max(1, rec.budget * RETRY_BUDGET_FACTOR_TENTHS // 10)
             self.set_budget(tid, new_budget)
-            self.run.append_event(
+            self.events.add(
                 "task-retry",
                 task_id=tid,
                 attempt=rec.attempts + 1,
@@ -542,7 +581,7 @@ class Orchestrator:
             "dependencies": task["dependencies"],
         }
         self.run.write_task_result(task["agent"], tid, result)
-        self.run.append_event(
+        self.events.add(
             "task-end",
             task_id=tid,
             agent=task["agent"],
@@ -569,9 +608,8 @@ class Orchestrator:
             if rec.deadline is not None and now >= rec.deadline:
                 rec.error = f"timed out after {self.by_id[tid]['timeout']:g} s"
                 self._stop(tid, TIMED_OUT)
-            elif check_streams and rec.stream is not None:
-                files = self.run.task_files(tid)
-                used = rec.stream.feed(_read_from(files.stdout, rec.stream.offset)).total
+            elif check_streams and rec.stream is not None and rec.files is not None:
+                used = rec.stream.feed(_read_from(rec.files.stdout, rec.stream.offset)).total
                 if used > rec.budget:
                     rec.error = f"used {used} tokens, over its budget of {rec.budget}"
                     self._stop(tid, BUDGET_EXCEEDED)
@@ -579,7 +617,7 @@ class Orchestrator:
     def _stop(self, tid: str, status: str) -> None:
         self.records[tid].stop_status = status
         self.executor.stop(tid)
-        self.run.append_event("task-stop", task_id=tid, status=status, error=self.records[tid].error)
+        self.events.add("task-stop", task_id=tid, status=status, error=self.records[tid].error)
 
     def _enforce_time(self, now: float) -> None:
         elapsed = now - self.started_mono
@@ -599,7 +637,7 @@ class Orchestrator:
                 youngest = max(running, key=lambda t: self.records[t].start_mono or 0)
                 self.records[youngest].stop_status = "requeue"
                 self.executor.stop(youngest)
-                self.run.append_event("memory-pressure", free_mb=round(free_mb), stopped=youngest)
+                self.events.add("memory-pressure", free_mb=round(free_mb), stopped=youngest)
 
     def _enforce_tokens(self) -> None:
         """Checked after every task end, before anything new starts."""
@@ -610,7 +648,7 @@ class Orchestrator:
                 self.no_new_starts = True
                 self.stop_reason = f"token budget exhausted: {spent} of {self.total_budget} tokens used"
                 self.exit_code = ABORTED
-                self.run.append_event("token-budget-exhausted", spent=spent, total=self.total_budget)
+                self.events.add("token-budget-exhausted", spent=spent, total=self.total_budget)
                 self.cancel(self.pending(), "token budget exhausted")
         elif spent + in_flight > TOKEN_PRESSURE * self.total_budget:
             self._pull_lever(REDUCE, {"percent": 20}, f"{spent} spent + {in_flight} in flight of {self.total_budget}")
@@ -627,7 +665,7 @@ class Orchestrator:
             return
         self.levers_pulled.add(action)
         changed = apply_lever(action, args, self)
-        self.run.append_event("lever", action=action, args=args, changed=changed, applied_by="orchestrator", why=why)
+        self.events.add("lever", action=action, args=args, changed=changed, applied_by="orchestrator", why=why)
         self.display.note(f"{action}: {why}")
         self._dirty = True
 
@@ -637,7 +675,7 @@ class Orchestrator:
             return
         self.stop_reason = reason
         self.exit_code = ABORTED
-        self.run.append_event("run-abort", reason=reason)
+        self.events.add("run-abort", reason=reason)
         self.display.note(f"aborting: {reason}")
         self._stop_everything(reason, running_status)
 
@@ -646,7 +684,7 @@ class Orchestrator:
             name = signal.Signals(signum).name
             self.stop_reason = f"interrupted ({name})"
             self.exit_code = INTERRUPTED
-            self.run.append_event("run-interrupted", signal=name)
+            self.events.add("run-interrupted", signal=name)
             self._stop_everything(self.stop_reason, CANCELLED)
 
     def _stop_everything(self, reason: str, running_status: str) -> None:
@@ -673,7 +711,7 @@ class Orchestrator:
         self.executor.shutdown()
         leftovers = kill_marked(self.run.run_id)
         if leftovers:
-            self.run.append_event("leftover-processes-killed", pids=leftovers)
+            self.events.add("leftover-processes-killed", pids=leftovers)
         for tid in self.executor.running():
             self._end_task(tid, CANCELLED, allow_retry=False)
         self.cancel(self.pending(), self.stop_reason or "run ended")
@@ -690,7 +728,7 @@ class Orchestrator:
             ABORTED: "aborted",
             INTERRUPTED: "interrupted",
         }.get(self.exit_code, "failed")
-        self.run.append_event(
+        self.events.add(
             "run-end",
             status=final_status,
             exit_code=self.exit_code,

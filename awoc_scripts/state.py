@@ -7,6 +7,7 @@ processes can work on one run without losing an update.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -96,7 +97,9 @@ class TaskFiles:
         self.result = directory / "result.json"
 
     def prepare(self, prompt: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """The task's directory (its parent exists: see Run.make_dirs) and its prompt."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.dir)
         atomic_write_bytes(self.prompt, prompt.encode("utf-8"))
 
 
@@ -129,16 +132,25 @@ class Run:
     def write_task_result(self, agent: str, task_id: str, result: dict[str, Any]) -> None:
         """tasks/<id>/result.json, and the same file linked as results/task_<agent>_<id>_result.json."""
         files = self.task_files(task_id)
-        files.dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(files.dir)  # a task that never started has none yet
         atomic_write_json(files.result, result)
         link = self.result_file(agent, task_id)
-        self.results_dir.mkdir(exist_ok=True)
-        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
         try:
-            os.link(files.result, tmp)
-        except OSError:  # a file system without hard links: copy instead
-            tmp.write_bytes(files.result.read_bytes())
+            os.link(files.result, link)
+            return
+        except FileExistsError:
+            pass  # a rerun: replace the old link atomically below
+        except OSError:
+            atomic_write_bytes(link, files.result.read_bytes())  # no hard links here: copy
+            return
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        os.link(files.result, tmp)
         os.replace(tmp, link)
+
+    def make_dirs(self) -> None:
+        self.tasks_dir.mkdir(exist_ok=True)
+        self.results_dir.mkdir(exist_ok=True)
 
     def write_execution(self, execution: dict[str, Any]) -> None:
         atomic_write_json(self.execution_file, execution)
@@ -152,10 +164,15 @@ class Run:
 
     def append_event(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"ts": now_iso(), "event": event, **fields}
-        line = orjson.dumps(record) + b"\n"
-        with file_lock(self.events_file), open(self.events_file, "ab") as fh:
-            fh.write(line)
+        self.append_event_lines([orjson.dumps(record) + b"\n"])
         return record
+
+    def append_event_lines(self, lines: list[bytes]) -> None:
+        with file_lock(self.events_file), open(self.events_file, "ab") as fh:
+            fh.write(b"".join(lines))
+
+    def buffered_events(self) -> EventBuffer:
+        return EventBuffer(self)
 
     def read_events(self) -> list[dict[str, Any]]:
         try:
@@ -177,6 +194,22 @@ class Run:
     def read_state(self) -> dict[str, Any]:
         data: dict[str, Any] = read_json(self.state_file, default={})
         return data
+
+
+class EventBuffer:
+    """Events of a busy process, appended in one locked write per `flush()` instead of one each."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.lines: list[bytes] = []
+
+    def add(self, event: str, **fields: Any) -> None:
+        self.lines.append(orjson.dumps({"ts": now_iso(), "event": event, **fields}) + b"\n")
+
+    def flush(self) -> None:
+        if self.lines:
+            lines, self.lines = self.lines, []
+            self.run.append_event_lines(lines)
 
 
 class StateStore:
