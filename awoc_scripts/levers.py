@@ -9,12 +9,16 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from awoc_scripts.errors import InputError
+from awoc_scripts.scheduling import FAILURES, SUCCEEDED, TERMINAL
 
 REDUCE = "reduce-remaining-tasks"
 SEQUENTIAL = "convert-remaining-tasks"
 EMERGENCY = "emergency-prioritization"
-ACTIONS = (REDUCE, SEQUENTIAL, EMERGENCY)
+ABORT = "abort"  # parallel-execution-aborter: stop the run, keep what finished
+RETRY = "retry"  # parallel-task-retry: run ended tasks again with reduced scope
+ACTIONS = (REDUCE, SEQUENTIAL, EMERGENCY, ABORT, RETRY)
 KEPT_IN_EMERGENCY = ("critical", "high")
+RETRY_BUDGET_PERCENT = 80
 
 
 class LeverTarget(Protocol):
@@ -26,6 +30,13 @@ class LeverTarget(Protocol):
         """Cancel those still pending; returns the dependents skipped because of it."""
 
     def set_max_concurrent(self, value: int) -> int: ...  # returns the previous value
+    def status_of(self, task_id: str) -> str: ...
+    def error_of(self, task_id: str) -> str | None: ...
+    def requeue_ended(self, task_id: str, previous_error: str) -> list[str]:
+        """An ended task waits to run again (ValueError if it cannot); returns the skipped
+        dependents that wait again with it."""
+
+    def abort_run(self, reason: str) -> dict[str, Any]: ...
 
 
 def parse_percent(text: str) -> int:
@@ -62,4 +73,40 @@ def apply_lever(action: str, args: dict[str, Any], target: LeverTarget) -> dict[
             "skipped_as_a_result": [{"task_id": t, "reason": r} for t, r in skipped],
             "kept": target.pending(),
         }
+    if action == ABORT:
+        return target.abort_run(str(args.get("reason") or "aborted"))
+    if action == RETRY:
+        return retry_tasks(target, list(args["task_ids"]), args.get("message"), bool(args.get("only_failures")))
     raise InputError(f"unknown lever {action!r}")
+
+
+def retry_tasks(target: LeverTarget, task_ids: list[str], message: str | None, only_failures: bool) -> dict[str, Any]:
+    """Each task that ended without success runs again with 80% of its budget, told the previous error."""
+    allowed = FAILURES if only_failures else TERMINAL - {SUCCEEDED}
+    requeued, reopened, not_retried = [], [], []
+    for tid in task_ids:
+        status = target.status_of(tid)
+        if status not in allowed:
+            why = "it succeeded" if status == SUCCEEDED else f"it is {status}, not ended with a failure"
+            not_retried.append({"task_id": tid, "status": status, "why": why})
+            continue
+        previous = message or target.error_of(tid) or f"the task ended {status}"
+        try:
+            again = target.requeue_ended(tid, previous)
+        except ValueError as exc:
+            not_retried.append({"task_id": tid, "status": status, "why": str(exc)})
+            continue
+        before = target.budget_of(tid)
+        after = max(1, before * RETRY_BUDGET_PERCENT // 100)
+        target.set_budget(tid, after)
+        requeued.append(
+            {
+                "task_id": tid,
+                "status_before": status,
+                "token_budget_before": before,
+                "token_budget": after,
+                "previous_error": previous,
+            }
+        )
+        reopened += again
+    return {"requeued": requeued, "reopened_dependents": reopened, "not_retried": not_retried}

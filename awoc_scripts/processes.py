@@ -14,6 +14,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 MARKER_ENV = "AWOC_TASK"
 KILL_GRACE_S = 2.0
@@ -155,3 +159,47 @@ def kill_marked(run_id: str, task_id: str | None = None) -> list[int]:
     pids = marked_processes(run_id, task_id)
     _signal_pids(pids, signal.SIGKILL)
     return pids
+
+
+def kill_process_tree(pid: int, create_time: float | None = None, grace_s: float = KILL_GRACE_S) -> list[int]:
+    """Stop a process we did not start, with everything it started: SIGTERM to it, to its process
+    group when it leads one (never our own), and to every descendant; SIGKILL what is left after
+    `grace_s`. `create_time` guards against a reused pid. Returns the pids that were signalled."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        if create_time is not None and abs(root.create_time() - create_time) >= 0.05:
+            return []
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    own_group = os.getpgrp()
+    groups = set()
+    for proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            pgid = os.getpgid(proc.pid)
+            if pgid == proc.pid and pgid != own_group:
+                groups.add(pgid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            _signal_group(pgid, sig)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)  # psutil checks it is still the same process, not a reused pid
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else grace_s / 2)
+        while time.monotonic() < deadline and not all(process_ended(p) for p in procs):
+            time.sleep(0.02)
+        if all(process_ended(p) for p in procs):
+            break
+    return [p.pid for p in procs]
+
+
+def process_ended(proc: psutil.Process) -> bool:
+    """Gone (or its pid reused), or a zombie waiting for its parent to collect it: it runs no more."""
+    import psutil
+
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True

@@ -15,7 +15,7 @@ from typing import Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import AwocError
 from awoc_scripts.levers import LeverTarget, apply_lever
-from awoc_scripts.scheduling import PENDING, TERMINAL, Scheduler, graph_metrics
+from awoc_scripts.scheduling import CANCELLED, PENDING, TERMINAL, Scheduler, graph_metrics
 from awoc_scripts.state import Run, now_iso, read_json
 
 CONTROL_WAIT_S = 10.0
@@ -85,27 +85,77 @@ class SavedStateTarget:
         self.state["max_concurrent"] = value
         return previous
 
+    def status_of(self, task_id: str) -> str:
+        return str(self.state["tasks"][task_id]["status"])
+
+    def error_of(self, task_id: str) -> str | None:
+        error = self.state["tasks"][task_id].get("error")
+        return str(error) if error else None
+
+    def requeue_ended(self, task_id: str, previous_error: str) -> list[str]:
+        tasks = self.plan["tasks"]
+        status = {tid: t["status"] for tid, t in self.state["tasks"].items()}
+        scheduler = Scheduler(tasks, graph_metrics(tasks).remaining, status=dict(status))
+        reopened = scheduler.reopen(task_id)
+        for tid in (task_id, *reopened):
+            saved = self.state["tasks"][tid]
+            saved.update(status=PENDING, reason=None, error=None)
+        self.state["tasks"][task_id]["previous_error"] = previous_error
+        return reopened
+
+    def abort_run(self, reason: str) -> dict[str, Any]:
+        """Nothing executes the run: every task not ended is cancelled."""
+        open_tasks = [tid for tid, t in self.state["tasks"].items() if t["status"] not in TERMINAL]
+        if not open_tasks:
+            return {"aborted": False, "why": f"every task had ended (run {self.state.get('status')})", "cancelled": []}
+        was_running = [tid for tid in open_tasks if self.state["tasks"][tid]["status"] != PENDING]
+        for tid in open_tasks:
+            self.state["tasks"][tid].update(status=CANCELLED, reason=reason)
+        self.state.update(status="aborted", stop_reason=reason, orchestrator=None)
+        return {"aborted": True, "reason": reason, "cancelled": open_tasks, "were_running": was_running}
+
 
 def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Apply a lever to a run, whether or not an orchestrator is running it right now."""
-    control = {"id": secrets.token_hex(4), "action": action, "args": args, "requested_at": now_iso()}
-    with run.locked_state() as state:
-        if not state:
-            state.update(initial_state(run))
-        if not orchestrator_alive(state):
-            control["changed"] = apply_lever(action, args, SavedStateTarget(state, run.read_plan()))
-            control["applied_at"] = now_iso()
-            control["applied_by"] = f"{action} (pid {os.getpid()})"
+    """Apply a lever to a run, whether or not an orchestrator is running it right now.
+
+    An orchestrator that ends without applying the request (it was already shutting down)
+    leaves it to us: the request is withdrawn and applied to the saved state instead.
+    """
+    while True:
+        control = {"id": secrets.token_hex(4), "action": action, "args": args, "requested_at": now_iso()}
+        with run.locked_state() as state:
+            if not state:
+                state.update(initial_state(run))
+            if not orchestrator_alive(state):
+                control["changed"] = apply_lever(action, args, SavedStateTarget(state, run.read_plan()))
+                control["applied_at"] = now_iso()
+                control["applied_by"] = f"{action} (pid {os.getpid()})"
+                state.setdefault("controls", []).append(control)
+                run.append_event("lever", action=action, args=args, changed=control["changed"])
+                return control
             state.setdefault("controls", []).append(control)
-            run.append_event("lever", action=action, args=args, changed=control["changed"])
-            return control
-        state.setdefault("controls", []).append(control)
+        answer = _wait_for_control(run, str(control["id"]), action)
+        if answer is not None:
+            return answer
+        with run.locked_state() as state:
+            for saved in state.get("controls", []):
+                if saved["id"] == control["id"] and not saved.get("applied_at"):
+                    saved.update(applied_at=now_iso(), applied_by="nobody", changed={"withdrawn": True})
+                elif saved["id"] == control["id"]:
+                    return dict(saved)  # applied at the last moment
+
+
+def _wait_for_control(run: Run, control_id: str, action: str) -> dict[str, Any] | None:
+    """The control once applied; None if the orchestrator went away without applying it."""
     deadline = time.monotonic() + CONTROL_WAIT_S
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        for saved in run.read_state().get("controls", []):
-            if saved["id"] == control["id"] and saved.get("applied_at"):
+        state = run.read_state()
+        for saved in state.get("controls", []):
+            if saved["id"] == control_id and saved.get("applied_at"):
                 return dict(saved)
+        if not orchestrator_alive(state):
+            return None
     raise AwocError(
         f"asked the orchestrator of run {run.run_id} to apply {action}, but it did not confirm within "
         f"{CONTROL_WAIT_S:.0f} s; it will apply it when it next checks"
@@ -118,7 +168,10 @@ def apply_pending_controls(state: dict[str, Any], target: LeverTarget, applied_b
     for control in state.get("controls", []):
         if control.get("applied_at"):
             continue
-        control["changed"] = apply_lever(control["action"], control["args"], target)
+        try:
+            control["changed"] = apply_lever(control["action"], control["args"], target)
+        except (AwocError, KeyError, TypeError, ValueError) as exc:  # a bad request must not stop the run
+            control["changed"] = {"error": getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"}
         control["applied_at"] = now_iso()
         control["applied_by"] = applied_by
         done.append(control)

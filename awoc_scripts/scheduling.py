@@ -237,6 +237,57 @@ class Scheduler:
                 skipped += self._propagate(tid)
         return skipped
 
+    def blocked_by(self, tid: str) -> str | None:
+        """Why `tid` could not run again now (a dependency it waits for ended badly), or None."""
+        task = self.by_id[tid]
+        if task["dependency_mode"] == "conditional":
+            if all(self.status[d] in TERMINAL for d in self.blocking[tid]):
+                return self._unmet_condition(tid)
+            return None
+        bad = [d for d in self.blocking[tid] if self.status[d] in TERMINAL and self.status[d] != SUCCEEDED]
+        return ", ".join(f"dependency {d} {self.status[d]}" for d in bad) or None
+
+    def reopen(self, tid: str) -> list[str]:
+        """A task that ended (not succeeded) waits to run again, and so do the tasks skipped only
+        because of it. Returns those dependents, in the order they were reopened."""
+        if self.status[tid] not in TERMINAL or self.status[tid] == SUCCEEDED:
+            raise ValueError(f"cannot reopen {tid}: it is {self.status[tid]}")
+        blocker = self.blocked_by(tid)
+        if blocker:
+            raise ValueError(f"cannot reopen {tid}: {blocker}")
+        self.status[tid] = PENDING
+        self.reason.pop(tid, None)
+        reopened: list[str] = []
+        work = [tid]
+        while work:
+            parent = work.pop()
+            for child in self.dependents[parent]:
+                if self.status[child] != SKIPPED or parent not in self.blocking[child]:
+                    continue
+                if self.by_id[child]["dependency_mode"] == "conditional" or not self.blocked_by(child):
+                    self.status[child] = PENDING
+                    self.reason.pop(child, None)
+                    reopened.append(child)
+                    work.append(child)
+        # conditional dependents counted the end that is undone now: count again
+        for parent in (tid, *reopened):
+            for child in (parent, *self.dependents[parent]):
+                if self.status[child] == PENDING:
+                    self._recount(child)
+        self._ready = [k for k in self._ready if self.status[k[-1]] != PENDING or self.waiting_on[k[-1]] == 0]
+        heapq.heapify(self._ready)
+        if self.waiting_on[tid] == 0:
+            heapq.heappush(self._ready, self._key(tid))
+        return reopened
+
+    def _recount(self, tid: str) -> None:
+        conditional = self.by_id[tid]["dependency_mode"] == "conditional"
+        self.waiting_on[tid] = sum(
+            1
+            for d in self.blocking[tid]
+            if not (self.status[d] in TERMINAL if conditional else self.status[d] == SUCCEEDED)
+        )
+
     def ids_with(self, *states: str) -> list[str]:
         return [tid for tid, s in self.status.items() if s in states]
 
