@@ -49,12 +49,24 @@ def execute_run(
     resume: bool = False,
     options: Options | None = None,
 ) -> tuple[int, dict[str, Any]]:
+    """Execute, then write aggregate.json, report.json and report.md (partial ones too)."""
+    from awoc_scripts.report import report_run
+
     orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume)
     code = orchestrator.execute()
-    return code, orchestrator.summary()
+    report = report_run(run)
+    summary = {
+        **orchestrator.summary(),
+        "execution_summary": report["execution_summary"],
+        "resource_usage": report["resource_usage"],
+        "report_md": str(run.report_md_file),
+        "report_json": str(run.report_json_file),
+    }
+    return code, summary
 
 
 def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+    """A saved run, to execute for the first time (`start`) or again (`resume`)."""
     run = store.open_run(run_id)
     plan = run.read_plan()
     check_executable(plan)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,7 +26,6 @@ def run(
     Exit codes: 0 all succeeded, 1 some failed within the tolerance, 2 bad input, 3 aborted, 130 interrupted.
     """
     from awoc_scripts.display import make_display
-    from awoc_scripts.documents import print_json
     from awoc_scripts.runs import execute_run, make_executor, start_run
     from awoc_scripts.state import StateStore
 
@@ -35,8 +34,34 @@ def run(
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
+    _finish(summary, code, quiet)
+
+
+def _finish(summary: dict[str, Any], code: int, quiet: bool) -> None:
+    from awoc_scripts.documents import print_json
+
     print_json(summary)
+    if not quiet:
+        sys.stderr.write(f"report: {summary['report_md']}\n")
     raise typer.Exit(code)
+
+
+@app.command()
+def start(
+    run_id: RunArgument = None,
+    state_dir: StateDirOption = None,
+    executor: ExecutorOption = "local",
+    quiet: QuietOption = False,
+) -> None:
+    """Execute a run that `parallel-task-parser validate` (and `plan-execution`) prepared."""
+    from awoc_scripts.display import make_display
+    from awoc_scripts.runs import execute_run, load_for_resume, make_executor
+    from awoc_scripts.state import StateStore
+
+    chosen = make_executor(executor)
+    run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
+    code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
+    _finish(summary, code, quiet)
 
 
 @app.command()
@@ -48,15 +73,13 @@ def resume(
 ) -> None:
     """Run again every task of RUN that did not succeed; finished tasks keep their results."""
     from awoc_scripts.display import make_display
-    from awoc_scripts.documents import print_json
     from awoc_scripts.runs import execute_run, load_for_resume, make_executor
     from awoc_scripts.state import StateStore
 
     chosen = make_executor(executor)
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=True)
-    print_json(summary)
-    raise typer.Exit(code)
+    _finish(summary, code, quiet)
 
 
 @app.command()
@@ -80,6 +103,24 @@ def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output:
             )
     else:
         print_json(data)
+
+
+@app.command()
+def report(
+    run_id: RunArgument = None,
+    state_dir: StateDirOption = None,
+    output: Annotated[str, typer.Option("--format", help="json, markdown or research_report.")] = "markdown",
+) -> None:
+    """Print a run's report again (written anew from its results if missing)."""
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.report import load_or_create_report, markdown_for
+    from awoc_scripts.state import StateStore
+
+    data, markdown = load_or_create_report(StateStore(state_dir).open_run(run_id))
+    if output == "json":
+        print_json(data)
+    else:
+        sys.stdout.write((markdown if output == "markdown" else markdown_for(data, output)) + "\n")
 
 
 def main(args: list[str] | None = None) -> None:

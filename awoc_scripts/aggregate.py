@@ -1,0 +1,199 @@
+"""One coherent answer from many task results (aggregate.json).
+
+Results come from a run (results/task_<agent>_<task_id>_result.json) or from files, including
+the ones the seed's own bash loop writes (`task_<agent>_<pid>_result.json` with agent, task,
+result, exit_code, tokens_used, duration). They are put in dependency order, grouped by agent,
+identical results merged, and every failure or skipped task is listed with its reason and the
+exact command that retries it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.documents import read_json_file
+from awoc_scripts.errors import InputError
+from awoc_scripts.scheduling import FAILURES, SUCCEEDED, graph_metrics
+from awoc_scripts.state import Run, now_iso
+
+SEED_RESULT_NAME = re.compile(r"^task_(?P<agent>.+)_(?P<pid>\d+)_result\.json$")
+STATUS_ORDER = ("succeeded", "failed", "timed_out", "budget_exceeded", "cancelled", "skipped", "pending", "running")
+
+
+def normalize_result(data: Any, source: str) -> dict[str, Any]:
+    """A task result in the run's format, whether awoc or the seed's bash loop wrote it."""
+    if not isinstance(data, dict) or not isinstance(data.get("agent"), str):
+        raise InputError(f'{source}: expected a task result object with an "agent"')
+    if "task_id" in data and "status" in data:
+        return dict(data)
+    match = SEED_RESULT_NAME.match(Path(source).name)
+    exit_code = data.get("exit_code", 0)
+    if not isinstance(exit_code, int):
+        raise InputError(f"{source}: exit_code: expected an integer, got {exit_code!r}")
+    tokens = data.get("tokens_used", 0)
+    total = tokens.get("total", 0) if isinstance(tokens, dict) else int(tokens or 0)
+    return {
+        "task_id": data.get("task_id") or (f"{data['agent']}-{match['pid']}" if match else Path(source).stem),
+        "agent": data["agent"],
+        "task": str(data.get("task", "")),
+        "status": SUCCEEDED if exit_code == 0 else "failed",
+        "result": str(data.get("result", "")),
+        "exit_code": exit_code,
+        "attempts": 1,
+        "tokens_used": {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "total": total},
+        "cost_usd": 0.0,
+        "duration_s": float(data.get("duration") or 0),
+        "error": None if exit_code == 0 else f"exit code {exit_code}",
+        "reason": None,
+        "dependencies": [],
+        "source": source,
+    }
+
+
+def load_result_files(paths: Sequence[str]) -> list[dict[str, Any]]:
+    results = []
+    for arg in paths:
+        path = Path(arg)
+        files = sorted(path.glob("*_result.json")) if path.is_dir() else [path]
+        for file in files:
+            results.append(normalize_result(read_json_file(file, what="task result"), str(file)))
+    if not results:
+        raise InputError(f"no task results found in {', '.join(paths)}")
+    return results
+
+
+def run_results(run: Run) -> list[dict[str, Any]]:
+    results = []
+    for file in sorted(run.results_dir.glob("task_*_result.json")):
+        results.append(normalize_result(read_json_file(file, what="task result"), str(file)))
+    return results
+
+
+def dependency_order(results: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None) -> list[str]:
+    ids = [r["task_id"] for r in results]
+    if plan is None:
+        return ids
+    metrics = graph_metrics(plan["tasks"])
+    order = [tid for tid in metrics.order if tid in set(ids)]
+    return order + [tid for tid in ids if tid not in set(order)]
+
+
+def retry_command(run_id: str | None, task_id: str) -> str:
+    if run_id is None:
+        return f"parallel-task-retry retry-reduced {shlex.quote(task_id)}"
+    return f"parallel-task-retry retry-reduced {shlex.quote(task_id)} --run {run_id}"
+
+
+def aggregate(
+    results: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None, run_id: str | None
+) -> dict[str, Any]:
+    by_id = {r["task_id"]: r for r in results}
+    order = dependency_order(results, plan)
+    by_agent: dict[str, list[str]] = {}
+    for tid in order:
+        by_agent.setdefault(by_id[tid]["agent"], []).append(tid)
+
+    merged: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for tid in order:
+        result = by_id[tid]
+        if result["status"] != SUCCEEDED:
+            continue
+        key = " ".join(str(result.get("result", "")).split())
+        if key and key in seen:
+            seen[key]["task_ids"].append(tid)
+            continue
+        entry = {
+            "task_ids": [tid],
+            "agent": result["agent"],
+            "task": result.get("task", ""),
+            "result": result.get("result", ""),
+        }
+        merged.append(entry)
+        if key:
+            seen[key] = entry
+
+    problems = []
+    for tid in order:
+        result = by_id[tid]
+        if result["status"] == SUCCEEDED:
+            continue
+        problems.append(
+            {
+                "task_id": tid,
+                "agent": result["agent"],
+                "task": result.get("task", ""),
+                "status": result["status"],
+                "reason": result.get("error") or result.get("reason") or result["status"],
+                "retry_command": retry_command(run_id, tid),
+            }
+        )
+
+    counts = {status: 0 for status in STATUS_ORDER}
+    for result in results:
+        counts[result["status"]] = counts.get(result["status"], 0) + 1
+    tokens = sum(int(r.get("tokens_used", {}).get("total", 0)) for r in results)
+    return {
+        "schema": PLAN_SCHEMA,
+        "kind": "aggregate",
+        "run_id": run_id,
+        "generated_at": now_iso(),
+        "order": order,
+        "by_agent": by_agent,
+        "results": merged,
+        "failures": [p for p in problems if p["status"] in FAILURES],
+        "not_run": [p for p in problems if p["status"] not in FAILURES],
+        "counts": {k: v for k, v in counts.items() if v},
+        "total_tokens": tokens,
+        "total_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in results), 6),
+        "tasks": [dict(by_id[tid]) for tid in order],
+    }
+
+
+def load_result_args(args: Sequence[str]) -> list[dict[str, Any]]:
+    """RESULTS as the command takes them: files, directories of them, - or JSON text."""
+    from awoc_scripts.documents import load_document
+
+    loaded = []
+    for arg in args:
+        if arg != "-" and Path(arg).is_dir():
+            loaded += load_result_files([arg])
+        else:
+            doc = load_document(arg, what="task result")
+            loaded.append(normalize_result(doc.data, doc.source))
+    return loaded
+
+
+def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], output: str | None) -> dict[str, Any]:
+    """Results given (or the run's), aggregated and written to `output`, the run, or the state root."""
+    from awoc_scripts.errors import StateError
+    from awoc_scripts.state import atomic_write_json
+
+    given = [a for a in args if a]  # the seed passes unset variables as empty strings
+    try:
+        run: Run | None = store.open_run(run_id)
+    except StateError:
+        if run_id or not given:
+            raise
+        run = None
+    if given:
+        results = load_result_args(given)
+        plan = run.read_plan() if run else None
+        if plan and not {r["task_id"] for r in results} <= {t["task_id"] for t in plan["tasks"]}:
+            plan = None  # results of something else than this run: keep their own order
+        data = aggregate(results, plan, run.run_id if run and plan else None)
+    else:
+        assert run is not None
+        data = aggregate(run_results(run), run.read_plan(), run.run_id)
+    target = (
+        Path(output) if output else (run.aggregate_file if run and data["run_id"] else store.root / "aggregate.json")
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target, data)
+    data["written_to"] = str(target)
+    return data

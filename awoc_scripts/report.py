@@ -1,0 +1,352 @@
+"""The report: report.json in the seed's format (plus numbers and more), report.md for people.
+
+Times are written as "4m 23s" and percentages as "64%", each with a numeric sibling
+(`total_time_s`, `efficiency_gain_pct`...). The sequential estimate is the sum of the tasks'
+durations; time saved and efficiency gain follow from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.scheduling import FAILURES, SUCCEEDED
+from awoc_scripts.state import Run, now_iso, read_json
+
+MAX_RESULT_CHARS_IN_MARKDOWN = 20000
+FORMATS = ("json", "markdown", "research_report")
+LEADING_VERB = re.compile(
+    r"^(research|find|analy[sz]e|investigate|review|design|implement|create|write|build|fix|check|study|explore)"
+    r"\s+(the\s+)?",
+    re.IGNORECASE,
+)
+
+
+def human_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+
+
+def percent(value: float) -> str:
+    return f"{value:.0f}%"
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def run_metadata(run: Run) -> dict[str, Any]:
+    """What the report needs to know about a run beyond its results."""
+    plan = run.read_plan()
+    execution = read_json(run.execution_file, default={})
+    state = read_json(run.state_file, default={})
+    config = execution.get("parallel_config") or plan["parallel_config"]
+    return {
+        "run_id": run.run_id,
+        "workflow": plan.get("workflow"),
+        "status": state.get("status", "planned"),
+        "stop_reason": state.get("stop_reason"),
+        "total_token_budget": config["total_token_budget"],
+        "max_concurrent": config["max_concurrent"],
+        "result_format": config.get("result_format", "structured"),
+        "critical_path": execution.get("critical_path", []),
+        "estimated_makespan_s": execution.get("estimated_makespan_s"),
+    }
+
+
+def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    tasks: list[Mapping[str, Any]] = aggregated["tasks"]
+    durations = [float(t.get("duration_s") or 0) for t in tasks]
+    starts = [s for s in (_parse_time(t.get("started_at")) for t in tasks) if s is not None]
+    ends = [e for e in (_parse_time(t.get("finished_at")) for t in tasks) if e is not None]
+    if metadata.get("total_time_s") is not None:
+        total_time = float(metadata["total_time_s"])
+    elif starts and ends:
+        total_time = max(ends) - min(starts)
+    else:
+        total_time = max(durations, default=0.0)  # the seed's loop starts every task at once
+    sequential = sum(durations)
+    saved = max(0.0, sequential - total_time)
+    gain = 100 * saved / sequential if sequential else 0.0
+    total_tokens = sum(int(t.get("tokens_used", {}).get("total", 0)) for t in tasks)
+    budget = metadata.get("total_token_budget")
+    utilization = 100 * total_tokens / budget if budget else 0.0
+    succeeded = sum(1 for t in tasks if t["status"] == SUCCEEDED)
+    failed = sum(1 for t in tasks if t["status"] in FAILURES)
+    retry_of = {p["task_id"]: p["retry_command"] for p in [*aggregated["failures"], *aggregated["not_run"]]}
+    tokens_by_kind = {
+        k: sum(int(t.get("tokens_used", {}).get(k, 0)) for t in tasks)
+        for k in ("input", "output", "cache_read", "cache_creation")
+    }
+    return {
+        "schema": PLAN_SCHEMA,
+        "kind": "report",
+        "run_id": metadata.get("run_id") or aggregated.get("run_id"),
+        "generated_at": now_iso(),
+        "workflow": metadata.get("workflow"),
+        "status": metadata.get("status"),
+        "stop_reason": metadata.get("stop_reason"),
+        "execution_summary": {
+            "total_tasks": len(tasks),
+            "completed_successfully": succeeded,
+            "failed_tasks": failed,
+            "not_run_tasks": len(tasks) - succeeded - failed,
+            "total_time": human_duration(total_time),
+            "total_time_s": round(total_time, 3),
+            "sequential_estimate": human_duration(sequential),
+            "sequential_estimate_s": round(sequential, 3),
+            "time_saved": human_duration(saved),
+            "time_saved_s": round(saved, 3),
+            "efficiency_gain": percent(gain),
+            "efficiency_gain_pct": round(gain, 1),
+        },
+        "resource_usage": {
+            "total_tokens": total_tokens,
+            "average_per_task": round(total_tokens / len(tasks)) if tasks else 0,
+            "budget_utilization": percent(utilization),
+            "budget_utilization_pct": round(utilization, 1),
+            "total_token_budget": budget,
+            "tokens_by_kind": tokens_by_kind,
+            "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 6),
+        },
+        "critical_path": list(metadata.get("critical_path") or []),
+        "task_results": [
+            {
+                "task_id": t["task_id"],
+                "agent": t["agent"],
+                "task": t.get("task", ""),
+                "status": t["status"],
+                "result": t.get("result", ""),
+                "tokens_used": int(t.get("tokens_used", {}).get("total", 0)),
+                "token_budget": t.get("token_budget"),
+                "cost_usd": float(t.get("cost_usd") or 0),
+                "attempts": t.get("attempts", 1),
+                "duration": human_duration(float(t.get("duration_s") or 0)),
+                "duration_s": float(t.get("duration_s") or 0),
+                "started_at": t.get("started_at"),
+                "finished_at": t.get("finished_at"),
+                "error": t.get("error") or (t.get("reason") if t["status"] != SUCCEEDED else None),
+                "retry_command": retry_of.get(t["task_id"]),
+            }
+            for t in tasks
+        ],
+        "merged_results": [r["task_ids"] for r in aggregated["results"] if len(r["task_ids"]) > 1],
+    }
+
+
+# -- markdown ---------------------------------------------------------------------------------
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _summary_table(report: Mapping[str, Any]) -> list[str]:
+    summary = report["execution_summary"]
+    usage = report["resource_usage"]
+    counts = f"{summary['completed_successfully']} succeeded, {summary['failed_tasks']} failed"
+    if summary["not_run_tasks"]:
+        counts += f", {summary['not_run_tasks']} not run"
+    rows = [
+        ("Run", f"`{report['run_id']}` ({report.get('status') or 'unknown'})"),
+        ("Tasks", f"{summary['total_tasks']} ({counts})"),
+        ("Total time", summary["total_time"]),
+        ("Sequential estimate", summary["sequential_estimate"]),
+        ("Time saved", f"{summary['time_saved']} ({summary['efficiency_gain']})"),
+        (
+            "Tokens",
+            f"{usage['total_tokens']} of {usage['total_token_budget']} ({usage['budget_utilization']}), "
+            f"{usage['average_per_task']} per task",
+        ),
+        ("Cost", f"${usage['cost_usd']:.4f}"),
+    ]
+    if report["critical_path"]:
+        rows.append(("Critical path", " → ".join(report["critical_path"])))
+    if report.get("stop_reason"):
+        rows.append(("Stopped because", report["stop_reason"]))
+    return ["| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows]]
+
+
+def _gantt(report: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "```mermaid",
+        "gantt",
+        f"    title Tasks of run {report['run_id']}",
+        "    dateFormat x",
+        "    axisFormat %M:%S",
+    ]
+    by_agent: dict[str, list[Mapping[str, Any]]] = {}
+    for task in report["task_results"]:
+        if _parse_time(task["started_at"]) is not None:
+            by_agent.setdefault(task["agent"], []).append(task)
+    for agent, tasks in by_agent.items():
+        lines.append(f"    section {agent}")
+        for task in tasks:
+            start = int((_parse_time(task["started_at"]) or 0) * 1000)
+            end = int((_parse_time(task["finished_at"]) or 0) * 1000) or start + 1
+            tag = "done" if task["status"] == SUCCEEDED else "crit"
+            lines.append(f"    {task['task_id']} ({task['status']}) :{tag}, {start}, {max(end, start + 1)}")
+    lines.append("```")
+    return lines
+
+
+def _result_block(text: str) -> str:
+    text = text.strip() or "_(no output)_"
+    if len(text) > MAX_RESULT_CHARS_IN_MARKDOWN:
+        text = (
+            text[:MAX_RESULT_CHARS_IN_MARKDOWN]
+            + f"\n\n_[... {len(text) - MAX_RESULT_CHARS_IN_MARKDOWN} more characters in the task's result.json]_"
+        )
+    return text
+
+
+def _failures(report: Mapping[str, Any]) -> list[str]:
+    failed = [t for t in report["task_results"] if t["status"] != SUCCEEDED]
+    if not failed:
+        return []
+    lines = ["## Failures and tasks not run", "", "| Task | Status | Why | Retry with |", "|---|---|---|---|"]
+    for task in failed:
+        lines.append(
+            f"| {task['task_id']} | {task['status']} | {_cell((task['error'] or '')[:300])} | "
+            f"`{task['retry_command']}` |"
+        )
+    lines += ["", f"To run everything that did not succeed again: `delegate-parallel resume {report['run_id']}`", ""]
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    title = f"# delegate-parallel report: {report.get('workflow') or 'run'} `{report['run_id']}`"
+    lines = [title, "", *_summary_table(report), "", "## Timeline", "", *_gantt(report), ""]
+    lines += _failures(report)
+    lines += ["## Results", ""]
+    for task in report["task_results"]:
+        if task["status"] != SUCCEEDED:
+            continue
+        lines += [
+            f"### {task['task_id']} ({task['agent']}, {task['duration']}, {task['tokens_used']} tokens)",
+            "",
+            f"> {_cell(task['task'])[:500]}",
+            "",
+            _result_block(task["result"]),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def topic_of(task_text: str) -> str:
+    first = re.split(r"[.:;\n]", task_text.strip(), maxsplit=1)[0]
+    topic = LEADING_VERB.sub("", first).strip()
+    return (topic[:1].upper() + topic[1:])[:80] or "General"
+
+
+def render_research_report(report: Mapping[str, Any]) -> str:
+    """Findings grouped by agent, then by topic, for the seed's research pipelines."""
+    lines = [
+        f"# Research report: {report.get('workflow') or 'run'} `{report['run_id']}`",
+        "",
+        *_summary_table(report),
+        "",
+    ]
+    grouped: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for task in report["task_results"]:
+        if task["status"] == SUCCEEDED:
+            grouped.setdefault(task["agent"], {}).setdefault(topic_of(task["task"]), []).append(task)
+    for agent, topics in grouped.items():
+        lines += [f"## Findings of {agent}", ""]
+        for topic, tasks in topics.items():
+            lines += [f"### {topic}", ""]
+            for task in tasks:
+                lines += [f"_From {task['task_id']}_", "", _result_block(task["result"]), ""]
+    lines += _failures(report)
+    return "\n".join(lines)
+
+
+def markdown_for(report: Mapping[str, Any], result_format: str) -> str:
+    return render_research_report(report) if result_format == "research_report" else render_markdown(report)
+
+
+def write_reports(run: Run, aggregated: dict[str, Any], report: dict[str, Any], result_format: str) -> None:
+    from awoc_scripts.state import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(run.aggregate_file, aggregated)
+    atomic_write_json(run.report_json_file, report)
+    atomic_write_bytes(run.report_md_file, markdown_for(report, result_format).encode("utf-8"))
+
+
+def report_run(run: Run) -> dict[str, Any]:
+    """Aggregate a run's results and write aggregate.json, report.json and report.md."""
+    from awoc_scripts.aggregate import aggregate, run_results
+
+    metadata = run_metadata(run)
+    aggregated = aggregate(run_results(run), run.read_plan(), run.run_id)
+    report = create_report(aggregated, metadata)
+    write_reports(run, aggregated, report, metadata["result_format"])
+    return report
+
+
+def summary_lines(report: Mapping[str, Any]) -> Sequence[str]:
+    return _summary_table(report)
+
+
+def generate_report_command(
+    store: Any, run_id: str | None, aggregated_arg: str | None, metadata_arg: str | None, output_format: str
+) -> tuple[dict[str, Any], str, str]:
+    """create-report: the aggregate and metadata given (or the run's), rendered and written."""
+    from pathlib import Path
+
+    from awoc_scripts.aggregate import aggregate, run_results
+    from awoc_scripts.documents import load_document
+    from awoc_scripts.errors import InputError, StateError
+    from awoc_scripts.state import atomic_write_bytes, atomic_write_json
+
+    if output_format not in FORMATS:
+        raise InputError(f"--format: {output_format!r} is not one of {', '.join(FORMATS)}")
+    try:
+        run: Run | None = store.open_run(run_id)
+    except StateError:
+        if run_id or not aggregated_arg:
+            raise
+        run = None
+    if aggregated_arg:
+        doc = load_document(aggregated_arg, what="aggregate")
+        aggregated = doc.data
+        if not isinstance(aggregated, dict) or not isinstance(aggregated.get("tasks"), list):
+            raise InputError(f'{doc.source}: expected an aggregate (from `aggregate`) with a "tasks" list')
+    else:
+        assert run is not None
+        aggregated = read_json(run.aggregate_file, default={}) or aggregate(
+            run_results(run), run.read_plan(), run.run_id
+        )
+    metadata: dict[str, Any] = run_metadata(run) if run and aggregated.get("run_id") in (None, run.run_id) else {}
+    if metadata_arg:
+        doc = load_document(metadata_arg, what="metadata")
+        if not isinstance(doc.data, dict):
+            raise InputError(f"{doc.source}: expected an object of run metadata")
+        metadata.update(doc.data)
+    report = create_report(aggregated, metadata)
+    markdown = markdown_for(report, output_format if output_format != "json" else metadata.get("result_format", ""))
+    target = run.dir if run and report["run_id"] == run.run_id else store.root
+    Path(target).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(target) / "report.json", report)
+    atomic_write_bytes(Path(target) / "report.md", markdown.encode("utf-8"))
+    return report, markdown, str(Path(target) / "report.md")
+
+
+def load_or_create_report(run: Run) -> tuple[dict[str, Any], str]:
+    report: dict[str, Any] = read_json(run.report_json_file, default={})
+    if not report or not run.report_md_file.exists():
+        report = report_run(run)
+    return report, run.report_md_file.read_text(encoding="utf-8")
