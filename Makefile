@@ -27,6 +27,14 @@ pytest: install
 bats: install node_modules/.installed
 	$(BATS) tests/bats
 
+demo: install
+	$(VENV)/bin/delegate-parallel run examples/inspect-repo.json
+	@echo "The report is in .awoc/parallel/runs/$$(cat .awoc/parallel/current)/report.md"
+
+demo: install
+	$(VENV)/bin/delegate-parallel run examples/inspect-repo.json
+	@echo "The report is in .awoc/parallel/runs/$$(cat .awoc/parallel/current)/report.md"
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

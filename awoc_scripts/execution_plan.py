@@ -81,3 +81,16 @@ def plan_execution(
             for t in tasks
         ],
     }
+
+
+def brief_execution(execution: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "run_id",
+        "critical_path",
+        "estimated_makespan_s",
+        "sequential_estimate_s",
+        "estimated_speedup",
+        "peak_concurrency",
+        "warnings",
+    )
+    return {k: execution[k] for k in keys} | {"waves": len(execution["waves"])}

@@ -565,6 +565,7 @@ class Orchestrator:
             "agent": task["agent"],
             "task": task["description"],
             "priority": task["priority"],
+            "runner": "command" if task.get("command") else "agent",
             "status": status,
             "result": rec.result,
             "exit_code": rec.exit_code,

@@ -128,6 +128,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
                 "task_id": t["task_id"],
                 "agent": t["agent"],
                 "task": t.get("task", ""),
+                "runner": t.get("runner", "agent"),
                 "status": t["status"],
                 "result": t.get("result", ""),
                 "tokens_used": int(t.get("tokens_used", {}).get("total", 0)),
@@ -203,8 +204,14 @@ def _gantt(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _result_block(text: str) -> str:
-    text = text.strip() or "_(no output)_"
+def _result_block(text: str, runner: str = "agent") -> str:
+    """An agent answers in markdown; a command's output is shown as it is."""
+    if not text.strip():
+        return "_(no output)_"
+    if runner == "command":
+        fence = "~~~"
+        return f"{fence}text\n{text[:MAX_RESULT_CHARS_IN_MARKDOWN]}\n{fence}"
+    text = text.strip()
     if len(text) > MAX_RESULT_CHARS_IN_MARKDOWN:
         text = (
             text[:MAX_RESULT_CHARS_IN_MARKDOWN]
@@ -240,7 +247,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"> {_cell(task['task'])[:500]}",
             "",
-            _result_block(task["result"]),
+            _result_block(task["result"], task["runner"]),
             "",
         ]
     return "\n".join(lines)
@@ -269,7 +276,7 @@ def render_research_report(report: Mapping[str, Any]) -> str:
         for topic, tasks in topics.items():
             lines += [f"### {topic}", ""]
             for task in tasks:
-                lines += [f"_From {task['task_id']}_", "", _result_block(task["result"]), ""]
+                lines += [f"_From {task['task_id']}_", "", _result_block(task["result"], task["runner"]), ""]
     lines += _failures(report)
     return "\n".join(lines)
 
@@ -283,7 +290,7 @@ def write_reports(run: Run, aggregated: dict[str, Any], report: dict[str, Any], 
 
     atomic_write_json(run.aggregate_file, aggregated)
     atomic_write_json(run.report_json_file, report)
-    atomic_write_bytes(run.report_md_file, markdown_for(report, result_format).encode("utf-8"))
+    atomic_write_bytes(run.report_md_file, markdown_for(report, result_format).encode("utf-8") + b"\n")
 
 
 def report_run(run: Run) -> dict[str, Any]:
@@ -341,7 +348,7 @@ def generate_report_command(
     target = run.dir if run and report["run_id"] == run.run_id else store.root
     Path(target).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(target) / "report.json", report)
-    atomic_write_bytes(Path(target) / "report.md", markdown.encode("utf-8"))
+    atomic_write_bytes(Path(target) / "report.md", markdown.encode("utf-8") + b"\n")
     return report, markdown, str(Path(target) / "report.md")
 
 

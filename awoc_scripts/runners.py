@@ -166,7 +166,7 @@ def _result_object(stdout: bytes) -> dict[str, Any] | None:
 def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
     obj = _result_object(stdout)
     if obj is None:
-        text = stdout.decode("utf-8", "replace").strip()
+        text = stdout.decode("utf-8", "replace").strip("\n").rstrip()
         if exit_code == 0:
             return Outcome(True, text)
         error = stderr_tail.strip() or text[-2000:] or f"exit code {exit_code}"

@@ -73,3 +73,26 @@ def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run, dict[str, Any
     config = plan_to_config(data) if data.get("kind") == "plan" else data
     plan = build_plan(Request(config, doc.source))
     return save_new_run(store, plan), plan
+
+
+BRIEF_TASKS = 30
+
+
+def brief_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan in a few lines, for a prompt: the first tasks and what matters about them."""
+    config = plan["parallel_config"]
+    return {
+        "run_id": plan["run_id"],
+        "workflow": plan.get("workflow"),
+        "task_count": len(plan["tasks"]),
+        "limits": {
+            k: config[k] for k in ("max_concurrent", "total_timeout", "total_token_budget", "failure_tolerance")
+        },
+        "tasks": [
+            {k: t[k] for k in ("task_id", "agent", "priority", "token_budget", "dependencies")}
+            | {"description": t["description"][:200]}
+            for t in plan["tasks"][:BRIEF_TASKS]
+        ],
+        "more_tasks": max(0, len(plan["tasks"]) - BRIEF_TASKS),
+        "warnings": plan["warnings"],
+    }

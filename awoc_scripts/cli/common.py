@@ -18,6 +18,7 @@ StateDirOption = Annotated[
         "--state-dir", help="State directory (default: $AWOC_STATE_DIR or ./.awoc/parallel).", show_default=False
     ),
 ]
+BriefOption = Annotated[bool, typer.Option("--brief", help="Print a short summary instead of the whole document.")]
 RunOption = Annotated[str | None, typer.Option("--run", help="Run id (default: the current run).", show_default=False)]
 # Commands whose arguments mix our flags with task text take them raw and parse them in the core.
 RAW_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}

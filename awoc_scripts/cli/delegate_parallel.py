@@ -123,5 +123,23 @@ def report(
         sys.stdout.write((markdown if output == "markdown" else markdown_for(data, output)) + "\n")
 
 
+@app.command()
+def install(
+    directory: Annotated[str, typer.Argument(help="The project to install into.")] = ".",
+    force: Annotated[bool, typer.Option("--force", help="Replace agent definitions that exist already.")] = False,
+) -> None:
+    """Put the /delegate-parallel command and the architect, docs-fetcher and workforce agents into DIR/.claude/."""
+    from pathlib import Path
+
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.install import install as install_into
+
+    done = install_into(Path(directory), force)
+    print_json(done)
+    sys.stderr.write(
+        f"installed /delegate-parallel into {done['installed_into']}/.claude ({len(done['written'])} files)\n"
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)

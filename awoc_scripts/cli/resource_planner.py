@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from awoc_scripts.cli.common import StateDirOption, new_app, run_app
+from awoc_scripts.cli.common import BriefOption, StateDirOption, new_app, run_app
 from awoc_scripts.errors import InputError
 
 app = new_app("parallel-resource-planner", "Plan a run's execution: token budgets, order and estimated schedule.")
@@ -28,10 +28,11 @@ def plan_execution_command(
     max_parallel: Annotated[str | None, typer.Argument(help="Tasks at once (overrides max_concurrent).")] = None,
     total_token_budget: Annotated[str | None, typer.Argument(help="Total token budget to fit.")] = None,
     state_dir: StateDirOption = None,
+    brief: BriefOption = False,
 ) -> None:
     """Write the run's execution.json and print it."""
     from awoc_scripts.documents import print_json
-    from awoc_scripts.execution_plan import plan_execution
+    from awoc_scripts.execution_plan import brief_execution, plan_execution
     from awoc_scripts.state import StateStore, atomic_write_json
     from awoc_scripts.validation import resolve_plan
 
@@ -40,7 +41,7 @@ def plan_execution_command(
     run, plan_data = resolve_plan(StateStore(state_dir), plan or None)
     execution = plan_execution(plan_data, limit, total)
     atomic_write_json(run.execution_file, execution)
-    print_json(execution)
+    print_json(brief_execution(execution) if brief else execution)
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     sys.stderr.write(

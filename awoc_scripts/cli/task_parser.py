@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from awoc_scripts.cli.common import RAW_ARGS, StateDirOption, new_app, run_app
+from awoc_scripts.cli.common import RAW_ARGS, BriefOption, StateDirOption, new_app, run_app
 
 app = new_app(
     "parallel-task-parser", "Validate delegate-parallel tasks (a config file or inline agent:description tasks)."
@@ -14,7 +14,7 @@ app = new_app(
 
 
 @app.command(context_settings=RAW_ARGS)
-def validate(ctx: typer.Context, state_dir: StateDirOption = None) -> None:
+def validate(ctx: typer.Context, state_dir: StateDirOption = None, brief: BriefOption = False) -> None:
     """Validate a config file or inline tasks; print the normalized plan and save it as a new run.
 
     ARGS: a config file (or - or JSON text), or "agent:description" tasks with --max-parallel,
@@ -22,11 +22,11 @@ def validate(ctx: typer.Context, state_dir: StateDirOption = None) -> None:
     """
     from awoc_scripts.documents import print_json
     from awoc_scripts.state import StateStore
-    from awoc_scripts.validation import save_new_run, validate_request
+    from awoc_scripts.validation import brief_plan, save_new_run, validate_request
 
     plan = validate_request(ctx.args)
     run = save_new_run(StateStore(state_dir), plan)
-    print_json(plan)
+    print_json(brief_plan(plan) if brief else plan)
     for warning in plan["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     sys.stderr.write(f"validated {len(plan['tasks'])} task(s); run {run.run_id} saved in {run.dir}\n")
