@@ -169,10 +169,9 @@ def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
         text = stdout.decode("utf-8", "replace").strip("\n").rstrip()
         if exit_code == 0:
             return Outcome(True, text)
-        error = stderr_tail.strip() or text[-2000:] or f"exit code {exit_code}"
-        return Outcome(
-            False, text, error=f"exit code {exit_code}: {error}", transient=bool(TRANSIENT_TEXT.search(error))
-        )
+        detail = stderr_tail.strip() or text[-2000:]
+        error = f"exit code {exit_code}: {detail}" if detail else f"exit code {exit_code}"
+        return Outcome(False, text, error=error, transient=bool(TRANSIENT_TEXT.search(detail)))
     tokens = Tokens.from_usage(obj.get("usage"))
     cost = obj.get("total_cost_usd")
     text = str(obj.get("result") or "")
