@@ -150,7 +150,7 @@ def aggregate(
         "not_run": [p for p in problems if p["status"] not in FAILURES],
         "counts": {k: v for k, v in counts.items() if v},
         "total_tokens": tokens,
-        "total_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in results), 6),
+        "total_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in results), 9),
         "tasks": [dict(by_id[tid]) for tid in order],
     }
 

@@ -199,7 +199,7 @@ class Orchestrator:
                 "error": rec.error,
                 "reason": self.scheduler.reason.get(tid) or rec.reason,
                 "tokens_used": rec.tokens.as_dict(),
-                "cost_usd": round(rec.cost_usd, 6),
+                "cost_usd": round(rec.cost_usd, 9),
                 "previous_error": rec.previous_error,
             }
         return tasks
@@ -572,7 +572,7 @@ class Orchestrator:
             "attempts": rec.attempts,
             "tokens_used": rec.tokens.as_dict(),
             "token_budget": rec.budget,
-            "cost_usd": round(rec.cost_usd, 6),
+            "cost_usd": round(rec.cost_usd, 9),
             "started_at": rec.started_at,
             "finished_at": rec.finished_at,
             "duration_s": duration,
@@ -751,7 +751,7 @@ class Orchestrator:
             "elapsed_s": round(time.monotonic() - self.started_mono, 3),
             "counts": counts,
             "tokens_used": sum(r.tokens.total for r in self.records.values()),
-            "cost_usd": round(sum(r.cost_usd for r in self.records.values()), 6),
+            "cost_usd": round(sum(r.cost_usd for r in self.records.values()), 9),
         }
 
 

@@ -120,7 +120,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
             "budget_utilization_pct": round(utilization, 1),
             "total_token_budget": budget,
             "tokens_by_kind": tokens_by_kind,
-            "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 6),
+            "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
         },
         "critical_path": list(metadata.get("critical_path") or []),
         "task_results": [

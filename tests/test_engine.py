@@ -467,7 +467,7 @@ def test_lever_from_another_process_while_running(state_dir: Path, tmp_path: Pat
                 "agent": "qa",
                 "description": "x",
                 "priority": "critical",
-                "command": recorder(log, 1),
+                "command": recorder(log, 3),
             },
             {"task_id": "keep", "agent": "qa", "description": "x", "priority": "high", "command": recorder(log, 0)},
             {"task_id": "drop", "agent": "qa", "description": "x", "priority": "low", "command": recorder(log, 0)},
