@@ -130,6 +130,7 @@ def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]
                 control["changed"] = apply_lever(action, args, SavedStateTarget(state, run.read_plan()))
                 control["applied_at"] = now_iso()
                 control["applied_by"] = f"{action} (pid {os.getpid()})"
+                control["applied_to"] = "saved state"
                 state.setdefault("controls", []).append(control)
                 run.append_event("lever", action=action, args=args, changed=control["changed"])
                 return control
@@ -174,5 +175,6 @@ def apply_pending_controls(state: dict[str, Any], target: LeverTarget, applied_b
             control["changed"] = {"error": getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"}
         control["applied_at"] = now_iso()
         control["applied_by"] = applied_by
+        control["applied_to"] = "running orchestrator"
         done.append(control)
     return done

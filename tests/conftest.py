@@ -100,6 +100,11 @@ SCRIPT_MODULES = {
     "parallel-to-sequential": ("levers", "sequential_main"),
     "task-prioritizer": ("levers", "prioritizer_main"),
     "delegate-parallel": ("delegate_parallel", "main"),
+    "context-monitor": ("context_monitor", "main"),
+    "parallel-task-monitor": ("task_monitor", "main"),
+    "parallel-error-handler": ("error_handler", "main"),
+    "parallel-task-retry": ("task_retry", "main"),
+    "parallel-execution-aborter": ("execution_aborter", "main"),
 }
 
 

@@ -1,0 +1,49 @@
+"""parallel-execution-aborter: stop a run and print its partial results."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from awoc_scripts.cli.common import RunOption, StateDirOption, new_app, run_app
+
+app = new_app("parallel-execution-aborter", "Abort a run: stop its tasks, cancel the rest, print partial results.")
+
+
+@app.command("abort-with-partial-results")
+def abort_with_partial_results(
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the state and the report.")] = "",
+    run: RunOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Abort the run (a running orchestrator is asked to, and confirms); print which tasks succeeded and which did not.
+
+    Exit codes: 3 the run was aborted, 0 it had already ended (nothing to abort).
+    """
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.run_aborter import ABORT_REASON
+    from awoc_scripts.run_aborter import abort_with_partial_results as abort
+    from awoc_scripts.state import StateStore
+
+    code, data = abort(StateStore(state_dir).open_run(run), reason or ABORT_REASON)
+    print_json(data)
+    partial = data["partial_results"]
+    if data["aborted"]:
+        sys.stderr.write(f"run {partial['run_id']} aborted: {len(data['cancelled'])} task(s) cancelled\n")
+    else:
+        sys.stderr.write(f"run {partial['run_id']}: nothing to abort ({data.get('why_not')})\n")
+    sys.stderr.write(f"{partial['completed_successfully']} of {partial['total_tasks']} task(s) succeeded\n")
+    for task in partial["not_succeeded"]:
+        sys.stderr.write(f"  {task['task_id']}: {task['status']}: {task['why']}\n")
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _group() -> None:
+    """Keep the seed's subcommand name."""
+
+
+def main(args: list[str] | None = None) -> None:
+    run_app(app, args)
