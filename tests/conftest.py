@@ -100,6 +100,8 @@ SCRIPT_MODULES = {
     "parallel-to-sequential": ("levers", "sequential_main"),
     "task-prioritizer": ("levers", "prioritizer_main"),
     "delegate-parallel": ("delegate_parallel", "main"),
+    "parallel-result-aggregator": ("result_aggregator", "main"),
+    "parallel-report-generator": ("report_generator", "main"),
     "context-monitor": ("context_monitor", "main"),
     "parallel-task-monitor": ("task_monitor", "main"),
     "parallel-error-handler": ("error_handler", "main"),
