@@ -98,6 +98,7 @@ class Orchestrator:
         display: Any,
         options: Options | None = None,
         resume: bool = False,
+        only: set[str] | None = None,
     ) -> None:
         self.run = run
         self.events = run.buffered_events()
@@ -116,7 +117,7 @@ class Orchestrator:
         status = {tid: saved[tid]["status"] for tid in self.by_id}
         self.orphans: list[str] = []
         if resume:
-            status = self._prepare_resume(status)
+            status = self._prepare_resume(status, only)
         self.scheduler = Scheduler(
             self.tasks, self.metrics.remaining, status=status, budget={tid: r.budget for tid, r in self.records.items()}
         )
@@ -154,28 +155,22 @@ class Orchestrator:
             raise StateError(f"run {self.run.run_id} has already run; use `delegate-parallel resume {self.run.run_id}`")
         return state
 
-    def _prepare_resume(self, status: dict[str, str]) -> dict[str, str]:
-        """Keep what succeeded; everything else runs again. Kill what a dead orchestrator left."""
+    def _prepare_resume(self, status: dict[str, str], only: set[str] | None) -> dict[str, str]:
+        """Keep what succeeded; everything else runs again (or, with `only`, just those tasks).
+        Kill whatever a dead orchestrator left running."""
         saved = self.state["tasks"]
-        for tid, task_status in status.items():
-            if task_status == RUNNING:
-                self.orphans.append(tid)
+        self.orphans = [tid for tid, task_status in status.items() if task_status == RUNNING]
         killed = kill_marked(self.run.run_id)
         if killed or self.orphans:
             self.events.add("resume-cleanup", orphaned_tasks=self.orphans, killed_pids=killed)
         fresh = {}
         for tid, task_status in status.items():
-            if task_status == SUCCEEDED:
-                fresh[tid] = SUCCEEDED
-                rec = self.records[tid]
-                previous = read_json(self.run.task_files(tid).result, default={})
-                rec.result = str(previous.get("result", ""))
-                rec.attempts = int(previous.get("attempts", 1))
-                rec.tokens = Tokens(**{k: v for k, v in previous.get("tokens_used", {}).items() if k != "total"})
-                rec.cost_usd = float(previous.get("cost_usd") or 0)
-                rec.started_at = previous.get("started_at")
-                rec.finished_at = previous.get("finished_at")
-                rec.exit_code = previous.get("exit_code")
+            if task_status == SUCCEEDED or (only is not None and tid not in only and task_status in TERMINAL):
+                fresh[tid] = task_status
+                self._restore_record(tid)
+            elif only is not None and tid not in only:
+                fresh[tid] = CANCELLED  # not part of this retry, and it cannot have a result now
+                self.records[tid].reason = "not run: not part of the retried tasks"
             else:
                 fresh[tid] = PENDING
                 self.records[tid].previous_error = saved[tid].get("previous_error")
@@ -183,6 +178,20 @@ class Orchestrator:
                     self.records[tid].budget = int(self.by_id[tid]["token_budget"])
             saved[tid]["status"] = fresh[tid]
         return fresh
+
+    def _restore_record(self, tid: str) -> None:
+        """A task that keeps its outcome: what it produced, from its result file."""
+        rec = self.records[tid]
+        previous = read_json(self.run.task_files(tid).result, default={})
+        rec.result = str(previous.get("result", ""))
+        rec.attempts = int(previous.get("attempts", 1))
+        rec.tokens = Tokens(**{k: v for k, v in previous.get("tokens_used", {}).items() if k != "total"})
+        rec.cost_usd = float(previous.get("cost_usd") or 0)
+        rec.started_at = previous.get("started_at")
+        rec.finished_at = previous.get("finished_at")
+        rec.exit_code = previous.get("exit_code")
+        rec.error = previous.get("error")
+        rec.reason = previous.get("reason")
 
     def _snapshot(self) -> dict[str, Any]:
         tasks = {}

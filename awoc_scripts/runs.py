@@ -48,11 +48,14 @@ def execute_run(
     display: PlainDisplay,
     resume: bool = False,
     options: Options | None = None,
+    only: set[str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Execute, then write aggregate.json, report.json and report.md (partial ones too)."""
+    """Execute, then write aggregate.json, report.json and report.md (partial ones too).
+
+    `only` (with resume): run just these tasks again; the others keep what they have."""
     from awoc_scripts.report import report_run
 
-    orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume)
+    orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume, only=only)
     code = orchestrator.execute()
     report = report_run(run)
     summary = {

@@ -2,7 +2,7 @@
 
 The task gets 80% of its budget and its previous error quoted in the prompt; the tasks skipped
 because of it wait again too. An orchestrator executing the run requeues it live; otherwise the
-run is resumed here and now (which reruns everything that has not succeeded).
+run is resumed here and now for just those tasks.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def retry_reduced(
     if live or not execute:
         out["executed_by"] = "orchestrator" if live else None
         return OK, out
-    return _resume(store, run, resume, quiet, out)
+    only = {t["task_id"] for t in changed["requeued"]} | set(changed["reopened_dependents"])
+    return _resume(store, run, resume, quiet, out, only)
 
 
 def _resume(
@@ -85,6 +86,7 @@ def _resume(
     loaded: tuple[Run, dict[str, Any], dict[str, Any]] | None,
     quiet: bool,
     out: dict[str, Any],
+    only: set[str],
 ) -> tuple[int, dict[str, Any]]:
     from awoc_scripts.display import PlainDisplay
     from awoc_scripts.runs import execute_run, load_for_resume, make_executor
@@ -92,7 +94,7 @@ def _resume(
     run_files, plan, execution = loaded or load_for_resume(store, run.run_id)
     try:
         code, summary = execute_run(
-            run_files, plan, execution, make_executor("local"), PlainDisplay(quiet=quiet), resume=True
+            run_files, plan, execution, make_executor("local"), PlainDisplay(quiet=quiet), resume=True, only=only
         )
     except StateError:
         if not orchestrator_alive(run.read_state()):

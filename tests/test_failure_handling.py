@@ -360,3 +360,26 @@ def test_abort_while_an_orchestrator_runs(cli, state_dir, tmp_path) -> None:
     assert partial["succeeded"][0]["result_excerpt"] == "the design"
     assert {t["task_id"]: t["status"] for t in partial["not_succeeded"]}["slow"] == "cancelled"
     assert not awoc_processes(state_dir)
+
+
+def test_retry_runs_only_the_retried_task_and_what_it_skipped(cli, tmp_path) -> None:
+    log = tmp_path / "ran.log"
+    data = config(tmp_path, tolerance=2)
+    data["tasks"].append(
+        {
+            "task_id": "other",
+            "agent": "qa",
+            "description": "fails for good",
+            "command": ["sh", "-c", f'echo other >> "{log}"; exit 1'],
+        }
+    )
+    run = validate(cli, data)
+    first = cli("delegate-parallel", "start", "-q")
+    assert first.code == 1, first.stderr
+    assert task_states(run) == {"design": "succeeded", "build": "failed", "check": "skipped", "other": "failed"}
+    result = cli("parallel-task-retry", "retry-reduced", "build", "-q")
+    assert result.code == 1, result.stderr  # the run as a whole still has a failed task
+    states = task_states(run)
+    assert (states["build"], states["check"]) == ("succeeded", "succeeded")
+    assert states["other"] == "failed"  # not retried: it ran once, in the first execution only
+    assert log.read_text() == "other\n"
