@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from awoc_scripts.processes import KILL_GRACE_S, Child, kill_marked, spawn
+from awoc_scripts.processes import KILL_GRACE_S, Child, kill_marked, signal_group, spawn
 from awoc_scripts.runners import Invocation
 
 
@@ -141,7 +141,7 @@ class LocalExecutor(Executor):
         if entry.stop_deadline is not None:
             self._kill_hard(entry)  # whatever of a stopped task is left, including what left its group
         else:
-            _signal_group(entry.child.pid, signal.SIGKILL)  # leftovers of a task that ended by itself
+            signal_group(entry.child.pid, signal.SIGKILL)  # leftovers of a task that ended by itself
         return Ended(task_id, code, stopped=entry.stop_deadline is not None)
 
     def stop(self, task_id: str) -> None:
@@ -154,7 +154,7 @@ class LocalExecutor(Executor):
             entry.descendants = list(psutil.Process(entry.child.pid).children(recursive=True))
         except psutil.Error:
             entry.descendants = []
-        _signal_group(entry.child.pid, signal.SIGTERM)
+        signal_group(entry.child.pid, signal.SIGTERM)
         for proc in entry.descendants:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()  # type: ignore[attr-defined]
@@ -163,7 +163,7 @@ class LocalExecutor(Executor):
     def _kill_hard(self, entry: _Running) -> None:
         import psutil
 
-        _signal_group(entry.child.pid, signal.SIGKILL)
+        signal_group(entry.child.pid, signal.SIGKILL)
         for proc in entry.descendants:
             with contextlib.suppress(psutil.Error):
                 proc.kill()  # type: ignore[attr-defined]
@@ -181,7 +181,3 @@ class LocalExecutor(Executor):
                 entry.child.popen.wait(timeout=1)
         self._selector.close()
 
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)

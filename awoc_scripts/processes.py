@@ -113,7 +113,8 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def _signal_group(pgid: int, sig: int) -> bool:
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal a whole process group; False when no process of it is left."""
     try:
         os.killpg(pgid, sig)
         return True
@@ -125,33 +126,6 @@ def _signal_pids(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-
-
-def kill_tree(child: Child, grace_s: float = KILL_GRACE_S) -> None:
-    """SIGTERM the task's group, wait `grace_s`, SIGKILL it, then kill whatever left the group."""
-    import psutil
-
-    try:
-        known = psutil.Process(child.pid).children(recursive=True)
-    except psutil.Error:
-        known = []
-    if child.popen.poll() is None or _signal_group(child.pid, 0):
-        _signal_group(child.pid, signal.SIGTERM)
-        for proc in known:
-            with contextlib.suppress(psutil.Error):
-                proc.terminate()  # psutil checks it is still the same process, not a reused pid
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if child.popen.poll() is not None and not _signal_group(child.pid, 0):
-                break
-            time.sleep(0.02)
-        _signal_group(child.pid, signal.SIGKILL)
-    for proc in known:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    kill_marked(*child.marker.split("/", 1))
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.popen.wait(timeout=grace_s)
 
 
 def kill_marked(run_id: str, task_id: str | None = None) -> list[int]:
@@ -183,7 +157,7 @@ def kill_process_tree(pid: int, create_time: float | None = None, grace_s: float
                 groups.add(pgid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pgid in groups:
-            _signal_group(pgid, sig)
+            signal_group(pgid, sig)
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)  # psutil checks it is still the same process, not a reused pid

@@ -132,8 +132,9 @@ class Run:
     def write_task_result(self, agent: str, task_id: str, result: dict[str, Any]) -> None:
         """tasks/<id>/result.json, and the same file linked as results/task_<agent>_<id>_result.json."""
         files = self.task_files(task_id)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(files.dir)  # a task that never started has none yet
+        if not files.dir.is_dir():  # a task that never started has none yet
+            self.make_dirs()
+            files.dir.mkdir(exist_ok=True)
         atomic_write_json(files.result, result)
         link = self.result_file(agent, task_id)
         try:
