@@ -1119,11 +1119,13 @@ def test_server_handles_concurrent_requests(api: FakeMessagesAPI) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Optional: the real CLI against the fake server (set AWOC_REAL_CLAUDE to its path)
+# The real CLI against the fake server: the one npm installed (make test), or AWOC_REAL_CLAUDE
 # ------------------------------------------------------------------------------------------------
-REAL_CLAUDE = os.environ.get("AWOC_REAL_CLAUDE", "")
+_INSTALLED_CLAUDE = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "claude"
+REAL_CLAUDE = os.environ.get("AWOC_REAL_CLAUDE", str(_INSTALLED_CLAUDE) if _INSTALLED_CLAUDE.exists() else "")
 needs_real = pytest.mark.skipif(
-    not (REAL_CLAUDE and os.access(REAL_CLAUDE, os.X_OK)), reason="AWOC_REAL_CLAUDE not set"
+    not (REAL_CLAUDE and os.access(REAL_CLAUDE, os.X_OK)),
+    reason="no real claude CLI: run npm install (make test does) or set AWOC_REAL_CLAUDE",
 )
 
 
