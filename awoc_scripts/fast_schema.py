@@ -53,72 +53,96 @@ def _json_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _strings(test: Callable[[str], bool]) -> Check:
+    return lambda v: not isinstance(v, str) or test(v)
+
+
+def _numbers(test: Callable[[float], bool]) -> Check:
+    return lambda v: not _is_number(v) or test(v)
+
+
+def _lists(test: Callable[[list[Any]], bool]) -> Check:
+    return lambda v: not isinstance(v, list) or test(v)
+
+
+def _objects(test: Callable[[dict[str, Any]], bool]) -> Check:
+    return lambda v: not isinstance(v, dict) or test(v)
+
+
+def _keyword_check(keyword: str, value: Any, build: Callable[[Any], Check]) -> Check | None:
+    """The check of one keyword; None for the keywords that only annotate."""
+    if keyword == "type":
+        names = [value] if isinstance(value, str) else list(value)
+        return lambda v: any(_is_type(v, n) for n in names)
+    if keyword == "enum":
+        return lambda v: any(_json_equal(v, option) for option in value)
+    if keyword == "const":
+        return lambda v: _json_equal(v, value)
+    if keyword == "pattern":
+        search = re.compile(value).search
+        return _strings(lambda v: search(v) is not None)
+    if keyword == "minLength":
+        return _strings(lambda v: len(v) >= value)
+    if keyword == "maxLength":
+        return _strings(lambda v: len(v) <= value)
+    if keyword == "minimum":
+        return _numbers(lambda v: v >= value)
+    if keyword == "exclusiveMinimum":
+        return _numbers(lambda v: v > value)
+    if keyword == "maximum":
+        return _numbers(lambda v: v <= value)
+    if keyword == "minItems":
+        return _lists(lambda v: len(v) >= value)
+    if keyword == "maxItems":
+        return _lists(lambda v: len(v) <= value)
+    if keyword == "items":
+        item = build(value)
+        return _lists(lambda v: all(item(x) for x in v))
+    if keyword == "required":
+        return _objects(lambda v: all(k in v for k in value))
+    if keyword == "propertyNames":
+        name = build(value)
+        return _objects(lambda v: all(name(k) for k in v))
+    if keyword == "anyOf":
+        options = [build(option) for option in value]
+        return lambda v: any(option(v) for option in options)
+    return None
+
+
 def compile_schema(root: Mapping[str, Any]) -> Check:
-    cache: dict[str, Check] = {}
+    compiled: dict[str, Check] = {}
 
     def ref(pointer: str) -> Check:
-        if pointer not in cache:
-            if not pointer.startswith("#/$defs/"):
-                raise ValueError(f"unsupported $ref {pointer!r}")
-            cache[pointer] = lambda value: resolved(value)  # placeholder for recursive schemas
-            resolved = build(root["$defs"][pointer.removeprefix("#/$defs/")])
-            cache[pointer] = resolved
-        return cache[pointer]
+        if not pointer.startswith("#/$defs/"):
+            raise ValueError(f"unsupported $ref {pointer!r}")
+        if pointer not in compiled:
+            compiled[pointer] = lambda v: compiled[pointer](v)  # stands in while a recursive schema compiles
+            compiled[pointer] = build(root["$defs"][pointer.removeprefix("#/$defs/")])
+        return compiled[pointer]
 
     def build(schema: Mapping[str, Any]) -> Check:
         unknown = set(schema) - SUPPORTED
         if unknown:
             raise ValueError(f"unsupported schema keywords: {sorted(unknown)}")
-        checks: list[Check] = []
-        if "$ref" in schema:
-            checks.append(ref(schema["$ref"]))
-        if "type" in schema:
-            names = [schema["type"]] if isinstance(schema["type"], str) else list(schema["type"])
-            checks.append(lambda v, names=names: any(_is_type(v, n) for n in names))
-        if "enum" in schema:
-            options = list(schema["enum"])
-            checks.append(lambda v, options=options: any(_json_equal(v, o) for o in options))
-        if "const" in schema:
-            checks.append(lambda v, c=schema["const"]: _json_equal(v, c))
-        if "pattern" in schema:
-            search = re.compile(schema["pattern"]).search
-            checks.append(lambda v, search=search: not isinstance(v, str) or search(v) is not None)
-        if "minLength" in schema:
-            checks.append(lambda v, n=schema["minLength"]: not isinstance(v, str) or len(v) >= n)
-        if "maxLength" in schema:
-            checks.append(lambda v, n=schema["maxLength"]: not isinstance(v, str) or len(v) <= n)
-        if "minimum" in schema:
-            checks.append(lambda v, n=schema["minimum"]: not _is_number(v) or v >= n)
-        if "exclusiveMinimum" in schema:
-            checks.append(lambda v, n=schema["exclusiveMinimum"]: not _is_number(v) or v > n)
-        if "maximum" in schema:
-            checks.append(lambda v, n=schema["maximum"]: not _is_number(v) or v <= n)
-        if "minItems" in schema:
-            checks.append(lambda v, n=schema["minItems"]: not isinstance(v, list) or len(v) >= n)
-        if "maxItems" in schema:
-            checks.append(lambda v, n=schema["maxItems"]: not isinstance(v, list) or len(v) <= n)
-        if "items" in schema:
-            item = build(schema["items"])
-            checks.append(lambda v, item=item: not isinstance(v, list) or all(item(x) for x in v))
-        if "required" in schema:
-            keys = list(schema["required"])
-            checks.append(lambda v, keys=keys: not isinstance(v, dict) or all(k in v for k in keys))
+        checks = [ref(schema["$ref"])] if "$ref" in schema else []
+        for keyword, value in schema.items():
+            check = _keyword_check(keyword, value, build)
+            if check is not None:
+                checks.append(check)
         if "properties" in schema or "additionalProperties" in schema:
             props = {k: build(s) for k, s in schema.get("properties", {}).items()}
             extra = schema.get("additionalProperties", True)
-            other: Check | None = None if extra is True else (lambda v: False) if extra is False else build(extra)
-            checks.append(lambda v, props=props, other=other: not isinstance(v, dict) or _check_object(v, props, other))
-        if "propertyNames" in schema:
-            name = build(schema["propertyNames"])
-            checks.append(lambda v, name=name: not isinstance(v, dict) or all(name(k) for k in v))
-        if "anyOf" in schema:
-            options = [build(s) for s in schema["anyOf"]]
-            checks.append(lambda v, options=options: any(o(v) for o in options))
+            other = None if extra is True else _never if extra is False else build(extra)
+            checks.append(_objects(lambda v: _check_object(v, props, other)))
         if len(checks) == 1:
             return checks[0]
         return lambda v: all(check(v) for check in checks)
 
     return build(root)
+
+
+def _never(value: Any) -> bool:
+    return False
 
 
 def _check_object(value: dict[str, Any], props: Mapping[str, Check], other: Check | None) -> bool:
