@@ -39,8 +39,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# make bench: every benchmark, one table, bench/results.json (about 4 minutes). BENCH_ARGS=--quick for a smoke run.
 bench: install
-	$(PY) bench/bench_validate.py
+	command -v parallel >/dev/null || (apt-get update && apt-get install -y parallel)
+	command -v make >/dev/null || (apt-get update && apt-get install -y make)
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .awoc

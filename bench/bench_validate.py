@@ -9,7 +9,8 @@ priorities, explicit task ids) in a temporary directory, then times, each as the
 - baseline: ``python -c pass`` with the same interpreter (the floor of any CLI call).
 
 Prints a table with the ratios, and exits 1 if the in-process median is over 2 seconds.
-Run it with ``.venv/bin/python bench/bench_validate.py`` (or ``make bench``).
+Run it with ``.venv/bin/python bench/bench_validate.py``; ``make bench`` runs it through
+``bench/run_all.py`` (``--json PATH`` writes the figures, ``--quick`` makes 2 runs instead of 5).
 """
 
 from __future__ import annotations
@@ -90,13 +91,51 @@ def find_cli(name: str) -> str:
     return found
 
 
+def write_figures(
+    path: str, n_tasks: int, n_deps: int, baseline: list[float], full_cli: list[float], in_process: list[float]
+) -> None:
+    from benchlib import Figure, emit
+
+    base, cli, core = (statistics.median(x) for x in (baseline, full_cli, in_process))
+    emit(
+        [
+            Figure(
+                "validate.in_process",
+                f"validate: {n_tasks:,} tasks, {n_deps:,} deps, in-process",
+                core,
+                "s",
+                (min(in_process), max(in_process)),
+                baseline=base,
+                baseline_label="python -c pass",
+                ratio=core / base,
+                goal=f"< {LIMIT_S:.0f} s",
+                met=core < LIMIT_S,
+            ),
+            Figure(
+                "validate.cli",
+                "validate: same, parallel-task-parser validate (CLI)",
+                cli,
+                "s",
+                (min(full_cli), max(full_cli)),
+                baseline=core,
+                baseline_label="in-process",
+                ratio=cli / core,
+            ),
+        ],
+        path,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--deps", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=20240601)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=None, help="runs of each (default 5, quick 2)")
+    parser.add_argument("--quick", action="store_true", help="2 runs of each instead of 5")
+    parser.add_argument("--json", metavar="PATH", help="write the figures here (for bench/run_all.py)")
     args = parser.parse_args()
+    args.repeat = args.repeat or (2 if args.quick else 5)
 
     from awoc_scripts.validation import validate_request
 
@@ -129,6 +168,8 @@ def main() -> int:
         print(f"{label:<44} {median:>9.3f} {min(times):>7.3f} {max(times):>7.3f} {median / base:>10.1f}x")
     median_in = statistics.median(in_process)
     print(f"CLI overhead over in-process: {statistics.median(full_cli) - median_in:.3f} s")
+    if args.json:
+        write_figures(args.json, n_tasks, n_deps, baseline, full_cli, in_process)
     if median_in > LIMIT_S:
         print(f"FAIL: in-process validation median {median_in:.3f} s is over {LIMIT_S:.0f} s", file=sys.stderr)
         return 1

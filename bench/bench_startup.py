@@ -1,0 +1,228 @@
+"""Start-up of every script: the median wall time of each shim's most common call.
+
+Each command runs through its shim (``scripts/<name>.sh``, as the slash command calls it) against
+a state directory made for the benchmark, ``--repeat`` times, round-robin with the baselines
+``python -c pass`` and ``python -c "import typer"`` (the project's interpreter), after one
+warm-up call each. Goal: no script over 1.3x the bare ``import typer``. Commands whose shim or
+console script does not exist yet are skipped with a note.
+
+Then each command runs under ``python -X importtime`` (3 times; per module the minimum): the
+total import time and the 5 heaviest imports, as disjoint subtrees (a module's own package
+imports are not counted twice; ``awoc_scripts`` modules are looked through, not listed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchlib import ROOT, Figure, bench_parser, emit, find_cli, median, shim, spread, time_call
+
+GOAL = 1.3
+EXAMPLES = ROOT / "examples"
+
+# (console script, arguments): the call the seed's flow makes most often
+COMMANDS: list[tuple[str, list[str]]] = [
+    ("parallel-task-parser", ["validate", str(EXAMPLES / "tasks.json")]),
+    ("dependency-validator", ["check-circular", str(EXAMPLES / "feature-development.json")]),
+    ("parallel-resource-planner", ["plan-execution"]),
+    ("context-monitor", ["track", "parallel-task-start", "architect", "x"]),
+    ("context-monitor", ["status"]),
+    ("token-budget-reducer", ["reduce-remaining-tasks", "20%"]),
+    ("parallel-to-sequential", ["convert-remaining-tasks"]),
+    ("task-prioritizer", ["emergency-prioritization"]),
+    ("delegate-parallel", ["status"]),
+]
+
+
+def parse_importtime(stderr: str) -> list[dict[str, Any]]:
+    """`-X importtime` lines, in print order (children before their parent), with depth."""
+    entries = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative_us, name = line.split(":", 1)[1].split("|", 2)
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        entries.append({"name": name.strip(), "self_us": int(self_us), "cum_us": int(cumulative_us), "depth": depth})
+    return entries
+
+
+def heaviest(entries: list[dict[str, Any]], top: int = 5) -> list[dict[str, Any]]:
+    """The `top` heaviest disjoint import subtrees, looking through awoc_scripts' own modules."""
+    # parent of each entry: the next entry printed after it with a smaller depth
+    parent: list[int | None] = [None] * len(entries)
+    stack: list[int] = []  # indices waiting for their parent
+    for i, entry in enumerate(entries):
+        while stack and entries[stack[-1]]["depth"] > entry["depth"]:
+            parent[stack.pop()] = i
+        stack.append(i)
+
+    def ancestors(i: int) -> set[int]:
+        out = set()
+        p = parent[i]
+        while p is not None:
+            out.add(p)
+            p = parent[p]
+        return out
+
+    order = sorted(range(len(entries)), key=lambda i: -entries[i]["cum_us"])
+    picked: list[int] = []
+    for i in order:
+        if entries[i]["name"].startswith("awoc_scripts") or entries[i]["name"] in ("encodings", "site"):
+            continue
+        mine = ancestors(i)
+        if any(p in mine for p in picked) or any(i in ancestors(p) for p in picked):
+            continue
+        picked.append(i)
+        if len(picked) == top:
+            break
+    return [{"module": entries[i]["name"], "cumulative_ms": round(entries[i]["cum_us"] / 1000, 1)} for i in picked]
+
+
+def importtime_profile(python: str, script: str, args: list[str], env: dict[str, str], runs: int) -> dict[str, Any]:
+    import subprocess
+
+    best: dict[str, dict[str, Any]] = {}
+    totals = []
+    for _ in range(runs):
+        proc = subprocess.run(
+            [python, "-X", "importtime", script, *args], capture_output=True, text=True, env=env, check=False
+        )
+        entries = parse_importtime(proc.stderr)
+        totals.append(sum(e["self_us"] for e in entries) / 1000)
+        for e in entries:
+            if e["name"] not in best or e["cum_us"] < best[e["name"]]["cum_us"]:
+                best[e["name"]] = e
+    # keep the last run's structure, with each module's minimum over the runs
+    merged = [{**e, "cum_us": best[e["name"]]["cum_us"], "self_us": best[e["name"]]["self_us"]} for e in entries]
+    return {
+        "total_import_ms": round(min(totals), 1),
+        "modules_imported": len(merged),
+        "top5": heaviest(merged),
+        "awoc_modules": sorted(e["name"] for e in merged if e["name"].startswith("awoc_scripts")),
+    }
+
+
+def main() -> int:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--repeat", type=int, default=None, help="calls per command (default 15, quick 5)")
+    args = parser.parse_args()
+    repeat = args.repeat or (5 if args.quick else 15)
+    python = sys.executable
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="awoc-bench-startup-") as tmp:
+        env = {**os.environ, "AWOC_STATE_DIR": str(Path(tmp) / "state")}
+        available: list[tuple[str, str, str, list[str]]] = []  # label, shim, console script, args
+        skipped: list[str] = []
+        for name, cmd_args in COMMANDS:
+            label = f"{name} {cmd_args[0]}"
+            script, console = shim(name), find_cli(name)
+            if script is None or console is None:
+                skipped.append(f"{label}: {'shim' if script is None else 'console script'} missing")
+                continue
+            available.append((label, script, console, cmd_args))
+        parser_cli = find_cli("parallel-task-parser")
+        if parser_cli is None:
+            sys.exit("parallel-task-parser is not installed (run: make install)")
+        subprocess.run(
+            [parser_cli, "validate", str(EXAMPLES / "tasks.json")],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        calls: dict[str, list[str]] = {
+            "python -c pass": [python, "-c", "pass"],
+            "python -c 'import typer'": [python, "-c", "import typer"],
+        }
+        for label, script, _, cmd_args in available:
+            calls[label] = [script, *cmd_args]
+        times: dict[str, list[float]] = {label: [] for label in calls}
+        failed: dict[str, str] = {}
+        for rep in range(repeat + 1):  # the first round warms the caches and is not counted
+            for label, argv in calls.items():
+                if label in failed:
+                    continue
+                try:
+                    elapsed = time_call(argv, env=env, cwd=ROOT)
+                except RuntimeError as exc:
+                    failed[label] = str(exc)
+                    continue
+                if rep:
+                    times[label].append(elapsed)
+        profiles = {}
+        for label, _, console, cmd_args in available:
+            if label not in failed:
+                profiles[label] = importtime_profile(python, console, cmd_args, env, 1 if args.quick else 3)
+        profiles["python -c 'import typer'"] = importtime_profile(python, "-c", ["import typer"], env, 1)
+
+    base = median(times["python -c pass"])
+    typer_med = median(times["python -c 'import typer'"])
+    print(
+        f"median of {repeat} calls each; baselines: python -c pass {base * 1000:.1f} ms, import typer "
+        f"{typer_med * 1000:.1f} ms"
+    )
+    figures = [
+        Figure(
+            "startup.import_typer",
+            "startup: python -c 'import typer'",
+            typer_med * 1000,
+            "ms",
+            spread([t * 1000 for t in times["python -c 'import typer'"]]),
+            baseline=base * 1000,
+            baseline_label="python -c pass",
+            ratio=typer_med / base,
+            note="baseline",
+            details={"importtime": profiles["python -c 'import typer'"]},
+        )
+    ]
+    for label, _, _, cmd_args in available:
+        if label in failed:
+            figures.append(
+                Figure(
+                    f"startup.{label.replace(' ', '.')}",
+                    f"startup: {label}",
+                    None,
+                    "ms",
+                    note="failed",
+                    details={"error": failed[label]},
+                )
+            )
+            print(f"{label}: FAILED: {failed[label]}")
+            continue
+        t = times[label]
+        ratio = median(t) / typer_med
+        profile = profiles[label]
+        top = ", ".join(f"{m['module']} {m['cumulative_ms']:.0f}" for m in profile["top5"])
+        print(
+            f"{label}: {median(t) * 1000:.1f} ms ({ratio:.2f}x import typer); imports "
+            f"{profile['total_import_ms']:.0f} ms in {profile['modules_imported']} modules; heaviest (ms): {top}"
+        )
+        figures.append(
+            Figure(
+                f"startup.{label.replace(' ', '.')}",
+                f"startup: {label}",
+                median(t) * 1000,
+                "ms",
+                spread([x * 1000 for x in t]),
+                baseline=typer_med * 1000,
+                baseline_label="import typer",
+                ratio=ratio,
+                ratio_spread=spread([x / typer_med for x in t]),
+                goal=f"<= {GOAL}x",
+                met=ratio <= GOAL,
+                details={"argv": [Path(calls[label][0]).name, *cmd_args], "importtime": profile},
+            )
+        )
+    for note in skipped:
+        print(f"skipped: {note}")
+    emit(figures, args.json, {"skipped": skipped, "python_pass_ms": base * 1000})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
