@@ -38,7 +38,8 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
     tokens = data.get("tokens_used", 0)
     total = tokens.get("total", 0) if isinstance(tokens, dict) else int(tokens or 0)
     return {
-        "task_id": data.get("task_id") or (f"{data['agent']}-{match['pid']}" if match else Path(source).stem),
+        "task_id": data.get("task_id"),  # the seed's results have none: see assign_task_ids
+        "pid": int(match["pid"]) if match else None,
         "agent": data["agent"],
         "task": str(data.get("task", "")),
         "status": SUCCEEDED if exit_code == 0 else "failed",
@@ -53,6 +54,32 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
         "dependencies": [],
         "source": source,
     }
+
+
+def assign_task_ids(results: list[dict[str, Any]], plan: Mapping[str, Any] | None) -> None:
+    """Results the seed's loop wrote carry no task id: take the run's task with the same agent
+    and description (so the retry command names a real task), else `<agent>-<pid>`, else
+    `<agent>-<n>` in the order given."""
+    unused = [(t["agent"], t["description"], t["task_id"]) for t in (plan or {}).get("tasks", [])]
+    taken = {r["task_id"] for r in results if r.get("task_id")}
+    counts: dict[str, int] = {}
+    for result in results:
+        if result.get("task_id"):
+            continue
+        agent = result["agent"]
+        match = next((u for u in unused if u[0] == agent and u[1] == result["task"] and u[2] not in taken), None)
+        if match is not None:
+            task_id = match[2]
+        elif result.get("pid") is not None:
+            task_id = f"{agent}-{result['pid']}"
+        else:
+            counts[agent] = counts.get(agent, 0) + 1
+            task_id = f"{agent}-{counts[agent]}"
+            while task_id in taken:
+                counts[agent] += 1
+                task_id = f"{agent}-{counts[agent]}"
+        result["task_id"] = task_id
+        taken.add(task_id)
 
 
 def load_result_files(paths: Sequence[str]) -> list[dict[str, Any]]:
@@ -184,12 +211,15 @@ def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], outpu
     if given:
         results = load_result_args(given)
         plan = run.read_plan() if run else None
+        assign_task_ids(results, plan)
         if plan and not {r["task_id"] for r in results} <= {t["task_id"] for t in plan["tasks"]}:
             plan = None  # results of something else than this run: keep their own order
         data = aggregate(results, plan, run.run_id if run and plan else None)
     else:
         assert run is not None
-        data = aggregate(run_results(run), run.read_plan(), run.run_id)
+        results = run_results(run)
+        assign_task_ids(results, run.read_plan())
+        data = aggregate(results, run.read_plan(), run.run_id)
     target = (
         Path(output) if output else (run.aggregate_file if run and data["run_id"] else store.root / "aggregate.json")
     )

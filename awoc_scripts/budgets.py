@@ -64,6 +64,11 @@ def allocate_budgets(
 
     effective_total = DEFAULT_TOTAL_TOKEN_BUDGET if total is None else total
     if explicit_sum > effective_total or not _every_task_gets_a_token(computed, effective_total - explicit_sum):
+        if total is not None and not computed:
+            raise InputError(
+                f"explicit token budgets add up to {explicit_sum}, more than the total token budget {total}; "
+                "raise the total or lower the budgets"
+            )
         if total is not None:
             raise InputError(
                 f"explicit token budgets add up to {explicit_sum}, which leaves "

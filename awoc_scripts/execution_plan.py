@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.errors import InputError
 from awoc_scripts.estimate import estimate_schedule
 from awoc_scripts.scheduling import PRIORITY_RANK, graph_metrics, task_duration
+
+if TYPE_CHECKING:
+    from awoc_scripts.state import Run, StateStore
 
 
 def plan_execution(
@@ -94,3 +97,19 @@ def brief_execution(execution: dict[str, Any]) -> dict[str, Any]:
         "warnings",
     )
     return {k: execution[k] for k in keys} | {"waves": len(execution["waves"])}
+
+
+def plan_run(
+    store: StateStore, plan_arg: str | None, max_parallel: int | None, total_token_budget: int | None
+) -> tuple[Run, dict[str, Any]]:
+    """plan-execution: plan PLAN (a run, a plan or a config) and save execution.json in its run.
+    A plan or config that is not a run yet becomes one only once it planned without error."""
+    from awoc_scripts.validation import resolve_plan, save_new_run
+
+    run, plan = resolve_plan(store, plan_arg)
+    execution = plan_execution(plan, max_parallel, total_token_budget)
+    if run is None:
+        run = save_new_run(store, plan)
+        execution["run_id"] = run.run_id
+    run.write_execution(execution)
+    return run, execution

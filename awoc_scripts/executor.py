@@ -180,4 +180,3 @@ class LocalExecutor(Executor):
             with contextlib.suppress(Exception):
                 entry.child.popen.wait(timeout=1)
         self._selector.close()
-

@@ -50,9 +50,10 @@ def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run, dict[str, Any]]:
+def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run | None, dict[str, Any]]:
     """PLAN as the commands take it: a run id, a plan or config (file, - or JSON text), or none
-    for the current run. A plan of a known run is that run; anything else becomes a new run."""
+    for the current run. A plan of a known run comes with that run; anything else with None,
+    to be saved as a new run once everything else about the request is known to be good."""
     from awoc_scripts.documents import load_document
     from awoc_scripts.errors import InputError
     from awoc_scripts.request import Request
@@ -71,8 +72,7 @@ def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run, dict[str, Any
         if run.exists():
             return run, run.read_plan()
     config = plan_to_config(data) if data.get("kind") == "plan" else data
-    plan = build_plan(Request(config, doc.source))
-    return save_new_run(store, plan), plan
+    return None, build_plan(Request(config, doc.source))
 
 
 BRIEF_TASKS = 30

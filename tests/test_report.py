@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from awoc_scripts.aggregate import aggregate, normalize_result
+from awoc_scripts.aggregate import aggregate, assign_task_ids, normalize_result
 from awoc_scripts.report import create_report, human_duration, render_markdown, render_research_report
 
 from conftest import EXAMPLES, REPO, write_json
@@ -106,6 +106,7 @@ def test_seed_example_numbers() -> None:
         )
         for i, d in enumerate([263.0, 150.0, 120.0, 100.0, 102.0])
     ]
+    assign_task_ids(results, None)
     report = create_report(aggregate(results, None, None), {"total_token_budget": 25000, "total_time_s": 263})
     summary = report["execution_summary"]
     assert (summary["total_tasks"], summary["completed_successfully"], summary["failed_tasks"]) == (5, 4, 1)

@@ -32,15 +32,12 @@ def plan_execution_command(
 ) -> None:
     """Write the run's execution.json and print it."""
     from awoc_scripts.documents import print_json
-    from awoc_scripts.execution_plan import brief_execution, plan_execution
-    from awoc_scripts.state import StateStore, atomic_write_json
-    from awoc_scripts.validation import resolve_plan
+    from awoc_scripts.execution_plan import brief_execution, plan_run
+    from awoc_scripts.state import StateStore
 
     limit = _whole("MAX_PARALLEL", max_parallel)
     total = _whole("TOTAL_TOKEN_BUDGET", total_token_budget)
-    run, plan_data = resolve_plan(StateStore(state_dir), plan or None)
-    execution = plan_execution(plan_data, limit, total)
-    atomic_write_json(run.execution_file, execution)
+    run, execution = plan_run(StateStore(state_dir), plan or None, limit, total)
     print_json(brief_execution(execution) if brief else execution)
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")

@@ -145,7 +145,6 @@ assert_cli_usage_error() {
 }
 
 @test "plan-execution: a config given as JSON text with a bad MAX_PARALLEL saves no run" {
-  skip "awoc bug: the config is saved as a new run (and made current) before MAX_PARALLEL is checked"
   run --separate-stderr planner plan-execution '{"tasks": [{"agent": "qa", "description": "x"}]}' 0
   assert_bad_input "MAX_PARALLEL: expected a whole number from 1 to 100, got 0"
 }

@@ -105,10 +105,11 @@ seed_results_only() {
   run --separate-stderr aggregator aggregate "$RESULTS"/task_*_result.json
   [ "$status" -eq 0 ] || { echo "aggregate: status $status: $stderr" >&2; return 1; }
   json_assert 'd["counts"] == {"succeeded": 2, "failed": 1} and d["total_tokens"] == 8000'
-  json_assert 'sorted(t["task_id"] for t in d["tasks"]) == ["architect-'$$'", "docs-fetcher-'$$'", "workforce-'$$'"]'
+  # each result is matched to the run's task with the same agent and description
+  json_assert 'sorted(t["task_id"] for t in d["tasks"]) == ["architect-1", "docs-fetcher-1", "workforce-1"]'
   json_assert 'sorted(r["result"] for r in d["results"]) == ["Found the REST docs", "Three services"]'
-  json_assert '[(f["task_id"], f["reason"]) for f in d["failures"]] == [("workforce-'$$'", "exit code 1")]'
-  json_assert 'd["failures"][0]["retry_command"] == "parallel-task-retry retry-reduced workforce-'$$'"'
+  json_assert '[(f["task_id"], f["reason"]) for f in d["failures"]] == [("workforce-1", "exit code 1")]'
+  json_assert 'd["failures"][0]["retry_command"] == "parallel-task-retry retry-reduced workforce-1 --run '"$RUN_ID"'"'
   local agg
   agg=$(json_eval 'd["written_to"]')
   [ -f "$agg" ]
@@ -123,7 +124,7 @@ seed_results_only() {
   json_assert 'd["execution_summary"]["time_saved"] == "30s" and d["execution_summary"]["efficiency_gain"] == "50%"'
   json_assert 'd["resource_usage"]["total_tokens"] == 8000 and d["resource_usage"]["average_per_task"] == 2667'
   json_assert 'd["resource_usage"]["budget_utilization"] == "53%"'
-  json_assert '[t["retry_command"] for t in d["task_results"] if t["status"] != "succeeded"] == ["parallel-task-retry retry-reduced workforce-'$$'"]'
+  json_assert '[t["retry_command"] for t in d["task_results"] if t["status"] != "succeeded"] == ["parallel-task-retry retry-reduced workforce-1 --run '"$RUN_ID"'"]'
   [[ $stderr == "report written to "* ]]
 
   # as markdown, and as a research report
@@ -133,14 +134,14 @@ seed_results_only() {
   [[ $output == *"| Tasks | 3 (2 succeeded, 1 failed) |"* ]]
   [[ $output == *'```mermaid'* ]]
   [[ $output == *"Three services"* ]]
-  [[ $output == *"\`parallel-task-retry retry-reduced workforce-$$\`"* ]]
+  [[ $output == *"\`parallel-task-retry retry-reduced workforce-1 --run $RUN_ID\`"* ]]
   run --separate-stderr reporter create-report "$agg" '{"total_token_budget": 15000}' --format research_report
   [ "$status" -eq 0 ]
   [[ $output == "# Research report"* ]]
   [[ $output == *"## Findings of docs-fetcher"* ]]
   [[ $output == *"### API docs"* ]]
   [[ $output == *"## Findings of architect"* ]]
-  [[ $output == *"\`parallel-task-retry retry-reduced workforce-$$\`"* ]]
+  [[ $output == *"\`parallel-task-retry retry-reduced workforce-1 --run $RUN_ID\`"* ]]
   [[ $output != *"pytest exploded"* ]] # a failure's output is not a finding
 
   # context-monitor status: the tokens the track calls reported, against the planned budgets
@@ -166,7 +167,6 @@ seed_results_only() {
 }
 
 @test "the seed's step 6 with several results' contents keeps each task" {
-  skip "awoc bug: results given as JSON text all get the task id '<argument>'; the last one replaces the others"
   seed_results_only
   local -a TASK_RESULTS=("$(cat "$RESULTS/task_architect_$$_result.json")" "$(cat "$RESULTS/task_docs-fetcher_$$_result.json")")
   run --separate-stderr aggregator aggregate "${TASK_RESULTS[@]}"
