@@ -263,7 +263,7 @@ class Orchestrator:
         return self.scheduler.budget[task_id]
 
     def set_budget(self, task_id: str, budget: int) -> None:
-        self.scheduler.budget[task_id] = budget
+        self.scheduler.set_budget(task_id, budget)
         self.records[task_id].budget = budget
 
     def cancel(self, task_ids: list[str], reason: str) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ once. A task starts the moment its dependencies allow; nothing waits for a whole
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,47 @@ def graph_metrics(tasks: Sequence[Mapping[str, Any]]) -> GraphMetrics:
     return GraphMetrics(order, level, remaining, critical_path, waves)
 
 
+Key = tuple[int, float, int, str]  # (priority rank, -remaining path, file index, task id)
+
+
+class ReadyTasks:
+    """Ready tasks grouped by token budget, each group a heap in ready order.
+
+    Which task starts next is the best-ordered one among the groups whose budget fits what the
+    batch token limit leaves, so finding it costs one look per distinct budget, however many
+    tasks wait. Entries go stale when a task starts or its budget changes; they are dropped
+    when met.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[int, list[Key]] = {}
+
+    def push(self, key: Key, budget: int) -> None:
+        heapq.heappush(self.groups.setdefault(budget, []), key)
+
+    def best(self, is_current: Callable[[Key, int], bool], max_budget: int | None = None) -> Key | None:
+        best: Key | None = None
+        for budget in list(self.groups):
+            if max_budget is not None and budget > max_budget:
+                continue
+            heap = self.groups[budget]
+            while heap and not is_current(heap[0], budget):
+                heapq.heappop(heap)
+            if not heap:
+                del self.groups[budget]
+            elif best is None or heap[0] < best:
+                best = heap[0]
+        return best
+
+    def entries(self) -> list[tuple[Key, int]]:
+        return [(key, budget) for budget, heap in self.groups.items() for key in heap]
+
+    def keep_only(self, keep: Callable[[Key], bool]) -> None:
+        for budget, heap in list(self.groups.items()):
+            self.groups[budget] = [k for k in heap if keep(k)]
+            heapq.heapify(self.groups[budget])
+
+
 @dataclass
 class StartDecision:
     task_id: str
@@ -110,7 +151,7 @@ class Scheduler:
         self.dependents: dict[str, list[str]] = {tid: [] for tid in self.by_id}
         self.blocking: dict[str, frozenset[str]] = {}
         self.waiting_on: dict[str, int] = {}
-        self._ready: list[tuple[int, float, int, str]] = []  # a heap; entries of started tasks go stale
+        self._ready = ReadyTasks()
         for task in self.tasks:
             tid = task["task_id"]
             if self.status.get(tid, PENDING) == RUNNING:
@@ -132,9 +173,16 @@ class Scheduler:
                 skipped += self._propagate(tid)
         self.initially_skipped = skipped
 
-    def _key(self, tid: str) -> tuple[int, float, int, str]:
+    def _key(self, tid: str) -> Key:
         task = self.by_id[tid]
         return (PRIORITY_RANK[task["priority"]], -self.remaining_path[tid], task["index"], tid)
+
+    def _make_ready(self, tid: str) -> None:
+        self._ready.push(self._key(tid), self.budget[tid])
+
+    def _is_current(self, key: Key, budget: int) -> bool:
+        tid = key[-1]
+        return self.status[tid] == PENDING and self.budget[tid] == budget
 
     def _skip(self, tid: str, reason: str, skipped: list[tuple[str, str]]) -> None:
         self.status[tid] = SKIPPED
@@ -145,7 +193,7 @@ class Scheduler:
         """Every blocking dependency has ended: the task becomes ready (False) or is skipped (True)."""
         reason = self._unmet_condition(tid)
         if reason is None:
-            heapq.heappush(self._ready, self._key(tid))
+            self._make_ready(tid)
             return False
         self._skip(tid, reason, skipped)
         return True
@@ -184,32 +232,27 @@ class Scheduler:
     # -- what the executor (or the estimate) asks -------------------------------------------
 
     def ready_ids(self) -> list[str]:
-        return list(dict.fromkeys(k[-1] for k in sorted(self._ready) if self.status[k[-1]] == PENDING))
+        current = sorted(key for key, budget in self._ready.entries() if self._is_current(key, budget))
+        return list(dict.fromkeys(key[-1] for key in current))
 
     def next_start(self, running: Sequence[str], max_concurrent: int, batch_token_limit: int) -> StartDecision | None:
         """The next task to start now, or None. In ready order, the first whose budget fits
         beside what is in flight; a task that alone exceeds the limit runs only alone."""
         if len(running) >= max_concurrent:
             return None
-        in_flight = sum(self.budget[t] for t in running)
-        passed_over: list[tuple[int, float, int, str]] = []
-        decision = None
-        while self._ready:
-            key = heapq.heappop(self._ready)
-            tid = key[-1]
-            if self.status[tid] != PENDING:
-                continue  # stale entry of a started or cancelled task
-            passed_over.append(key)
-            need = self.budget[tid]
-            if in_flight + need <= batch_token_limit:
-                decision = StartDecision(tid)
-                break
-            if not running and need > batch_token_limit:
-                decision = StartDecision(tid, alone_over_batch_limit=True)
-                break
-        for key in passed_over:
-            heapq.heappush(self._ready, key)
-        return decision
+        if running:
+            room = batch_token_limit - sum(self.budget[t] for t in running)
+            key = self._ready.best(self._is_current, max_budget=room)
+            return StartDecision(key[-1]) if key else None
+        key = self._ready.best(self._is_current)
+        if key is None:
+            return None
+        return StartDecision(key[-1], alone_over_batch_limit=self.budget[key[-1]] > batch_token_limit)
+
+    def set_budget(self, tid: str, budget: int) -> None:
+        self.budget[tid] = budget
+        if self.status[tid] == PENDING and self.waiting_on[tid] == 0:
+            self._make_ready(tid)  # its entry under the old budget is stale now
 
     def start(self, tid: str) -> None:
         if self.status[tid] != PENDING:
@@ -219,7 +262,7 @@ class Scheduler:
     def requeue(self, tid: str) -> None:
         """A running task goes back to waiting (stopped to free memory)."""
         self.status[tid] = PENDING
-        heapq.heappush(self._ready, self._key(tid))
+        self._make_ready(tid)
 
     def finish(self, tid: str, status: str) -> list[tuple[str, str]]:
         if status not in TERMINAL:
@@ -274,10 +317,9 @@ class Scheduler:
             for child in (parent, *self.dependents[parent]):
                 if self.status[child] == PENDING:
                     self._recount(child)
-        self._ready = [k for k in self._ready if self.status[k[-1]] != PENDING or self.waiting_on[k[-1]] == 0]
-        heapq.heapify(self._ready)
+        self._ready.keep_only(lambda k: self.status[k[-1]] != PENDING or self.waiting_on[k[-1]] == 0)
         if self.waiting_on[tid] == 0:
-            heapq.heappush(self._ready, self._key(tid))
+            self._make_ready(tid)
         return reopened
 
     def _recount(self, tid: str) -> None:

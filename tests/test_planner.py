@@ -165,3 +165,35 @@ def test_ten_thousand_tasks_plan_in_reasonable_time() -> None:
     tasks = [task(f"t{i}", 1, [f"t{i - 1}", f"t{i // 2}"] if i > 1 else []) for i in range(2000)]
     plan = plan_of({"parallel_config": {"total_token_budget": 10**8}, "tasks": tasks})
     assert len(plan_execution(plan, 8)["tasks"]) == 2000
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_plans(), st.randoms(use_true_random=False))
+def test_next_start_is_the_first_ready_task_that_fits(case: tuple[list[dict[str, Any]], int, int], rnd: Any) -> None:
+    """Against the rule written out plainly: in ready order, the first whose budget fits."""
+    config_tasks, max_concurrent, limit = case
+    plan = plan_of({"parallel_config": {"total_token_budget": 10**7}, "tasks": config_tasks})
+    scheduler = Scheduler(plan["tasks"], graph_metrics(plan["tasks"]).remaining)
+    running: list[str] = []
+    while not scheduler.all_done():
+        ready = scheduler.ready_ids()
+        in_flight = sum(scheduler.budget[t] for t in running)
+        fits = [t for t in ready if in_flight + scheduler.budget[t] <= limit]
+        if len(running) >= max_concurrent:
+            expected = None
+        elif running:
+            expected = fits[0] if fits else None
+        else:
+            expected = ready[0] if ready else None
+        decision = scheduler.next_start(running, max_concurrent, limit)
+        assert (decision.task_id if decision else None) == expected
+        if decision and rnd.random() < 0.7:
+            scheduler.start(decision.task_id)
+            running.append(decision.task_id)
+            if rnd.random() < 0.2 and ready[1:]:
+                scheduler.set_budget(ready[-1], rnd.randint(1, 12000))  # a lever changed a waiting budget
+        elif running:
+            done = running.pop(rnd.randrange(len(running)))
+            scheduler.finish(done, "succeeded")
+        else:
+            break
