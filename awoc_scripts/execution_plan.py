@@ -8,12 +8,14 @@ from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.errors import InputError
 from awoc_scripts.estimate import estimate_schedule
+from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.scheduling import PRIORITY_RANK, graph_metrics, task_duration
 
 if TYPE_CHECKING:
     from awoc_scripts.state import Run, StateStore
 
 
+@without_gc
 def plan_execution(
     plan: dict[str, Any], max_parallel: int | None = None, total_token_budget: int | None = None
 ) -> dict[str, Any]:

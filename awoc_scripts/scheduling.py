@@ -7,6 +7,7 @@ once. A task starts the moment its dependencies allow; nothing waits for a whole
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,41 +90,99 @@ Key = tuple[int, float, int, str]  # (priority rank, -remaining path, file index
 
 
 class ReadyTasks:
-    """Ready tasks grouped by token budget, each group a heap in ready order.
+    """Ready tasks grouped by token budget, each group a heap in ready order, with a segment tree
+    over the groups (sorted by budget) holding each group's best task.
 
-    Which task starts next is the best-ordered one among the groups whose budget fits what the
-    batch token limit leaves, so finding it costs one look per distinct budget, however many
-    tasks wait. Entries go stale when a task starts or its budget changes; they are dropped
-    when met.
+    The next task to start is the best-ordered one among the groups whose budget fits what the
+    batch token limit leaves: a prefix of the sorted budgets, so one tree query, however many
+    tasks wait and however many budgets differ. Entries go stale when a task starts or its
+    budget changes; they are dropped when met.
     """
 
-    def __init__(self) -> None:
-        self.groups: dict[int, list[Key]] = {}
+    def __init__(self, budgets: Iterable[int] = ()) -> None:
+        self.budgets: list[int] = sorted(set(budgets))
+        self.heaps: list[list[Key]] = [[] for _ in self.budgets]
+        self.position = {b: i for i, b in enumerate(self.budgets)}
+        self._build()
+
+    def _build(self) -> None:
+        self.size = 1
+        while self.size < len(self.budgets):
+            self.size *= 2
+        self.tree: list[tuple[Key, int] | None] = [None] * (2 * self.size)
+        for i, heap in enumerate(self.heaps):
+            self.tree[self.size + i] = (heap[0], i) if heap else None
+        for node in range(self.size - 1, 0, -1):
+            self.tree[node] = _smaller(self.tree[2 * node], self.tree[2 * node + 1])
+        self.stale_tree = False
+
+    def _refresh(self, i: int) -> None:
+        heap = self.heaps[i]
+        node = self.size + i
+        self.tree[node] = (heap[0], i) if heap else None
+        node //= 2
+        while node:
+            self.tree[node] = _smaller(self.tree[2 * node], self.tree[2 * node + 1])
+            node //= 2
 
     def push(self, key: Key, budget: int) -> None:
-        heapq.heappush(self.groups.setdefault(budget, []), key)
+        i = self.position.get(budget)
+        if i is None:  # a budget no task had (a lever or a retry changed it): rebuild once, lazily
+            heaps = dict(zip(self.budgets, self.heaps, strict=True))
+            heaps[budget] = []
+            self.budgets = sorted(heaps)
+            self.heaps = [heaps[b] for b in self.budgets]
+            self.position = {b: j for j, b in enumerate(self.budgets)}
+            self.stale_tree = True
+            i = self.position[budget]
+        heapq.heappush(self.heaps[i], key)
+        if not self.stale_tree and self.heaps[i][0] == key:
+            self._refresh(i)
 
     def best(self, is_current: Callable[[Key, int], bool], max_budget: int | None = None) -> Key | None:
-        best: Key | None = None
-        for budget in list(self.groups):
-            if max_budget is not None and budget > max_budget:
-                continue
-            heap = self.groups[budget]
-            while heap and not is_current(heap[0], budget):
-                heapq.heappop(heap)
-            if not heap:
-                del self.groups[budget]
-            elif best is None or heap[0] < best:
-                best = heap[0]
+        if self.stale_tree:
+            self._build()
+        count = len(self.budgets) if max_budget is None else bisect.bisect_right(self.budgets, max_budget)
+        while True:
+            found = self._prefix_best(count)
+            if found is None:
+                return None
+            key, i = found
+            if is_current(key, self.budgets[i]):
+                return key
+            heapq.heappop(self.heaps[i])
+            self._refresh(i)
+
+    def _prefix_best(self, count: int) -> tuple[Key, int] | None:
+        best = None
+        lo, hi = self.size, self.size + count
+        while lo < hi:
+            if lo & 1:
+                best = _smaller(best, self.tree[lo])
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                best = _smaller(best, self.tree[hi])
+            lo //= 2
+            hi //= 2
         return best
 
     def entries(self) -> list[tuple[Key, int]]:
-        return [(key, budget) for budget, heap in self.groups.items() for key in heap]
+        return [(key, budget) for budget, heap in zip(self.budgets, self.heaps, strict=True) for key in heap]
 
     def keep_only(self, keep: Callable[[Key], bool]) -> None:
-        for budget, heap in list(self.groups.items()):
-            self.groups[budget] = [k for k in heap if keep(k)]
-            heapq.heapify(self.groups[budget])
+        self.heaps = [[k for k in heap if keep(k)] for heap in self.heaps]
+        for heap in self.heaps:
+            heapq.heapify(heap)
+        self._build()
+
+
+def _smaller(a: tuple[Key, int] | None, b: tuple[Key, int] | None) -> tuple[Key, int] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a[0] <= b[0] else b
 
 
 @dataclass
@@ -151,7 +210,6 @@ class Scheduler:
         self.dependents: dict[str, list[str]] = {tid: [] for tid in self.by_id}
         self.blocking: dict[str, frozenset[str]] = {}
         self.waiting_on: dict[str, int] = {}
-        self._ready = ReadyTasks()
         for task in self.tasks:
             tid = task["task_id"]
             if self.status.get(tid, PENDING) == RUNNING:
@@ -164,6 +222,7 @@ class Scheduler:
             self.waiting_on[tid] = len(self.blocking[tid])
             for dep in task["dependencies"]:
                 self.dependents[dep].append(tid)
+        self._ready = ReadyTasks(self.budget.values())
         skipped: list[tuple[str, str]] = []
         for tid, state in list(self.status.items()):
             if state in TERMINAL:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.plan import build_plan
 from awoc_scripts.request import parse_request
 from awoc_scripts.state import Run, StateStore, atomic_write_json, now_iso
 
 
+@without_gc
 def validate_request(args: Sequence[str]) -> dict[str, Any]:
     """The normalized plan for these arguments, without saving anything."""
     return build_plan(parse_request(args))
