@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m compileall -q awoc_scripts  # bytecode now, even where PYTHONDONTWRITEBYTECODE is set
 	scripts/make-shims.sh >/dev/null
 	touch $@
 

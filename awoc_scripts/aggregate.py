@@ -18,8 +18,9 @@ from typing import Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.documents import read_json_file
 from awoc_scripts.errors import InputError
-from awoc_scripts.scheduling import FAILURES, SUCCEEDED, graph_metrics
+from awoc_scripts.scheduling import graph_metrics
 from awoc_scripts.state import Run, now_iso
+from awoc_scripts.task_states import FAILURES, SUCCEEDED
 
 SEED_RESULT_NAME = re.compile(r"^task_(?P<agent>.+)_(?P<pid>\d+)_result\.json$")
 STATUS_ORDER = ("succeeded", "failed", "timed_out", "budget_exceeded", "cancelled", "skipped", "pending", "running")

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from awoc_scripts.scheduling import PENDING, RUNNING, SUCCEEDED
+from awoc_scripts.task_states import PENDING, RUNNING, SUCCEEDED
 
 LIVE_REFRESH_S = 0.25
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from awoc_scripts.scheduling import SUCCEEDED, Scheduler, task_duration
+from awoc_scripts.scheduling import Scheduler, task_duration
+from awoc_scripts.task_states import SUCCEEDED
 
 
 @dataclass

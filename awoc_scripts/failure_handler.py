@@ -15,9 +15,10 @@ from awoc_scripts.errors import ABORTED, OK, InputError
 from awoc_scripts.run_aborter import abort_with_partial_results
 from awoc_scripts.run_state import initial_state, orchestrator_alive
 from awoc_scripts.run_tasks import require_tasks, run_config, write_ended_result
-from awoc_scripts.scheduling import FAILED, FAILURES, RUNNING, TERMINAL, Scheduler, graph_metrics
+from awoc_scripts.scheduling import Scheduler, graph_metrics
 from awoc_scripts.state import Run, StateStore, now_iso
 from awoc_scripts.task_retry import retry_reduced
+from awoc_scripts.task_states import FAILED, FAILURES, RUNNING, TERMINAL
 
 STDERR_TAIL_CHARS = 2000
 SOURCE = "parallel-error-handler"

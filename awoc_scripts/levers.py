@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.scheduling import FAILURES, SUCCEEDED, TERMINAL
+from awoc_scripts.task_states import FAILURES, SUCCEEDED, TERMINAL
 
 REDUCE = "reduce-remaining-tasks"
 SEQUENTIAL = "convert-remaining-tasks"

@@ -25,7 +25,9 @@ from awoc_scripts.processes import kill_marked, task_marker
 from awoc_scripts.prompts import DependencyResult, compose_prompt
 from awoc_scripts.run_state import apply_pending_controls, initial_state, orchestrator_alive
 from awoc_scripts.runners import Tokens, TurnCounter, build_invocation, read_outcome, task_environment
-from awoc_scripts.scheduling import (
+from awoc_scripts.scheduling import Scheduler, graph_metrics
+from awoc_scripts.state import Run, TaskFiles, atomic_write_json, file_lock, now_iso, read_json
+from awoc_scripts.task_states import (
     BUDGET_EXCEEDED,
     CANCELLED,
     FAILED,
@@ -36,10 +38,7 @@ from awoc_scripts.scheduling import (
     SUCCEEDED,
     TERMINAL,
     TIMED_OUT,
-    Scheduler,
-    graph_metrics,
 )
-from awoc_scripts.state import Run, TaskFiles, atomic_write_json, file_lock, now_iso, read_json
 
 FLUSH_INTERVAL_S = 0.25
 RESOURCE_CHECK_INTERVAL_S = 0.5

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.scheduling import FAILURES, SUCCEEDED
 from awoc_scripts.state import Run, now_iso, read_json
+from awoc_scripts.task_states import FAILURES, SUCCEEDED
 
 MAX_RESULT_CHARS_IN_MARKDOWN = 20000
 FORMATS = ("json", "markdown", "research_report")

@@ -16,8 +16,8 @@ from awoc_scripts.levers import ABORT
 from awoc_scripts.processes import kill_marked
 from awoc_scripts.run_state import initial_state, orchestrator_alive, request_lever
 from awoc_scripts.run_tasks import excerpt, read_result, write_ended_result
-from awoc_scripts.scheduling import CANCELLED, FAILURES, PENDING, RUNNING, SUCCEEDED
 from awoc_scripts.state import Run
+from awoc_scripts.task_states import CANCELLED, FAILURES, PENDING, RUNNING, SUCCEEDED
 
 ABORT_REASON = "aborted by parallel-execution-aborter"
 FINISH_WAIT_S = 15.0

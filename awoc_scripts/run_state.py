@@ -8,14 +8,16 @@ between two starts and acknowledges, so the lever can print what really changed.
 from __future__ import annotations
 
 import os
-import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import AwocError
 from awoc_scripts.levers import LeverTarget, apply_lever
-from awoc_scripts.scheduling import CANCELLED, PENDING, TERMINAL, Scheduler, graph_metrics
+from awoc_scripts.task_states import CANCELLED, PENDING, TERMINAL
+
+if TYPE_CHECKING:
+    from awoc_scripts.scheduling import Scheduler
 from awoc_scripts.state import Run, now_iso, read_json
 
 CONTROL_WAIT_S = 10.0
@@ -69,10 +71,16 @@ class SavedStateTarget:
     def set_budget(self, task_id: str, budget: int) -> None:
         self.state["tasks"][task_id]["token_budget"] = budget
 
-    def cancel(self, task_ids: list[str], reason: str) -> list[tuple[str, str]]:
+    def _scheduler(self) -> tuple[Scheduler, dict[str, str]]:
+        """The saved task states as a scheduler, to reuse its rules for what follows a change."""
+        from awoc_scripts.scheduling import Scheduler, graph_metrics
+
         tasks = self.plan["tasks"]
         status = {tid: t["status"] for tid, t in self.state["tasks"].items()}
-        scheduler = Scheduler(tasks, graph_metrics(tasks).remaining, status=dict(status))
+        return Scheduler(tasks, graph_metrics(tasks).remaining, status=dict(status)), status
+
+    def cancel(self, task_ids: list[str], reason: str) -> list[tuple[str, str]]:
+        scheduler, status = self._scheduler()
         skipped = scheduler.cancel(task_ids, reason)
         for tid, new in scheduler.status.items():
             if new != status[tid] and new in TERMINAL:
@@ -93,9 +101,7 @@ class SavedStateTarget:
         return str(error) if error else None
 
     def requeue_ended(self, task_id: str, previous_error: str) -> list[str]:
-        tasks = self.plan["tasks"]
-        status = {tid: t["status"] for tid, t in self.state["tasks"].items()}
-        scheduler = Scheduler(tasks, graph_metrics(tasks).remaining, status=dict(status))
+        scheduler, _ = self._scheduler()
         reopened = scheduler.reopen(task_id)
         for tid in (task_id, *reopened):
             saved = self.state["tasks"][tid]
@@ -122,7 +128,7 @@ def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]
     leaves it to us: the request is withdrawn and applied to the saved state instead.
     """
     while True:
-        control = {"id": secrets.token_hex(4), "action": action, "args": args, "requested_at": now_iso()}
+        control = {"id": os.urandom(4).hex(), "action": action, "args": args, "requested_at": now_iso()}
         with run.locked_state() as state:
             if not state:
                 state.update(initial_state(run))

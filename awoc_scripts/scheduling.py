@@ -13,13 +13,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+from awoc_scripts.task_states import (
+    CANCELLED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    TERMINAL,
+)
 
-PENDING, RUNNING = "pending", "running"
-SUCCEEDED, FAILED, TIMED_OUT, BUDGET_EXCEEDED = "succeeded", "failed", "timed_out", "budget_exceeded"
-CANCELLED, SKIPPED = "cancelled", "skipped"
-TERMINAL = frozenset({SUCCEEDED, FAILED, TIMED_OUT, BUDGET_EXCEEDED, CANCELLED, SKIPPED})
-FAILURES = frozenset({FAILED, TIMED_OUT, BUDGET_EXCEEDED})
+PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
 def task_duration(task: Mapping[str, Any]) -> float:

@@ -13,8 +13,8 @@ from awoc_scripts.errors import OK, InputError, StateError
 from awoc_scripts.levers import RETRY
 from awoc_scripts.run_state import initial_state, orchestrator_alive, request_lever
 from awoc_scripts.run_tasks import require_tasks
-from awoc_scripts.scheduling import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state import Run, StateStore
+from awoc_scripts.task_states import FAILURES, SUCCEEDED, TERMINAL
 
 
 def retry_targets(run: Run, name: str) -> tuple[list[str], bool]:

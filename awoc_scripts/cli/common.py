@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import signal
 import sys
-import tempfile
-import traceback
 from typing import Annotated, Any, NoReturn
 
 import typer
 import typer.main
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer vendors click (pinned <0.29)
 
 from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError
 
@@ -61,17 +60,29 @@ def _command(app: typer.Typer) -> Any:  # a Command of the click that Typer vend
 def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     """Run a Typer app, mapping expected failures to exit codes and hiding tracebacks.
 
-    Usage errors are the framework's (exit 2, with the usage line); everything else lands here.
+    Usage errors (a missing argument, an unknown option) are one `error:` line and exit 2 too.
     """
     previous = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
-        _command(app)(args=args, prog_name=app.info.name)
+        code = _command(app)(args=args, prog_name=app.info.name, standalone_mode=False)
     except AwocError as exc:
         fail(exc.message, exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        sys.stderr.write(exc.format_message() + "\n")  # the help, as the command was given no arguments
+        raise SystemExit(exc.exit_code) from None
+    except ClickException as exc:
+        fail(f"{exc.format_message()} (see {app.info.name} --help)", exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place a bug becomes exit code 4
-        with tempfile.NamedTemporaryFile("w", prefix="awoc-crash-", suffix=".log", delete=False) as log:
-            traceback.print_exception(exc, file=log)
-        fail(f"internal error: {exc!r} (traceback in {log.name})", INTERNAL_ERROR)
+        _report_bug(exc)
     finally:
         signal.signal(signal.SIGINT, previous)
-    raise SystemExit(0)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _report_bug(exc: Exception) -> NoReturn:
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="awoc-crash-", suffix=".log", delete=False) as log:
+        traceback.print_exception(exc, file=log)
+    fail(f"internal error: {exc!r} (traceback in {log.name})", INTERNAL_ERROR)

@@ -86,7 +86,7 @@ def resume(
 def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output: FormatOption = "json") -> None:
     """Where a run stands: each task's state, tokens against budgets, whether it is executing."""
     from awoc_scripts.documents import print_json
-    from awoc_scripts.runs import run_status
+    from awoc_scripts.run_status import run_status
     from awoc_scripts.state import StateStore
 
     data = run_status(StateStore(state_dir), run_id)

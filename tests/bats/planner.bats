@@ -45,11 +45,12 @@ assert_usage_error() {
   for want in "$@"; do [[ $stderr == *"$want"* ]] || { echo "no '$want' in: $stderr" >&2; return 1; }; done
 }
 
-# The framework's own usage errors (a missing or extra argument): exit 2, no traceback, no stdout.
+# Usage errors (a missing or extra argument): exit 2, one error line pointing at --help, no stdout.
 assert_cli_usage_error() {
   [ "$status" -eq 2 ] || { echo "status $status: $stderr" >&2; return 1; }
   [ -z "$output" ]
-  [[ $stderr == *"Usage:"* ]]
+  [ "$(grep -c '^error:' <<<"$stderr")" -eq 1 ] || { echo "stderr: $stderr" >&2; return 1; }
+  [[ $stderr == *"--help)"* ]]
   [[ $stderr != *Traceback* ]]
 }
 
