@@ -123,7 +123,7 @@ class LocalExecutor(Executor):
             entry = self._running.get(task_id)
             if entry is None:
                 continue
-            code = entry.child.popen.poll()
+            code = entry.child.poll()
             if code is not None:
                 ended.append(self._reap(task_id, entry, code))
         now = time.monotonic()
@@ -178,5 +178,5 @@ class LocalExecutor(Executor):
         for entry in list(self._running.values()):
             self._kill_hard(entry)
             with contextlib.suppress(Exception):
-                entry.child.popen.wait(timeout=1)
+                entry.child.wait(1)
         self._selector.close()

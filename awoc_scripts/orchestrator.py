@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.agents import find_agent
+from awoc_scripts.agents import AgentDefinition, find_agent
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED, StateError
 from awoc_scripts.executor import Attempt, Ended, Executor
 from awoc_scripts.levers import EMERGENCY, REDUCE, SEQUENTIAL, apply_lever
@@ -81,7 +81,6 @@ class TaskRecord:
     stop_status: str | None = None  # why we stopped it: timed_out, budget_exceeded, cancelled, requeue
     previous_error: str | None = None
     transient_waits: int = 0
-    retry_at: float | None = None
     stream: TurnCounter | None = None
     warnings: list[str] = field(default_factory=list)
     files: TaskFiles | None = None
@@ -130,6 +129,8 @@ class Orchestrator:
         self.stop_reason: str | None = None  # set once: nothing new starts after it
         self.exit_code = OK
         self.failed_count = 0
+        self.retry_at: dict[str, float] = {}  # tasks waiting out a rate limit, and until when
+        self._agents: dict[str, AgentDefinition] = {}
         self.tokens_spent = sum(r.tokens.total for r in self.records.values())
         self.no_new_starts = False
         self.levers_pulled: set[str] = set()
@@ -376,15 +377,13 @@ class Orchestrator:
         return not self.no_new_starts and bool(self.scheduler.ready_ids())
 
     def _waiting_to_retry(self) -> bool:
-        return any(r.retry_at is not None for r in self.records.values())
+        return bool(self.retry_at)
 
     def _wait_timeout(self, now: float) -> float:
-        timeout = FLUSH_INTERVAL_S
-        for rec in self.records.values():
-            for moment in (rec.deadline, rec.retry_at):
-                if moment is not None:
-                    timeout = min(timeout, max(0.0, moment - now))
-        return timeout
+        """Until the next deadline of a running task or the next retry, at most one flush away."""
+        moments = [self.records[t].deadline for t in self.executor.running()] + list(self.retry_at.values())
+        soonest = min((m for m in moments if m is not None), default=now + FLUSH_INTERVAL_S)
+        return min(FLUSH_INTERVAL_S, max(0.0, soonest - now))
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -408,7 +407,7 @@ class Orchestrator:
         rec.attempts += 1
         rec.stop_status = None
         files = rec.files = self.run.task_files(tid)
-        agent = find_agent(task["agent"], self.options.cwd, self.options.home)
+        agent = self._agent(task["agent"])
         env = task_environment(self.run.run_id, task, rec.budget, str(files.prompt), str(files.dir))
         invocation = build_invocation(task, agent, self.config, self.options.environ, env)
         prompt = compose_prompt(
@@ -454,6 +453,11 @@ class Orchestrator:
         )
         self.display.task_started(tid, rec)
 
+    def _agent(self, name: str) -> AgentDefinition:
+        if name not in self._agents:
+            self._agents[name] = find_agent(name, self.options.cwd, self.options.home)
+        return self._agents[name]
+
     def _dependency_results(self, task: Mapping[str, Any]) -> list[DependencyResult]:
         out = []
         for dep in task["dependencies"]:
@@ -477,7 +481,7 @@ class Orchestrator:
         rec.exit_code = end.exit_code
         rec.deadline = None
         stdout = _read_bytes(files.stdout)
-        stderr_tail = _read_tail(files.stderr, STDERR_TAIL_BYTES)
+        stderr_tail = _read_tail(files.stderr, STDERR_TAIL_BYTES) if end.exit_code != 0 else ""
         outcome = read_outcome(end.exit_code, stdout, stderr_tail)
         attempt_tokens = outcome.tokens
         if rec.stream is not None and rec.stream.total().total > attempt_tokens.total:
@@ -513,14 +517,14 @@ class Orchestrator:
         delay = min(self.options.backoff_max_s, self.options.backoff_base_s * 2**rec.transient_waits)
         rec.transient_waits += 1
         rec.attempts -= 1
-        rec.retry_at = time.monotonic() + delay
+        self.retry_at[tid] = time.monotonic() + delay
         self.events.add("task-rate-limited", task_id=tid, wait_s=delay, error=error[:500])
         self.display.note(f"{tid}: rate limited, retrying in {delay:g} s")
 
     def _release_due_retries(self, now: float) -> None:
-        for tid, rec in self.records.items():
-            if rec.retry_at is not None and now >= rec.retry_at:
-                rec.retry_at = None
+        for tid, moment in list(self.retry_at.items()):
+            if now >= moment:
+                del self.retry_at[tid]
                 self.scheduler.requeue(tid)
 
     def _end_task(self, tid: str, status: str, allow_retry: bool) -> None:
@@ -702,10 +706,9 @@ class Orchestrator:
             if rec.stop_status not in (TIMED_OUT, BUDGET_EXCEEDED):
                 rec.error = rec.error or reason
                 self._stop(tid, running_status)
-        for tid, rec in self.records.items():
-            if rec.retry_at is not None:
-                rec.retry_at = None
-                self.scheduler.requeue(tid)
+        for tid in list(self.retry_at):
+            del self.retry_at[tid]
+            self.scheduler.requeue(tid)
         self.cancel(self.pending(), reason)
 
     def _install_signal_handlers(self) -> dict[int, Any]:

@@ -71,8 +71,8 @@ def build_invocation(
     task_env: Mapping[str, str],
 ) -> Invocation:
     env = {**environ, **task_env}
-    if task.get("command"):
-        return Invocation(list(task["command"]), env, "command", role_in_prompt=True)
+    if task.get("command"):  # a program, not an agent: no role to play
+        return Invocation(list(task["command"]), env, "command", role_in_prompt=False)
     custom = agent_command(config, environ)
     model = task.get("model") or agent.model
     tools = task.get("tools") or agent.tools
