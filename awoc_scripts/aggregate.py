@@ -95,10 +95,17 @@ def load_result_files(paths: Sequence[str]) -> list[dict[str, Any]]:
     return results
 
 
-def run_results(run: Run) -> list[dict[str, Any]]:
+def run_results(run: Run, known: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The run's task results, in plan order: `known` ones as given, the others from their files."""
     results = []
-    for file in sorted(run.results_dir.glob("task_*_result.json")):
-        results.append(normalize_result(read_json_file(file, what="task result"), str(file)))
+    for task in run.read_plan()["tasks"]:
+        tid = task["task_id"]
+        if known and tid in known:
+            results.append(known[tid])
+            continue
+        file = run.result_file(task["agent"], tid)
+        if file.exists():
+            results.append(normalize_result(read_json_file(file, what="task result"), str(file)))
     return results
 
 

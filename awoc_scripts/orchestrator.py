@@ -129,6 +129,7 @@ class Orchestrator:
         self.stop_reason: str | None = None  # set once: nothing new starts after it
         self.exit_code = OK
         self.failed_count = 0
+        self.results: dict[str, dict[str, Any]] = {}  # the result files written by this execution
         self.retry_at: dict[str, float] = {}  # tasks waiting out a rate limit, and until when
         self._agents: dict[str, AgentDefinition] = {}
         self.tokens_spent = sum(r.tokens.total for r in self.records.values())
@@ -594,6 +595,7 @@ class Orchestrator:
             "dependencies": task["dependencies"],
         }
         self.run.write_task_result(task["agent"], tid, result)
+        self.results[tid] = result
         self.events.add(
             "task-end",
             task_id=tid,

@@ -81,8 +81,26 @@ def spawn(
         (os.POSIX_SPAWN_OPEN, 1, str(stdout), _WRITE_FLAGS, 0o644),
         (os.POSIX_SPAWN_OPEN, 2, str(stderr), _WRITE_FLAGS, 0o644),
     ]
-    pid = os.posix_spawnp(argv[0], argv, full_env, file_actions=actions, setsid=True)
+    pid = os.posix_spawn(_executable(argv[0]), argv, full_env, file_actions=actions, setsid=True)
     return Child(pid, process_create_time(pid), marker)
+
+
+_found: dict[tuple[str, str | None], str] = {}
+
+
+def _executable(name: str) -> str:
+    """The program's path, looked up in PATH once (posix_spawnp would try every PATH entry each time)."""
+    if "/" in name:
+        return name
+    key = (name, os.environ.get("PATH"))
+    if key not in _found:
+        import shutil
+
+        path = shutil.which(name)
+        if path is None:
+            raise FileNotFoundError(2, "No such file or directory", name)
+        _found[key] = path
+    return _found[key]
 
 
 def _spawn_elsewhere(

@@ -8,7 +8,7 @@ durations; time saved and efficiency gain follow from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -293,19 +293,17 @@ def write_reports(run: Run, aggregated: dict[str, Any], report: dict[str, Any], 
     atomic_write_bytes(run.report_md_file, markdown_for(report, result_format).encode("utf-8") + b"\n")
 
 
-def report_run(run: Run) -> dict[str, Any]:
-    """Aggregate a run's results and write aggregate.json, report.json and report.md."""
+def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Aggregate a run's results and write aggregate.json, report.json and report.md.
+    `known_results`: the ones the caller holds already, so their files are not read again."""
     from awoc_scripts.aggregate import aggregate, run_results
 
     metadata = run_metadata(run)
-    aggregated = aggregate(run_results(run), run.read_plan(), run.run_id)
+    aggregated = aggregate(run_results(run, known_results), run.read_plan(), run.run_id)
     report = create_report(aggregated, metadata)
     write_reports(run, aggregated, report, metadata["result_format"])
     return report
 
-
-def summary_lines(report: Mapping[str, Any]) -> Sequence[str]:
-    return _summary_table(report)
 
 
 def generate_report_command(

@@ -57,7 +57,7 @@ def execute_run(
 
     orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume, only=only)
     code = orchestrator.execute()
-    report = report_run(run)
+    report = report_run(run, orchestrator.results)
     summary = {
         **orchestrator.summary(),
         "execution_summary": report["execution_summary"],

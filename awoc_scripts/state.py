@@ -153,6 +153,7 @@ class Run:
         self.aggregate_file = self.dir / "aggregate.json"
         self.report_json_file = self.dir / "report.json"
         self.report_md_file = self.dir / "report.md"
+        self._task_files: dict[str, TaskFiles] = {}
 
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
@@ -161,7 +162,9 @@ class Run:
         return self.results_dir / f"task_{agent}_{task_id}_result.json"
 
     def task_files(self, task_id: str) -> TaskFiles:
-        return TaskFiles(self.tasks_dir / task_id)
+        if task_id not in self._task_files:
+            self._task_files[task_id] = TaskFiles(self.tasks_dir / task_id)
+        return self._task_files[task_id]
 
     def write_task_result(self, agent: str, task_id: str, result: dict[str, Any]) -> None:
         """tasks/<id>/result.json, and the same file linked as results/task_<agent>_<id>_result.json."""
