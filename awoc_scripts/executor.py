@@ -30,7 +30,6 @@ class Attempt:
 @dataclass(frozen=True)
 class Started:
     pid: int
-    create_time: float
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class LocalExecutor(Executor):
                 self._use_pidfd = False
                 pidfd = None
         self._running[attempt.task_id] = _Running(attempt, child, pidfd)
-        return Started(child.pid, child.create_time)
+        return Started(child.pid)
 
     def running(self) -> list[str]:
         return list(self._running)

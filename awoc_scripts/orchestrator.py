@@ -21,7 +21,7 @@ from awoc_scripts.agents import AgentDefinition, find_agent
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED, StateError
 from awoc_scripts.executor import Attempt, Ended, Executor
 from awoc_scripts.levers import EMERGENCY, REDUCE, SEQUENTIAL, apply_lever
-from awoc_scripts.processes import kill_marked, task_marker
+from awoc_scripts.processes import kill_marked, process_create_time, task_marker
 from awoc_scripts.prompts import DependencyResult, compose_prompt
 from awoc_scripts.run_state import apply_pending_controls, initial_state, orchestrator_alive
 from awoc_scripts.runners import Tokens, TurnCounter, build_invocation, read_outcome, task_environment
@@ -195,6 +195,10 @@ class Orchestrator:
         rec.reason = previous.get("reason")
 
     def _snapshot(self) -> dict[str, Any]:
+        for tid in self.executor.running():  # not reaped yet, so their pids are still theirs
+            rec = self.records[tid]
+            if rec.pid is not None and rec.pid_create_time is None:
+                rec.pid_create_time = process_create_time(rec.pid)
         tasks = {}
         for tid, rec in self.records.items():
             tasks[tid] = {
@@ -442,7 +446,7 @@ class Orchestrator:
             rec.error = f"cannot start {invocation.argv[0]!r}: {exc.strerror or exc}"
             self._end_task(tid, FAILED, allow_retry=False)
             return
-        rec.pid, rec.pid_create_time = started.pid, started.create_time
+        rec.pid, rec.pid_create_time = started.pid, None  # read when the state is written
         self._dirty = True
         self.events.add(
             "task-start",

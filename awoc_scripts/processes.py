@@ -29,9 +29,8 @@ def task_marker(run_id: str, task_id: str) -> str:
 class Child:
     """A started task process. Reaped with waitpid; `returncode` is -N when signal N ended it."""
 
-    def __init__(self, pid: int, create_time: float, marker: str) -> None:
+    def __init__(self, pid: int, marker: str) -> None:
         self.pid = pid
-        self.create_time = create_time
         self.marker = marker
         self.returncode: int | None = None
 
@@ -82,7 +81,7 @@ def spawn(
         (os.POSIX_SPAWN_OPEN, 2, str(stderr), _WRITE_FLAGS, 0o644),
     ]
     pid = os.posix_spawn(_executable(argv[0]), argv, full_env, file_actions=actions, setsid=True)
-    return Child(pid, process_create_time(pid), marker)
+    return Child(pid, marker)
 
 
 _found: dict[tuple[str, str | None], str] = {}
@@ -115,7 +114,7 @@ def _spawn_elsewhere(
             argv, cwd=cwd, stdin=in_fh, stdout=out_fh, stderr=err_fh, env=env, start_new_session=True
         )
     popen.returncode = 0  # from now on Child reaps it; keep Popen's finalizer from trying
-    return Child(popen.pid, process_create_time(popen.pid), marker)
+    return Child(popen.pid, marker)
 
 
 _boot_time: float | None = None
@@ -123,7 +122,8 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def process_create_time(pid: int) -> float:
-    """The same start time psutil gives (so same_process_alive can compare), read cheaply."""
+    """The same start time psutil gives (so same_process_alive can compare), read cheaply.
+    For a child not yet reaped, the pid cannot have been reused, so any time before that will do."""
     global _boot_time
     try:
         import psutil
