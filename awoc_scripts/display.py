@@ -60,17 +60,19 @@ class PlainDisplay:
 class LiveDisplay(PlainDisplay):
     """rich: one line per running task, the counts, tokens and elapsed time, redrawn in place."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         super().__init__()
         from rich.console import Console
         from rich.live import Live
 
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.live = Live(console=self.console, refresh_per_second=4, transient=True)
         self._last = 0.0
 
     def _line(self, text: str) -> None:
-        self.console.print(f"[dim]{time.monotonic() - self.t0:7.2f}s[/dim] {text}", highlight=False, markup=False)
+        from rich.text import Text
+
+        self.console.print(Text.assemble((f"{time.monotonic() - self.t0:7.2f}s ", "dim"), text), highlight=False)
 
     def begin(self, orch: Any) -> None:
         self.live.start()

@@ -305,7 +305,6 @@ def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = No
     return report
 
 
-
 def generate_report_command(
     store: Any, run_id: str | None, aggregated_arg: str | None, metadata_arg: str | None, output_format: str
 ) -> tuple[dict[str, Any], str, str]:

@@ -482,3 +482,34 @@ def test_lever_from_another_process_while_running(state_dir: Path, tmp_path: Pat
     assert control["changed"]["cancelled"] == ["drop"]
     assert proc.wait(timeout=20) == 0
     assert sorted(records(log)) == ["first", "keep"]
+
+
+def test_sigterm_is_handled_like_ctrl_c(state_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    config = {"tasks": [{"task_id": "s", "agent": "qa", "description": "x", "command": recorder(log, 30)}]}
+    proc = start_orchestrator([orjson.dumps(config).decode()])
+    wait_for(lambda: (state_dir / "current").exists() and len(awoc_processes(state_dir)) >= 1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 130
+    run_dir = current_run_dir(state_dir)
+    assert orjson.loads((run_dir / "state.json").read_bytes())["status"] == "interrupted"
+    assert (run_dir / "report.md").exists()  # the partial report
+
+
+def test_live_view_on_a_terminal(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from awoc_scripts.display import LiveDisplay
+
+    screen = io.StringIO()
+    display = LiveDisplay(Console(file=screen, force_terminal=True, width=100))
+    log = tmp_path / "ran.jsonl"
+    tasks = [{"task_id": f"t{i}", "agent": "qa", "description": "x", "command": recorder(log, 0.6)} for i in range(3)]
+    run, plan, execution = start_run(StateStore(), [orjson.dumps({"tasks": tasks}).decode()])
+    code, _ = execute_run(run, plan, execution, LocalExecutor(grace_s=0.5), display)
+    assert code == 0
+    text = screen.getvalue()
+    assert "t0" in text and "running" in text and "tokens 0/" in text
+    assert "run succeeded" in text and "[dim]" not in text
