@@ -54,7 +54,7 @@ STDERR_TAIL_BYTES = 4000
 class Options:
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
-    min_free_memory_mb: int | None = None  # default: parallel_config's, else 256 MB
+    min_free_memory_mb: int | None = None  # default: parallel_config's
     cwd: Path = field(default_factory=Path.cwd)
     home: Path = field(default_factory=Path.home)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -125,7 +125,10 @@ class Orchestrator:
         self.total_timeout = float(self.config["total_timeout"])
         self.failure_tolerance = int(self.config["failure_tolerance"])
         self.shared_context = str(self.config.get("shared_context") or "")
-        self.min_free_mb = float(self.options.min_free_memory_mb or self.config.get("min_free_memory_mb") or 256)
+        configured = self.config.get("min_free_memory_mb", 256)
+        self.min_free_mb = float(
+            configured if self.options.min_free_memory_mb is None else self.options.min_free_memory_mb
+        )
         self.stop_reason: str | None = None  # set once: nothing new starts after it
         self.exit_code = OK
         self.failed_count = 0

@@ -24,6 +24,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "batch_token_limit": 25000,
     "retries": 1,
     "shared_context": "",
+    "min_free_memory_mb": 256,  # under it the rest runs one at a time; under half, the youngest task waits
     "agents": {},
     "runner": {},
 }
