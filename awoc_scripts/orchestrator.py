@@ -21,7 +21,7 @@ from awoc_scripts.agents import AgentDefinition, find_agent
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED, StateError
 from awoc_scripts.executor import Attempt, Ended, Executor
 from awoc_scripts.levers import EMERGENCY, REDUCE, SEQUENTIAL, apply_lever
-from awoc_scripts.processes import kill_marked, process_create_time, task_marker
+from awoc_scripts.processes import available_memory_mb, kill_marked, process_create_time, task_marker
 from awoc_scripts.prompts import DependencyResult, compose_prompt
 from awoc_scripts.run_state import apply_pending_controls, initial_state, orchestrator_alive
 from awoc_scripts.runners import Tokens, TurnCounter, build_invocation, read_outcome, task_environment
@@ -336,11 +336,9 @@ class Orchestrator:
         return self.exit_code
 
     def _begin(self) -> None:
-        import psutil
-
         self.run.make_dirs()
-        me = psutil.Process()
-        self.state["orchestrator"] = {"pid": me.pid, "create_time": me.create_time(), "started_at": now_iso()}
+        me = os.getpid()
+        self.state["orchestrator"] = {"pid": me, "create_time": process_create_time(me), "started_at": now_iso()}
         self.state.pop("stop_reason", None)
         self._finalize_skipped(self.scheduler.initially_skipped)
         self.events.add(
@@ -678,9 +676,7 @@ class Orchestrator:
     def _free_memory_mb(self) -> float:
         if self.options.memory_probe is not None:
             return self.options.memory_probe()
-        import psutil
-
-        return float(psutil.virtual_memory().available) / 2**20
+        return available_memory_mb()
 
     def _pull_lever(self, action: str, args: dict[str, Any], why: str) -> None:
         if action in self.levers_pulled:

@@ -121,20 +121,43 @@ _boot_time: float | None = None
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _read_boot_time() -> float:
+    """What psutil.boot_time() reads on Linux (`btime` of /proc/stat), without importing psutil."""
+    with open("/proc/stat", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    import psutil
+
+    return float(psutil.boot_time())
+
+
 def process_create_time(pid: int) -> float:
     """The same start time psutil gives (so same_process_alive can compare), read cheaply.
     For a child not yet reaped, the pid cannot have been reused, so any time before that will do."""
     global _boot_time
     try:
-        import psutil
-
         if _boot_time is None:
-            _boot_time = float(psutil.boot_time())
+            _boot_time = _read_boot_time()
         with open(f"/proc/{pid}/stat", "rb") as fh:
             start_ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
         return _boot_time + start_ticks / _TICKS
     except (OSError, ValueError, IndexError):  # already gone: any stamp will do, it will not match
         return 0.0
+
+
+def available_memory_mb() -> float:
+    """MemAvailable of /proc/meminfo (what psutil.virtual_memory().available reports on Linux)."""
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import psutil
+
+    return float(psutil.virtual_memory().available) / 2**20
 
 
 def same_process_alive(pid: int, create_time: float) -> bool:

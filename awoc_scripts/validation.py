@@ -6,14 +6,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from awoc_scripts.gc_pause import without_gc
-from awoc_scripts.plan import build_plan
-from awoc_scripts.request import parse_request
 from awoc_scripts.state import Run, StateStore, atomic_write_json, now_iso
 
 
 @without_gc
 def validate_request(args: Sequence[str]) -> dict[str, Any]:
     """The normalized plan for these arguments, without saving anything."""
+    from awoc_scripts.plan import build_plan
+    from awoc_scripts.request import parse_request
+
     return build_plan(parse_request(args))
 
 
@@ -73,6 +74,8 @@ def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run | None, dict[s
         run = Run(store.root, run_id)
         if run.exists():
             return run, run.read_plan()
+    from awoc_scripts.plan import build_plan
+
     config = plan_to_config(data) if data.get("kind") == "plan" else data
     return None, build_plan(Request(config, doc.source))
 
