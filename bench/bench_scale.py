@@ -205,8 +205,46 @@ def main() -> int:
             note=f"{largest['timed_out']} stopped early" if largest["timed_out"] else "",
         )
     )
+    if previous is not None:
+        small, big = (dict_update_ns(previous["size"]), dict_update_ns(largest["size"]))
+        figures.append(
+            Figure(
+                "scale.memory_hierarchy_reference",
+                f"scale: reference, one dict update per task in random order, {largest['size']:,} tasks",
+                big * largest["size"] / 1e9,
+                "s",
+                baseline=small * previous["size"] / 1e9,
+                baseline_label=f"{previous['size']:,} tasks",
+                ratio=(big * largest["size"]) / (small * previous["size"]) * (previous["size"] * 10 / largest["size"]),
+                note="the machine's floor for growth per 10x: caches, not code",
+                details={"ns_per_update": {previous["size"]: small, largest["size"]: big}},
+            )
+        )
     emit(figures, args.json)
     return 0
+
+
+def dict_update_ns(n: int) -> float:
+    """Nanoseconds per update of a dict of n task-id keys, visited in random order: what any
+    code keyed by task id pays once its tables outgrow the CPU caches."""
+    import gc
+    import random
+    import time
+
+    keys = [f"task-{i:06d}" for i in range(n)]
+    table = dict.fromkeys(keys, 0)
+    random.Random(1).shuffle(keys)
+    gc.disable()
+    try:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for key in keys:
+                table[key] += 1
+            best = min(best, (time.perf_counter() - start) / n * 1e9)
+    finally:
+        gc.enable()
+    return best
 
 
 def argparse_hidden() -> str:
