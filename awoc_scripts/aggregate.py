@@ -206,16 +206,10 @@ def load_result_args(args: Sequence[str]) -> list[dict[str, Any]]:
 
 def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], output: str | None) -> dict[str, Any]:
     """Results given (or the run's), aggregated and written to `output`, the run, or the state root."""
-    from awoc_scripts.errors import StateError
     from awoc_scripts.state import atomic_write_json
 
     given = [a for a in args if a]  # the seed passes unset variables as empty strings
-    try:
-        run: Run | None = store.open_run(run_id)
-    except StateError:
-        if run_id or not given:
-            raise
-        run = None
+    run = store.run_if_any(run_id, needed=not given)
     if given:
         results = load_result_args(given)
         plan = run.read_plan() if run else None

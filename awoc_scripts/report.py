@@ -313,17 +313,12 @@ def generate_report_command(
 
     from awoc_scripts.aggregate import aggregate, run_results
     from awoc_scripts.documents import load_document
-    from awoc_scripts.errors import InputError, StateError
+    from awoc_scripts.errors import InputError
     from awoc_scripts.state import atomic_write_bytes, atomic_write_json
 
     if output_format not in FORMATS:
         raise InputError(f"--format: {output_format!r} is not one of {', '.join(FORMATS)}")
-    try:
-        run: Run | None = store.open_run(run_id)
-    except StateError:
-        if run_id or not aggregated_arg:
-            raise
-        run = None
+    run = store.run_if_any(run_id, needed=not aggregated_arg)
     if aggregated_arg:
         doc = load_document(aggregated_arg, what="aggregate")
         aggregated = doc.data

@@ -304,6 +304,16 @@ class StateStore:
             raise StateError(f"no run {run_id} in {self.root}")
         return run
 
+    def run_if_any(self, run_id: str | None, needed: bool) -> Run | None:
+        """The run asked for (or the current one); None when there is none and none is `needed`.
+        A run id that was given is always needed."""
+        try:
+            return self.open_run(run_id)
+        except StateError:
+            if run_id or needed:
+                raise
+            return None
+
     def list_runs(self) -> list[str]:
         runs = self.root / "runs"
         if not runs.is_dir():

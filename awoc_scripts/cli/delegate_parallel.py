@@ -54,14 +54,7 @@ def start(
     quiet: QuietOption = False,
 ) -> None:
     """Execute a run that `parallel-task-parser validate` (and `plan-execution`) prepared."""
-    from awoc_scripts.display import make_display
-    from awoc_scripts.runs import execute_run, load_for_resume, make_executor
-    from awoc_scripts.state import StateStore
-
-    chosen = make_executor(executor)
-    run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
-    code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
-    _finish(summary, code, quiet)
+    _execute_saved_run(run_id, state_dir, executor, quiet, resume=False)
 
 
 @app.command()
@@ -72,13 +65,17 @@ def resume(
     quiet: QuietOption = False,
 ) -> None:
     """Run again every task of RUN that did not succeed; finished tasks keep their results."""
+    _execute_saved_run(run_id, state_dir, executor, quiet, resume=True)
+
+
+def _execute_saved_run(run_id: str | None, state_dir: str | None, executor: str, quiet: bool, resume: bool) -> None:
     from awoc_scripts.display import make_display
     from awoc_scripts.runs import execute_run, load_for_resume, make_executor
     from awoc_scripts.state import StateStore
 
     chosen = make_executor(executor)
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
-    code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=True)
+    code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=resume)
     _finish(summary, code, quiet)
 
 
