@@ -114,8 +114,10 @@ def dependency_order(results: Sequence[Mapping[str, Any]], plan: Mapping[str, An
     if plan is None:
         return ids
     metrics = graph_metrics(plan["tasks"])
-    order = [tid for tid in metrics.order if tid in set(ids)]
-    return order + [tid for tid in ids if tid not in set(order)]
+    known = set(ids)
+    order = [tid for tid in metrics.order if tid in known]
+    placed = set(order)
+    return order + [tid for tid in ids if tid not in placed]
 
 
 def retry_command(run_id: str | None, task_id: str) -> str:
