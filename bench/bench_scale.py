@@ -217,7 +217,7 @@ def main() -> int:
                 baseline_label=f"{previous['size']:,} tasks",
                 ratio=(big * largest["size"]) / (small * previous["size"]) * (previous["size"] * 10 / largest["size"]),
                 note="the machine's floor for growth per 10x: caches, not code",
-                details={"ns_per_update": {previous["size"]: small, largest["size"]: big}},
+                details={"ns_per_update": {str(previous["size"]): small, str(largest["size"]): big}},
             )
         )
     emit(figures, args.json)

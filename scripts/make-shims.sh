@@ -7,8 +7,11 @@ for name in $names; do
   cat > "scripts/$name.sh" <<SHIM
 #!/usr/bin/env bash
 # $name: the console script from this project's virtualenv, else the one on PATH.
-here=\$(dirname -- "\$(readlink -f -- "\${BASH_SOURCE[0]}")")
-cmd=\$here/../.venv/bin/$name
+# (bash builtins only: every script call pays for this, and the slash command makes several)
+src=\${BASH_SOURCE[0]}
+[[ -L \$src ]] && src=\$(readlink -f -- "\$src")
+[[ \$src == */* ]] || src=./\$src
+cmd=\${src%/*}/../.venv/bin/$name
 [ -x "\$cmd" ] || cmd=\$(command -v $name) || { echo "error: $name is not installed (run: make install)" >&2; exit 4; }
 exec "\$cmd" "\$@"
 SHIM

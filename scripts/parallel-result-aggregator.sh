@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # parallel-result-aggregator: the console script from this project's virtualenv, else the one on PATH.
-here=$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")
-cmd=$here/../.venv/bin/parallel-result-aggregator
+# (bash builtins only: every script call pays for this, and the slash command makes several)
+src=${BASH_SOURCE[0]}
+[[ -L $src ]] && src=$(readlink -f -- "$src")
+[[ $src == */* ]] || src=./$src
+cmd=${src%/*}/../.venv/bin/parallel-result-aggregator
 [ -x "$cmd" ] || cmd=$(command -v parallel-result-aggregator) || { echo "error: parallel-result-aggregator is not installed (run: make install)" >&2; exit 4; }
 exec "$cmd" "$@"

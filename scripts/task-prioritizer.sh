@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # task-prioritizer: the console script from this project's virtualenv, else the one on PATH.
-here=$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")
-cmd=$here/../.venv/bin/task-prioritizer
+# (bash builtins only: every script call pays for this, and the slash command makes several)
+src=${BASH_SOURCE[0]}
+[[ -L $src ]] && src=$(readlink -f -- "$src")
+[[ $src == */* ]] || src=./$src
+cmd=${src%/*}/../.venv/bin/task-prioritizer
 [ -x "$cmd" ] || cmd=$(command -v task-prioritizer) || { echo "error: task-prioritizer is not installed (run: make install)" >&2; exit 4; }
 exec "$cmd" "$@"
