@@ -108,9 +108,9 @@ def importtime_profile(python: str, script: str, args: list[str], env: dict[str,
 
 def main() -> int:
     parser = bench_parser(__doc__)
-    parser.add_argument("--repeat", type=int, default=None, help="calls per command (default 15, quick 5)")
+    parser.add_argument("--repeat", type=int, default=None, help="calls per command (default 25, quick 5)")
     args = parser.parse_args()
-    repeat = args.repeat or (5 if args.quick else 15)
+    repeat = args.repeat or (5 if args.quick else 25)
     python = sys.executable
     import subprocess
 
