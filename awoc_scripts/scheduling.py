@@ -133,12 +133,15 @@ class ReadyTasks:
         self.stale_tree = False
 
     def _refresh(self, i: int) -> None:
-        heap = self.heaps[i]
+        tree, heap = self.tree, self.heaps[i]
         node = self.size + i
-        self.tree[node] = (heap[0], i) if heap else None
+        tree[node] = (heap[0], i) if heap else None
         node //= 2
         while node:
-            self.tree[node] = _smaller(self.tree[2 * node], self.tree[2 * node + 1])
+            best = _smaller(tree[2 * node], tree[2 * node + 1])
+            if best == tree[node]:
+                break  # nothing above changes either
+            tree[node] = best
             node //= 2
 
     def push(self, key: Key, budget: int) -> None:
@@ -160,7 +163,7 @@ class ReadyTasks:
             self._build()
         count = len(self.budgets) if max_budget is None else bisect.bisect_right(self.budgets, max_budget)
         while True:
-            found = self._prefix_best(count)
+            found = self.tree[1] if count == len(self.budgets) else self._prefix_best(count)
             if found is None:
                 return None
             key, i = found
