@@ -48,6 +48,18 @@ _guarded_listing() {
 # The shims, called through bash by absolute path.
 ptp() { bash "$SCRIPTS/parallel-task-parser.sh" "$@"; }
 depval() { bash "$SCRIPTS/dependency-validator.sh" "$@"; }
+ctxmon() { bash "$SCRIPTS/context-monitor.sh" "$@"; }
+taskmon() { bash "$SCRIPTS/parallel-task-monitor.sh" "$@"; }
+errhandler() { bash "$SCRIPTS/parallel-error-handler.sh" "$@"; }
+retry() { bash "$SCRIPTS/parallel-task-retry.sh" "$@"; }
+aborter() { bash "$SCRIPTS/parallel-execution-aborter.sh" "$@"; }
+planner() { bash "$SCRIPTS/parallel-resource-planner.sh" "$@"; }
+aggregator() { bash "$SCRIPTS/parallel-result-aggregator.sh" "$@"; }
+reporter() { bash "$SCRIPTS/parallel-report-generator.sh" "$@"; }
+reducer() { bash "$SCRIPTS/token-budget-reducer.sh" "$@"; }
+sequential() { bash "$SCRIPTS/parallel-to-sequential.sh" "$@"; }
+prioritizer() { bash "$SCRIPTS/task-prioritizer.sh" "$@"; }
+dp() { bash "$SCRIPTS/delegate-parallel.sh" "$@"; }
 
 # json_eval EXPR: evaluate a Python expression with `d` bound to the JSON in $output; print it.
 json_eval() {

@@ -17,11 +17,6 @@ teardown() {
   common_teardown
 }
 
-ctxmon() { bash "$SCRIPTS/context-monitor.sh" "$@"; }
-taskmon() { bash "$SCRIPTS/parallel-task-monitor.sh" "$@"; }
-errhandler() { bash "$SCRIPTS/parallel-error-handler.sh" "$@"; }
-retry() { bash "$SCRIPTS/parallel-task-retry.sh" "$@"; }
-aborter() { bash "$SCRIPTS/parallel-execution-aborter.sh" "$@"; }
 
 # A saved run of three command tasks: design, then build (fails once), then check.
 new_run() {

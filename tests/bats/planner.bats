@@ -17,10 +17,6 @@ teardown() {
   common_teardown
 }
 
-planner() { bash "$SCRIPTS/parallel-resource-planner.sh" "$@"; }
-reducer() { bash "$SCRIPTS/token-budget-reducer.sh" "$@"; }
-sequential() { bash "$SCRIPTS/parallel-to-sequential.sh" "$@"; }
-prioritizer() { bash "$SCRIPTS/task-prioritizer.sh" "$@"; }
 
 # The seed's mixed-priority example: budgets 6600, 4000, 8000, 5000 (23600 in all).
 INLINE=(--priority=high "architect:a" --priority=medium "docs-fetcher:b" "workforce:c" "qa:d")

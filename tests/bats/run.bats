@@ -21,7 +21,6 @@ teardown() {
   common_teardown
 }
 
-dp() { bash "$SCRIPTS/delegate-parallel.sh" "$@"; }
 
 # use_fake_claude: AWOC_CLAUDE_BIN is a wrapper around the fake claude; its calls are logged in
 # $CALLS/calls.jsonl.

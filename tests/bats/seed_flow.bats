@@ -18,11 +18,6 @@ teardown() {
   common_teardown
 }
 
-planner() { bash "$SCRIPTS/parallel-resource-planner.sh" "$@"; }
-ctxmon() { bash "$SCRIPTS/context-monitor.sh" "$@"; }
-taskmon() { bash "$SCRIPTS/parallel-task-monitor.sh" "$@"; }
-aggregator() { bash "$SCRIPTS/parallel-result-aggregator.sh" "$@"; }
-reporter() { bash "$SCRIPTS/parallel-report-generator.sh" "$@"; }
 
 # The seed's loop body after execute_isolated_task, verbatim: the result file as its echo writes
 # it, into .awoc/parallel/results/ of the working directory, named with the shell's $$.
