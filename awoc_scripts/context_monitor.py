@@ -1,8 +1,9 @@
 """context-monitor: the seed's progress events in the run's events.jsonl, and tokens against budgets.
 
-`track` never loses an event: each is one line appended under the events file's lock. Arguments
-it cannot make sense of are kept as given, with a warning, rather than refused: a monitoring
-hook must not break the flow that calls it.
+`track` never loses an event: each is one line appended under the events file's lock. Bad
+arguments (a name the run does not have, a count that is not a number) are refused, and nothing
+is written; what the seed leaves out (it calls `track parallel-start` with variables it never
+sets) is taken from the run's plan.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def interpret(plan: dict[str, Any], event: str, args: Sequence[str]) -> tuple[di
     problems: list[str] = []
     fields: dict[str, Any] = {}
     if event == PARALLEL_START:
-        if len(args) < 2:
-            problems.append("expected TOTAL_TASKS TOTAL_TOKEN_BUDGET")
-        if len(args) >= 1:
-            fields["total_tasks"] = _int(args[0], "TOTAL_TASKS", problems)
-        if len(args) >= 2:
-            fields["total_token_budget"] = _int(args[1], "TOTAL_TOKEN_BUDGET", problems)
+        fields["total_tasks"] = _int(args[0], "TOTAL_TASKS", problems) if len(args) >= 1 else len(plan["tasks"])
+        fields["total_token_budget"] = (
+            _int(args[1], "TOTAL_TOKEN_BUDGET", problems)
+            if len(args) >= 2
+            else plan["parallel_config"]["total_token_budget"]
+        )
         return fields, problems
     if event not in (TASK_START, TASK_COMPLETE, TASK_FAILED):
         return fields, problems
@@ -78,11 +79,14 @@ def interpret(plan: dict[str, Any], event: str, args: Sequence[str]) -> tuple[di
 
 def track(run: Run, event: str, args: Sequence[str], source: str = SOURCE) -> dict[str, Any]:
     """Append the event (its arguments as given, plus what they mean) to the run's events."""
-    plan = run.read_plan() if event in (TASK_START, TASK_COMPLETE, TASK_FAILED) else {"tasks": []}
+    from awoc_scripts.errors import InputError
+
+    known = event in (PARALLEL_START, TASK_START, TASK_COMPLETE, TASK_FAILED)
+    plan = run.read_plan() if known else {"tasks": []}
     fields, problems = interpret(plan, event, args)
-    fields = {k: v for k, v in fields.items() if v is not None}
-    extra: dict[str, Any] = {"problems": problems} if problems else {}
-    return run.append_event(event, args=list(args), **fields, **extra, source=source)
+    if problems:
+        raise InputError(f"{event}: {'; '.join(problems)} (nothing recorded)")
+    return run.append_event(event, args=list(args), **fields, source=source)
 
 
 def _percent(used: int, budget: int) -> float:

@@ -79,14 +79,20 @@ def test_track_reads_the_seeds_events_and_keeps_the_rest_as_given(cli, state_dir
     assert other["args"] == ["a", "--b"] and set(other) == {"ts", "event", "args", "source"}
 
 
-def test_track_records_what_it_cannot_read_with_a_warning(cli, state_dir) -> None:
+def test_track_refuses_what_it_cannot_read_and_records_nothing(cli, state_dir) -> None:
     run_id = make_run(cli)
     result = cli("context-monitor", "track", "parallel-task-complete", "nobody", "lots")
-    assert result.code == 0
-    assert "warning: parallel-task-complete: TOKENS: expected a whole number, got 'lots'" in result.stderr
+    assert_one_error(result, "TOKENS: expected a whole number, got 'lots'", "'nobody' is neither a task id")
+    assert not (state_dir / "runs" / run_id / "events.jsonl").exists()
+
+
+def test_parallel_start_without_counts_takes_them_from_the_plan(cli, state_dir) -> None:
+    run_id = make_run(cli)
+    assert cli("context-monitor", "track", "parallel-start").code == 0  # the seed's unset variables
     (record,) = events(state_dir, run_id)
-    assert record["args"] == ["nobody", "lots"] and "tokens" not in record
-    assert len(record["problems"]) == 2  # the unknown name, and the tokens
+    plan = orjson.loads((state_dir / "runs" / run_id / "plan.json").read_bytes())
+    assert record["total_tasks"] == len(plan["tasks"])
+    assert record["total_token_budget"] == plan["parallel_config"]["total_token_budget"]
 
 
 def test_track_and_status_need_a_run(cli) -> None:

@@ -21,18 +21,16 @@ def track(
 ) -> None:
     """Append EVENT [ARGS...] to the run's events.jsonl, with what the seed's events mean:
 
-    parallel-start TOTAL_TASKS TOTAL_TOKEN_BUDGET; parallel-task-start AGENT_OR_TASK [DESCRIPTION...];
-    parallel-task-complete AGENT_OR_TASK TOKENS; parallel-task-failed AGENT_OR_TASK EXIT_CODE.
+    parallel-start [TOTAL_TASKS TOTAL_TOKEN_BUDGET] (default: the plan's);
+    parallel-task-start AGENT_OR_TASK [DESCRIPTION...]; parallel-task-complete AGENT_OR_TASK TOKENS;
+    parallel-task-failed AGENT_OR_TASK EXIT_CODE.
     Other events are recorded as given.
     """
     from awoc_scripts.context_monitor import track as track_event
     from awoc_scripts.documents import print_json
     from awoc_scripts.state import StateStore
 
-    record = track_event(StateStore(state_dir).open_run(run), event, list(ctx.args))
-    for problem in record.get("problems", []):
-        sys.stderr.write(f"warning: {event}: {problem} (recorded as given)\n")
-    print_json(record, pretty=False)
+    print_json(track_event(StateStore(state_dir).open_run(run), event, list(ctx.args)), pretty=False)
 
 
 @app.command()
