@@ -46,6 +46,9 @@ def test_command_frontmatter_and_arguments() -> None:
     text = COMMAND.read_text()
     fields = frontmatter(text)
     assert {"description", "argument-hint", "allowed-tools"} <= set(fields)
+    for key, value in fields.items():  # plain YAML scalars: nothing a YAML parser would read as more
+        assert value[:1] not in "[{&*!|>'%@`" or value.startswith('"'), key
+        assert ": " not in value.strip('"') and " #" not in value, key
     assert "$ARGUMENTS" in text
     bang_lines = re.findall(r"^!`([^`]+)`", text, re.M)
     assert [line.split()[0] for line in bang_lines] == [
