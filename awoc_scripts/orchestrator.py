@@ -134,6 +134,7 @@ class Orchestrator:
         self.failed_count = 0
         self.results: dict[str, dict[str, Any]] = {}  # the result files written by this execution
         self.retry_at: dict[str, float] = {}  # tasks waiting out a rate limit, and until when
+        self._pending_signal: int | None = None  # SIGINT or SIGTERM received, not acted on yet
         self._agents: dict[str, AgentDefinition] = {}
         self.tokens_spent = sum(r.tokens.total for r in self.records.values())
         self.no_new_starts = False
@@ -353,6 +354,8 @@ class Orchestrator:
 
     def _loop(self) -> None:
         while True:
+            if self._pending_signal is not None:
+                self.interrupt(self._pending_signal)
             now = time.monotonic()
             if self._state_changed_by_others():
                 self._flush()  # picks up lever requests
@@ -394,7 +397,7 @@ class Orchestrator:
     # -- starting ---------------------------------------------------------------------------
 
     def _start_ready(self) -> None:
-        while True:
+        while self._pending_signal is None:
             decision = self.scheduler.next_start(self.executor.running(), self.max_concurrent, self.batch_token_limit)
             if decision is None:
                 return
@@ -716,10 +719,15 @@ class Orchestrator:
             self.scheduler.requeue(tid)
         self.cancel(self.pending(), reason)
 
+    def _note_signal(self, signum: int, frame: Any) -> None:
+        # Only noted here: the handler may run in the middle of any step (between a spawn and
+        # its bookkeeping, say); the loop acts on it at its next safe point, within 0.25 s.
+        self._pending_signal = signum
+
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, frame: self.interrupt(signum))
+            previous[sig] = signal.signal(sig, self._note_signal)
         return previous
 
     # -- the end ----------------------------------------------------------------------------

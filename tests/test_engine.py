@@ -513,3 +513,26 @@ def test_live_view_on_a_terminal(tmp_path: Path) -> None:
     text = screen.getvalue()
     assert "t0" in text and "running" in text and "tokens 0/" in text
     assert "run succeeded" in text and "[dim]" not in text
+
+
+def test_a_signal_in_the_middle_of_starting_a_task_still_stops_it(tmp_path: Path, monkeypatch) -> None:
+    """The signal lands between a spawn and its bookkeeping: the task must not be forgotten."""
+    import awoc_scripts.executor as executor_module
+
+    real_spawn = executor_module.spawn
+
+    def spawn_then_signal(*args: Any, **kwargs: Any) -> Any:
+        child = real_spawn(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled before the executor has recorded the child
+        return child
+
+    monkeypatch.setattr(executor_module, "spawn", spawn_then_signal)
+    log = tmp_path / "ran.jsonl"
+    tasks = [{"task_id": f"t{i}", "agent": "qa", "description": "x", "command": recorder(log, 30)} for i in range(2)]
+    run, plan, execution = start_run(StateStore(), [orjson.dumps({"tasks": tasks}).decode()])
+    started = time.monotonic()
+    code, _ = execute_run(run, plan, execution, LocalExecutor(grace_s=0.5), PlainDisplay(quiet=True))
+    assert code == 130
+    assert time.monotonic() - started < 25  # not waiting for the 30 s task
+    statuses = {r["task_id"]: r["status"] for r in results(run.dir).values()}
+    assert statuses == {"t0": "cancelled", "t1": "cancelled"}
