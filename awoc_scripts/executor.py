@@ -103,9 +103,6 @@ class LocalExecutor(Executor):
     def running(self) -> list[str]:
         return list(self._running)
 
-    def pid_of(self, task_id: str) -> int:
-        return self._running[task_id].child.pid
-
     def wait(self, timeout: float) -> list[Ended]:
         now = time.monotonic()
         deadlines = [r.stop_deadline for r in self._running.values() if r.stop_deadline is not None]

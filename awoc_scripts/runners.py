@@ -8,7 +8,6 @@ claude-style result object if there is one (text, tokens, cost, errors), else pl
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -230,6 +229,3 @@ def task_environment(
         "AWOC_TASK_DIR": task_dir,
     }
 
-
-def base_environment() -> dict[str, str]:
-    return dict(os.environ)
