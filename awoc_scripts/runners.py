@@ -228,4 +228,3 @@ def task_environment(
         "AWOC_PROMPT_FILE": prompt_file,
         "AWOC_TASK_DIR": task_dir,
     }
-

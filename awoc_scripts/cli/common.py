@@ -26,7 +26,7 @@ RAW_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_opti
 
 
 def new_app(name: str, help_text: str) -> typer.Typer:
-    return typer.Typer(
+    app = typer.Typer(
         name=name,
         help=help_text,
         add_completion=False,
@@ -35,6 +35,13 @@ def new_app(name: str, help_text: str) -> typer.Typer:
         rich_markup_mode=None,  # plain usage errors and help: rich is imported only to draw the live view
         context_settings={"help_option_names": ["-h", "--help"]},
     )
+    # A group even with one command: the seed's words stay subcommands (`validate`, `track`...).
+    app.callback()(_no_group_options)
+    return app
+
+
+def _no_group_options() -> None:
+    """The command's subcommands take every option."""
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -25,10 +25,5 @@ def check_circular(
     print_json(check_graph(document.data, document.source))
 
 
-@app.callback()
-def _group() -> None:
-    """Keep `check-circular` a subcommand even though it is the only one."""
-
-
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)

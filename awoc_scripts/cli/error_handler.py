@@ -40,10 +40,5 @@ def handle_task_failure(
     raise typer.Exit(code)
 
 
-@app.callback()
-def _group() -> None:
-    """Keep the seed's subcommand name."""
-
-
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)

@@ -57,13 +57,6 @@ def emergency_prioritization(run: RunOption = None, state_dir: StateDirOption = 
     _apply(EMERGENCY, {}, run, state_dir)
 
 
-for _app in (budget_app, sequential_app, prioritizer_app):
-
-    @_app.callback()
-    def _group() -> None:
-        """Keep the seed's subcommand name."""
-
-
 def budget_main(args: list[str] | None = None) -> None:
     run_app(budget_app, args)
 

@@ -35,10 +35,5 @@ def create_report_command(
     sys.stderr.write(f"report written to {written}\n")
 
 
-@app.callback()
-def _group() -> None:
-    """Keep `create-report` a subcommand even though it is the only one."""
-
-
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)

@@ -48,10 +48,5 @@ def plan_execution_command(
     )
 
 
-@app.callback()
-def _group() -> None:
-    """Keep `plan-execution` a subcommand even though it is the only one."""
-
-
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)

@@ -29,10 +29,5 @@ def aggregate_command(
     print_json(run_aggregate(StateStore(state_dir), run, results or [], output))
 
 
-@app.callback()
-def _group() -> None:
-    """Keep `aggregate` a subcommand even though it is the only one."""
-
-
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)

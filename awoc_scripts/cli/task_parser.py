@@ -32,10 +32,5 @@ def validate(ctx: typer.Context, state_dir: StateDirOption = None, brief: BriefO
     sys.stderr.write(f"validated {len(plan['tasks'])} task(s); run {run.run_id} saved in {run.dir}\n")
 
 
-@app.callback()
-def _group() -> None:
-    """Keep `validate` a subcommand even though it is the only one."""
-
-
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)

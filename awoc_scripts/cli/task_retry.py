@@ -43,10 +43,5 @@ def retry_reduced(
     raise typer.Exit(code)
 
 
-@app.callback()
-def _group() -> None:
-    """Keep the seed's subcommand name."""
-
-
 def main(args: list[str] | None = None) -> None:
     run_app(app, args)
