@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,3 +171,28 @@ def no_leftover_processes(state_dir: Path) -> Any:
         with __import__("contextlib").suppress(OSError):
             os.kill(pid, 9)
     assert not left, f"task processes outlived the run: {left}"
+
+
+def start_orchestrator(config: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """`delegate-parallel run -q CONFIG` as its own process (for signals, crashes, outside levers)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from awoc_scripts.cli.delegate_parallel import main; main()",
+            "run",
+            "-q",
+            orjson.dumps(config).decode(),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.03)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from awoc_scripts.orchestrator import Options
 from awoc_scripts.runs import execute_run, start_run
 from awoc_scripts.state import StateStore
 
-from conftest import FAKES, awoc_processes, claude_calls
+from conftest import FAKES, awoc_processes, claude_calls, start_orchestrator, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 RECORD = [sys.executable, str(FAKES / "record_task.py")]
@@ -382,21 +381,6 @@ def test_replaceable_agent_command(monkeypatch, tmp_path: Path, cli) -> None:
 # ---- the orchestrator as its own process: signals, crashes, levers from outside ----
 
 
-def start_orchestrator(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()", "run", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 def current_run_dir(state_dir: Path) -> Path:
     return state_dir / "runs" / (state_dir / "current").read_text().strip()
 
@@ -408,7 +392,7 @@ def test_ctrl_c_stops_everything_and_exits_130(state_dir: Path, tmp_path: Path) 
             {"task_id": f"s{i}", "agent": "qa", "description": "x", "command": recorder(log, 30)} for i in range(3)
         ]
     }
-    proc = start_orchestrator([orjson.dumps(config).decode()])
+    proc = start_orchestrator(config)
     wait_for(lambda: (state_dir / "current").exists() and len(awoc_processes(state_dir)) >= 3)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 130
@@ -437,7 +421,7 @@ def test_sigkill_mid_run_then_resume(state_dir: Path, tmp_path: Path, cli) -> No
             },
         ],
     }
-    proc = start_orchestrator([orjson.dumps(config).decode()])
+    proc = start_orchestrator(config)
     wait_for(lambda: (state_dir / "current").exists() and len(records(log)) == 2 and flag.exists())
     run_dir = current_run_dir(state_dir)
     wait_for(lambda: orjson.loads((run_dir / "state.json").read_bytes())["tasks"]["quick2"]["status"] == "succeeded")
@@ -473,7 +457,7 @@ def test_lever_from_another_process_while_running(state_dir: Path, tmp_path: Pat
             {"task_id": "drop", "agent": "qa", "description": "x", "priority": "low", "command": recorder(log, 0)},
         ],
     }
-    proc = start_orchestrator([orjson.dumps(config).decode()])
+    proc = start_orchestrator(config)
     wait_for(lambda: len(awoc_processes(state_dir)) == 1)
     lever = cli("task-prioritizer", "emergency-prioritization")
     assert lever.code == 0, lever.stderr
@@ -487,7 +471,7 @@ def test_lever_from_another_process_while_running(state_dir: Path, tmp_path: Pat
 def test_sigterm_is_handled_like_ctrl_c(state_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "ran.jsonl"
     config = {"tasks": [{"task_id": "s", "agent": "qa", "description": "x", "command": recorder(log, 30)}]}
-    proc = start_orchestrator([orjson.dumps(config).decode()])
+    proc = start_orchestrator(config)
     wait_for(lambda: (state_dir / "current").exists() and len(awoc_processes(state_dir)) >= 1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 130

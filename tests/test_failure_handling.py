@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from awoc_scripts.run_state import SavedStateTarget, apply_pending_controls, ini
 from awoc_scripts.scheduling import Scheduler, graph_metrics
 from awoc_scripts.state import Run, StateStore
 
-from conftest import awoc_processes
+from conftest import awoc_processes, start_orchestrator, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -70,28 +68,6 @@ def assert_one_error(result: Any, *wanted: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
     for text in wanted:
         assert text in result.stderr, result.stderr
-
-
-def start_orchestrator(data: dict[str, Any]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from awoc_scripts.cli.delegate_parallel import main; main()",
-            "run",
-            "-q",
-            orjson.dumps(data).decode(),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.03)
 
 
 def state_says(state_dir: Path, **wanted: str) -> bool:
