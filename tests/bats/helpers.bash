@@ -1,4 +1,5 @@
-# Common set-up for the shell tests: `load helpers` then `common_setup` in setup().
+# Common set-up for the shell tests: a test file says `load helpers` at its top, and gets the
+# setup_file, setup and teardown below (a file that needs more defines its own and calls these).
 #
 # Every test gets its own temporary HOME, AWOC_STATE_DIR and working directory (never the real
 # home or the repository's .awoc/), and runs the shims by absolute path through bash from that
@@ -111,3 +112,7 @@ assert_bad_input() {
     return 1
   fi
 }
+
+setup_file() { common_setup_file; }
+setup() { common_setup; }
+teardown() { common_teardown; }

@@ -3,19 +3,7 @@
 # directory, as the seed's flow calls them: context-monitor, parallel-task-monitor,
 # parallel-error-handler, parallel-task-retry, parallel-execution-aborter.
 
-setup_file() {
-  load helpers
-  common_setup_file
-}
-
-setup() {
-  load helpers
-  common_setup
-}
-
-teardown() {
-  common_teardown
-}
+load helpers
 
 
 # A saved run of three command tasks: design, then build (fails once), then check.

@@ -3,19 +3,7 @@
 # (token-budget-reducer, parallel-to-sequential, task-prioritizer), called through bash from an
 # unrelated directory, as the slash command and the seed's resource-exhaustion handler call them.
 
-setup_file() {
-  load helpers
-  common_setup_file
-}
-
-setup() {
-  load helpers
-  common_setup
-}
-
-teardown() {
-  common_teardown
-}
+load helpers
 
 
 # The seed's mixed-priority example: budgets 6600, 4000, 8000, 5000 (23600 in all).

@@ -3,13 +3,9 @@
 # from an unrelated directory, as a user (or the slash command) runs it. Agent tasks go to the
 # fake claude CLI (tests/fakes/fake_claude.py), never to the real one.
 
-setup_file() {
-  load helpers
-  common_setup_file
-}
+load helpers
 
 setup() {
-  load helpers
   common_setup
   unset AWOC_CLAUDE_BIN FAKE_CLAUDE_LOG_DIR FAKE_CLAUDE_STATE_DIR FAKE_CLAUDE_DIRECTIVES
 }

@@ -4,19 +4,7 @@
 # track, the seed's result files written the way its loop's `echo` writes them, the task
 # monitor, the aggregator and the report generator.
 
-setup_file() {
-  load helpers
-  common_setup_file
-}
-
-setup() {
-  load helpers
-  common_setup
-}
-
-teardown() {
-  common_teardown
-}
+load helpers
 
 
 # The seed's loop body after execute_isolated_task, verbatim: the result file as its echo writes

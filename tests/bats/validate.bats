@@ -2,19 +2,7 @@
 # scripts/parallel-task-parser.sh validate and scripts/dependency-validator.sh check-circular,
 # called through bash from an unrelated directory, as the slash command would.
 
-setup_file() {
-  load helpers
-  common_setup_file
-}
-
-setup() {
-  load helpers
-  common_setup
-}
-
-teardown() {
-  common_teardown
-}
+load helpers
 
 # ---- valid input ----
 
