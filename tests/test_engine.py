@@ -351,6 +351,68 @@ def test_low_memory_runs_the_rest_one_at_a_time(tmp_path: Path) -> None:
     assert levers[0]["action"] == "convert-remaining-tasks"
 
 
+def test_far_too_little_memory_stops_the_youngest_task_and_runs_it_again_later(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    tasks = [
+        {"task_id": "old", "agent": "qa", "description": "x", "priority": "high", "command": recorder(log, 2.5)},
+        {"task_id": "young", "agent": "qa", "description": "x", "command": recorder(log, 2.5)},
+    ]
+    probes = iter([10_000.0])  # plenty before anything starts, then almost none (under half of 256 MB)
+    code, _, run_dir = run_in_process({"tasks": tasks}, memory_probe=lambda: next(probes, 50.0))
+    assert code == 0
+    names = [e["event"] for e in events(run_dir)]
+    pressure = next(e for e in events(run_dir) if e["event"] == "memory-pressure")
+    assert pressure["stopped"] == "young" and "task-requeued" in names
+    by_id = results(run_dir)
+    assert by_id["young"]["status"] == "succeeded" and by_id["young"]["attempts"] == 1
+    assert set(records(log)) == {"old", "young"}  # the stopped attempt never finished
+
+
+def test_time_pressure_cancels_waiting_low_and_medium_tasks(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    config = {"parallel_config": {"total_timeout": 5, "max_concurrent": 1}, "tasks": [
+        {"task_id": "vital", "agent": "qa", "description": "x", "priority": "critical", "command": recorder(log, 4.2)},
+        {"task_id": "nice", "agent": "qa", "description": "x", "priority": "low", "command": recorder(log, 0)},
+    ]}  # fmt: skip
+    code, _, run_dir = run_in_process(config)
+    assert code == 0
+    by_id = results(run_dir)
+    assert by_id["vital"]["status"] == "succeeded"
+    assert by_id["nice"]["status"] == "cancelled" and "emergency prioritization" in by_id["nice"]["reason"]
+    lever = next(e for e in events(run_dir) if e["event"] == "lever")
+    assert lever["action"] == "emergency-prioritization" and lever["changed"]["cancelled"] == ["nice"]
+
+
+def test_token_pressure_cuts_the_budgets_of_tasks_still_waiting(fake_claude: Path) -> None:
+    config = {"parallel_config": {"total_token_budget": 14000, "max_concurrent": 2}, "tasks": [
+        {"task_id": "big", "agent": "qa", "priority": "critical", "token_budget": 4500,
+         "description": "x [[fake:tokens=7900,100]]"},
+        {"task_id": "slow", "agent": "qa", "priority": "high", "token_budget": 4500,
+         "description": "x [[fake:sleep=1.5]] [[fake:tokens=10,10]]"},
+        {"task_id": "later", "agent": "qa", "priority": "low", "token_budget": 4500,
+         "description": "x [[fake:tokens=10,10]]"},
+    ]}  # fmt: skip
+    code, _, run_dir = run_in_process(config)
+    assert code == 0
+    lever = next(e for e in events(run_dir) if e["event"] == "lever")
+    assert lever["action"] == "reduce-remaining-tasks" and lever["args"] == {"percent": 20}
+    assert results(run_dir)["later"]["token_budget"] == 3600
+
+
+def test_shared_context_comes_first_and_identical_in_every_prompt(tmp_path: Path) -> None:
+    log = tmp_path / "ran.jsonl"
+    shared = "Project: payments.\nConventions: small functions."
+    tasks = [
+        {"task_id": f"t{i}", "agent": "qa", "description": f"part {i}", "command": recorder(log, 0)} for i in range(3)
+    ]
+    code, _, _ = run_in_process({"parallel_config": {"shared_context": shared}, "tasks": tasks})
+    assert code == 0
+    prompts = [r["prompt"] for r in records(log).values()]
+    prefix = f"# Shared context\n\n{shared}\n"
+    assert all(p.startswith(prefix) for p in prompts)
+    assert len({p[: len(prefix)] for p in prompts}) == 1 and len(set(prompts)) == 3
+
+
 def test_worktree_isolation_is_refused_clearly(cli, state_dir: Path) -> None:
     config = orjson.dumps(
         {"tasks": [{"agent": "qa", "description": "x", "isolation": "worktree", "command": ["true"]}]}
