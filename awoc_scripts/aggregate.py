@@ -224,9 +224,7 @@ def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], outpu
         results = run_results(run)
         assign_task_ids(results, run.read_plan())
         data = aggregate(results, run.read_plan(), run.run_id)
-    target = (
-        Path(output) if output else (run.aggregate_file if run and data["run_id"] else store.root / "aggregate.json")
-    )
+    target = Path(output) if output else (run.reports if run and data["run_id"] else store.loose_reports).aggregate
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target, data)
     data["written_to"] = str(target)

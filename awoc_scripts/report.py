@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.state import Run, now_iso, read_json
+from awoc_scripts.state import ReportFiles, Run, now_iso, read_json
 from awoc_scripts.task_states import FAILURES, SUCCEEDED
 
 MAX_RESULT_CHARS_IN_MARKDOWN = 20000
@@ -285,12 +285,14 @@ def markdown_for(report: Mapping[str, Any], result_format: str) -> str:
     return render_research_report(report) if result_format == "research_report" else render_markdown(report)
 
 
-def write_reports(run: Run, aggregated: dict[str, Any], report: dict[str, Any], result_format: str) -> None:
+def write_reports(files: ReportFiles, report: dict[str, Any], markdown: str, aggregated: Any = None) -> None:
     from awoc_scripts.state import atomic_write_bytes, atomic_write_json
 
-    atomic_write_json(run.aggregate_file, aggregated)
-    atomic_write_json(run.report_json_file, report)
-    atomic_write_bytes(run.report_md_file, markdown_for(report, result_format).encode("utf-8") + b"\n")
+    files.dir.mkdir(parents=True, exist_ok=True)
+    if aggregated is not None:
+        atomic_write_json(files.aggregate, aggregated)
+    atomic_write_json(files.report_json, report)
+    atomic_write_bytes(files.report_md, markdown.encode("utf-8") + b"\n")
 
 
 def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -301,7 +303,7 @@ def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = No
     metadata = run_metadata(run)
     aggregated = aggregate(run_results(run, known_results), run.read_plan(), run.run_id)
     report = create_report(aggregated, metadata)
-    write_reports(run, aggregated, report, metadata["result_format"])
+    write_reports(run.reports, report, markdown_for(report, metadata["result_format"]), aggregated)
     return report
 
 
@@ -309,12 +311,9 @@ def generate_report_command(
     store: Any, run_id: str | None, aggregated_arg: str | None, metadata_arg: str | None, output_format: str
 ) -> tuple[dict[str, Any], str, str]:
     """create-report: the aggregate and metadata given (or the run's), rendered and written."""
-    from pathlib import Path
-
     from awoc_scripts.aggregate import aggregate, run_results
     from awoc_scripts.documents import load_document
     from awoc_scripts.errors import InputError
-    from awoc_scripts.state import atomic_write_bytes, atomic_write_json
 
     if output_format not in FORMATS:
         raise InputError(f"--format: {output_format!r} is not one of {', '.join(FORMATS)}")
@@ -337,11 +336,9 @@ def generate_report_command(
         metadata.update(doc.data)
     report = create_report(aggregated, metadata)
     markdown = markdown_for(report, output_format if output_format != "json" else metadata.get("result_format", ""))
-    target = run.dir if run and report["run_id"] == run.run_id else store.root
-    Path(target).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(target) / "report.json", report)
-    atomic_write_bytes(Path(target) / "report.md", markdown.encode("utf-8") + b"\n")
-    return report, markdown, str(Path(target) / "report.md")
+    files = run.reports if run and report["run_id"] == run.run_id else store.loose_reports
+    write_reports(files, report, markdown)
+    return report, markdown, str(files.report_md)
 
 
 def load_or_create_report(run: Run) -> tuple[dict[str, Any], str]:

@@ -137,6 +137,17 @@ class TaskFiles:
         atomic_write_bytes(self.prompt, prompt.encode("utf-8"))
 
 
+class ReportFiles:
+    """aggregate.json, report.json and report.md: a run's, or (results made outside any run,
+    as the seed's own loop makes them) the state directory's."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.aggregate = directory / "aggregate.json"
+        self.report_json = directory / "report.json"
+        self.report_md = directory / "report.md"
+
+
 class Run:
     """The files of one run: `runs/<run_id>/...`."""
 
@@ -150,9 +161,10 @@ class Run:
         self.events_file = self.dir / "events.jsonl"
         self.tasks_dir = self.dir / "tasks"
         self.results_dir = self.dir / "results"
-        self.aggregate_file = self.dir / "aggregate.json"
-        self.report_json_file = self.dir / "report.json"
-        self.report_md_file = self.dir / "report.md"
+        self.reports = ReportFiles(self.dir)
+        self.aggregate_file = self.reports.aggregate
+        self.report_json_file = self.reports.report_json
+        self.report_md_file = self.reports.report_md
         self._task_files: dict[str, TaskFiles] = {}
 
     def task_dir(self, task_id: str) -> Path:
@@ -259,6 +271,10 @@ class StateStore:
     @property
     def current_file(self) -> Path:
         return self.root / "current"
+
+    @property
+    def loose_reports(self) -> ReportFiles:
+        return ReportFiles(self.root)
 
     def create_run(self, write_files: Callable[[Run], None]) -> Run:
         """Make a new run whose first files are written by `write_files`, all or nothing.
