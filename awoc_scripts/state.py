@@ -166,6 +166,7 @@ class Run:
         self.report_json_file = self.reports.report_json
         self.report_md_file = self.reports.report_md
         self._task_files: dict[str, TaskFiles] = {}
+        self._plan: dict[str, Any] | None = None
 
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
@@ -209,8 +210,10 @@ class Run:
         return self.plan_file.is_file()
 
     def read_plan(self) -> dict[str, Any]:
-        data: dict[str, Any] = read_json(self.plan_file)
-        return data
+        """plan.json, read once: a plan never changes after its run is made."""
+        if self._plan is None:
+            self._plan = read_json(self.plan_file)
+        return self._plan
 
     def append_event(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"ts": now_iso(), "event": event, **fields}
