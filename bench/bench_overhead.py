@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from benchlib import Figure, Measured, bench_parser, emit, find_cli, measure, median, spread
+from benchlib import Figure, Measured, bench_parser, command_config, emit, find_cli, measure, median, spread
 
 SLOTS = 8
 GOAL_VS_PARALLEL = 0.5
@@ -34,20 +34,8 @@ GOAL_RSS_MB = 80.0
 
 
 def config(n: int) -> dict[str, Any]:
-    return {
-        "workflow": "bench-overhead",
-        "parallel_config": {
-            "max_concurrent": SLOTS,
-            "total_token_budget": 1_000_000_000,
-            "batch_token_limit": 1_000_000_000,
-            "failure_tolerance": 0,
-            "retries": 0,
-            "total_timeout": 3600,
-        },
-        "tasks": [
-            {"task_id": f"t{i:05d}", "agent": "bench", "description": "no-op", "command": ["true"]} for i in range(n)
-        ],
-    }
+    tasks = [{"task_id": f"t{i:05d}", "agent": "bench", "description": "no-op", "command": ["true"]} for i in range(n)]
+    return command_config("bench-overhead", SLOTS, 3600, tasks)
 
 
 def check_awoc_run(state: Path, out: Path, n: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from benchlib import Figure, bench_parser, emit, find_cli, median, spread
+from benchlib import Figure, bench_parser, command_config, emit, find_cli, median, spread
 
 SLOTS = 4
 N_TASKS = 40
@@ -103,17 +103,11 @@ def list_schedule(tasks: list[dict[str, Any]], slots: int, order: str) -> float:
 
 
 def awoc_config(tasks: list[dict[str, Any]], seed: int) -> dict[str, Any]:
-    return {
-        "workflow": f"bench-schedule-{seed}",
-        "parallel_config": {
-            "max_concurrent": SLOTS,
-            "total_token_budget": 1_000_000_000,
-            "batch_token_limit": 1_000_000_000,
-            "failure_tolerance": 0,
-            "retries": 0,
-            "total_timeout": 600,
-        },
-        "tasks": [
+    return command_config(
+        f"bench-schedule-{seed}",
+        SLOTS,
+        600,
+        [
             {
                 "task_id": t["id"],
                 "agent": "bench",
@@ -125,7 +119,7 @@ def awoc_config(tasks: list[dict[str, Any]], seed: int) -> dict[str, Any]:
             }
             for t in tasks
         ],
-    }
+    )
 
 
 def makefile(tasks: list[dict[str, Any]]) -> str:

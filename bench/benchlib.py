@@ -47,6 +47,23 @@ class Figure:
         return asdict(self)
 
 
+def command_config(workflow: str, slots: int, timeout_s: float, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A config of `command` tasks with nothing but `slots` limiting them: no token bound, no
+    retries, no failure tolerated."""
+    return {
+        "workflow": workflow,
+        "parallel_config": {
+            "max_concurrent": slots,
+            "total_token_budget": 1_000_000_000,
+            "batch_token_limit": 1_000_000_000,
+            "failure_tolerance": 0,
+            "retries": 0,
+            "total_timeout": timeout_s,
+        },
+        "tasks": tasks,
+    }
+
+
 def figure_from_dict(data: dict[str, Any]) -> Figure:
     known = {k: v for k, v in data.items() if k in Figure.__dataclass_fields__}
     for key in ("spread", "ratio_spread"):
