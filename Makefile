@@ -20,17 +20,20 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: install node_modules/.installed lint pytest bats
+# wheels of awoc's dependencies, so that the plugin's first-use install runs offline in the tests
+WHEELS := build/wheels/.built
+$(WHEELS): pyproject.toml $(VENV)/.installed
+	$(PY) -m pip wheel --quiet -w build/wheels . setuptools
+	touch $@
 
-pytest: install
+# AWOC_CLAUDE_VERSION=X.Y.Z make test: the same suite against another claude CLI (npm installs it under build/)
+test: install node_modules/.installed $(WHEELS) lint pytest bats
+
+pytest: install node_modules/.installed $(WHEELS)
 	$(PY) -m pytest
 
 bats: install node_modules/.installed
 	$(BATS) tests/bats
-
-demo: install
-	$(VENV)/bin/delegate-parallel run examples/inspect-repo.json
-	@echo "The report is in .awoc/parallel/runs/$$(cat .awoc/parallel/current)/report.md"
 
 demo: install
 	$(VENV)/bin/delegate-parallel run examples/inspect-repo.json
@@ -47,4 +50,4 @@ bench: install
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .awoc
+	rm -rf $(VENV) node_modules .awoc build

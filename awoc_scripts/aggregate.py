@@ -10,7 +10,6 @@ exact command that retries it.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,9 +120,10 @@ def dependency_order(results: Sequence[Mapping[str, Any]], plan: Mapping[str, An
 
 
 def retry_command(run_id: str | None, task_id: str) -> str:
-    if run_id is None:
-        return f"parallel-task-retry retry-reduced {shlex.quote(task_id)}"
-    return f"parallel-task-retry retry-reduced {shlex.quote(task_id)} --run {run_id}"
+    from awoc_scripts.launcher import command_for
+
+    run_args = ("--run", run_id) if run_id else ()
+    return command_for("parallel-task-retry", "retry-reduced", task_id, *run_args)
 
 
 def aggregate(

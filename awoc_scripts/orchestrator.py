@@ -20,6 +20,7 @@ from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.agents import AgentDefinition, find_agent
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED, StateError
 from awoc_scripts.executor import Attempt, Ended, Executor
+from awoc_scripts.launcher import command_for
 from awoc_scripts.levers import EMERGENCY, REDUCE, SEQUENTIAL, apply_lever
 from awoc_scripts.processes import available_memory_mb, kill_marked, process_create_time, task_marker
 from awoc_scripts.prompts import DependencyResult, compose_prompt
@@ -157,7 +158,8 @@ class Orchestrator:
         if not state:
             state = initial_state(self.run)
         elif not resume and any(t["status"] != PENDING for t in state["tasks"].values() if t["status"] != CANCELLED):
-            raise StateError(f"run {self.run.run_id} has already run; use `delegate-parallel resume {self.run.run_id}`")
+            resume_command = command_for("delegate-parallel", "resume", self.run.run_id)
+            raise StateError(f"run {self.run.run_id} has already run; use `{resume_command}`")
         return state
 
     def _prepare_resume(self, status: dict[str, str], only: set[str] | None) -> dict[str, str]:

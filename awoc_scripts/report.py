@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.launcher import command_for
 from awoc_scripts.state import ReportFiles, Run, now_iso, read_json
 from awoc_scripts.task_states import FAILURES, SUCCEEDED
 
@@ -230,7 +231,12 @@ def _failures(report: Mapping[str, Any]) -> list[str]:
             f"| {task['task_id']} | {task['status']} | {_cell((task['error'] or '')[:300])} | "
             f"`{task['retry_command']}` |"
         )
-    lines += ["", f"To run everything that did not succeed again: `delegate-parallel resume {report['run_id']}`", ""]
+    lines += [
+        "",
+        "To run everything that did not succeed again: "
+        f"`{command_for('delegate-parallel', 'resume', report['run_id'])}`",
+        "",
+    ]
     return lines
 
 

@@ -7,10 +7,10 @@ aborted here: every task that had not ended is cancelled and leftover task proce
 
 from __future__ import annotations
 
-import shlex
 import time
 from typing import Any
 
+from awoc_scripts.aggregate import retry_command
 from awoc_scripts.errors import ABORTED, OK
 from awoc_scripts.levers import ABORT
 from awoc_scripts.processes import kill_marked
@@ -21,10 +21,6 @@ from awoc_scripts.task_states import CANCELLED, FAILURES, PENDING, RUNNING, SUCC
 
 ABORT_REASON = "aborted by parallel-execution-aborter"
 FINISH_WAIT_S = 15.0
-
-
-def retry_command(run_id: str, task_id: str) -> str:
-    return f"parallel-task-retry retry-reduced {shlex.quote(task_id)} --run {run_id}"
 
 
 def _why(status: str, saved: dict[str, Any], result: dict[str, Any], executing: bool) -> str:

@@ -41,3 +41,17 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
         ],
         "run_dir": str(run.dir),
     }
+
+
+def status_text(data: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
+    lines = [
+        f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "
+        f"tokens {data['tokens_used']}/{data['total_token_budget']}"
+    ]
+    for task in data["tasks"]:
+        lines.append(
+            f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_used']:>7}/{task['token_budget']:<7} "
+            f"{task['reason'] or ''}".rstrip()
+        )
+    return "\n".join(lines)

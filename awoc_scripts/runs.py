@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from typing import Any
 
 from awoc_scripts.display import PlainDisplay
@@ -11,33 +9,14 @@ from awoc_scripts.errors import InputError
 from awoc_scripts.execution_plan import plan_execution
 from awoc_scripts.executor import Executor, LocalExecutor
 from awoc_scripts.orchestrator import Options, Orchestrator
-from awoc_scripts.runners import check_runner_available
+from awoc_scripts.prepare import check_executable
 from awoc_scripts.state import Run, StateStore, read_json
-from awoc_scripts.validation import save_new_run, validate_request
 
 
 def make_executor(name: str) -> Executor:
     if name == "local":
         return LocalExecutor()
     raise InputError(f"--executor: unknown executor {name!r} (available: local)")
-
-
-def check_executable(plan: dict[str, Any]) -> None:
-    worktree = [t["task_id"] for t in plan["tasks"] if t.get("isolation") == "worktree"]
-    if worktree:
-        raise InputError(f'isolation "worktree" is not supported yet (tasks: {", ".join(worktree[:5])}); use "process"')
-    check_runner_available(plan["tasks"], plan["parallel_config"], os.environ)
-
-
-def start_run(store: StateStore, args: Sequence[str]) -> tuple[Run, dict[str, Any], dict[str, Any]]:
-    """Validate and plan; nothing is written unless both succeed."""
-    plan = validate_request(args)
-    check_executable(plan)
-    execution = plan_execution(plan)
-    run = save_new_run(store, plan)
-    execution["run_id"] = run.run_id
-    run.write_execution(execution)
-    return run, plan, execution
 
 
 def execute_run(

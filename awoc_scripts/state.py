@@ -286,7 +286,8 @@ class StateStore:
         half-made run; `current` is updated last.
         """
         runs = self.root / "runs"
-        runs.mkdir(parents=True, exist_ok=True)
+        if not runs.is_dir():
+            self._make_root(runs)
         while True:
             run_id = make_run_id()
             staging = runs / f".new-{run_id}"
@@ -305,6 +306,13 @@ class StateStore:
         run = Run(self.root, run_id)
         atomic_write_bytes(self.current_file, run_id.encode() + b"\n")
         return run
+
+    def _make_root(self, runs: Path) -> None:
+        """The state root keeps itself out of git: a run's files are never a project's changes."""
+        runs.mkdir(parents=True, exist_ok=True)
+        ignore = self.root / ".gitignore"
+        if not ignore.exists():
+            atomic_write_bytes(ignore, b"# written by awoc: its run state is not part of the project\n*\n")
 
     def current_run_id(self) -> str:
         try:

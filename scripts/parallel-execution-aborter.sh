@@ -2,8 +2,10 @@
 # parallel-execution-aborter: the console script from this project's virtualenv, else the one on PATH.
 # (bash builtins only: every script call pays for this, and the slash command makes several)
 src=${BASH_SOURCE[0]}
-[[ -L $src ]] && src=$(readlink -f -- "$src")
 [[ $src == */* ]] || src=./$src
+# the commands awoc prints (retry, wait, report...) are named the way this one was called
+[ -n "${AWOC_LAUNCHER:-}" ] || export AWOC_LAUNCHER="${src%/*}/{name}.sh"
+[[ -L $src ]] && src=$(readlink -f -- "$src")
 cmd=${src%/*}/../.venv/bin/parallel-execution-aborter
 [ -x "$cmd" ] || cmd=$(command -v parallel-execution-aborter) || { echo "error: parallel-execution-aborter is not installed (run: make install)" >&2; exit 4; }
 exec "$cmd" "$@"

@@ -143,16 +143,21 @@ def awoc_processes(state_dir: Path) -> list[int]:
     """Live task processes of the runs in `state_dir` (they carry the AWOC_TASK marker)."""
     runs = state_dir / "runs"
     markers = [f"AWOC_TASK={p.name}/".encode() for p in runs.iterdir()] if runs.is_dir() else []
+    return live_processes_whose_environ(lambda environ: any(m in environ for m in markers))
+
+
+def live_processes_whose_environ(test: Callable[[bytes], bool]) -> list[int]:
+    """Pids of the live (not zombie) processes, other than this one, whose environment passes `test`."""
     found = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
             environ = Path(f"/proc/{name}/environ").read_bytes()
             stat = Path(f"/proc/{name}/stat").read_bytes()
         except OSError:
             continue
-        if any(m in environ for m in markers) and stat.rsplit(b")", 1)[1].split()[0] != b"Z":
+        if test(environ) and stat.rsplit(b")", 1)[1].split()[0] != b"Z":
             found.append(int(name))
     return found
 
@@ -196,3 +201,101 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.03)
+
+
+# ------------------------------------------------------------------------------------------------
+# The real claude CLI: the version package.json pins, or AWOC_CLAUDE_VERSION=X.Y.Z for another one
+# (installed with npm under build/claude-X.Y.Z/ on first use). What differs between the versions
+# tested here is written down once, below.
+# ------------------------------------------------------------------------------------------------
+PINNED_CLAUDE = orjson.loads((REPO / "package.json").read_bytes())["devDependencies"]["@anthropic-ai/claude-code"]
+CLAUDE_VERSION = os.environ.get("AWOC_CLAUDE_VERSION") or PINNED_CLAUDE
+
+
+@dataclass(frozen=True)
+class ClaudeFacts:
+    models: dict[str, str]  # --model alias -> the id the CLI sends
+    # $ per million tokens at small volumes: input, output, cache read, cache write
+    prices: dict[str, tuple[float, float, float, float]]
+
+
+CLAUDE_FACTS = {
+    "2.1.197": ClaudeFacts(
+        {"sonnet": "claude-sonnet-5", "haiku": "claude-haiku-4-5-20251001"},
+        {"claude-sonnet-5": (3.0, 15.0, 0.30, 3.75), "claude-haiku-4-5-20251001": (1.0, 5.0, 0.10, 1.25)},
+    ),
+    "2.1.332": ClaudeFacts(
+        {"sonnet": "claude-sonnet-5-5", "haiku": "claude-haiku-5-5"},
+        {"claude-sonnet-5-5": (2.0, 10.0, 0.10, 2.50), "claude-haiku-5-5": (0.10, 0.50, 0.01, 0.125)},
+    ),
+}
+
+
+def claude_facts() -> ClaudeFacts:
+    try:
+        return CLAUDE_FACTS[CLAUDE_VERSION]
+    except KeyError:
+        pytest.fail(f"no recorded facts for claude {CLAUDE_VERSION}: add them to CLAUDE_FACTS in tests/conftest.py")
+
+
+def _claude_version_of(binary: Path) -> str:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", "DISABLE_AUTOUPDATER": "1"}
+    try:
+        proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, env=env, timeout=60)
+    except OSError:
+        return ""
+    return proc.stdout.split(" ", 1)[0].strip()
+
+
+def claude_binary_path() -> Path:
+    if CLAUDE_VERSION == PINNED_CLAUDE:
+        return REPO / "node_modules" / ".bin" / "claude"
+    return REPO / "build" / f"claude-{CLAUDE_VERSION}" / "node_modules" / ".bin" / "claude"
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The real claude CLI of CLAUDE_VERSION, installed with npm if missing. Skipped only without npm."""
+    import shutil
+
+    binary = claude_binary_path()
+    if binary.exists() and _claude_version_of(binary) == CLAUDE_VERSION:
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not available: cannot install the claude CLI")
+    if CLAUDE_VERSION == PINNED_CLAUDE:
+        command, where = [npm, "install", "--no-audit", "--no-fund"], REPO
+    else:
+        where = binary.parents[2]
+        where.mkdir(parents=True, exist_ok=True)
+        command = [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(where),
+            f"@anthropic-ai/claude-code@{CLAUDE_VERSION}",
+        ]
+    proc = subprocess.run(command, cwd=where, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"npm install failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    version = _claude_version_of(binary)
+    if version != CLAUDE_VERSION:
+        pytest.fail(f"{binary} is version {version!r} after npm install, expected {CLAUDE_VERSION}")
+    return binary
+
+
+def offline_claude_env(api_url: str, home: Path) -> dict[str, str]:
+    """The environment that runs the real CLI offline against the fake Messages API."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": api_url,
+        "ANTHROPIC_API_KEY": "sk-test",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }

@@ -1,19 +1,33 @@
-"""The /delegate-parallel command for Claude Code, the agents, and `delegate-parallel install`."""
+"""The /delegate-parallel command for Claude Code, the plugin, the agents, and `delegate-parallel install`."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from awoc_scripts.agents import BUILTIN_DIR, find_agent, parse_agent_file
-from awoc_scripts.install import render_command
+from awoc_scripts.install import (
+    CONSOLE_SCRIPTS,
+    INSTALLED_LAUNCHER,
+    PLUGIN_LAUNCHER,
+    REPO_LAUNCHER,
+    render_command,
+)
 
 from conftest import REPO
 
 COMMAND = REPO / ".claude" / "commands" / "delegate-parallel.md"
+PLUGIN_COMMAND = REPO / "claude_plugin" / "commands" / "delegate-parallel.md"
+PYPROJECT_SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+SHELL_BLOCK = re.compile(r"^```!\n(.*?)\n```$", re.M | re.S)
 
 
 def frontmatter(text: str) -> dict[str, str]:
@@ -30,40 +44,63 @@ def allowed_prefixes(fields: dict[str, str]) -> list[str]:
     return re.findall(r"Bash\(([^:)]+):\*\)", fields["allowed-tools"])
 
 
-def commands_run(text: str) -> list[str]:
-    """The commands of the `!` lines and of the backticked commands Claude is told to run."""
-    body = text[text.index("\n---\n", 4) + 5 :]
-    bang = re.findall(r"^!`([^`]+)`", body, re.M)
-    told = [c for c in re.findall(r"`([^`]+)`", body) if c.split()[0].endswith(".sh")]
-    return [*bang, *told]
+def test_committed_commands_are_the_rendered_template() -> None:
+    assert COMMAND.read_text() == render_command(REPO_LAUNCHER)
+    assert PLUGIN_COMMAND.read_text() == render_command(PLUGIN_LAUNCHER)
 
 
-def test_repo_command_is_the_rendered_template() -> None:
-    assert COMMAND.read_text() == render_command("scripts")
-
-
-def test_command_frontmatter_and_arguments() -> None:
-    text = COMMAND.read_text()
+@pytest.mark.parametrize("path", [COMMAND, PLUGIN_COMMAND])
+def test_one_shell_step_with_the_arguments_in_a_quoted_heredoc(path: Path) -> None:
+    text = path.read_text()
     fields = frontmatter(text)
     assert {"description", "argument-hint", "allowed-tools"} <= set(fields)
     for key, value in fields.items():  # plain YAML scalars: nothing a YAML parser would read as more
         assert value[:1] not in "[{&*!|>'%@`" or value.startswith('"'), key
-        assert ": " not in value.strip('"') and " #" not in value, key
-    assert "$ARGUMENTS" in text
-    bang_lines = re.findall(r"^!`([^`]+)`", text, re.M)
-    assert [line.split()[0] for line in bang_lines] == [
-        "scripts/parallel-task-parser.sh",
-        "scripts/parallel-resource-planner.sh",
-    ]
+        assert " #" not in value, key
+    # Claude Code runs a command's shell steps concurrently: there must be exactly one
+    assert "!`" not in text
+    blocks = SHELL_BLOCK.findall(text)
+    assert len(blocks) == 1
+    guidance, first, *middle, last = blocks[0].splitlines()
+    # what Claude Code shows when its permission check refuses the step: what to type instead
+    assert guidance.startswith("# If Claude Code refused this step") and "config file" in guidance
+    assert first.endswith("prepare --for-claude --args-on-stdin <<'AWOC_ARGUMENTS_END'")
+    assert middle == ["$ARGUMENTS"] and last == "AWOC_ARGUMENTS_END"
+    assert text.count("$ARGUMENTS") == 1
 
 
-def test_every_command_it_runs_exists_and_is_allowed_exactly() -> None:
-    text = COMMAND.read_text()
-    prefixes = allowed_prefixes(frontmatter(text))
-    used = {shlex.split(c.replace("$ARGUMENTS", ""))[0] for c in commands_run(text)}
-    assert used == set(prefixes), "allowed-tools must allow exactly the commands the command runs"
-    for script in used:
-        assert (REPO / script).is_file() and (REPO / script).stat().st_mode & 0o111, script
+def _prepared_commands(project: Path, launcher: str, env: dict[str, str]) -> list[str]:
+    """The commands `prepare` lists for a run, run as the command's shell step would."""
+    block = SHELL_BLOCK.findall(render_command(launcher))[0]
+    script = block.replace("$ARGUMENTS", '"architect:Design it" --then "workforce:Build it"')
+    out = subprocess.run(["bash", "-c", script], cwd=project, capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "prepared, not started" in out.stdout, out.stdout
+    return re.findall(r"^- [A-Z]+ [^`]*`([^`]+)`", out.stdout, re.M)
+
+
+def test_every_command_the_repo_command_names_is_allowed_and_works(tmp_path: Path) -> None:
+    fields = frontmatter(COMMAND.read_text())
+    prefixes = allowed_prefixes(fields)
+    assert prefixes == [REPO_LAUNCHER.replace("{name}", n) for n in _COMMANDS_ALLOWED]
+    env = {**os.environ, "AWOC_AGENT_COMMAND": "cat"}
+    env.pop("AWOC_LAUNCHER", None)
+    commands = _prepared_commands(REPO, REPO_LAUNCHER, env | {"AWOC_STATE_DIR": str(tmp_path / "state")})
+    assert [c.split()[1] for c in commands] == ["start", "wait", "report", "status", "resume"]
+    for command in commands:
+        program = shlex.split(command)[0]
+        assert program in prefixes, command
+        assert (REPO / program).is_file() and os.access(REPO / program, os.X_OK)
+
+
+_COMMANDS_ALLOWED = (
+    "delegate-parallel",
+    "parallel-task-retry",
+    "token-budget-reducer",
+    "parallel-to-sequential",
+    "task-prioritizer",
+    "parallel-execution-aborter",
+)
 
 
 def test_bundled_agents_are_valid_subagents_and_match_the_builtins() -> None:
@@ -104,33 +141,58 @@ def test_install_into_a_project(cli, tmp_path: Path) -> None:
     assert ".claude/commands/delegate-parallel.md" in done["written"]
     assert done["kept_existing"] == [".claude/agents/architect.md"]
     text = (project / ".claude" / "commands" / "delegate-parallel.md").read_text()
-    assert text == render_command(".claude/awoc")
-    for script in allowed_prefixes(frontmatter(text)):
-        shim = project / script
-        assert shim.is_file() and shim.stat().st_mode & 0o111
-        target = shlex.split(shim.read_text().splitlines()[-1])[1]
-        assert Path(target).is_file(), target
+    assert text == render_command(INSTALLED_LAUNCHER)
+    for name in CONSOLE_SCRIPTS:  # every command awoc may tell the user to run, not only the allowed ones
+        launcher = project / INSTALLED_LAUNCHER.replace("{name}", name)
+        assert launcher.is_file() and os.access(launcher, os.X_OK), name
+    for prefix in allowed_prefixes(frontmatter(text)):
+        assert (project / prefix).is_file(), prefix
     assert (project / ".claude" / "agents" / "workforce.md").exists()
     assert "theirs" in (project / ".claude" / "agents" / "architect.md").read_text()
     forced = cli("delegate-parallel", "install", str(project), "--force")
     assert ".claude/agents/architect.md" in forced.json()["written"]
 
 
-def test_installed_command_validates_from_the_project_root(cli, tmp_path: Path, monkeypatch) -> None:
-    import subprocess
+def test_installed_launchers_cover_every_console_script() -> None:
+    assert set(CONSOLE_SCRIPTS) == set(PYPROJECT_SCRIPTS)
 
+
+def test_installed_command_prepares_from_the_project_root(cli, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     assert cli("delegate-parallel", "install", str(project)).code == 0
-    out = subprocess.run(
-        ["bash", ".claude/awoc/parallel-task-parser.sh", "validate", "--brief", "architect:Design it"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    env = {**os.environ, "AWOC_AGENT_COMMAND": "cat", "AWOC_STATE_DIR": str(tmp_path / "state")}
+    env.pop("AWOC_LAUNCHER", None)
+    commands = _prepared_commands(project, INSTALLED_LAUNCHER, env)
+    for command in commands:
+        assert shlex.split(command)[0].startswith(".claude/awoc/"), command
+    status = subprocess.run(shlex.split(commands[3]), cwd=project, capture_output=True, text=True, env=env)
+    assert status.returncode == 0 and "planned" in status.stdout, status.stderr
+
+
+def test_installed_launcher_whose_installation_is_gone(cli, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    assert cli("delegate-parallel", "install", str(project)).code == 0
+    launcher = project / ".claude" / "awoc" / "delegate-parallel.sh"
+    moved = re.sub(
+        r"^installed=.*$", "installed=/nonexistent/awoc/bin/delegate-parallel", launcher.read_text(), flags=re.M
     )
-    assert out.returncode == 0, out.stderr
-    assert '"task_count": 1' in out.stdout
+    launcher.write_text(moved)
+    no_awoc = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    gone = subprocess.run(["bash", str(launcher), "status"], cwd=project, capture_output=True, text=True, env=no_awoc)
+    assert gone.returncode == 127
+    assert "no longer at /nonexistent/awoc/bin/delegate-parallel" in gone.stderr
+    assert "install awoc again" in gone.stderr and "delegate-parallel install" in gone.stderr
+    # in the slash command's shell step the message must be the text, or the user gets nothing
+    step = subprocess.run(
+        ["bash", str(launcher), "prepare", "--for-claude"], cwd=project, capture_output=True, text=True, env=no_awoc
+    )
+    assert step.returncode == 0 and "install awoc again" in step.stdout
+    # an awoc on PATH is used instead
+    on_path = {**no_awoc, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    found = subprocess.run(["bash", str(launcher), "--help"], cwd=project, capture_output=True, text=True, env=on_path)
+    assert found.returncode == 0 and "prepare" in found.stdout
 
 
 def test_install_into_a_missing_directory(cli, tmp_path: Path) -> None:
@@ -138,6 +200,33 @@ def test_install_into_a_missing_directory(cli, tmp_path: Path) -> None:
     assert result.code == 2 and "not a directory" in result.stderr
 
 
-@pytest.mark.parametrize("script", ["parallel-task-parser.sh", "delegate-parallel.sh"])
-def test_shims_exist(script: str) -> None:
-    assert (REPO / "scripts" / script).is_file()
+@pytest.mark.parametrize("name", sorted(PYPROJECT_SCRIPTS))
+def test_shims_and_plugin_launchers_exist(name: str) -> None:
+    for path in (REPO / "scripts" / f"{name}.sh", REPO / "bin" / name):
+        assert path.is_file() and os.access(path, os.X_OK), path
+
+
+def test_plugin_and_marketplace_manifests() -> None:
+    marketplace = json.loads((REPO / ".claude-plugin" / "marketplace.json").read_text())
+    plugin = json.loads((REPO / ".claude-plugin" / "plugin.json").read_text())
+    assert [p["name"] for p in marketplace["plugins"]] == [plugin["name"]] == ["awoc"]
+    assert marketplace["plugins"][0]["source"] == "./" and marketplace["owner"]["name"]
+    assert plugin["version"] == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for path in [*plugin["commands"], *plugin["agents"], *plugin["skills"]]:
+        assert (REPO / path).exists(), path
+    assert sorted(Path(a).stem for a in plugin["agents"]) == ["architect", "docs-fetcher", "workforce"]
+    skill = (REPO / "claude_plugin" / "skills" / "delegate-parallel" / "SKILL.md").read_text()
+    fields = frontmatter(skill)
+    assert fields["name"] == "delegate-parallel" and "parallel" in fields["description"]
+    for prefix in allowed_prefixes(fields):
+        assert (REPO / "bin" / prefix).is_file(), prefix
+
+
+def test_state_root_keeps_itself_out_of_git(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWOC_STATE_DIR")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    monkeypatch.chdir(tmp_path / "repo")
+    assert cli("parallel-task-parser", "validate", "architect:Design it").code == 0
+    assert (tmp_path / "repo" / ".awoc" / "parallel" / ".gitignore").read_text().splitlines()[-1] == "*"
+    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=True)
+    assert status.stdout == ""

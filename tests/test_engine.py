@@ -15,7 +15,8 @@ import pytest
 from awoc_scripts.display import PlainDisplay
 from awoc_scripts.executor import LocalExecutor
 from awoc_scripts.orchestrator import Options
-from awoc_scripts.runs import execute_run, start_run
+from awoc_scripts.prepare import prepare_run
+from awoc_scripts.runs import execute_run
 from awoc_scripts.state import StateStore
 
 from conftest import FAKES, awoc_processes, claude_calls, start_orchestrator, wait_for
@@ -36,7 +37,7 @@ def records(log: Path) -> dict[str, dict[str, Any]]:
 
 def run_in_process(config: dict[str, Any], **options: Any) -> tuple[int, dict[str, Any], Path]:
     store = StateStore()
-    run, plan, execution = start_run(store, [orjson.dumps(config).decode()])
+    run, plan, execution = prepare_run(store, [orjson.dumps(config).decode()])
     code, summary = execute_run(
         run, plan, execution, LocalExecutor(grace_s=0.5), PlainDisplay(quiet=True), options=Options(**options)
     )
@@ -553,7 +554,7 @@ def test_live_view_on_a_terminal(tmp_path: Path) -> None:
     display = LiveDisplay(Console(file=screen, force_terminal=True, width=100))
     log = tmp_path / "ran.jsonl"
     tasks = [{"task_id": f"t{i}", "agent": "qa", "description": "x", "command": recorder(log, 0.6)} for i in range(3)]
-    run, plan, execution = start_run(StateStore(), [orjson.dumps({"tasks": tasks}).decode()])
+    run, plan, execution = prepare_run(StateStore(), [orjson.dumps({"tasks": tasks}).decode()])
     code, _ = execute_run(run, plan, execution, LocalExecutor(grace_s=0.5), display)
     assert code == 0
     text = screen.getvalue()
@@ -575,7 +576,7 @@ def test_a_signal_in_the_middle_of_starting_a_task_still_stops_it(tmp_path: Path
     monkeypatch.setattr(executor_module, "spawn", spawn_then_signal)
     log = tmp_path / "ran.jsonl"
     tasks = [{"task_id": f"t{i}", "agent": "qa", "description": "x", "command": recorder(log, 30)} for i in range(2)]
-    run, plan, execution = start_run(StateStore(), [orjson.dumps({"tasks": tasks}).decode()])
+    run, plan, execution = prepare_run(StateStore(), [orjson.dumps({"tasks": tasks}).decode()])
     started = time.monotonic()
     code, _ = execute_run(run, plan, execution, LocalExecutor(grace_s=0.5), PlainDisplay(quiet=True))
     assert code == 130

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import uuid
@@ -27,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import FAKES, REPO
+from conftest import FAKES, claude_facts
 
 sys.path.insert(0, str(FAKES))
 
@@ -36,22 +34,17 @@ from fake_messages_api import FakeMessagesAPI, Reply
 from awoc_scripts.agents import find_agent
 from awoc_scripts.display import PlainDisplay
 from awoc_scripts.executor import LocalExecutor
+from awoc_scripts.prepare import prepare_run
 from awoc_scripts.runners import Tokens, TurnCounter
-from awoc_scripts.runs import execute_run, start_run
+from awoc_scripts.runs import execute_run
 from awoc_scripts.state import StateStore
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
-CLAUDE = REPO / "node_modules" / ".bin" / "claude"
-PINNED = orjson.loads((REPO / "package.json").read_bytes())["devDependencies"]["@anthropic-ai/claude-code"]
-
-# $ per million tokens: input, output, cache read, cache write (the CLI's own price table)
-PRICES = {
-    "claude-sonnet-5": (3.0, 15.0, 0.30, 3.75),
-    "claude-haiku-4-5-20251001": (1.0, 5.0, 0.10, 1.25),
-}
+FACTS = claude_facts()
+PRICES = FACTS.prices
 # What the agent definitions ask for (--model sonnet / haiku), as the CLI sends it
-MODELS = {"research": "claude-haiku-4-5-20251001", "design": "claude-sonnet-5", "build": "claude-sonnet-5"}
+MODELS = {"research": FACTS.models["haiku"], "design": FACTS.models["sonnet"], "build": FACTS.models["sonnet"]}
 AGENTS = {"research": "docs-fetcher", "design": "architect", "build": "workforce"}
 
 # Server-reported usage per call. Cache reads are multiples of 10 and cache writes of 4, so every
@@ -91,34 +84,6 @@ TURN_2_DELAY_S = 1.2  # the CLI waits for turn 2 while awoc reads turn 1's strea
 NOTES = "NOTES-CONTENT-7f3a"
 
 TASK_HEADING = re.compile(r"^# Task (\S+) \(", re.MULTILINE)
-
-
-def _version(binary: Path, home: Path) -> str:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "DISABLE_AUTOUPDATER": "1"}
-    proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, env=env, timeout=60)
-    return proc.stdout.split(" ", 1)[0].strip()
-
-
-@pytest.fixture(scope="module")
-def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pinned claude CLI from node_modules, installed with npm if missing or not the pinned version."""
-    home = tmp_path_factory.mktemp("claude-version-home")
-    if CLAUDE.exists() and _version(CLAUDE, home) == PINNED:
-        return CLAUDE
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not available: cannot install the pinned claude CLI")
-    proc = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund"], cwd=REPO, capture_output=True, text=True, timeout=900
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"npm install failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    if not CLAUDE.exists():
-        pytest.fail(f"npm install succeeded but {CLAUDE} does not exist")
-    version = _version(CLAUDE, home)
-    if version != PINNED:
-        pytest.fail(f"{CLAUDE} is version {version!r} after npm install, package.json pins {PINNED}")
-    return CLAUDE
 
 
 def _user_texts(message: dict[str, Any]) -> list[str]:
@@ -278,7 +243,7 @@ def test_real_claude_three_tasks_with_a_dependency(
             },
         ],
     }
-    run, plan, execution = start_run(StateStore(), [orjson.dumps(config).decode()])
+    run, plan, execution = prepare_run(StateStore(), [orjson.dumps(config).decode()])
     code, summary = execute_run(run, plan, execution, LocalExecutor(grace_s=0.5), PlainDisplay(quiet=True))
     stderr_logs = {
         t: run.task_files(t).stderr.read_text(errors="replace")[-2000:]

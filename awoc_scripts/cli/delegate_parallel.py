@@ -18,6 +18,90 @@ FormatOption = Annotated[str, typer.Option("--format", help="json or text.")]
 
 
 @app.command(context_settings=RAW_ARGS)
+def prepare(
+    ctx: typer.Context,
+    state_dir: StateDirOption = None,
+    args_on_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--args-on-stdin",
+            help="Read the arguments as one line of text from stdin and split it as a shell would, "
+            "expanding nothing ($HOME, $(...) and backticks stay text).",
+        ),
+    ] = False,
+    for_claude: Annotated[
+        bool,
+        typer.Option(
+            "--for-claude",
+            help="Markdown for the slash command, and exit 0 even when refused (the refusal is the text).",
+        ),
+    ] = False,
+) -> None:
+    """Validate, plan and save a run without starting it; print its summary and the commands that follow.
+
+    ARGS as for `run`. The slash command's only shell step: `start RUN` executes the run afterwards.
+    """
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.errors import AwocError
+    from awoc_scripts.prepare import prepare_run, prepared_summary, refusal_markdown, summary_markdown
+    from awoc_scripts.state import StateStore
+
+    try:
+        args = ctx.args
+        if args_on_stdin:
+            from awoc_scripts.command_arguments import split_command_arguments
+
+            args = [*split_command_arguments(sys.stdin.read()), *args]
+        run_files, plan, execution = prepare_run(StateStore(state_dir), args)
+    except AwocError as exc:
+        if not for_claude:
+            raise
+        # a shell step that exits non-zero ends the slash command with no word to the user
+        print(refusal_markdown(exc.message))
+        raise typer.Exit(0) from None
+    summary = prepared_summary(run_files, plan, execution)
+    if for_claude:
+        print(summary_markdown(summary))
+    else:
+        print_json(summary)
+        for warning in execution["warnings"]:
+            sys.stderr.write(f"warning: {warning}\n")
+
+
+@app.command()
+def wait(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: the current run).", show_default=False)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait at most.", min=0, max=86400)] = 100,
+    state_dir: StateDirOption = None,
+    output: FormatOption = "text",
+) -> None:
+    """Block until RUN has ended or TIMEOUT seconds passed, then print where it stands.
+
+    Exit codes: the run's own once it ended (0 succeeded, 1 some failed, 3 aborted, 130 interrupted),
+    124 when the timeout passed first (run `wait` again).
+    """
+    from awoc_scripts.documents import print_json
+    from awoc_scripts.launcher import command_for
+    from awoc_scripts.run_status import status_text
+    from awoc_scripts.run_wait import wait_for_run
+    from awoc_scripts.state import StateStore
+
+    outcome = wait_for_run(StateStore(state_dir), run_id, timeout)
+    data = outcome.status
+    if output == "json":
+        print_json({**data, "ended": outcome.ended})
+    else:
+        print(status_text(data))
+        rid = data["run_id"]
+        if outcome.ended:
+            print(f"The run has ended ({data['status']}). Next: {command_for('delegate-parallel', 'report', rid)}")
+        else:
+            again = command_for("delegate-parallel", "wait", rid, "--timeout", f"{timeout:g}")
+            print(f"Still not ended after {timeout:g} s. Wait again: {again}")
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command(context_settings=RAW_ARGS)
 def run(
     ctx: typer.Context, state_dir: StateDirOption = None, executor: ExecutorOption = "local", quiet: QuietOption = False
 ) -> None:
@@ -26,11 +110,12 @@ def run(
     Exit codes: 0 all succeeded, 1 some failed within the tolerance, 2 bad input, 3 aborted, 130 interrupted.
     """
     from awoc_scripts.display import make_display
-    from awoc_scripts.runs import execute_run, make_executor, start_run
+    from awoc_scripts.prepare import prepare_run
+    from awoc_scripts.runs import execute_run, make_executor
     from awoc_scripts.state import StateStore
 
     chosen = make_executor(executor)
-    run_files, plan, execution = start_run(StateStore(state_dir), ctx.args)
+    run_files, plan, execution = prepare_run(StateStore(state_dir), ctx.args)
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
@@ -83,21 +168,12 @@ def _execute_saved_run(run_id: str | None, state_dir: str | None, executor: str,
 def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output: FormatOption = "json") -> None:
     """Where a run stands: each task's state, tokens against budgets, whether it is executing."""
     from awoc_scripts.documents import print_json
-    from awoc_scripts.run_status import run_status
+    from awoc_scripts.run_status import run_status, status_text
     from awoc_scripts.state import StateStore
 
     data = run_status(StateStore(state_dir), run_id)
     if output == "text":
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
-        print(
-            f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "
-            f"tokens {data['tokens_used']}/{data['total_token_budget']}"
-        )
-        for task in data["tasks"]:
-            print(
-                f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_used']:>7}/{task['token_budget']:<7} "
-                f"{task['reason'] or ''}"
-            )
+        print(status_text(data))
     else:
         print_json(data)
 

@@ -80,7 +80,7 @@ assert_run_summary() {
   json_assert 'd["status"] == "finished_with_failures" and d["counts"] == {"succeeded": 1, "failed": 1}'
   json_assert 'd["execution_summary"]["failed_tasks"] == 1'
   [ -z "$stderr" ] # --quiet
-  grep -q "parallel-task-retry retry-reduced bad --run $RUN_ID" "$REPORT_MD"
+  grep -qF "$SCRIPTS/parallel-task-retry.sh retry-reduced bad --run $RUN_ID" "$REPORT_MD"
 }
 
 @test "run: failures beyond the tolerance abort with exit 3; the rest is skipped, the partial report written" {

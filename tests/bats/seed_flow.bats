@@ -92,7 +92,7 @@ seed_results_only() {
   json_assert 'sorted(t["task_id"] for t in d["tasks"]) == ["architect-1", "docs-fetcher-1", "workforce-1"]'
   json_assert 'sorted(r["result"] for r in d["results"]) == ["Found the REST docs", "Three services"]'
   json_assert '[(f["task_id"], f["reason"]) for f in d["failures"]] == [("workforce-1", "exit code 1")]'
-  json_assert 'd["failures"][0]["retry_command"] == "parallel-task-retry retry-reduced workforce-1 --run '"$RUN_ID"'"'
+  json_assert 'd["failures"][0]["retry_command"] == "'"$SCRIPTS"'/parallel-task-retry.sh retry-reduced workforce-1 --run '"$RUN_ID"'"'
   local agg
   agg=$(json_eval 'd["written_to"]')
   [ -f "$agg" ]
@@ -107,7 +107,7 @@ seed_results_only() {
   json_assert 'd["execution_summary"]["time_saved"] == "30s" and d["execution_summary"]["efficiency_gain"] == "50%"'
   json_assert 'd["resource_usage"]["total_tokens"] == 8000 and d["resource_usage"]["average_per_task"] == 2667'
   json_assert 'd["resource_usage"]["budget_utilization"] == "53%"'
-  json_assert '[t["retry_command"] for t in d["task_results"] if t["status"] != "succeeded"] == ["parallel-task-retry retry-reduced workforce-1 --run '"$RUN_ID"'"]'
+  json_assert '[t["retry_command"] for t in d["task_results"] if t["status"] != "succeeded"] == ["'"$SCRIPTS"'/parallel-task-retry.sh retry-reduced workforce-1 --run '"$RUN_ID"'"]'
   [[ $stderr == "report written to "* ]]
 
   # as markdown, and as a research report
@@ -117,14 +117,14 @@ seed_results_only() {
   [[ $output == *"| Tasks | 3 (2 succeeded, 1 failed) |"* ]]
   [[ $output == *'```mermaid'* ]]
   [[ $output == *"Three services"* ]]
-  [[ $output == *"\`parallel-task-retry retry-reduced workforce-1 --run $RUN_ID\`"* ]]
+  [[ $output == *"\`$SCRIPTS/parallel-task-retry.sh retry-reduced workforce-1 --run $RUN_ID\`"* ]]
   run --separate-stderr reporter create-report "$agg" '{"total_token_budget": 15000}' --format research_report
   [ "$status" -eq 0 ]
   [[ $output == "# Research report"* ]]
   [[ $output == *"## Findings of docs-fetcher"* ]]
   [[ $output == *"### API docs"* ]]
   [[ $output == *"## Findings of architect"* ]]
-  [[ $output == *"\`parallel-task-retry retry-reduced workforce-1 --run $RUN_ID\`"* ]]
+  [[ $output == *"\`$SCRIPTS/parallel-task-retry.sh retry-reduced workforce-1 --run $RUN_ID\`"* ]]
   [[ $output != *"pytest exploded"* ]] # a failure's output is not a finding
 
   # context-monitor status: the tokens the track calls reported, against the planned budgets
