@@ -52,12 +52,16 @@ def split_words(text: str) -> list[str]:
                 word, in_word = [], False
             i += 1
             continue
-        in_word = True
         if char == "\\":
-            if i + 1 < n and text[i + 1] != "\n":
-                word.append(text[i + 1])
-            i += 2  # a backslash before a newline joins the lines
-        elif char == "'":
+            if i + 1 < n and text[i + 1] == "\n":
+                i += 2  # a backslash before a newline joins the lines
+                continue
+            in_word = True
+            word.append(text[i + 1] if i + 1 < n else char)  # a final backslash stays itself
+            i += 2
+            continue
+        in_word = True
+        if char == "'":
             end = text.find("'", i + 1)
             if end < 0:
                 raise _unclosed("'")

@@ -40,7 +40,7 @@ def _bash_words(text: str) -> list[str]:
     return out.decode().split("\0")[:-1]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.tuples(
