@@ -9,6 +9,7 @@ from awoc_scripts.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.errors import InputError
 from awoc_scripts.estimate import estimate_schedule
 from awoc_scripts.gc_pause import without_gc
+from awoc_scripts.policies import describe_policies
 from awoc_scripts.scheduling import PRIORITY_RANK, graph_metrics, task_duration
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def plan_execution(
         "peak_concurrency": schedule.peak_concurrency,
         "peak_tokens_in_flight": schedule.peak_tokens_in_flight,
         "warnings": warnings,
+        "policies": describe_policies(config),
         "tasks": [
             {
                 "task_id": t["task_id"],
@@ -97,6 +99,7 @@ def brief_execution(execution: dict[str, Any]) -> dict[str, Any]:
         "estimated_speedup",
         "peak_concurrency",
         "warnings",
+        "policies",
     )
     return {k: execution[k] for k in keys} | {"waves": len(execution["waves"])}
 

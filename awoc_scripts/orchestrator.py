@@ -22,6 +22,7 @@ from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED, StateErr
 from awoc_scripts.executor import Attempt, Ended, Executor
 from awoc_scripts.launcher import command_for
 from awoc_scripts.levers import EMERGENCY, REDUCE, SEQUENTIAL, apply_lever
+from awoc_scripts.policies import TIME_PRESSURE, TOKEN_PRESSURE, policy_settings
 from awoc_scripts.processes import available_memory_mb, kill_marked, process_create_time, task_marker
 from awoc_scripts.prompts import DependencyResult, compose_prompt
 from awoc_scripts.run_state import apply_pending_controls, initial_state, orchestrator_alive
@@ -46,8 +47,6 @@ RESOURCE_CHECK_INTERVAL_S = 0.5
 STREAM_CHECK_INTERVAL_S = 0.2
 MAX_TRANSIENT_WAITS = 8
 RETRY_BUDGET_FACTOR_TENTHS = 8  # a retry gets 80% of the previous budget
-TOKEN_PRESSURE = 0.8
-TIME_PRESSURE = 0.8
 STDERR_TAIL_BYTES = 4000
 
 
@@ -126,6 +125,7 @@ class Orchestrator:
         self.total_timeout = float(self.config["total_timeout"])
         self.failure_tolerance = int(self.config["failure_tolerance"])
         self.shared_context = str(self.config.get("shared_context") or "")
+        self.policies = policy_settings(self.config)
         configured = self.config.get("min_free_memory_mb", 256)
         self.min_free_mb = float(
             configured if self.options.min_free_memory_mb is None else self.options.min_free_memory_mb
@@ -241,6 +241,8 @@ class Orchestrator:
                         applied_by="orchestrator",
                     )
                     self.display.note(f"lever {control['action']} applied")
+            if self.state.get("executions"):
+                self.state["executions"][-1]["active_s"] = round(time.monotonic() - self.started_mono, 3)
             self.state.update(
                 status=status,
                 tasks=self._snapshot(),
@@ -343,6 +345,8 @@ class Orchestrator:
         me = os.getpid()
         self.state["orchestrator"] = {"pid": me, "create_time": process_create_time(me), "started_at": now_iso()}
         self.state.pop("stop_reason", None)
+        # each execution's own span: the report's total time adds these, not the idle gaps between resumes
+        self.state.setdefault("executions", []).append({"started_at": now_iso(), "active_s": 0.0})
         self._finalize_skipped(self.scheduler.initially_skipped)
         self.events.add(
             "run-start",
@@ -648,16 +652,18 @@ class Orchestrator:
         elapsed = now - self.started_mono
         if elapsed >= self.total_timeout:
             self._abort(f"total timeout of {self.total_timeout:g} s reached", running_status=TIMED_OUT)
-        elif elapsed >= TIME_PRESSURE * self.total_timeout:
-            self._pull_lever(EMERGENCY, {}, f"{elapsed:.0f} s of the {self.total_timeout:g} s total timeout used")
+        elif self.policies["time_pressure"] and elapsed >= TIME_PRESSURE * self.total_timeout:
+            self._pull_lever(
+                EMERGENCY, {}, f"time_pressure: {elapsed:.0f} s of the {self.total_timeout:g} s total timeout used"
+            )
 
     def _enforce_resources(self, now: float) -> None:
         self._last_resource_check = now
         self._enforce_tokens()
         running = self.executor.running()
         free_mb = self._free_memory_mb()
-        if free_mb < self.min_free_mb:
-            self._pull_lever(SEQUENTIAL, {}, f"{free_mb:.0f} MB free, under {self.min_free_mb:g} MB")
+        if self.policies["memory_pressure"] and free_mb < self.min_free_mb:
+            self._pull_lever(SEQUENTIAL, {}, f"memory_pressure: {free_mb:.0f} MB free, under {self.min_free_mb:g} MB")
             if free_mb < self.min_free_mb / 2 and len(running) > 1:
                 youngest = max(running, key=lambda t: self.records[t].start_mono or 0)
                 self.records[youngest].stop_status = "requeue"
@@ -667,7 +673,8 @@ class Orchestrator:
     def _enforce_tokens(self) -> None:
         """Checked after every task end, before anything new starts."""
         spent = self.tokens_spent
-        in_flight = sum(self.scheduler.budget[t] for t in self.executor.running())
+        counts_in_flight = self.policies["token_pressure_counts_in_flight"]
+        in_flight = sum(self.scheduler.budget[t] for t in self.executor.running()) if counts_in_flight else 0
         if spent >= self.total_budget:
             if not self.no_new_starts:
                 self.no_new_starts = True
@@ -675,8 +682,9 @@ class Orchestrator:
                 self.exit_code = ABORTED
                 self.events.add("token-budget-exhausted", spent=spent, total=self.total_budget)
                 self.cancel(self.pending(), "token budget exhausted")
-        elif spent + in_flight > TOKEN_PRESSURE * self.total_budget:
-            self._pull_lever(REDUCE, {"percent": 20}, f"{spent} spent + {in_flight} in flight of {self.total_budget}")
+        elif self.policies["token_pressure"] and spent + in_flight > TOKEN_PRESSURE * self.total_budget:
+            counted = f"{spent} spent + {in_flight} reserved by running tasks" if counts_in_flight else f"{spent} spent"
+            self._pull_lever(REDUCE, {"percent": 20}, f"token_pressure: {counted} of {self.total_budget} tokens")
 
     def _free_memory_mb(self) -> float:
         if self.options.memory_probe is not None:
@@ -747,14 +755,7 @@ class Orchestrator:
             skipped = self.scheduler.finish(tid, status if status in TERMINAL else CANCELLED)
             self._finalize(tid, self.scheduler.status[tid], reason=self.stop_reason)
             self._finalize_skipped(skipped)
-        if self.exit_code == OK and any(s in FAILURES for s in self.scheduler.status.values()):
-            self.exit_code = TASKS_FAILED
-        final_status = {
-            OK: "succeeded",
-            TASKS_FAILED: "finished_with_failures",
-            ABORTED: "aborted",
-            INTERRUPTED: "interrupted",
-        }.get(self.exit_code, "failed")
+        final_status = self._final_status()
         self.events.add(
             "run-end",
             status=final_status,
@@ -764,6 +765,15 @@ class Orchestrator:
         )
         self._flush(final_status, final=True)
         self.display.end(self)
+
+    def _final_status(self) -> str:
+        """The run's end, as the exit code says it: only a run in which every task succeeded is 0."""
+        statuses = self.scheduler.status.values()
+        if self.exit_code == OK and any(s != SUCCEEDED for s in statuses):
+            self.exit_code = TASKS_FAILED
+        if self.exit_code == TASKS_FAILED:
+            return "finished_with_failures" if any(s in FAILURES for s in statuses) else "incomplete"
+        return {OK: "succeeded", ABORTED: "aborted", INTERRUPTED: "interrupted"}.get(self.exit_code, "failed")
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}

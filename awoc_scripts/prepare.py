@@ -15,6 +15,7 @@ from typing import Any
 from awoc_scripts.errors import InputError
 from awoc_scripts.execution_plan import plan_execution
 from awoc_scripts.launcher import command_for
+from awoc_scripts.policies import policy_lines
 from awoc_scripts.state import Run, StateStore
 from awoc_scripts.validation import save_new_run, validate_request
 
@@ -72,6 +73,7 @@ def prepared_summary(run: Run, plan: dict[str, Any], execution: dict[str, Any]) 
             for t in plan["tasks"]
         ],
         "warnings": execution["warnings"],
+        "policies": execution["policies"],
         "run_dir": str(run.dir),
         "next": next_commands(run.run_id),
     }
@@ -109,6 +111,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| ... | {summary['task_count'] - SUMMARY_TASKS} more | | | | |")
     for warning in summary["warnings"]:
         lines.append(f"\nWarning: {warning}")
+    lines += ["", "Policies that may act by themselves (turn one off in parallel_config.policies):"]
+    lines += [f"- {line}" for line in policy_lines([p for p in summary["policies"] if p["enabled"]])]
     lines += [
         "",
         "Commands for this run (each is allowed; run them from this directory):",

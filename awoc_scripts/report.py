@@ -65,23 +65,110 @@ def run_metadata(run: Run) -> dict[str, Any]:
         "result_format": config.get("result_format", "structured"),
         "critical_path": execution.get("critical_path", []),
         "estimated_makespan_s": execution.get("estimated_makespan_s"),
+        "executions": state.get("executions") or [],
+        "dependencies": {t["task_id"]: t.get("dependencies") or [] for t in plan["tasks"]},
+        "policies": execution.get("policies") or [],
+        "policy_actions": policy_actions(run) if state.get("executions") else [],
     }
+
+
+POLICY_EVENTS = ("lever", "token-budget-exhausted", "memory-pressure", "run-abort")
+
+
+def policy_actions(run: Run) -> list[dict[str, Any]]:
+    """What the pressure policies (and levers from outside) did, from the run's events."""
+    actions = []
+    for event in run.read_events():
+        name = event.get("event")
+        if name == "lever":
+            actions.append(
+                {
+                    "at": event.get("ts"),
+                    "action": event.get("action"),
+                    "by": event.get("applied_by"),
+                    "why": event.get("why") or "requested from outside the run",
+                    "changed": event.get("changed"),
+                }
+            )
+        elif name in POLICY_EVENTS:
+            why = event.get("reason") or ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("ts", "event"))
+            actions.append({"at": event.get("ts"), "action": name, "by": "orchestrator", "why": why})
+    return actions
+
+
+def actual_critical_path(
+    tasks: list[Mapping[str, Any]], dependencies: Mapping[str, list[str]]
+) -> tuple[list[str], float]:
+    """The longest chain of real durations through the dependencies, among the tasks that ran."""
+    ran = {t["task_id"]: float(t.get("duration_s") or 0) for t in tasks if t.get("started_at") or t.get("duration_s")}
+    best: dict[str, tuple[float, str | None]] = {}  # task -> (longest chain ending with it, the task before)
+    for root in ran:
+        stack = [root]
+        while stack:  # depth first without recursion: chains can be 100,000 tasks long
+            tid = stack[-1]
+            if tid in best:
+                stack.pop()
+                continue
+            waiting = [d for d in dependencies.get(tid, []) if d in ran and d not in best]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            length, via = max(((best[d][0], d) for d in dependencies.get(tid, []) if d in ran), default=(0.0, None))
+            best[tid] = (length + ran[tid], via)
+            stack.pop()
+    if not best:
+        return [], 0.0
+    end = max(best, key=lambda t: best[t][0])
+    path: list[str] = []
+    node: str | None = end
+    while node is not None:
+        path.append(node)
+        node = best[node][1]
+    return path[::-1], best[end][0]
+
+
+def _run_times(metadata: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> tuple[float, float]:
+    """(time the run was executing, wall-clock span from its first start to its last end)."""
+    executions = metadata.get("executions") or []
+    if executions:
+        active = sum(float(e.get("active_s") or 0) for e in executions)
+        first = _parse_time(executions[0].get("started_at"))
+        last = _parse_time(executions[-1].get("started_at"))
+        if first is not None and last is not None:
+            return active, last + float(executions[-1].get("active_s") or 0) - first
+        return active, active
+    if metadata.get("total_time_s") is not None:
+        total = float(metadata["total_time_s"])
+        return total, total
+    starts = [s for s in (_parse_time(t.get("started_at")) for t in tasks) if s is not None]
+    ends = [e for e in (_parse_time(t.get("finished_at")) for t in tasks) if e is not None]
+    if starts and ends:
+        span = max(ends) - min(starts)
+    else:
+        span = max((float(t.get("duration_s") or 0) for t in tasks), default=0.0)  # the seed's loop starts all at once
+    return span, span
+
+
+def _status_of_results(tasks: list[Mapping[str, Any]]) -> str:
+    """A run no orchestrator executed (the seed's step-by-step flow): its status from its results."""
+    statuses = {t["status"] for t in tasks}
+    if statuses <= {SUCCEEDED}:
+        return "succeeded"
+    return "finished_with_failures" if statuses & FAILURES else "incomplete"
 
 
 def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
     tasks: list[Mapping[str, Any]] = aggregated["tasks"]
-    durations = [float(t.get("duration_s") or 0) for t in tasks]
-    starts = [s for s in (_parse_time(t.get("started_at")) for t in tasks) if s is not None]
-    ends = [e for e in (_parse_time(t.get("finished_at")) for t in tasks) if e is not None]
-    if metadata.get("total_time_s") is not None:
-        total_time = float(metadata["total_time_s"])
-    elif starts and ends:
-        total_time = max(ends) - min(starts)
-    else:
-        total_time = max(durations, default=0.0)  # the seed's loop starts every task at once
-    sequential = sum(durations)
-    saved = max(0.0, sequential - total_time)
-    gain = 100 * saved / sequential if sequential else 0.0
+    total_time, wall_clock = _run_times(metadata, tasks)
+    # time saved counts only the work that was done: what succeeded, one after another
+    sequential = sum(float(t.get("duration_s") or 0) for t in tasks if t["status"] == SUCCEEDED)
+    meaningful = sequential > 0
+    saved = max(0.0, sequential - total_time) if meaningful else 0.0
+    gain = 100 * saved / sequential if meaningful else 0.0
+    actual_path, actual_path_s = actual_critical_path(tasks, metadata.get("dependencies") or {})
+    status = metadata.get("status")
+    if status in (None, "planned") and tasks and all(t["status"] not in ("pending", "running") for t in tasks):
+        status = _status_of_results(tasks)
     total_tokens = sum(int(t.get("tokens_used", {}).get("total", 0)) for t in tasks)
     budget = metadata.get("total_token_budget")
     utilization = 100 * total_tokens / budget if budget else 0.0
@@ -98,7 +185,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         "run_id": metadata.get("run_id") or aggregated.get("run_id"),
         "generated_at": now_iso(),
         "workflow": metadata.get("workflow"),
-        "status": metadata.get("status"),
+        "status": status,
         "stop_reason": metadata.get("stop_reason"),
         "execution_summary": {
             "total_tasks": len(tasks),
@@ -107,12 +194,15 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
             "not_run_tasks": len(tasks) - succeeded - failed,
             "total_time": human_duration(total_time),
             "total_time_s": round(total_time, 3),
+            "wall_clock_time": human_duration(wall_clock),
+            "wall_clock_time_s": round(wall_clock, 3),
             "sequential_estimate": human_duration(sequential),
             "sequential_estimate_s": round(sequential, 3),
-            "time_saved": human_duration(saved),
-            "time_saved_s": round(saved, 3),
-            "efficiency_gain": percent(gain),
-            "efficiency_gain_pct": round(gain, 1),
+            "time_saved": human_duration(saved) if meaningful else "n/a",
+            "time_saved_s": round(saved, 3) if meaningful else None,
+            "efficiency_gain": percent(gain) if meaningful else "n/a",
+            "efficiency_gain_pct": round(gain, 1) if meaningful else None,
+            "time_saved_counts": "succeeded tasks only" if succeeded < len(tasks) else "all tasks",
         },
         "resource_usage": {
             "total_tokens": total_tokens,
@@ -124,6 +214,11 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
             "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
         },
         "critical_path": list(metadata.get("critical_path") or []),
+        "critical_path_planned": list(metadata.get("critical_path") or []),
+        "critical_path_actual": actual_path,
+        "critical_path_actual_s": round(actual_path_s, 3),
+        "policies": list(metadata.get("policies") or []),
+        "policy_actions": list(metadata.get("policy_actions") or []),
         "task_results": [
             {
                 "task_id": t["task_id"],
@@ -165,9 +260,9 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
     rows = [
         ("Run", f"`{report['run_id']}` ({report.get('status') or 'unknown'})"),
         ("Tasks", f"{summary['total_tasks']} ({counts})"),
-        ("Total time", summary["total_time"]),
-        ("Sequential estimate", summary["sequential_estimate"]),
-        ("Time saved", f"{summary['time_saved']} ({summary['efficiency_gain']})"),
+        ("Total time", _total_time_cell(summary)),
+        ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
+        ("Time saved", _time_saved_cell(summary)),
         (
             "Tokens",
             f"{usage['total_tokens']} of {usage['total_token_budget']} ({usage['budget_utilization']}), "
@@ -175,11 +270,38 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
         ),
         ("Cost", f"${usage['cost_usd']:.4f}"),
     ]
-    if report["critical_path"]:
-        rows.append(("Critical path", " → ".join(report["critical_path"])))
+    if report.get("critical_path_actual"):
+        rows.append(
+            ("Critical path", f"{' → '.join(report['critical_path_actual'])} ({report['critical_path_actual_s']:g} s)")
+        )
+    if report["critical_path"] and report["critical_path"] != report.get("critical_path_actual"):
+        rows.append(("Critical path, as planned", " → ".join(report["critical_path"])))
     if report.get("stop_reason"):
         rows.append(("Stopped because", report["stop_reason"]))
     return ["| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows]]
+
+
+def _total_time_cell(summary: Mapping[str, Any]) -> str:
+    wall = summary.get("wall_clock_time_s")
+    if wall is not None and wall > summary["total_time_s"] + 1:
+        return f"{summary['total_time']} executing ({summary['wall_clock_time']} from first start to last end)"
+    return str(summary["total_time"])
+
+
+def _time_saved_cell(summary: Mapping[str, Any]) -> str:
+    if summary["time_saved_s"] is None:
+        return "n/a (no task succeeded)"
+    return f"{summary['time_saved']} ({summary['efficiency_gain']})"
+
+
+def _policy_section(report: Mapping[str, Any]) -> list[str]:
+    actions = report.get("policy_actions") or []
+    if not actions:
+        return []
+    lines = ["## Policies and levers that acted", "", "| When | Action | By | Why |", "|---|---|---|---|"]
+    for action in actions:
+        lines.append(f"| {action['at']} | {action['action']} | {action['by']} | {_cell(str(action['why'])[:300])} |")
+    return [*lines, ""]
 
 
 def _gantt(report: Mapping[str, Any]) -> list[str]:
@@ -190,17 +312,23 @@ def _gantt(report: Mapping[str, Any]) -> list[str]:
         "    dateFormat x",
         "    axisFormat %M:%S",
     ]
-    by_agent: dict[str, list[Mapping[str, Any]]] = {}
+    by_agent: dict[str, list[tuple[Mapping[str, Any], int, int]]] = {}
+    timed = any(_parse_time(t["started_at"]) is not None for t in report["task_results"])
     for task in report["task_results"]:
-        if _parse_time(task["started_at"]) is not None:
-            by_agent.setdefault(task["agent"], []).append(task)
-    for agent, tasks in by_agent.items():
+        started = _parse_time(task["started_at"])
+        if started is not None:
+            start = int(started * 1000)
+            end = int((_parse_time(task["finished_at"]) or 0) * 1000)
+        elif not timed and task["duration_s"]:
+            start, end = 0, int(task["duration_s"] * 1000)  # the seed's loop starts every task at once
+        else:
+            continue
+        by_agent.setdefault(task["agent"], []).append((task, start, max(end, start + 1)))
+    for agent, placed in by_agent.items():
         lines.append(f"    section {agent}")
-        for task in tasks:
-            start = int((_parse_time(task["started_at"]) or 0) * 1000)
-            end = int((_parse_time(task["finished_at"]) or 0) * 1000) or start + 1
+        for task, start, end in placed:
             tag = "done" if task["status"] == SUCCEEDED else "crit"
-            lines.append(f"    {task['task_id']} ({task['status']}) :{tag}, {start}, {max(end, start + 1)}")
+            lines.append(f"    {task['task_id']} ({task['status']}) :{tag}, {start}, {end}")
     lines.append("```")
     return lines
 
@@ -244,6 +372,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     title = f"# delegate-parallel report: {report.get('workflow') or 'run'} `{report['run_id']}`"
     lines = [title, "", *_summary_table(report), "", "## Timeline", "", *_gantt(report), ""]
     lines += _failures(report)
+    lines += _policy_section(report)
     lines += ["## Results", ""]
     for task in report["task_results"]:
         if task["status"] != SUCCEEDED:

@@ -18,7 +18,13 @@ from awoc_scripts.state import StateStore
 POLL_S = 0.2
 RECHECK_S = 1.0
 STILL_RUNNING = 124  # as timeout(1): the time ran out before the run ended
-ENDED_CODES = {"succeeded": OK, "finished_with_failures": TASKS_FAILED, "aborted": ABORTED, "interrupted": INTERRUPTED}
+ENDED_CODES = {
+    "succeeded": OK,
+    "finished_with_failures": TASKS_FAILED,
+    "incomplete": TASKS_FAILED,
+    "aborted": ABORTED,
+    "interrupted": INTERRUPTED,
+}
 
 
 @dataclass

@@ -376,7 +376,8 @@ def test_time_pressure_cancels_waiting_low_and_medium_tasks(tmp_path: Path) -> N
         {"task_id": "nice", "agent": "qa", "description": "x", "priority": "low", "command": recorder(log, 0)},
     ]}  # fmt: skip
     code, _, run_dir = run_in_process(config)
-    assert code == 0
+    assert code == 1  # cancelled by a policy is not succeeded
+    assert orjson.loads((run_dir / "state.json").read_bytes())["status"] == "incomplete"
     by_id = results(run_dir)
     assert by_id["vital"]["status"] == "succeeded"
     assert by_id["nice"]["status"] == "cancelled" and "emergency prioritization" in by_id["nice"]["reason"]
@@ -384,20 +385,70 @@ def test_time_pressure_cancels_waiting_low_and_medium_tasks(tmp_path: Path) -> N
     assert lever["action"] == "emergency-prioritization" and lever["changed"]["cancelled"] == ["nice"]
 
 
-def test_token_pressure_cuts_the_budgets_of_tasks_still_waiting(fake_claude: Path) -> None:
-    config = {"parallel_config": {"total_token_budget": 14000, "max_concurrent": 2}, "tasks": [
+def _token_pressure_config(big_tokens: int, policies: dict[str, bool] | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {"parallel_config": {"total_token_budget": 14000, "max_concurrent": 2}, "tasks": [
         {"task_id": "big", "agent": "qa", "priority": "critical", "token_budget": 4500,
-         "description": "x [[fake:tokens=7900,100]]"},
+         "description": f"x [[fake:tokens={big_tokens - 100},100]]"},
         {"task_id": "slow", "agent": "qa", "priority": "high", "token_budget": 4500,
          "description": "x [[fake:sleep=1.5]] [[fake:tokens=10,10]]"},
         {"task_id": "later", "agent": "qa", "priority": "low", "token_budget": 4500,
          "description": "x [[fake:tokens=10,10]]"},
     ]}  # fmt: skip
-    code, _, run_dir = run_in_process(config)
+    if policies is not None:
+        config["parallel_config"]["policies"] = policies
+    return config
+
+
+def test_token_pressure_cuts_the_budgets_of_tasks_still_waiting(fake_claude: Path) -> None:
+    code, _, run_dir = run_in_process(_token_pressure_config(11300))  # spent: over 80% of 14000
     assert code == 0
     lever = next(e for e in events(run_dir) if e["event"] == "lever")
     assert lever["action"] == "reduce-remaining-tasks" and lever["args"] == {"percent": 20}
+    assert lever["why"] == "token_pressure: 11300 spent of 14000 tokens"
     assert results(run_dir)["later"]["token_budget"] == 3600
+    report = orjson.loads((run_dir / "report.json").read_bytes())
+    assert [a["action"] for a in report["policy_actions"]] == ["reduce-remaining-tasks"]
+    assert "## Policies and levers that acted" in (run_dir / "report.md").read_text()
+
+
+def test_token_pressure_counts_budgets_in_flight_only_when_asked(fake_claude: Path) -> None:
+    # 8000 spent is under 80% of 14000; with the 4500 reserved by the running task it is over
+    code, _, run_dir = run_in_process(_token_pressure_config(8000))
+    assert code == 0 and not [e for e in events(run_dir) if e["event"] == "lever"]
+    assert results(run_dir)["later"]["token_budget"] == 4500
+    code, _, run_dir = run_in_process(_token_pressure_config(8000, {"token_pressure_counts_in_flight": True}))
+    lever = next(e for e in events(run_dir) if e["event"] == "lever")
+    assert lever["why"] == "token_pressure: 8000 spent + 4500 reserved by running tasks of 14000 tokens"
+
+
+def test_a_policy_turned_off_does_not_act(fake_claude: Path, tmp_path: Path) -> None:
+    code, _, run_dir = run_in_process(_token_pressure_config(11300, {"token_pressure": False}))
+    assert code == 0 and not [e for e in events(run_dir) if e["event"] == "lever"]
+    log = tmp_path / "ran.jsonl"
+    config = {"parallel_config": {"total_timeout": 5, "max_concurrent": 1, "policies": {"time_pressure": False}},
+              "tasks": [
+        {"task_id": "vital", "agent": "qa", "description": "x", "priority": "critical", "command": recorder(log, 4.2)},
+        {"task_id": "nice", "agent": "qa", "description": "x", "priority": "low", "command": recorder(log, 0)},
+    ]}  # fmt: skip
+    code, _, run_dir = run_in_process(config)
+    assert code == 0 and sorted(records(log)) == ["nice", "vital"]
+
+
+def test_the_plan_names_every_policy_with_its_threshold(cli) -> None:
+    config = {"parallel_config": {"total_timeout": 100, "policies": {"memory_pressure": False}},
+              "tasks": [{"agent": "qa", "description": "x", "command": ["true"]}]}  # fmt: skip
+    execution = cli("parallel-resource-planner", "plan-execution", orjson.dumps(config).decode()).json()
+    by_name = {p["policy"]: p for p in execution["policies"]}
+    assert set(by_name) == {
+        "token_pressure",
+        "token_budget_exhausted",
+        "time_pressure",
+        "total_timeout",
+        "memory_pressure",
+    }
+    assert by_name["time_pressure"]["enabled"] and "80 s of the 100 s" in by_name["time_pressure"]["when"]
+    assert "20000 of 25000 tokens" in by_name["token_pressure"]["when"]
+    assert by_name["memory_pressure"]["enabled"] is False
 
 
 def test_shared_context_comes_first_and_identical_in_every_prompt(tmp_path: Path) -> None:
@@ -527,8 +578,9 @@ def test_lever_from_another_process_while_running(state_dir: Path, tmp_path: Pat
     control = lever.json()
     assert control["applied_by"].startswith("orchestrator")
     assert control["changed"]["cancelled"] == ["drop"]
-    assert proc.wait(timeout=20) == 0
+    assert proc.wait(timeout=20) == 1  # a task the lever cancelled did not succeed: not a 0
     assert sorted(records(log)) == ["first", "keep"]
+    assert orjson.loads((current_run_dir(state_dir) / "state.json").read_bytes())["status"] == "incomplete"
 
 
 def test_sigterm_is_handled_like_ctrl_c(state_dir: Path, tmp_path: Path) -> None:
