@@ -79,3 +79,31 @@ def find_agent(name: str, cwd: Path, home: Path) -> AgentDefinition:
         f"You are the {name} agent in a team of agents working in parallel on one goal. "
         "Work only on the task you are given and report the result concisely.\n",
     )
+
+
+def known_agent_names(cwd: Path, home: Path) -> set[str]:
+    """Every agent defined where `find_agent` looks."""
+    names: set[str] = set()
+    for directory in search_dirs(cwd.resolve(), home):
+        try:
+            names.update(p.stem for p in directory.glob("*.md"))
+        except OSError:
+            continue
+    return names
+
+
+def misspelled_agent_warnings(agents: list[str], cwd: Path, home: Path) -> list[str]:
+    """A warning for each agent that is defined nowhere but is close to one that is."""
+    import difflib
+
+    known = known_agent_names(cwd, home)
+    warnings = []
+    for name in dict.fromkeys(agents):
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        if close:
+            warnings.append(
+                f'agent "{name}" is defined nowhere (it would run with a generic role): did you mean "{close[0]}"?'
+            )
+    return warnings

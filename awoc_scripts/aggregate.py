@@ -194,16 +194,24 @@ def aggregate(
 
 def load_result_args(args: Sequence[str]) -> list[dict[str, Any]]:
     """RESULTS as the command takes them: files, directories of them, - or JSON text."""
-    from awoc_scripts.documents import load_document
+    from awoc_scripts.documents import load_document, looks_like_json_text
 
     loaded = []
     for arg in args:
-        if arg != "-" and Path(arg).is_dir():
+        # JSON text first: the seed passes results as text, often longer than a file name may be
+        if arg != "-" and not looks_like_json_text(arg) and _is_directory(arg):
             loaded += load_result_files([arg])
         else:
             doc = load_document(arg, what="task result")
             loaded.append(normalize_result(doc.data, doc.source))
     return loaded
+
+
+def _is_directory(arg: str) -> bool:
+    try:
+        return Path(arg).is_dir()
+    except OSError:  # a name too long to be a path, say
+        return False
 
 
 def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], output: str | None) -> dict[str, Any]:

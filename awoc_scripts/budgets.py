@@ -76,9 +76,14 @@ def allocate_budgets(
                 f"for {len(computed)} task(s) without one; raise the total or lower the budgets"
             )
         effective_total = explicit_sum + computed_sum
+        default = DEFAULT_TOTAL_TOKEN_BUDGET
+        if explicit_sum > default:
+            why = f"explicit token budgets add up to {explicit_sum}, more than the default total {default}"
+        else:
+            why = f"the default total {default} cannot give each of the {len(requests)} tasks a token"
         warnings.append(
-            f"explicit token budgets add up to {explicit_sum}, more than the default total "
-            f"{DEFAULT_TOTAL_TOKEN_BUDGET}; the total is raised to {effective_total}"
+            f"{why}; the total is raised to {effective_total}, the sum of the tasks' "
+            "budgets (set total_token_budget to choose another)"
         )
 
     available = effective_total - explicit_sum

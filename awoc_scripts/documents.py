@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,22 @@ def load_document(arg: str, *, what: str = "document", max_bytes: int = MAX_DOCU
     return Document(read_json_file(Path(arg), what=what, max_bytes=max_bytes), arg)
 
 
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:120]}... ({len(text)} characters)"
+
+
 def read_json_file(path: Path, *, what: str = "document", max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such {what} file") from None
+        raise InputError(f"{_shown(path)}: no such {what} file (nor JSON text)") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror}") from None
-    if path.is_dir():
+        raise InputError(f"{_shown(path)}: cannot read {what}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path}: is a directory, expected a JSON {what} file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+        raise InputError(f"{path}: not a regular file, expected a JSON {what} file")
     if st.st_size > max_bytes:
         raise InputError(
             f"{path}: {st.st_size / 1e6:.1f} MB is larger than the {max_bytes // (1024 * 1024)} MiB limit for a {what}"

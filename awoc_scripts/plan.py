@@ -73,9 +73,18 @@ def build_plan(request: Request) -> dict[str, Any]:
             "allocated": allocation.allocated,
             "scale_factor": allocation.scale_factor,
         },
-        "warnings": allocation.warnings,
+        "warnings": allocation.warnings + _agent_warnings(tasks),
         "tasks": tasks,
     }
+
+
+def _agent_warnings(tasks: list[dict[str, Any]]) -> list[str]:
+    from pathlib import Path
+
+    from awoc_scripts.agents import misspelled_agent_warnings
+
+    agents = [t["agent"] for t in tasks if t.get("command") is None]  # a command task needs no agent definition
+    return misspelled_agent_warnings(agents, Path.cwd(), Path.home()) if agents else []
 
 
 def _assign_ids(raw_tasks: list[dict[str, Any]], request: Request) -> list[str]:

@@ -15,6 +15,7 @@ from awoc_scripts.documents import load_document, looks_like_json_text
 from awoc_scripts.errors import InputError
 
 PRIORITIES = ("critical", "high", "medium", "low")
+RESEARCH_AGENT = "docs-fetcher"
 
 
 def _whole_number(flag: str, text: str) -> int:
@@ -76,6 +77,7 @@ def parse_request(args: Sequence[str]) -> Request:
     ids: list[str] = []
     waits: list[str] = []  # what every following inline task depends on (--then, --wait-for-research)
     priority: str | None = None
+    research_wait_from: int | None = None  # tasks from this index on (but research) wait for research
     counts: dict[str, int] = {}
     only_positional = False
 
@@ -89,12 +91,15 @@ def parse_request(args: Sequence[str]) -> Request:
         if not only_positional and arg.startswith("--"):
             name, has_value, value = arg.partition("=")
             if name not in KNOWN_FLAGS:
-                raise InputError(f"unknown option {name!r} (known: {', '.join(KNOWN_FLAGS)})")
+                raise InputError(f"unknown option {name!r}{_did_you_mean(name)} (known: {', '.join(KNOWN_FLAGS)})")
             if name in INLINE_SWITCHES:
                 if has_value:
                     raise InputError(f"{name} takes no value")
                 inline_flags_used.append(name)
-                waits = list(dict.fromkeys([*waits, *_switch_dependencies(name, tasks, ids)]))
+                if name == "--then":
+                    waits = list(dict.fromkeys([*waits, *ids]))
+                elif research_wait_from is None:
+                    research_wait_from = len(tasks)
                 continue
             if not has_value:
                 if i >= len(args):
@@ -137,11 +142,20 @@ def parse_request(args: Sequence[str]) -> Request:
         return _config_request(documents[0], overrides, flag_paths)
     if not tasks:
         raise InputError('no tasks given: pass a config file or "agent:description" arguments')
+    if research_wait_from is not None:
+        _wait_for_research(tasks, ids, research_wait_from)
     config: dict[str, Any] = {"tasks": tasks}
     if overrides:
         config["parallel_config"] = overrides
     path_names = {f"tasks[{n}]": f"task {n + 1} {arg!r}" for n, arg in enumerate(arg_of_task)}
     return Request(config, "inline tasks", {**path_names, **flag_paths}, inline=True)
+
+
+def _did_you_mean(flag: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(flag, KNOWN_FLAGS, n=1, cutoff=0.6)
+    return f": did you mean {close[0]}?" if close else ""
 
 
 def _is_document(arg: str) -> bool:
@@ -164,7 +178,14 @@ def default_task_id(agent: str, n: int) -> str:
     return f"{agent}-{n}"
 
 
-def _switch_dependencies(switch: str, before: list[dict[str, Any]], ids: list[str]) -> list[str]:
-    if switch == "--then":
-        return list(ids)
-    return [tid for t, tid in zip(before, ids, strict=True) if t["agent"] == "docs-fetcher"]
+def _wait_for_research(tasks: list[dict[str, Any]], ids: list[str], start: int) -> None:
+    """--wait-for-research: every task after it that is not research waits for every research
+    (docs-fetcher) task of the request, before the flag or after it."""
+    research = [tid for t, tid in zip(tasks, ids, strict=True) if t["agent"] == RESEARCH_AGENT]
+    if not research:
+        raise InputError(
+            f"--wait-for-research: no {RESEARCH_AGENT} task to wait for (research tasks are {RESEARCH_AGENT}:...)"
+        )
+    for task in tasks[start:]:
+        if task["agent"] != RESEARCH_AGENT:
+            task["dependencies"] = list(dict.fromkeys([*task.get("dependencies", []), *research]))

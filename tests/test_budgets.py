@@ -71,3 +71,13 @@ def test_scaled_sum_never_exceeds_the_total(specs: list[tuple[str, str, int | No
     assert all(b >= 1 for b in result.budgets.values())
     for (_, _, explicit), (tid, budget) in zip(specs, result.budgets.items(), strict=True):
         assert explicit is None or budget == explicit, tid
+
+
+def test_many_tasks_without_budgets_are_warned_about_truthfully() -> None:
+    from awoc_scripts.budgets import BudgetRequest, allocate_budgets
+
+    allocation = allocate_budgets([BudgetRequest(f"t{i}", "x", "medium", None) for i in range(30000)], None, {})
+    assert allocation.warnings == [
+        "the default total 25000 cannot give each of the 30000 tasks a token; the total is raised to 150000000, "
+        "the sum of the tasks' budgets (set total_token_budget to choose another)"
+    ]

@@ -282,3 +282,13 @@ def test_demo_example_runs_end_to_end(cli, monkeypatch: pytest.MonkeyPatch) -> N
     assert report["execution_summary"]["completed_successfully"] == 7
     summary = next(t for t in report["task_results"] if t["task_id"] == "summary")
     assert "Summary of 6 inspections" in summary["result"]
+
+
+def test_aggregate_takes_the_seeds_json_text_of_any_length(cli) -> None:
+    result = {"agent": "workforce", "task": "x" * 400, "result": "done " * 200, "exit_code": 0, "tokens_used": 5}
+    out = cli("parallel-result-aggregator", "aggregate", orjson.dumps(result).decode())
+    assert out.code == 0, out.stderr
+    assert out.json()["counts"] == {"succeeded": 1}
+    long_text = cli("parallel-result-aggregator", "aggregate", "y" * 400)
+    assert long_text.code == 2 and "internal error" not in long_text.stderr
+    assert "cannot read task result: File name too long" in long_text.stderr

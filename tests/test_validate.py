@@ -84,6 +84,28 @@ def test_then_and_wait_for_research(cli) -> None:
     }
 
 
+def test_wait_for_research_before_the_tasks_means_the_same(cli) -> None:
+    result = cli(
+        "parallel-task-parser",
+        "validate",
+        "--wait-for-research",
+        "architect:Design",
+        "docs-fetcher:Stripe",
+        "workforce:Build",
+        "docs-fetcher:SendGrid",
+    )
+    assert result.code == 0, result.stderr
+    tasks = tasks_by_id(result.json())
+    research = ["docs-fetcher-1", "docs-fetcher-2"]
+    assert tasks["architect-1"]["dependencies"] == research and tasks["workforce-1"]["dependencies"] == research
+    assert tasks["docs-fetcher-1"]["dependencies"] == tasks["docs-fetcher-2"]["dependencies"] == []
+
+
+def test_wait_for_research_without_research_is_refused(cli) -> None:
+    result = cli("parallel-task-parser", "validate", "--wait-for-research", "architect:Design")
+    assert result.code == 2 and "--wait-for-research: no docs-fetcher task to wait for" in result.stderr
+
+
 @pytest.mark.parametrize("name", ["tasks.json", "feature-development.json", "bug-investigation.json"])
 def test_shipped_examples_validate(cli, name: str) -> None:
     result = cli("parallel-task-parser", "validate", str(EXAMPLES / name))
@@ -341,3 +363,35 @@ def test_dependency_validator(cli) -> None:
     assert cyc.code == 2 and "dependency cycle" in cyc.stderr
     assert cli("dependency-validator", "check-circular", str(EXAMPLES / "feature-development.json")).code == 0
     assert cli("dependency-validator", "check-circular", "[1]").code == 2
+
+
+def test_a_mistyped_agent_gets_a_suggestion(cli, tmp_path: Path) -> None:
+    result = cli("parallel-task-parser", "validate", "archtect:Design", "docs-fetcher:Research")
+    assert result.code == 0
+    assert result.json()["warnings"] == [
+        'agent "archtect" is defined nowhere (it would run with a generic role): did you mean "architect"?'
+    ]
+    assert 'warning: agent "archtect"' in result.stderr
+    # one defined in the project's .claude/agents counts as known, and typos of it are caught too
+    agents = Path(".claude/agents")
+    agents.mkdir(parents=True)
+    (agents / "security-reviewer.md").write_text("---\nname: security-reviewer\ndescription: x\n---\nReview.\n")
+    again = cli("parallel-task-parser", "validate", "security-reviewer:Look", "security-reviewr:Look")
+    assert again.json()["warnings"] == [
+        'agent "security-reviewr" is defined nowhere (it would run with a generic role): '
+        'did you mean "security-reviewer"?'
+    ]
+
+
+def test_a_mistyped_flag_gets_a_suggestion(cli) -> None:
+    result = cli("parallel-task-parser", "validate", "architect:Design", "--max-paralel=3")
+    assert result.code == 2 and "unknown option '--max-paralel': did you mean --max-parallel?" in result.stderr
+
+
+def test_a_fifo_is_refused_not_read(cli, tmp_path: Path, state_dir: Path) -> None:
+    import os
+
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    result = cli("parallel-task-parser", "validate", str(fifo))
+    assert result.code == 2 and "not a regular file" in result.stderr and not state_dir.exists()
