@@ -88,7 +88,9 @@ class LiveDisplay(PlainDisplay):
             self.live.update(self._render(orch))
 
     def _render(self, orch: Any) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         status = orch.scheduler.status
         counts: dict[str, int] = {}
@@ -105,16 +107,30 @@ class LiveDisplay(PlainDisplay):
             table.add_row(
                 tid, orch.by_id[tid]["agent"], f"{now - (rec.start_mono or now):.1f}s", str(used), str(rec.budget)
             )
-        table.caption = (
-            f"{counts.get(RUNNING, 0)} running, {counts.get(PENDING, 0)} waiting, {counts.get(SUCCEEDED, 0)} done, "
-            f"{sum(n for s, n in counts.items() if s not in (RUNNING, PENDING, SUCCEEDED))} other | "
-            f"tokens {spent}/{orch.total_budget} | {now - orch.started_mono:.1f}s"
-        )
-        return table
+        other = sum(n for s, n in counts.items() if s not in (RUNNING, PENDING, SUCCEEDED))
+        parts = [
+            f"{counts.get(RUNNING, 0)} running",
+            f"{counts.get(PENDING, 0)} waiting",
+            f"{counts.get(SUCCEEDED, 0)} done",
+            f"{other} other",
+            f"tokens {spent}/{orch.total_budget}",
+            f"{now - orch.started_mono:.1f}s",
+        ]
+        return Group(table, Text(fit_footer(parts, self.console.width), no_wrap=True, overflow="ellipsis"))
 
     def end(self, orch: Any) -> None:
         self.live.stop()
         super().end(orch)
+
+
+def fit_footer(parts: list[str], width: int) -> str:
+    """The live view's footer in one line of WIDTH: whole parts only, the last ones dropped first."""
+    shown: list[str] = []
+    for part in parts:
+        if len(" | ".join([*shown, part])) > width:
+            break
+        shown.append(part)
+    return " | ".join(shown)
 
 
 def make_display(quiet: bool = False) -> PlainDisplay:

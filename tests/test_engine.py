@@ -612,6 +612,16 @@ def test_live_view_on_a_terminal(tmp_path: Path) -> None:
     text = screen.getvalue()
     assert "t0" in text and "running" in text and "tokens 0/" in text
     assert "run succeeded" in text and "[dim]" not in text
+    footer = next(line for line in text.splitlines() if "running |" in line)
+    assert "| tokens 0/" in footer and len(footer) <= 100, footer  # one line, not wrapped mid-phrase
+
+
+def test_the_live_footer_keeps_whole_parts_within_the_width() -> None:
+    from awoc_scripts.display import fit_footer
+
+    parts = ["3 running", "12 waiting", "40 done", "0 other", "tokens 1200/25000", "4.2s"]
+    assert fit_footer(parts, 200) == " | ".join(parts)
+    assert fit_footer(parts, 40) == "3 running | 12 waiting | 40 done"
 
 
 def test_a_signal_in_the_middle_of_starting_a_task_still_stops_it(tmp_path: Path, monkeypatch) -> None:

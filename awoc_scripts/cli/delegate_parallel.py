@@ -15,6 +15,10 @@ ExecutorOption = Annotated[str, typer.Option("--executor", help="Where tasks run
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 RunArgument = Annotated[str | None, typer.Argument(help="Run id (default: the current run).", show_default=False)]
 FormatOption = Annotated[str, typer.Option("--format", help="json or text.")]
+StatusFormatOption = Annotated[
+    str | None, typer.Option("--format", help="json or text (default: text on a terminal, else json).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON even on a terminal.")]
 
 
 @app.command(context_settings=RAW_ARGS)
@@ -103,11 +107,32 @@ def wait(
 
 @app.command(context_settings=RAW_ARGS)
 def run(
-    ctx: typer.Context, state_dir: StateDirOption = None, executor: ExecutorOption = "local", quiet: QuietOption = False
+    ctx: typer.Context,
+    state_dir: StateDirOption = None,
+    executor: ExecutorOption = "local",
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Validate, plan and execute tasks: a config file or "agent:description" arguments (as the slash command).
 
-    Exit codes: 0 all succeeded, 1 some failed within the tolerance, 2 bad input, 3 aborted, 130 interrupted.
+    \b
+    ARGS: one config file (or - or JSON text), or "agent:description" tasks, with these flags anywhere:
+      --max-parallel=N       tasks at once (max_concurrent)
+      --timeout=S            total timeout in seconds (also each task's default)
+      --total-budget=N       total token budget
+      --failure-tolerance=N  failed tasks tolerated before the run aborts
+      --format=F             structured, markdown or research_report
+      --batch-token-limit=N  token budgets in flight at once
+      --retries=N            retries per failed task
+      --priority=LEVEL       critical, high, medium or low for the inline tasks after it
+      --then                 the tasks after it wait for every task before it
+      --wait-for-research    the tasks after it that are not docs-fetcher wait for every docs-fetcher task
+    Both --flag=value and --flag value work.
+
+    \b
+    Exit codes: 0 every task succeeded; 1 the run finished but some task did not succeed (failed,
+    timed out, over budget, cancelled by a policy or a lever, skipped); 2 bad input; 3 aborted
+    (failure tolerance exceeded, total timeout, token budget exhausted); 4 internal error; 130 interrupted.
     """
     from awoc_scripts.display import make_display
     from awoc_scripts.prepare import prepare_run
@@ -119,16 +144,34 @@ def run(
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
-    _finish(summary, code, quiet)
+    _finish(summary, code, quiet, as_json)
 
 
-def _finish(summary: dict[str, Any], code: int, quiet: bool) -> None:
+def _finish(summary: dict[str, Any], code: int, quiet: bool, as_json: bool) -> None:
+    """JSON for programs; on a terminal, a few lines for people (the report has the rest)."""
     from awoc_scripts.documents import print_json
 
-    print_json(summary)
-    if not quiet:
-        sys.stderr.write(f"report: {summary['report_md']}\n")
+    if as_json or not sys.stdout.isatty():
+        print_json(summary)
+        if not quiet:
+            sys.stderr.write(f"report: {summary['report_md']}\n")
+    else:
+        print(human_summary(summary))
     raise typer.Exit(code)
+
+
+def human_summary(summary: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary["counts"].items()))
+    done = summary["execution_summary"]
+    lines = [
+        f"run {summary['run_id']} {summary['status']}: {counts}",
+        f"time {done['total_time']}, time saved {done['time_saved']} ({done['efficiency_gain']}); "
+        f"{summary['tokens_used']} tokens, ${summary['cost_usd']:.4f}",
+    ]
+    if summary.get("stop_reason"):
+        lines.append(f"stopped because: {summary['stop_reason']}")
+    lines.append(f"report: {summary['report_md']}")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -137,9 +180,10 @@ def start(
     state_dir: StateDirOption = None,
     executor: ExecutorOption = "local",
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Execute a run that `parallel-task-parser validate` (and `plan-execution`) prepared."""
-    _execute_saved_run(run_id, state_dir, executor, quiet, resume=False)
+    """Execute a run that `prepare` (or `parallel-task-parser validate`) saved. Exit codes as for `run`."""
+    _execute_saved_run(run_id, state_dir, executor, quiet, as_json, resume=False)
 
 
 @app.command()
@@ -148,12 +192,15 @@ def resume(
     state_dir: StateDirOption = None,
     executor: ExecutorOption = "local",
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run again every task of RUN that did not succeed; finished tasks keep their results."""
-    _execute_saved_run(run_id, state_dir, executor, quiet, resume=True)
+    _execute_saved_run(run_id, state_dir, executor, quiet, as_json, resume=True)
 
 
-def _execute_saved_run(run_id: str | None, state_dir: str | None, executor: str, quiet: bool, resume: bool) -> None:
+def _execute_saved_run(
+    run_id: str | None, state_dir: str | None, executor: str, quiet: bool, as_json: bool, resume: bool
+) -> None:
     from awoc_scripts.display import make_display
     from awoc_scripts.runs import execute_run, load_for_resume, make_executor
     from awoc_scripts.state import StateStore
@@ -161,18 +208,18 @@ def _execute_saved_run(run_id: str | None, state_dir: str | None, executor: str,
     chosen = make_executor(executor)
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=resume)
-    _finish(summary, code, quiet)
+    _finish(summary, code, quiet, as_json)
 
 
 @app.command()
-def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output: FormatOption = "json") -> None:
+def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output: StatusFormatOption = None) -> None:
     """Where a run stands: each task's state, tokens against budgets, whether it is executing."""
     from awoc_scripts.documents import print_json
     from awoc_scripts.run_status import run_status, status_text
     from awoc_scripts.state import StateStore
 
     data = run_status(StateStore(state_dir), run_id)
-    if output == "text":
+    if (output or ("text" if sys.stdout.isatty() else "json")) == "text":
         print(status_text(data))
     else:
         print_json(data)

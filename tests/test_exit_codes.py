@@ -1,0 +1,175 @@
+"""Every exit-code row of the README, through `delegate-parallel run`, and what a terminal shows.
+
+0 every task succeeded; 1 the run finished but some task did not succeed; 2 bad input; 3 aborted;
+130 interrupted (tests/test_engine.py signals a running orchestrator); 4 is kept for bugs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import REPO
+
+
+def sleep(seconds: float) -> list[str]:
+    return [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))", str(seconds)]
+
+
+FAIL = [sys.executable, "-c", "raise SystemExit(3)"]
+
+
+def task(tid: str, command: list[str], **extra: Any) -> dict[str, Any]:
+    return {"task_id": tid, "agent": "qa", "description": tid, "command": command, **extra}
+
+
+def run_config(cli, config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    result = cli("delegate-parallel", "run", "-q", orjson.dumps(config).decode())
+    return result.code, (result.json() if result.stdout.strip() else {})
+
+
+CASES = {
+    "all succeeded": (0, "succeeded", {"tasks": [task("a", sleep(0)), task("b", sleep(0))]}),
+    "one failed within the tolerance": (
+        1,
+        "finished_with_failures",
+        {
+            "parallel_config": {"failure_tolerance": 1, "retries": 0},
+            "tasks": [task("a", sleep(0)), task("b", FAIL)],
+        },
+    ),
+    "one skipped after a failure": (
+        1,
+        "finished_with_failures",
+        {
+            "parallel_config": {"failure_tolerance": 1, "retries": 0},
+            "tasks": [task("a", FAIL), task("b", sleep(0), dependencies=["a"])],
+        },
+    ),
+    "one timed out within the tolerance": (
+        1,
+        "finished_with_failures",
+        {"parallel_config": {"failure_tolerance": 1, "retries": 0}, "tasks": [task("a", sleep(5), timeout=0.5)]},
+    ),
+    # the issue's case: 5 x sleep at 1 at a time; time pressure cancels what had not started
+    "cancelled by the time pressure policy": (
+        1,
+        "incomplete",
+        {
+            "parallel_config": {"max_concurrent": 1, "total_timeout": 4, "failure_tolerance": 0},
+            "tasks": [task(f"t{i}", sleep(1.2)) for i in range(5)],
+        },
+    ),
+    "tolerance exceeded": (
+        3,
+        "aborted",
+        {
+            "parallel_config": {"failure_tolerance": 0, "retries": 0},
+            "tasks": [task("a", FAIL), task("b", sleep(3))],
+        },
+    ),
+    "total timeout": (3, "aborted", {"parallel_config": {"total_timeout": 1}, "tasks": [task("a", sleep(10))]}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_exit_code_and_status(cli, case: str) -> None:
+    code, status, config = CASES[case]
+    got, summary = run_config(cli, config)
+    assert (got, summary.get("status")) == (code, status), summary
+
+
+def test_cancelled_run_reports_no_time_saved_for_work_not_done(cli, state_dir: Path) -> None:
+    _, summary = run_config(cli, CASES["cancelled by the time pressure policy"][2])
+    report = orjson.loads(Path(summary["report_json"]).read_bytes())
+    done = report["execution_summary"]
+    succeeded = [t for t in report["task_results"] if t["status"] == "succeeded"]
+    assert done["sequential_estimate_s"] == pytest.approx(sum(t["duration_s"] for t in succeeded), abs=0.01)
+    assert done["time_saved_counts"] == "succeeded tasks only"
+    assert [a["action"] for a in report["policy_actions"]] == ["emergency-prioritization"]
+
+
+def test_an_aborted_run_where_nothing_succeeded_claims_no_time_saved(cli) -> None:
+    config = {"parallel_config": {"total_timeout": 1}, "tasks": [task("a", sleep(10)), task("b", sleep(10))]}
+    code, summary = run_config(cli, config)
+    report = orjson.loads(Path(summary["report_json"]).read_bytes())
+    assert code == 3 and report["execution_summary"]["time_saved"] == "n/a"
+    assert report["execution_summary"]["time_saved_s"] is None
+    assert "n/a (no task succeeded)" in Path(summary["report_md"]).read_text()
+
+
+def test_the_critical_path_is_the_one_that_happened(cli) -> None:
+    # equal timeouts plan the file order; the real long pole is the slow chain
+    config = {
+        "tasks": [
+            task("quick", sleep(0)),
+            task("quick-next", sleep(0), dependencies=["quick"]),
+            task("slow", sleep(1)),
+            task("slow-next", sleep(0.3), dependencies=["slow"]),
+        ]
+    }
+    code, summary = run_config(cli, config)
+    report = orjson.loads(Path(summary["report_json"]).read_bytes())
+    assert code == 0
+    assert report["critical_path_planned"] == ["quick", "quick-next"]
+    assert report["critical_path_actual"] == ["slow", "slow-next"] and report["critical_path_actual_s"] >= 1.3
+    assert "| Critical path | slow → slow-next (" in Path(summary["report_md"]).read_text()
+
+
+def test_total_time_after_resume_leaves_out_the_idle_gap(cli, state_dir: Path) -> None:
+    import time
+
+    config = {"tasks": [task("a", sleep(0.2))]}
+    code, summary = run_config(cli, {"parallel_config": {"total_timeout": 0.5}, "tasks": [task("a", sleep(5))]})
+    assert code == 3
+    time.sleep(2)  # the idle gap
+    run_id = summary["run_id"]
+    plan_file = state_dir / "runs" / run_id / "plan.json"
+    plan = orjson.loads(plan_file.read_bytes())
+    plan["tasks"][0]["command"] = config["tasks"][0]["command"]
+    plan["tasks"][0]["timeout"] = 10
+    plan["parallel_config"]["total_timeout"] = 10
+    plan_file.write_bytes(orjson.dumps(plan))
+    (state_dir / "runs" / run_id / "execution.json").unlink()
+    again = cli("delegate-parallel", "resume", run_id, "-q")
+    assert again.code == 0, again.stderr
+    done = orjson.loads(Path(again.json()["report_json"]).read_bytes())["execution_summary"]
+    assert done["total_time_s"] < 1.8, done  # two executions of about 0.5 s and 0.2 s, not the 2 s between
+    assert done["wall_clock_time_s"] >= 2.5, done
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    main, sub = os.openpty()
+    proc = subprocess.Popen(args, stdin=sub, stdout=sub, stderr=sub, env=env, close_fds=True)
+    os.close(sub)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_text_not_json(state_dir: Path) -> None:
+    env = {**os.environ, "COLUMNS": "120"}
+    dp = str(REPO / "scripts" / "delegate-parallel.sh")
+    config = orjson.dumps({"tasks": [task("a", sleep(0.3))]}).decode()
+    code, screen = _on_a_terminal(["bash", dp, "run", config], env)
+    assert code == 0, screen
+    assert "run " in screen and " succeeded: 1 succeeded" in screen and "report: " in screen
+    assert '"execution_summary"' not in screen
+    code, screen = _on_a_terminal(["bash", dp, "status"], env)
+    assert code == 0 and "succeeded;" in screen and '"run_id"' not in screen
+    piped = subprocess.run(["bash", dp, "status"], capture_output=True, text=True, env=env)
+    assert orjson.loads(piped.stdout)["status"] == "succeeded"
