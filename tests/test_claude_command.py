@@ -230,3 +230,21 @@ def test_state_root_keeps_itself_out_of_git(cli, tmp_path: Path, monkeypatch: py
     assert (tmp_path / "repo" / ".awoc" / "parallel" / ".gitignore").read_text().splitlines()[-1] == "*"
     status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=True)
     assert status.stdout == ""
+
+
+def test_commands_the_report_prints_are_allowed_in_an_installed_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    from awoc_scripts.aggregate import retry_command
+    from awoc_scripts.launcher import command_for
+
+    monkeypatch.setenv("AWOC_LAUNCHER", INSTALLED_LAUNCHER)
+    allowed = allowed_prefixes(frontmatter(render_command(INSTALLED_LAUNCHER)))
+    printed = [
+        retry_command("20261201-000000-000000-abcdef", "build"),
+        command_for("delegate-parallel", "resume", "20261201-000000-000000-abcdef"),
+        command_for("token-budget-reducer", "reduce-remaining-tasks", "20%"),
+        command_for("parallel-to-sequential", "convert-remaining-tasks"),
+        command_for("task-prioritizer", "emergency-prioritization"),
+        command_for("parallel-execution-aborter", "abort-with-partial-results"),
+    ]
+    for command in printed:
+        assert shlex.split(command)[0] in allowed, command
