@@ -94,13 +94,14 @@ def known_agent_names(cwd: Path, home: Path) -> set[str]:
 
 def misspelled_agent_warnings(agents: list[str], cwd: Path, home: Path) -> list[str]:
     """A warning for each agent that is defined nowhere but is close to one that is."""
-    import difflib
-
     known = known_agent_names(cwd, home)
+    unknown = [name for name in dict.fromkeys(agents) if name not in known]
+    if not unknown:
+        return []
+    import difflib  # only when some name is unknown: validation runs at every start
+
     warnings = []
-    for name in dict.fromkeys(agents):
-        if name in known:
-            continue
+    for name in unknown:
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
         if close:
             warnings.append(
