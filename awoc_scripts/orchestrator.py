@@ -669,6 +669,7 @@ class Orchestrator:
                 self.records[youngest].stop_status = "requeue"
                 self.executor.stop(youngest)
                 self.events.add("memory-pressure", free_mb=round(free_mb), stopped=youngest)
+                self.display.note(f"memory_pressure: {free_mb:.0f} MB free, {youngest} stopped to run again later")
 
     def _enforce_tokens(self) -> None:
         """Checked after every task end, before anything new starts."""
@@ -681,6 +682,7 @@ class Orchestrator:
                 self.stop_reason = f"token budget exhausted: {spent} of {self.total_budget} tokens used"
                 self.exit_code = ABORTED
                 self.events.add("token-budget-exhausted", spent=spent, total=self.total_budget)
+                self.display.note(f"token budget exhausted: {spent} of {self.total_budget} tokens; nothing new starts")
                 self.cancel(self.pending(), "token budget exhausted")
         elif self.policies["token_pressure"] and spent + in_flight > TOKEN_PRESSURE * self.total_budget:
             counted = f"{spent} spent + {in_flight} reserved by running tasks" if counts_in_flight else f"{spent} spent"
