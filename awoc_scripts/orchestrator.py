@@ -143,7 +143,10 @@ class Orchestrator:
         self.started_mono = time.monotonic()
         self._dirty = True
         self._last_flush = 0.0
-        self._state_mtime: int | None = None
+        # our last state.json, held open so its inode cannot be reused: any other writer's atomic
+        # replace then shows as another inode (mtimes can tie within one clock tick)
+        self._state_fd: int | None = None
+        self._state_ino: int | None = None
         self._last_resource_check = 0.0
         self._last_stream_check = 0.0
         self._marked_finished: set[str] = {tid for tid, s in status.items() if s in TERMINAL}
@@ -254,15 +257,25 @@ class Orchestrator:
             if final:
                 self.state["orchestrator"] = None
             atomic_write_json(self.run.state_file, self.state)
-            self._state_mtime = os.stat(self.run.state_file).st_mtime_ns
+            self._hold_state_file(close=final)
         self._dirty = False
         self._last_flush = time.monotonic()
 
     def _state_changed_by_others(self) -> bool:
         try:
-            return os.stat(self.run.state_file).st_mtime_ns != self._state_mtime
+            return os.stat(self.run.state_file).st_ino != self._state_ino
         except FileNotFoundError:
             return True
+
+    def _hold_state_file(self, close: bool = False) -> None:
+        """Called under the state lock, right after our write: nobody can have replaced it yet."""
+        if self._state_fd is not None:
+            os.close(self._state_fd)
+            self._state_fd = None
+        if close:
+            return
+        self._state_fd = os.open(self.run.state_file, os.O_RDONLY | os.O_CLOEXEC)
+        self._state_ino = os.fstat(self._state_fd).st_ino
 
     # -- LeverTarget: the levers act on the live run ---------------------------------------
 
