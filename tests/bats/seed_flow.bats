@@ -166,9 +166,10 @@ seed_results_only() {
 }
 
 @test "the seed's step 5: monitor \"PID PID\" TIMEOUT on two short tasks that end by themselves" {
-  sleep 0.2 &
+  # long enough to outlive the monitor's own start-up on a loaded machine (it refuses unknown pids)
+  sleep 1.5 &
   local first=$!
-  sleep 0.4 &
+  sleep 2 &
   local second=$!
   run --separate-stderr taskmon monitor "$first $second" 5
   [ "$status" -eq 0 ] || { echo "monitor: status $status: $stderr" >&2; return 1; }
