@@ -129,6 +129,9 @@ def actual_critical_path(
 
 def _run_times(metadata: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> tuple[float, float]:
     """(time the run was executing, wall-clock span from its first start to its last end)."""
+    if metadata.get("total_time_s") is not None:  # given to create-report: it wins
+        total = float(metadata["total_time_s"])
+        return total, total
     executions = metadata.get("executions") or []
     if executions:
         active = sum(float(e.get("active_s") or 0) for e in executions)
@@ -137,9 +140,6 @@ def _run_times(metadata: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> t
         if first is not None and last is not None:
             return active, last + float(executions[-1].get("active_s") or 0) - first
         return active, active
-    if metadata.get("total_time_s") is not None:
-        total = float(metadata["total_time_s"])
-        return total, total
     starts = [s for s in (_parse_time(t.get("started_at")) for t in tasks) if s is not None]
     ends = [e for e in (_parse_time(t.get("finished_at")) for t in tasks) if e is not None]
     if starts and ends:

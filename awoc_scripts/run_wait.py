@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED
+from awoc_scripts.errors import ABORTED, INTERNAL_ERROR, INTERRUPTED, OK, TASKS_FAILED
 from awoc_scripts.run_status import run_status
 from awoc_scripts.state import StateStore
 
@@ -24,6 +24,7 @@ ENDED_CODES = {
     "incomplete": TASKS_FAILED,
     "aborted": ABORTED,
     "interrupted": INTERRUPTED,
+    "failed": INTERNAL_ERROR,  # the orchestrator itself failed
 }
 
 
