@@ -1,6 +1,6 @@
 """Shared-state throughput: 8 processes appending events to one run's events.jsonl at once.
 
-- In-process: 8 forked workers each call ``awoc_scripts.state.Run.append_event`` ``--events``
+- In-process: 8 forked workers each call ``awoc_scripts.state.store.Run.append_event`` ``--events``
   times (one locked append each), started together. Baseline, in the same run: the same 8
   workers appending the same lines to another file with a bare ``O_APPEND`` write and no lock.
   For reference, also the same locked append done with a blocking ``fcntl.flock`` (what the
@@ -34,7 +34,7 @@ WORKERS = 8
 
 
 def _append_worker(kind: str, run_root: str, run_id: str, target: str, wid: int, count: int, barrier: Any) -> None:
-    from awoc_scripts.state import Run
+    from awoc_scripts.state.store import Run
 
     run = Run(Path(run_root), run_id)
     fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if kind == "raw" else -1
@@ -120,8 +120,8 @@ def main() -> int:
     args = parser.parse_args()
     count = args.events or (300 if args.quick else 2000)
     calls = args.calls or (2 if args.quick else 5)
-    from awoc_scripts.state import StateStore
-    from awoc_scripts.validation import save_new_run, validate_request
+    from awoc_scripts.planning.validation import save_new_run, validate_request
+    from awoc_scripts.state.store import StateStore
 
     figures = []
     with tempfile.TemporaryDirectory(prefix="awoc-bench-events-") as tmp:

@@ -4,8 +4,8 @@ Each size is a seeded random config from ``bench_validate.make_config`` (twice a
 dependencies as tasks, each to an earlier task; mixed agents and priorities; the default
 ``batch_token_limit``), written to a file. A fresh subprocess per size imports awoc, warms up on a
 tiny config (schema compilation is not counted), then times
-``awoc_scripts.validation.validate_request([path])`` and
-``awoc_scripts.execution_plan.plan_execution(plan)`` (budgets, critical path and the simulated
+``awoc_scripts.planning.validation.validate_request([path])`` and
+``awoc_scripts.planning.execution_plan.plan_execution(plan)`` (budgets, critical path and the simulated
 schedule), median of ``--repeat`` runs, and reads its peak RSS growth (``ru_maxrss``) over the
 two. A step that takes longer than ``--limit`` seconds is stopped and reported as at least that.
 
@@ -57,8 +57,8 @@ def timed_step(fn: Any, limit: float) -> tuple[float, bool, Any]:
 def worker(config: str, repeat: int, limit: float) -> dict[str, Any]:
     from bench_validate import make_config
 
-    from awoc_scripts.execution_plan import plan_execution
-    from awoc_scripts.validation import validate_request
+    from awoc_scripts.planning.execution_plan import plan_execution
+    from awoc_scripts.planning.validation import validate_request
 
     with tempfile.TemporaryDirectory(prefix="awoc-bench-scale-") as tmp:
         tiny = Path(tmp) / "tiny.json"

@@ -4,7 +4,7 @@ Generates a seeded random DAG (dependencies only to earlier tasks, mixed agents 
 priorities, explicit task ids) in a temporary directory, then times, each as the median of
 5 runs in this one process:
 
-- in-process: ``awoc_scripts.validation.validate_request([path])`` (the core, no CLI, no state);
+- in-process: ``awoc_scripts.planning.validation.validate_request([path])`` (the core, no CLI, no state);
 - full CLI: ``parallel-task-parser validate PATH --state-dir TMP`` as a subprocess;
 - baseline: ``python -c pass`` with the same interpreter (the floor of any CLI call).
 
@@ -137,7 +137,7 @@ def main() -> int:
     args = parser.parse_args()
     args.repeat = args.repeat or (2 if args.quick else 5)
 
-    from awoc_scripts.validation import validate_request
+    from awoc_scripts.planning.validation import validate_request
 
     cli = find_cli("parallel-task-parser")
     with tempfile.TemporaryDirectory(prefix="awoc-bench-") as tmp:

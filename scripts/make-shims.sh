@@ -34,7 +34,7 @@ exec "\$root/scripts/plugin-launch.sh" $name "\$@"
 LAUNCHER
   chmod +x "scripts/$name.sh" "bin/$name"
 done
-template=awoc_scripts/claude_command/delegate-parallel.md
+template=awoc_scripts/claude_code/claude_command/delegate-parallel.md
 sed 's/{cmd:\([a-z-]*\)}/scripts\/\1.sh/g' "$template" > .claude/commands/delegate-parallel.md
 sed 's/{cmd:\([a-z-]*\)}/\1/g' "$template" > claude_plugin/commands/delegate-parallel.md
 echo "shims: $names" | tr '\n' ' '; echo

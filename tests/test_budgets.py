@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from awoc_scripts.budgets import BudgetRequest, allocate_budgets, computed_budget
 from awoc_scripts.errors import InputError
+from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets, computed_budget
 
 
 def req(task_id: str, agent: str, priority: str = "medium", explicit: int | None = None) -> BudgetRequest:
@@ -74,7 +74,7 @@ def test_scaled_sum_never_exceeds_the_total(specs: list[tuple[str, str, int | No
 
 
 def test_many_tasks_without_budgets_are_warned_about_truthfully() -> None:
-    from awoc_scripts.budgets import BudgetRequest, allocate_budgets
+    from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 
     allocation = allocate_budgets([BudgetRequest(f"t{i}", "x", "medium", None) for i in range(30000)], None, {})
     assert allocation.warnings == [

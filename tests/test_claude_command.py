@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from awoc_scripts.agents import BUILTIN_DIR, find_agent, parse_agent_file
-from awoc_scripts.install import (
+from awoc_scripts.claude_code.install import (
     CONSOLE_SCRIPTS,
     INSTALLED_LAUNCHER,
     PLUGIN_LAUNCHER,
     REPO_LAUNCHER,
     render_command,
 )
+from awoc_scripts.input.agents import BUILTIN_DIR, find_agent, parse_agent_file
 
 from conftest import REPO
 
@@ -233,8 +233,8 @@ def test_state_root_keeps_itself_out_of_git(cli, tmp_path: Path, monkeypatch: py
 
 
 def test_commands_the_report_prints_are_allowed_in_an_installed_project(monkeypatch: pytest.MonkeyPatch) -> None:
-    from awoc_scripts.aggregate import retry_command
     from awoc_scripts.launcher import command_for
+    from awoc_scripts.results.aggregate import retry_command
 
     monkeypatch.setenv("AWOC_LAUNCHER", INSTALLED_LAUNCHER)
     allowed = allowed_prefixes(frontmatter(render_command(INSTALLED_LAUNCHER)))

@@ -2,8 +2,8 @@ import itertools
 
 import pytest
 
-from awoc_scripts.dependencies import check_graph, find_cycle
 from awoc_scripts.errors import InputError
+from awoc_scripts.input.dependencies import check_graph, find_cycle
 
 
 def test_find_cycle_reports_the_path_in_execution_order() -> None:

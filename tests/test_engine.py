@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 import pytest
 
-from awoc_scripts.display import PlainDisplay
-from awoc_scripts.executor import LocalExecutor
-from awoc_scripts.orchestrator import Options
-from awoc_scripts.prepare import prepare_run
-from awoc_scripts.runs import execute_run
-from awoc_scripts.state import StateStore
+from awoc_scripts.execution.display import PlainDisplay
+from awoc_scripts.execution.executors.local import LocalExecutor
+from awoc_scripts.execution.orchestrator import Options
+from awoc_scripts.flow.prepare import prepare_run
+from awoc_scripts.flow.runs import execute_run
+from awoc_scripts.state.store import StateStore
 
 from conftest import FAKES, awoc_processes, claude_calls, start_orchestrator, wait_for
 
@@ -600,7 +600,7 @@ def test_live_view_on_a_terminal(tmp_path: Path) -> None:
 
     from rich.console import Console
 
-    from awoc_scripts.display import LiveDisplay
+    from awoc_scripts.execution.display import LiveDisplay
 
     screen = io.StringIO()
     display = LiveDisplay(Console(file=screen, force_terminal=True, width=100))
@@ -617,7 +617,7 @@ def test_live_view_on_a_terminal(tmp_path: Path) -> None:
 
 
 def test_the_live_footer_keeps_whole_parts_within_the_width() -> None:
-    from awoc_scripts.display import fit_footer
+    from awoc_scripts.execution.display import fit_footer
 
     parts = ["3 running", "12 waiting", "40 done", "0 other", "tokens 1200/25000", "4.2s"]
     assert fit_footer(parts, 200) == " | ".join(parts)
@@ -626,7 +626,7 @@ def test_the_live_footer_keeps_whole_parts_within_the_width() -> None:
 
 def test_a_signal_in_the_middle_of_starting_a_task_still_stops_it(tmp_path: Path, monkeypatch) -> None:
     """The signal lands between a spawn and its bookkeeping: the task must not be forgotten."""
-    import awoc_scripts.executor as executor_module
+    import awoc_scripts.execution.executors.local as executor_module
 
     real_spawn = executor_module.spawn
 

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from awoc_scripts.config_schema import load_schema
-from awoc_scripts.fast_schema import compile_schema
+from awoc_scripts.input.config_schema import load_schema
+from awoc_scripts.input.fast_schema import compile_schema
 
 SCHEMA = load_schema()
 QUICK = compile_schema(SCHEMA)

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import psutil
 
-from awoc_scripts.run_state import SavedStateTarget, apply_pending_controls
-from awoc_scripts.state import StateStore
+from awoc_scripts.state.run_state import SavedStateTarget, apply_pending_controls
+from awoc_scripts.state.store import StateStore
 
 INLINE = [
     "--priority=critical",
@@ -109,7 +109,7 @@ def test_a_running_orchestrator_applies_the_lever_and_confirms(cli, state_dir) -
     run = StateStore(state_dir).open_run(run_id)
     me = psutil.Process()
     with run.locked_state() as state:
-        from awoc_scripts.run_state import initial_state
+        from awoc_scripts.state.run_state import initial_state
 
         state.update(initial_state(run))
         state["orchestrator"] = {"pid": me.pid, "create_time": me.create_time()}

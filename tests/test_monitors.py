@@ -17,8 +17,8 @@ import orjson
 import psutil
 import pytest
 
-from awoc_scripts.process_monitor import split_monitor_args
-from awoc_scripts.state import StateStore
+from awoc_scripts.monitors.process_monitor import split_monitor_args
+from awoc_scripts.state.store import StateStore
 
 CONFIG = {
     "parallel_config": {"total_token_budget": 20000},
@@ -103,7 +103,7 @@ def test_track_and_status_need_a_run(cli) -> None:
 def test_status_counts_the_orchestrators_tokens_and_the_reported_ones_with_warnings(cli, state_dir) -> None:
     run_id = make_run(cli)
     run = StateStore(state_dir).open_run(run_id)
-    from awoc_scripts.run_state import initial_state
+    from awoc_scripts.state.run_state import initial_state
 
     with run.locked_state() as state:
         state.update(initial_state(run))
@@ -253,7 +253,7 @@ def test_monitor_finds_a_runs_tasks_by_agent_or_task_id(cli, state_dir) -> None:
     run_id = make_run(cli)
     run = StateStore(state_dir).open_run(run_id)
     with process_tree("sleep 60") as (proc, _):
-        from awoc_scripts.run_state import initial_state
+        from awoc_scripts.state.run_state import initial_state
 
         with run.locked_state() as state:
             state.update(initial_state(run))

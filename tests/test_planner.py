@@ -9,11 +9,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awoc_scripts.estimate import estimate_schedule
-from awoc_scripts.execution_plan import plan_execution
-from awoc_scripts.plan import build_plan
-from awoc_scripts.request import Request, parse_request
-from awoc_scripts.scheduling import PRIORITY_RANK, Scheduler, graph_metrics
+from awoc_scripts.input.request import Request, parse_request
+from awoc_scripts.planning.estimate import estimate_schedule
+from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.planning.plan import build_plan
+from awoc_scripts.planning.scheduling import PRIORITY_RANK, Scheduler, graph_metrics
 
 from conftest import EXAMPLES
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awoc_scripts.command_arguments import split_command_arguments, split_words, undo_bang_escapes
 from awoc_scripts.errors import InputError
+from awoc_scripts.input.command_arguments import split_command_arguments, split_words, undo_bang_escapes
 
 from conftest import awoc_processes, start_orchestrator
 

@@ -31,13 +31,13 @@ sys.path.insert(0, str(FAKES))
 
 from fake_messages_api import FakeMessagesAPI, Reply
 
-from awoc_scripts.agents import find_agent
-from awoc_scripts.display import PlainDisplay
-from awoc_scripts.executor import LocalExecutor
-from awoc_scripts.prepare import prepare_run
-from awoc_scripts.runners import Tokens, TurnCounter
-from awoc_scripts.runs import execute_run
-from awoc_scripts.state import StateStore
+from awoc_scripts.execution.display import PlainDisplay
+from awoc_scripts.execution.executors.local import LocalExecutor
+from awoc_scripts.execution.runners import Tokens, TurnCounter
+from awoc_scripts.flow.prepare import prepare_run
+from awoc_scripts.flow.runs import execute_run
+from awoc_scripts.input.agents import find_agent
+from awoc_scripts.state.store import StateStore
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -216,7 +216,7 @@ def test_real_claude_three_tasks_with_a_dependency(
     server: Server, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     RecordingCounter.seen = []
-    monkeypatch.setattr("awoc_scripts.orchestrator.TurnCounter", RecordingCounter)
+    monkeypatch.setattr("awoc_scripts.execution.orchestrator.TurnCounter", RecordingCounter)
     config = {
         "parallel_config": {
             "max_concurrent": 2,

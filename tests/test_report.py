@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from awoc_scripts.aggregate import aggregate, assign_task_ids, normalize_result
-from awoc_scripts.report import create_report, human_duration, render_markdown, render_research_report
+from awoc_scripts.results.aggregate import aggregate, assign_task_ids, normalize_result
+from awoc_scripts.results.report import create_report, human_duration, render_markdown, render_research_report
 
 from conftest import EXAMPLES, REPO, write_json
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from awoc_scripts.errors import StateError
-from awoc_scripts.state import RUN_ID_PATTERN, Run, StateStore, atomic_write_json, make_run_id
+from awoc_scripts.state.store import RUN_ID_PATTERN, Run, StateStore, atomic_write_json, make_run_id
 
 
 def _make_runs(root: str, count: int) -> list[str]:

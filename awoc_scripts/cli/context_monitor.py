@@ -26,9 +26,9 @@ def track(
     parallel-task-failed AGENT_OR_TASK EXIT_CODE.
     Other events are recorded as given.
     """
-    from awoc_scripts.context_monitor import track as track_event
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.monitors.context_monitor import track as track_event
+    from awoc_scripts.state.store import StateStore
 
     print_json(track_event(StateStore(state_dir).open_run(run), event, list(ctx.args)), pretty=False)
 
@@ -36,9 +36,9 @@ def track(
 @app.command()
 def status(run: RunOption = None, state_dir: StateDirOption = None) -> None:
     """Tokens used against budgets, per task and in total; warnings past 70, 80 and 90%."""
-    from awoc_scripts.context_monitor import token_status
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.monitors.context_monitor import token_status
+    from awoc_scripts.state.store import StateStore
 
     data = token_status(StateStore(state_dir).open_run(run))
     print_json(data)

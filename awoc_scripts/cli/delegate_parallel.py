@@ -45,15 +45,15 @@ def prepare(
 
     ARGS as for `run`. The slash command's only shell step: `start RUN` executes the run afterwards.
     """
-    from awoc_scripts.documents import print_json
     from awoc_scripts.errors import AwocError
-    from awoc_scripts.prepare import prepare_run, prepared_summary, refusal_markdown, summary_markdown
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.flow.prepare import prepare_run, prepared_summary, refusal_markdown, summary_markdown
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.state.store import StateStore
 
     try:
         args = ctx.args
         if args_on_stdin:
-            from awoc_scripts.command_arguments import split_command_arguments
+            from awoc_scripts.input.command_arguments import split_command_arguments
 
             args = [*split_command_arguments(sys.stdin.read()), *args]
         run_files, plan, execution = prepare_run(StateStore(state_dir), args)
@@ -84,11 +84,11 @@ def wait(
     Exit codes: the run's own once it ended (0 succeeded, 1 some failed, 3 aborted, 130 interrupted),
     124 when the timeout passed first (run `wait` again).
     """
-    from awoc_scripts.documents import print_json
+    from awoc_scripts.input.documents import print_json
     from awoc_scripts.launcher import command_for
-    from awoc_scripts.run_status import status_text
-    from awoc_scripts.run_wait import wait_for_run
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.state.run_status import status_text
+    from awoc_scripts.state.run_wait import wait_for_run
+    from awoc_scripts.state.store import StateStore
 
     outcome = wait_for_run(StateStore(state_dir), run_id, timeout)
     data = outcome.status
@@ -134,10 +134,10 @@ def run(
     timed out, over budget, cancelled by a policy or a lever, skipped); 2 bad input; 3 aborted
     (failure tolerance exceeded, total timeout, token budget exhausted); 4 internal error; 130 interrupted.
     """
-    from awoc_scripts.display import make_display
-    from awoc_scripts.prepare import prepare_run
-    from awoc_scripts.runs import execute_run, make_executor
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.execution.display import make_display
+    from awoc_scripts.flow.prepare import prepare_run
+    from awoc_scripts.flow.runs import execute_run, make_executor
+    from awoc_scripts.state.store import StateStore
 
     chosen = make_executor(executor)
     run_files, plan, execution = prepare_run(StateStore(state_dir), ctx.args)
@@ -149,7 +149,7 @@ def run(
 
 def _finish(summary: dict[str, Any], code: int, quiet: bool, as_json: bool) -> None:
     """JSON for programs; on a terminal, a few lines for people (the report has the rest)."""
-    from awoc_scripts.documents import print_json
+    from awoc_scripts.input.documents import print_json
 
     if as_json or not sys.stdout.isatty():
         print_json(summary)
@@ -201,9 +201,9 @@ def resume(
 def _execute_saved_run(
     run_id: str | None, state_dir: str | None, executor: str, quiet: bool, as_json: bool, resume: bool
 ) -> None:
-    from awoc_scripts.display import make_display
-    from awoc_scripts.runs import execute_run, load_for_resume, make_executor
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.execution.display import make_display
+    from awoc_scripts.flow.runs import execute_run, load_for_resume, make_executor
+    from awoc_scripts.state.store import StateStore
 
     chosen = make_executor(executor)
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
@@ -214,9 +214,9 @@ def _execute_saved_run(
 @app.command()
 def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output: StatusFormatOption = None) -> None:
     """Where a run stands: each task's state, tokens against budgets, whether it is executing."""
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.run_status import run_status, status_text
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.state.run_status import run_status, status_text
+    from awoc_scripts.state.store import StateStore
 
     data = run_status(StateStore(state_dir), run_id)
     if (output or ("text" if sys.stdout.isatty() else "json")) == "text":
@@ -232,9 +232,9 @@ def report(
     output: Annotated[str, typer.Option("--format", help="json, markdown or research_report.")] = "markdown",
 ) -> None:
     """Print a run's report again (written anew from its results if missing)."""
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.report import load_or_create_report, markdown_for
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.results.report import load_or_create_report, markdown_for
+    from awoc_scripts.state.store import StateStore
 
     data, markdown = load_or_create_report(StateStore(state_dir).open_run(run_id))
     if output == "json":
@@ -251,8 +251,8 @@ def install(
     """Put the /delegate-parallel command and the architect, docs-fetcher and workforce agents into DIR/.claude/."""
     from pathlib import Path
 
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.install import install as install_into
+    from awoc_scripts.claude_code.install import install as install_into
+    from awoc_scripts.input.documents import print_json
 
     done = install_into(Path(directory), force)
     print_json(done)

@@ -18,8 +18,8 @@ def check_circular(
     ],
 ) -> None:
     """Exit 0 when the graph is sound; 2 with the problem (a cycle is printed as its path)."""
-    from awoc_scripts.dependencies import check_graph
-    from awoc_scripts.documents import load_document, print_json
+    from awoc_scripts.input.dependencies import check_graph
+    from awoc_scripts.input.documents import load_document, print_json
 
     document = load_document(doc, what="dependency document")
     print_json(check_graph(document.data, document.source))

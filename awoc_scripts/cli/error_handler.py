@@ -27,10 +27,10 @@ def handle_task_failure(
 
     Exit codes: those of the retried run (0, 1, 3), 0 when a running orchestrator retries it, 3 aborted.
     """
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.failure_handler import handle_task_failure as handle
-    from awoc_scripts.failure_handler import parse_exit_code
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.monitors.failure_handler import handle_task_failure as handle
+    from awoc_scripts.monitors.failure_handler import parse_exit_code
+    from awoc_scripts.state.store import StateStore
 
     code_value = parse_exit_code(exit_code)
     store = StateStore(state_dir)

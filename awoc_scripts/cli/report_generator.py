@@ -23,9 +23,9 @@ def create_report_command(
     state_dir: StateDirOption = None,
 ) -> None:
     """Print the report in the chosen format; report.json and report.md are written beside the results."""
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.report import generate_report_command
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.results.report import generate_report_command
+    from awoc_scripts.state.store import StateStore
 
     report, markdown, written = generate_report_command(StateStore(state_dir), run, aggregated, metadata, output_format)
     if output_format == "json":

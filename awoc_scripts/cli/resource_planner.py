@@ -31,9 +31,9 @@ def plan_execution_command(
     brief: BriefOption = False,
 ) -> None:
     """Write the run's execution.json and print it."""
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.execution_plan import brief_execution, plan_run
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.planning.execution_plan import brief_execution, plan_run
+    from awoc_scripts.state.store import StateStore
 
     limit = _whole("MAX_PARALLEL", max_parallel)
     total = _whole("TOTAL_TOKEN_BUDGET", total_token_budget)

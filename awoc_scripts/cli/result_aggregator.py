@@ -22,9 +22,9 @@ def aggregate_command(
     output: Annotated[str | None, typer.Option("--output", help="Where to write aggregate.json.")] = None,
 ) -> None:
     """Merge results in dependency order, grouped by agent; list failures with their retry command."""
-    from awoc_scripts.aggregate import aggregate_command as run_aggregate
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.results.aggregate import aggregate_command as run_aggregate
+    from awoc_scripts.state.store import StateStore
 
     print_json(run_aggregate(StateStore(state_dir), run, results or [], output))
 

@@ -30,10 +30,10 @@ def monitor(
 
     Exit codes: 0 every process ended by itself, 3 some had to be stopped at the timeout, 2 unknown pid or name.
     """
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.process_monitor import check_interval, resolve, split_monitor_args
-    from awoc_scripts.process_monitor import monitor as watch
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.monitors.process_monitor import check_interval, resolve, split_monitor_args
+    from awoc_scripts.monitors.process_monitor import monitor as watch
+    from awoc_scripts.state.store import StateStore
 
     names, seconds = split_monitor_args(pids, timeout)
     check_interval(interval)
@@ -54,9 +54,9 @@ def monitor(
 @app.command()
 def status(run: RunOption = None, state_dir: StateDirOption = None) -> None:
     """The current run's running tasks: pid, CPU %, RSS MB and process state of each task's tree."""
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.process_monitor import running_tasks
-    from awoc_scripts.state import StateStore
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.monitors.process_monitor import running_tasks
+    from awoc_scripts.state.store import StateStore
 
     data = running_tasks(StateStore(state_dir).open_run(run))
     print_json(data)

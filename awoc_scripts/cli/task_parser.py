@@ -20,9 +20,9 @@ def validate(ctx: typer.Context, state_dir: StateDirOption = None, brief: BriefO
     ARGS: a config file (or - or JSON text), or "agent:description" tasks with --max-parallel,
     --timeout, --format, --total-budget, --failure-tolerance, --priority, --wait-for-research, --then.
     """
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.state import StateStore
-    from awoc_scripts.validation import brief_plan, save_new_run, validate_request
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.planning.validation import brief_plan, save_new_run, validate_request
+    from awoc_scripts.state.store import StateStore
 
     plan = validate_request(ctx.args)
     run = save_new_run(StateStore(state_dir), plan)

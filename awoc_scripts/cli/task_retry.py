@@ -31,9 +31,9 @@ def retry_reduced(
     A running orchestrator picks it up; otherwise the run is resumed now. Exit codes: the resumed run's
     (0, 1, 3), 0 when a running orchestrator takes it, 2 nothing to retry.
     """
-    from awoc_scripts.documents import print_json
-    from awoc_scripts.state import StateStore
-    from awoc_scripts.task_retry import retry_reduced as retry
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.monitors.task_retry import retry_reduced as retry
+    from awoc_scripts.state.store import StateStore
 
     store = StateStore(state_dir)
     code, data = retry(store, store.open_run(run), agent_or_task, message, quiet=quiet)

@@ -1,0 +1,139 @@
+"""What a person sees while a run executes: a live view on a terminal, plain log lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from awoc_scripts.state.task_states import PENDING, RUNNING, SUCCEEDED
+
+LIVE_REFRESH_S = 0.25
+
+
+class PlainDisplay:
+    """One line per event on stderr: readable in CI logs and when piped."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.t0 = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        if not self.quiet:
+            self.stream.write(f"[{time.monotonic() - self.t0:7.2f}s] {text}\n")
+            self.stream.flush()
+
+    def begin(self, orch: Any) -> None:
+        self.t0 = orch.started_mono
+        self._line(
+            f"run {orch.run.run_id}: {len(orch.tasks)} task(s), {orch.max_concurrent} at a time, "
+            f"{orch.total_budget} tokens in total"
+        )
+
+    def task_started(self, tid: str, rec: Any) -> None:
+        self._line(f"start {tid} (attempt {rec.attempts}, pid {rec.pid}, budget {rec.budget})")
+
+    def task_ended(self, tid: str, status: str, rec: Any) -> None:
+        detail = f", {rec.tokens.total} tokens" if rec.tokens.total else ""
+        why = (
+            f": {(rec.error or rec.reason or '').splitlines()[0][:160]}"
+            if status != SUCCEEDED and (rec.error or rec.reason)
+            else ""
+        )
+        self._line(f"{status:<15} {tid}{detail}{why}")
+
+    def note(self, text: str) -> None:
+        self._line(text)
+
+    def tick(self, orch: Any) -> None:
+        pass
+
+    def end(self, orch: Any) -> None:
+        summary = orch.summary()
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(summary["counts"].items()))
+        self._line(
+            f"run {summary['status']} in {summary['elapsed_s']:.1f} s: {counts}; {summary['tokens_used']} tokens"
+        )
+
+
+class LiveDisplay(PlainDisplay):
+    """rich: one line per running task, the counts, tokens and elapsed time, redrawn in place."""
+
+    def __init__(self, console: Any = None) -> None:
+        super().__init__()
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = console or Console(stderr=True)
+        self.live = Live(console=self.console, refresh_per_second=4, transient=True)
+        self._last = 0.0
+
+    def _line(self, text: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text.assemble((f"{time.monotonic() - self.t0:7.2f}s ", "dim"), text), highlight=False)
+
+    def begin(self, orch: Any) -> None:
+        self.live.start()
+        super().begin(orch)
+
+    def task_started(self, tid: str, rec: Any) -> None:
+        pass  # the live table shows it
+
+    def tick(self, orch: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= LIVE_REFRESH_S:
+            self._last = now
+            self.live.update(self._render(orch))
+
+    def _render(self, orch: Any) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        status = orch.scheduler.status
+        counts: dict[str, int] = {}
+        for s in status.values():
+            counts[s] = counts.get(s, 0) + 1
+        spent = sum(r.tokens.total for r in orch.records.values())
+        now = time.monotonic()
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        for column in ("task", "agent", "elapsed", "tokens", "budget"):
+            table.add_column(column, justify="left" if column in ("task", "agent") else "right")
+        for tid in orch.executor.running():
+            rec = orch.records[tid]
+            used = rec.stream.total().total if rec.stream else rec.tokens.total
+            table.add_row(
+                tid, orch.by_id[tid]["agent"], f"{now - (rec.start_mono or now):.1f}s", str(used), str(rec.budget)
+            )
+        other = sum(n for s, n in counts.items() if s not in (RUNNING, PENDING, SUCCEEDED))
+        parts = [
+            f"{counts.get(RUNNING, 0)} running",
+            f"{counts.get(PENDING, 0)} waiting",
+            f"{counts.get(SUCCEEDED, 0)} done",
+            f"{other} other",
+            f"tokens {spent}/{orch.total_budget}",
+            f"{now - orch.started_mono:.1f}s",
+        ]
+        return Group(table, Text(fit_footer(parts, self.console.width), no_wrap=True, overflow="ellipsis"))
+
+    def end(self, orch: Any) -> None:
+        self.live.stop()
+        super().end(orch)
+
+
+def fit_footer(parts: list[str], width: int) -> str:
+    """The live view's footer in one line of WIDTH: whole parts only, the last ones dropped first."""
+    shown: list[str] = []
+    for part in parts:
+        if len(" | ".join([*shown, part])) > width:
+            break
+        shown.append(part)
+    return " | ".join(shown)
+
+
+def make_display(quiet: bool = False) -> PlainDisplay:
+    if not quiet and sys.stderr.isatty():
+        return LiveDisplay()
+    return PlainDisplay(quiet=quiet)

@@ -1,0 +1,1 @@
+"""How a task's working directory is made for each attempt."""

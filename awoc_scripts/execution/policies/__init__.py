@@ -1,0 +1,1 @@
+"""Pressure policies: each looks at the live run and pulls levers."""

@@ -1,0 +1,230 @@
+"""What runs a task, and what its output means.
+
+Three runners: the `claude` CLI in print mode (agent tasks), a replaceable agent command
+(`AWOC_AGENT_COMMAND` or `parallel_config.runner.command`), and a task's own `command`.
+All get the prompt on stdin, never through a shell. Output is read the same way for all: a
+claude-style result object if there is one (text, tokens, cost, errors), else plain text.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from awoc_scripts.errors import InputError
+from awoc_scripts.input.agents import AgentDefinition
+
+AGENT_COMMAND_ENV = "AWOC_AGENT_COMMAND"
+CLAUDE_BIN_ENV = "AWOC_CLAUDE_BIN"
+TRANSIENT_STATUSES = (429, 529)
+TRANSIENT_TEXT = re.compile(r"rate.?limit|overloaded|usage limit|too many requests", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    argv: list[str]
+    env: dict[str, str]
+    kind: str  # "claude", "agent-command" or "command"
+    role_in_prompt: bool  # the runner has no system prompt: the role goes into the prompt
+    stream: bool = False  # stdout is stream-json: tokens can be counted per turn
+
+
+def claude_binary(environ: Mapping[str, str]) -> str | None:
+    return environ.get(CLAUDE_BIN_ENV) or shutil.which("claude", path=environ.get("PATH"))
+
+
+def agent_command(config: Mapping[str, Any], environ: Mapping[str, str]) -> list[str] | None:
+    if environ.get(AGENT_COMMAND_ENV):
+        try:
+            return shlex.split(environ[AGENT_COMMAND_ENV])
+        except ValueError as exc:
+            raise InputError(f"{AGENT_COMMAND_ENV}: cannot split into a command: {exc}") from None
+    command = (config.get("runner") or {}).get("command")
+    return list(command) if command else None
+
+
+def check_runner_available(
+    tasks: list[Mapping[str, Any]], config: Mapping[str, Any], environ: Mapping[str, str]
+) -> None:
+    """Before anything starts: agent tasks need a runner."""
+    agent_tasks = [t["task_id"] for t in tasks if not t.get("command")]
+    if agent_tasks and not agent_command(config, environ) and not claude_binary(environ):
+        raise InputError(
+            f"{len(agent_tasks)} agent task(s) ({', '.join(agent_tasks[:5])}) need the claude CLI, which is not on "
+            f"PATH: install it (npm install -g @anthropic-ai/claude-code), set {CLAUDE_BIN_ENV}, or set "
+            f"{AGENT_COMMAND_ENV} to another agent command"
+        )
+
+
+def build_invocation(
+    task: Mapping[str, Any],
+    agent: AgentDefinition,
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+    task_env: Mapping[str, str],
+) -> Invocation:
+    env = {**environ, **task_env}
+    if task.get("command"):  # a program, not an agent: no role to play
+        return Invocation(list(task["command"]), env, "command", role_in_prompt=False)
+    custom = agent_command(config, environ)
+    model = task.get("model") or agent.model
+    tools = task.get("tools") or agent.tools
+    if isinstance(tools, list):
+        tools = ",".join(tools)
+    if custom:
+        extra = {"AWOC_AGENT": task["agent"], "AWOC_MODEL": model or "", "AWOC_TOOLS": tools or ""}
+        return Invocation(custom, {**env, **extra}, "agent-command", role_in_prompt=True)
+    binary = claude_binary(environ)
+    if binary is None:
+        raise InputError("the claude CLI is not on PATH")
+    stream = (config.get("runner") or {}).get("output_format", "stream-json") == "stream-json"
+    argv = [binary, "-p", "--output-format", "stream-json" if stream else "json"]
+    if stream:
+        argv.append("--verbose")  # the CLI refuses stream-json in print mode without it
+    # --exclude-dynamic-system-prompt-sections keeps the system prompt identical across tasks
+    # (working directory, git status... move to the user message), so the prompt cache is shared
+    argv += ["--no-session-persistence", "--exclude-dynamic-system-prompt-sections"]
+    argv += ["--append-system-prompt", agent.system_prompt]
+    if model:
+        argv += ["--model", model]
+    if task.get("max_turns"):
+        argv += ["--max-turns", str(task["max_turns"])]
+    if tools:
+        argv.append(f"--tools={tools}")  # `--tools X` would swallow every following word
+    return Invocation(argv, env, "claude", role_in_prompt=False, stream=stream)
+
+
+@dataclass
+class Tokens:
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_creation
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cache_read": self.cache_read,
+            "cache_creation": self.cache_creation,
+            "total": self.total,
+        }
+
+    @classmethod
+    def from_usage(cls, usage: Mapping[str, Any] | None) -> Tokens:
+        usage = usage or {}
+        return cls(
+            int(usage.get("input_tokens") or 0),
+            int(usage.get("output_tokens") or 0),
+            int(usage.get("cache_read_input_tokens") or 0),
+            int(usage.get("cache_creation_input_tokens") or 0),
+        )
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_read + other.cache_read,
+            self.cache_creation + other.cache_creation,
+        )
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: str
+    tokens: Tokens = field(default_factory=Tokens)
+    cost_usd: float | None = None
+    error: str | None = None
+    transient: bool = False  # rate limit or overload: wait and retry, not a failure
+
+
+def _result_object(stdout: bytes) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()[-50:]):
+        line = line.strip()
+        if line.startswith(b"{") and b'"result"' in line:
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and obj.get("type") == "result":
+                return obj
+    return None
+
+
+def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
+    obj = _result_object(stdout)
+    if obj is None:
+        text = stdout.decode("utf-8", "replace").strip("\n").rstrip()
+        if exit_code == 0:
+            return Outcome(True, text)
+        detail = stderr_tail.strip() or text[-2000:]
+        error = f"exit code {exit_code}: {detail}" if detail else f"exit code {exit_code}"
+        return Outcome(False, text, error=error, transient=bool(TRANSIENT_TEXT.search(detail)))
+    tokens = Tokens.from_usage(obj.get("usage"))
+    cost = obj.get("total_cost_usd")
+    text = str(obj.get("result") or "")
+    is_error = bool(obj.get("is_error")) or str(obj.get("subtype", "success")) != "success" or exit_code != 0
+    if not is_error:
+        return Outcome(True, text, tokens, cost)
+    status = obj.get("api_error_status")
+    details = "; ".join(str(e) for e in obj.get("errors") or [])
+    error = text or details or str(obj.get("subtype"))
+    if obj.get("subtype") not in (None, "success"):
+        error = f"{obj.get('subtype')}: {details or text}"
+    transient = status in TRANSIENT_STATUSES or bool(TRANSIENT_TEXT.search(text))
+    return Outcome(False, text, tokens, cost, error=error, transient=transient)
+
+
+class TurnCounter:
+    """Tokens so far from a stream-json stdout, read as it grows (one usage per message id)."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._by_message: dict[str, Tokens] = {}
+        self.offset = 0
+
+    def feed(self, data: bytes) -> Tokens:
+        self.offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if b'"assistant"' not in line:
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            message = obj.get("message") if isinstance(obj, dict) else None
+            if obj.get("type") == "assistant" and isinstance(message, dict) and message.get("usage"):
+                self._by_message[str(message.get("id") or len(self._by_message))] = Tokens.from_usage(message["usage"])
+        return self.total()
+
+    def total(self) -> Tokens:
+        total = Tokens()
+        for tokens in self._by_message.values():
+            total = total + tokens
+        return total
+
+
+def task_environment(
+    run_id: str, task: Mapping[str, Any], budget: int, prompt_file: str, task_dir: str
+) -> dict[str, str]:
+    return {
+        "AWOC_RUN_ID": run_id,
+        "AWOC_TASK_ID": task["task_id"],
+        "AWOC_AGENT": task["agent"],
+        "AWOC_TOKEN_BUDGET": str(budget),
+        "AWOC_PROMPT_FILE": prompt_file,
+        "AWOC_TASK_DIR": task_dir,
+    }

@@ -1,0 +1,148 @@
+"""`delegate-parallel prepare`: everything the slash command needs before Claude acts, in one process.
+
+Validate, check that the tasks can run here, plan, save the run (plan.json and execution.json)
+and summarise it with the exact commands that follow. Nothing is written unless all of it
+succeeds. Claude Code runs a command's shell blocks concurrently, so nothing here may rely on
+another block or on which run is "current".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from awoc_scripts.errors import InputError
+from awoc_scripts.launcher import command_for
+from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.planning.policy_settings import policy_lines
+from awoc_scripts.planning.validation import save_new_run, validate_request
+from awoc_scripts.state.store import Run, StateStore
+
+WAIT_TIMEOUT_S = 100  # under the Bash tool's default limit of two minutes
+SUMMARY_TASKS = 30
+DESCRIPTION_CHARS = 160
+
+
+def check_executable(plan: dict[str, Any]) -> None:
+    from awoc_scripts.execution.runners import check_runner_available
+
+    worktree = [t["task_id"] for t in plan["tasks"] if t.get("isolation") == "worktree"]
+    if worktree:
+        raise InputError(f'isolation "worktree" is not supported yet (tasks: {", ".join(worktree[:5])}); use "process"')
+    check_runner_available(plan["tasks"], plan["parallel_config"], os.environ)
+
+
+def prepare_run(store: StateStore, args: Sequence[str]) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+    """Validate and plan ARGS and save them as a new run; nothing is written unless both succeed."""
+    plan = validate_request(args)
+    check_executable(plan)
+    execution = plan_execution(plan)
+    run = save_new_run(store, plan)
+    execution["run_id"] = run.run_id
+    run.write_execution(execution)
+    return run, plan, execution
+
+
+def next_commands(run_id: str) -> dict[str, str]:
+    """What to run after `prepare`, in the form that works where the user is."""
+    dp = "delegate-parallel"
+    return {
+        "start": command_for(dp, "start", run_id, "--quiet"),
+        "wait": command_for(dp, "wait", run_id, "--timeout", str(WAIT_TIMEOUT_S)),
+        "status": command_for(dp, "status", run_id, "--format", "text"),
+        "report": command_for(dp, "report", run_id),
+        "resume": command_for(dp, "resume", run_id, "--quiet"),
+    }
+
+
+def prepared_summary(run: Run, plan: dict[str, Any], execution: dict[str, Any]) -> dict[str, Any]:
+    config = execution["parallel_config"]
+    return {
+        "run_id": run.run_id,
+        "task_count": len(plan["tasks"]),
+        "limits": {
+            k: config[k] for k in ("max_concurrent", "total_timeout", "total_token_budget", "failure_tolerance")
+        },
+        "critical_path": execution["critical_path"],
+        "estimated_makespan_s": execution["estimated_makespan_s"],
+        "sequential_estimate_s": execution["sequential_estimate_s"],
+        "tasks": [
+            {k: t[k] for k in ("task_id", "agent", "priority", "token_budget", "dependencies")}
+            | {"description": t["description"]}
+            for t in plan["tasks"]
+        ],
+        "warnings": execution["warnings"],
+        "policies": execution["policies"],
+        "run_dir": str(run.dir),
+        "next": next_commands(run.run_id),
+    }
+
+
+def _cell(text: str) -> str:
+    one_line = " ".join(text.split())
+    if len(one_line) > DESCRIPTION_CHARS:
+        one_line = one_line[: DESCRIPTION_CHARS - 1] + "…"
+    return one_line.replace("|", "\\|")
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    limits = summary["limits"]
+    commands = summary["next"]
+    lines = [
+        f"## Run {summary['run_id']}: prepared, not started",
+        "",
+        f"{summary['task_count']} task(s); at most {limits['max_concurrent']} at once; total timeout "
+        f"{limits['total_timeout']} s; token budget {limits['total_token_budget']}; failure tolerance "
+        f"{limits['failure_tolerance']}.",
+        f"Critical path: {' -> '.join(summary['critical_path'])}; estimated {summary['estimated_makespan_s']:g} s "
+        f"(one after another: {summary['sequential_estimate_s']:g} s).",
+        "",
+        "| task | agent | priority | token budget | depends on | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in summary["tasks"][:SUMMARY_TASKS]:
+        deps = ", ".join(task["dependencies"]) or "-"
+        lines.append(
+            f"| {task['task_id']} | {task['agent']} | {task['priority']} | {task['token_budget']} | {_cell(deps)} "
+            f"| {_cell(task['description'])} |"
+        )
+    if summary["task_count"] > SUMMARY_TASKS:
+        lines.append(f"| ... | {summary['task_count'] - SUMMARY_TASKS} more | | | | |")
+    for warning in summary["warnings"]:
+        lines.append(f"\nWarning: {warning}")
+    lines += ["", "Policies that may act by themselves (turn one off in parallel_config.policies):"]
+    lines += [f"- {line}" for line in policy_lines([p for p in summary["policies"] if p["enabled"]])]
+    lines += [
+        "",
+        "Commands for this run (each is allowed; run them from this directory):",
+        f"- START (once, in the background): `{commands['start']}`",
+        f"- WAIT (blocks up to {WAIT_TIMEOUT_S} s, then prints where the run stands): `{commands['wait']}`",
+        f"- REPORT (when the run has ended): `{commands['report']}`",
+        f"- STATUS (any time): `{commands['status']}`",
+        f"- RESUME (if the run was interrupted): `{commands['resume']}`",
+        "",
+        f"The full report will be `{summary['run_dir']}/report.md`.",
+    ]
+    return "\n".join(lines)
+
+
+USAGE_HINT = (
+    "Type a config file, e.g. `/delegate-parallel tasks.json`, or tasks as quoted "
+    '"agent:description" words, e.g. `/delegate-parallel "docs-fetcher:Research X" "architect:Design Y" '
+    '--then "workforce:Build it"`.'
+)
+
+
+def refusal_markdown(message: str) -> str:
+    return "\n".join(
+        [
+            "## Not started: the request was refused",
+            "",
+            "```text",
+            message,
+            "```",
+            "",
+            f"Nothing was written and no task ran. {USAGE_HINT}",
+        ]
+    )

@@ -1,0 +1,59 @@
+"""The whole flow as the `delegate-parallel` command runs it: validate, plan, execute, report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from awoc_scripts.errors import InputError
+from awoc_scripts.execution.display import PlainDisplay
+from awoc_scripts.execution.executors.local import Executor, LocalExecutor
+from awoc_scripts.execution.orchestrator import Options, Orchestrator
+from awoc_scripts.flow.prepare import check_executable
+from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.state.store import Run, StateStore, read_json
+
+
+def make_executor(name: str) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    raise InputError(f"--executor: unknown executor {name!r} (available: local)")
+
+
+def execute_run(
+    run: Run,
+    plan: dict[str, Any],
+    execution: dict[str, Any],
+    executor: Executor,
+    display: PlainDisplay,
+    resume: bool = False,
+    options: Options | None = None,
+    only: set[str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Execute, then write aggregate.json, report.json and report.md (partial ones too).
+
+    `only` (with resume): run just these tasks again; the others keep what they have."""
+    from awoc_scripts.results.report import report_run
+
+    orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume, only=only)
+    code = orchestrator.execute()
+    report = report_run(run, orchestrator.results)
+    summary = {
+        **orchestrator.summary(),
+        "execution_summary": report["execution_summary"],
+        "resource_usage": report["resource_usage"],
+        "report_md": str(run.report_md_file),
+        "report_json": str(run.report_json_file),
+    }
+    return code, summary
+
+
+def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+    """A saved run, to execute for the first time (`start`) or again (`resume`)."""
+    run = store.open_run(run_id)
+    plan = run.read_plan()
+    check_executable(plan)
+    execution = read_json(run.execution_file, default={})
+    if not execution:
+        execution = plan_execution(plan)
+        run.write_execution(execution)
+    return run, plan, execution

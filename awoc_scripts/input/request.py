@@ -1,0 +1,191 @@
+"""The arguments of `/delegate-parallel` (and `validate`, `run`) to one config document.
+
+Three forms: a config file (or `-`, or JSON text), inline `"agent:description"` tasks, and
+inline tasks with `--priority=LEVEL` switching the priority of the tasks that follow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from awoc_scripts.errors import InputError
+from awoc_scripts.input.documents import load_document, looks_like_json_text
+
+PRIORITIES = ("critical", "high", "medium", "low")
+RESEARCH_AGENT = "docs-fetcher"
+
+
+def _whole_number(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{flag}: expected a whole number, got {text!r}") from None
+
+
+def _seconds(flag: str, text: str) -> int | float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise InputError(f"{flag}: expected a number of seconds, got {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
+def _text(flag: str, text: str) -> str:
+    return text
+
+
+# flag -> (parallel_config key, value parser)
+CONFIG_FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "--max-parallel": ("max_concurrent", _whole_number),
+    "--timeout": ("total_timeout", _seconds),
+    "--format": ("result_format", _text),
+    "--total-budget": ("total_token_budget", _whole_number),
+    "--failure-tolerance": ("failure_tolerance", _whole_number),
+    "--batch-token-limit": ("batch_token_limit", _whole_number),
+    "--retries": ("retries", _whole_number),
+}
+INLINE_FLAGS_WITH_VALUE = ("--priority",)
+INLINE_SWITCHES = ("--then", "--wait-for-research")
+KNOWN_FLAGS = (*CONFIG_FLAGS, *INLINE_FLAGS_WITH_VALUE, *INLINE_SWITCHES)
+
+
+@dataclass
+class Request:
+    config: dict[str, Any]
+    source: str  # the config's name in messages, or "inline tasks"
+    # json path prefix -> how to name it to the user (`tasks[1]` -> `task 2 "architect:x"`)
+    path_names: dict[str, str] = field(default_factory=dict)
+    inline: bool = False
+
+    def describe_path(self, path: str) -> str:
+        for prefix, name in self.path_names.items():
+            if path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "["):
+                return name + path[len(prefix) :]
+        return path
+
+
+def parse_request(args: Sequence[str]) -> Request:
+    overrides: dict[str, Any] = {}
+    documents: list[str] = []
+    tasks: list[dict[str, Any]] = []
+    arg_of_task: list[str] = []
+    inline_flags_used: list[str] = []
+    config_flags_used: list[str] = []
+    ids: list[str] = []
+    waits: list[str] = []  # what every following inline task depends on (--then, --wait-for-research)
+    priority: str | None = None
+    research_wait_from: int | None = None  # tasks from this index on (but research) wait for research
+    counts: dict[str, int] = {}
+    only_positional = False
+
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not only_positional and arg == "--":
+            only_positional = True
+            continue
+        if not only_positional and arg.startswith("--"):
+            name, has_value, value = arg.partition("=")
+            if name not in KNOWN_FLAGS:
+                raise InputError(f"unknown option {name!r}{_did_you_mean(name)} (known: {', '.join(KNOWN_FLAGS)})")
+            if name in INLINE_SWITCHES:
+                if has_value:
+                    raise InputError(f"{name} takes no value")
+                inline_flags_used.append(name)
+                if name == "--then":
+                    waits = list(dict.fromkeys([*waits, *ids]))
+                elif research_wait_from is None:
+                    research_wait_from = len(tasks)
+                continue
+            if not has_value:
+                if i >= len(args):
+                    raise InputError(f"{name} needs a value ({name}=VALUE or {name} VALUE)")
+                value = args[i]
+                i += 1
+            if name == "--priority":
+                if value not in PRIORITIES:
+                    raise InputError(f"--priority: {value!r} is not one of {', '.join(PRIORITIES)}")
+                priority = value
+                inline_flags_used.append(name)
+                continue
+            key, parse = CONFIG_FLAGS[name]
+            overrides[key] = parse(name, value)
+            config_flags_used.append(name)
+            continue
+        if _is_document(arg):
+            documents.append(arg)
+            continue
+        agent, _, description = arg.partition(":")
+        counts[agent] = counts.get(agent, 0) + 1
+        # no task_id: normalization gives the same default id, `<agent>-<n>`, that --then uses
+        task: dict[str, Any] = {"agent": agent, "description": description}
+        ids.append(default_task_id(agent, counts[agent]))
+        if priority:
+            task["priority"] = priority
+        if waits:
+            task["dependencies"] = list(waits)
+        tasks.append(task)
+        arg_of_task.append(arg)
+
+    if documents and tasks:
+        raise InputError("give either one config file or inline agent:description tasks, not both")
+    if len(documents) > 1:
+        raise InputError(f"expected one config file, got {len(documents)}: {', '.join(documents)}")
+    flag_paths = {f"parallel_config.{CONFIG_FLAGS[flag][0]}": flag for flag in config_flags_used}
+    if documents:
+        if inline_flags_used:
+            raise InputError(f"{inline_flags_used[0]} applies to inline tasks, not to a config file")
+        return _config_request(documents[0], overrides, flag_paths)
+    if not tasks:
+        raise InputError('no tasks given: pass a config file or "agent:description" arguments')
+    if research_wait_from is not None:
+        _wait_for_research(tasks, ids, research_wait_from)
+    config: dict[str, Any] = {"tasks": tasks}
+    if overrides:
+        config["parallel_config"] = overrides
+    path_names = {f"tasks[{n}]": f"task {n + 1} {arg!r}" for n, arg in enumerate(arg_of_task)}
+    return Request(config, "inline tasks", {**path_names, **flag_paths}, inline=True)
+
+
+def _did_you_mean(flag: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(flag, KNOWN_FLAGS, n=1, cutoff=0.6)
+    return f": did you mean {close[0]}?" if close else ""
+
+
+def _is_document(arg: str) -> bool:
+    return arg == "-" or looks_like_json_text(arg) or ":" not in arg or os.path.isfile(arg)
+
+
+def _config_request(doc_arg: str, overrides: dict[str, Any], flag_paths: dict[str, str]) -> Request:
+    doc = load_document(doc_arg, what="config")
+    config = doc.data
+    if not isinstance(config, dict):
+        kind = "a list" if isinstance(config, list) else type(config).__name__
+        raise InputError(f'{doc.source}: expected a JSON object with a "tasks" list, got {kind}')
+    if overrides:
+        base = config.get("parallel_config")
+        config["parallel_config"] = {**(base if isinstance(base, dict) else {}), **overrides}
+    return Request(config, doc.source, flag_paths)
+
+
+def default_task_id(agent: str, n: int) -> str:
+    return f"{agent}-{n}"
+
+
+def _wait_for_research(tasks: list[dict[str, Any]], ids: list[str], start: int) -> None:
+    """--wait-for-research: every task after it that is not research waits for every research
+    (docs-fetcher) task of the request, before the flag or after it."""
+    research = [tid for t, tid in zip(tasks, ids, strict=True) if t["agent"] == RESEARCH_AGENT]
+    if not research:
+        raise InputError(
+            f"--wait-for-research: no {RESEARCH_AGENT} task to wait for (research tasks are {RESEARCH_AGENT}:...)"
+        )
+    for task in tasks[start:]:
+        if task["agent"] != RESEARCH_AGENT:
+            task["dependencies"] = list(dict.fromkeys([*task.get("dependencies", []), *research]))

@@ -1,0 +1,1 @@
+"""The cores of the seed's single-purpose scripts: context monitor, process monitor, failure handler, retry, aborter."""

@@ -1,0 +1,196 @@
+"""context-monitor: the seed's progress events in the run's events.jsonl, and tokens against budgets.
+
+`track` never loses an event: each is one line appended under the events file's lock. Bad
+arguments (a name the run does not have, a count that is not a number) are refused, and nothing
+is written; what the seed leaves out (it calls `track parallel-start` with variables it never
+sets) is taken from the run's plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.run_tasks import run_config, tasks_named
+from awoc_scripts.state.store import Run
+
+PARALLEL_START = "parallel-start"
+TASK_START = "parallel-task-start"
+TASK_COMPLETE = "parallel-task-complete"
+TASK_FAILED = "parallel-task-failed"
+THRESHOLDS = (70, 80, 90, 100)
+SOURCE = "context-monitor"
+
+
+def _int(value: str, what: str, problems: list[str]) -> int | None:
+    try:
+        return int(value.strip())
+    except ValueError:
+        problems.append(f"{what}: expected a whole number, got {value!r}")
+        return None
+
+
+def _name_fields(plan: dict[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
+    """`task_id` when NAME is one task (or the only task of an agent), else `agent`."""
+    ids, _ = tasks_named(plan, name)
+    fields: dict[str, Any] = {"name": name}
+    if not ids:
+        problems.append(f"{name!r} is neither a task id nor an agent of this run")
+    elif len(ids) == 1:
+        fields["task_id"] = ids[0]
+        fields["agent"] = next(t["agent"] for t in plan["tasks"] if t["task_id"] == ids[0])
+    else:
+        fields["agent"] = name
+        fields["task_ids"] = ids
+    return fields
+
+
+def interpret(plan: dict[str, Any], event: str, args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The fields a known event's arguments stand for, and what could not be read."""
+    problems: list[str] = []
+    fields: dict[str, Any] = {}
+    if event == PARALLEL_START:
+        fields["total_tasks"] = _int(args[0], "TOTAL_TASKS", problems) if len(args) >= 1 else len(plan["tasks"])
+        fields["total_token_budget"] = (
+            _int(args[1], "TOTAL_TOKEN_BUDGET", problems)
+            if len(args) >= 2
+            else plan["parallel_config"]["total_token_budget"]
+        )
+        return fields, problems
+    if event not in (TASK_START, TASK_COMPLETE, TASK_FAILED):
+        return fields, problems
+    if not args:
+        return fields, ["expected AGENT_OR_TASK first"]
+    fields.update(_name_fields(plan, args[0], problems))
+    if event == TASK_START:
+        if len(args) > 1:
+            fields["description"] = " ".join(args[1:])  # the seed passes it unquoted: one word per argument
+    elif len(args) < 2:
+        problems.append(
+            "expected AGENT_OR_TASK TOKENS" if event == TASK_COMPLETE else "expected AGENT_OR_TASK EXIT_CODE"
+        )
+    elif event == TASK_COMPLETE:
+        fields["tokens"] = _int(args[1], "TOKENS", problems)
+    else:
+        fields["exit_code"] = _int(args[1], "EXIT_CODE", problems)
+    return fields, problems
+
+
+def track(run: Run, event: str, args: Sequence[str], source: str = SOURCE) -> dict[str, Any]:
+    """Append the event (its arguments as given, plus what they mean) to the run's events."""
+    from awoc_scripts.errors import InputError
+
+    known = event in (PARALLEL_START, TASK_START, TASK_COMPLETE, TASK_FAILED)
+    plan = run.read_plan() if known else {"tasks": []}
+    fields, problems = interpret(plan, event, args)
+    if problems:
+        raise InputError(f"{event}: {'; '.join(problems)} (nothing recorded)")
+    return run.append_event(event, args=list(args), **fields, source=source)
+
+
+def _percent(used: int, budget: int) -> float:
+    return round(100.0 * used / budget, 1) if budget > 0 else 0.0
+
+
+def _warning(scope: str, used: int, budget: int, task_id: str | None = None) -> dict[str, Any] | None:
+    percent = _percent(used, budget)
+    reached = [t for t in THRESHOLDS if percent >= t]
+    if not reached:
+        return None
+    threshold = reached[-1]
+    who = f"task {task_id}" if task_id else "the run"
+    past = "over its budget" if threshold >= 100 else f"past {threshold}% of its budget"
+    message = f"{who} used {used} of {budget} tokens ({percent:g}%), {past}"
+    return {
+        "scope": scope,
+        "task_id": task_id,
+        "threshold": threshold,
+        "percent": percent,
+        "tokens_used": used,
+        "token_budget": budget,
+        "message": message,
+    }
+
+
+def token_status(run: Run) -> dict[str, Any]:
+    """Tokens used against budgets, per task and in total, with 70/80/90% warnings.
+
+    A task's tokens are the orchestrator's count; for a task the orchestrator did not account
+    (the seed's own flow ran it), the sum of its `parallel-task-complete` reports.
+    """
+    plan = run.read_plan()
+    state = run.read_state() or initial_state(run)
+    config = run_config(run)
+    events = run.read_events()
+    tracked: dict[str, int] = {}
+    by_agent: dict[str, int] = {}
+    unknown: dict[str, int] = {}
+    start: dict[str, Any] | None = None
+    counts = {TASK_START: 0, TASK_COMPLETE: 0, TASK_FAILED: 0}
+    for record in events:
+        kind = record.get("event")
+        if kind in counts:
+            counts[kind] += 1
+        if kind == PARALLEL_START:
+            start = {k: record.get(k) for k in ("ts", "total_tasks", "total_token_budget")}
+        if kind != TASK_COMPLETE or not isinstance(record.get("tokens"), int):
+            continue
+        if record.get("task_id"):
+            tracked[record["task_id"]] = tracked.get(record["task_id"], 0) + record["tokens"]
+        elif record.get("agent"):
+            by_agent[record["agent"]] = by_agent.get(record["agent"], 0) + record["tokens"]
+        else:
+            name = str(record.get("name"))
+            unknown[name] = unknown.get(name, 0) + record["tokens"]
+
+    rows = []
+    warnings = []
+    accounted_agents = set()
+    for task in plan["tasks"]:
+        tid = task["task_id"]
+        saved = state["tasks"].get(tid, {})
+        counted = int((saved.get("tokens_used") or {}).get("total") or 0)
+        reported = tracked.get(tid, 0)
+        if counted:
+            accounted_agents.add(task["agent"])
+        used = counted or reported
+        budget = int(saved.get("token_budget") or task["token_budget"])
+        rows.append(
+            {
+                "task_id": tid,
+                "agent": task["agent"],
+                "status": saved.get("status"),
+                "tokens_used": used,
+                "source": "orchestrator" if counted else ("reported" if reported else None),
+                "token_budget": budget,
+                "percent": _percent(used, budget),
+            }
+        )
+        warning = _warning("task", used, budget, tid)
+        if warning:
+            warnings.append(warning)
+    unattributed: list[dict[str, Any]] = [
+        {"agent": agent, "tokens": tokens} for agent, tokens in by_agent.items() if agent not in accounted_agents
+    ]
+    unattributed += [{"name": name, "tokens": tokens} for name, tokens in unknown.items()]
+    used_total = sum(int(r["tokens_used"]) for r in rows) + sum(int(u["tokens"]) for u in unattributed)
+    budget_total = int(config["total_token_budget"])
+    total_warning = _warning("total", used_total, budget_total)
+    if total_warning:
+        warnings.append(total_warning)
+    return {
+        "run_id": run.run_id,
+        "status": state.get("status"),
+        "executing": orchestrator_alive(state),
+        "total": {
+            "tokens_used": used_total,
+            "token_budget": budget_total,
+            "percent": _percent(used_total, budget_total),
+            "remaining": budget_total - used_total,
+        },
+        "tasks": rows,
+        "unattributed": unattributed,
+        "tracked": {"parallel_start": start, **{k.replace("-", "_"): n for k, n in counts.items()}},
+        "warnings": warnings,
+    }

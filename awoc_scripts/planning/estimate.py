@@ -1,0 +1,68 @@
+"""The estimated schedule: the run simulated with the executor's own ordering and bounds."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from awoc_scripts.planning.scheduling import Scheduler, task_duration
+from awoc_scripts.state.task_states import SUCCEEDED
+
+
+@dataclass
+class Slot:
+    start: float
+    end: float
+
+
+@dataclass
+class EstimatedSchedule:
+    slots: dict[str, Slot]
+    makespan: float
+    peak_concurrency: int
+    peak_tokens_in_flight: int
+    ran_alone_over_limit: list[str] = field(default_factory=list)
+
+
+def estimate_schedule(
+    tasks: Sequence[Mapping[str, Any]],
+    remaining_path: Mapping[str, float],
+    max_concurrent: int,
+    batch_token_limit: int,
+    budgets: Mapping[str, int] | None = None,
+) -> EstimatedSchedule:
+    """Every task succeeds and takes its `estimated_duration` (else its `timeout`)."""
+    scheduler = Scheduler(tasks, remaining_path, budget=dict(budgets or {}))
+    duration = {t["task_id"]: task_duration(t) for t in tasks}
+    now = 0.0
+    running: list[str] = []
+    ends: list[tuple[float, int, str]] = []
+    slots: dict[str, Slot] = {}
+    alone: list[str] = []
+    peak_concurrency = peak_tokens = 0
+    while True:
+        while decision := scheduler.next_start(running, max_concurrent, batch_token_limit):
+            tid = decision.task_id
+            scheduler.start(tid)
+            running.append(tid)
+            slots[tid] = Slot(now, now + duration[tid])
+            heapq.heappush(ends, (now + duration[tid], tasks_index(scheduler, tid), tid))
+            if decision.alone_over_batch_limit:
+                alone.append(tid)
+        peak_concurrency = max(peak_concurrency, len(running))
+        peak_tokens = max(peak_tokens, sum(scheduler.budget[t] for t in running))
+        if not ends:
+            break
+        now = ends[0][0]
+        while ends and ends[0][0] <= now:
+            _, _, tid = heapq.heappop(ends)
+            running.remove(tid)
+            scheduler.finish(tid, SUCCEEDED)
+    makespan = max((s.end for s in slots.values()), default=0.0)
+    return EstimatedSchedule(slots, makespan, peak_concurrency, peak_tokens, alone)
+
+
+def tasks_index(scheduler: Scheduler, tid: str) -> int:
+    return int(scheduler.by_id[tid]["index"])

@@ -1,0 +1,120 @@
+"""`plan-execution`: budgets, levels, critical path, waves and the estimated schedule of a plan."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.errors import InputError
+from awoc_scripts.gc_pause import without_gc
+from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
+from awoc_scripts.planning.estimate import estimate_schedule
+from awoc_scripts.planning.policy_settings import describe_policies
+from awoc_scripts.planning.scheduling import PRIORITY_RANK, graph_metrics, task_duration
+
+if TYPE_CHECKING:
+    from awoc_scripts.state.store import Run, StateStore
+
+
+@without_gc
+def plan_execution(
+    plan: dict[str, Any], max_parallel: int | None = None, total_token_budget: int | None = None
+) -> dict[str, Any]:
+    config = dict(plan["parallel_config"])
+    warnings = list(plan.get("warnings", []))
+    if max_parallel is not None:
+        if not 1 <= max_parallel <= 100:
+            raise InputError(f"MAX_PARALLEL: expected a whole number from 1 to 100, got {max_parallel}")
+        config["max_concurrent"] = max_parallel
+    tasks = [dict(t) for t in plan["tasks"]]
+    budget = dict(plan.get("budget", {}))
+    if total_token_budget is not None:
+        if total_token_budget < 1:
+            raise InputError(f"TOTAL_TOKEN_BUDGET: expected a positive whole number, got {total_token_budget}")
+        explicit = {t["task_id"]: t["token_budget"] for t in tasks if t["budget_source"] == "explicit"}
+        requests = [BudgetRequest(t["task_id"], t["agent"], t["priority"], explicit.get(t["task_id"])) for t in tasks]
+        allocation = allocate_budgets(requests, total_token_budget, config.get("agents"))
+        for task in tasks:
+            task["token_budget"] = allocation.budgets[task["task_id"]]
+        warnings = [w for w in warnings if "token budget" not in w] + allocation.warnings
+        config["total_token_budget"] = allocation.total
+        budget = {
+            "total": allocation.total,
+            "total_given": True,
+            "allocated": allocation.allocated,
+            "scale_factor": allocation.scale_factor,
+        }
+
+    limit = int(config["batch_token_limit"])
+    for task in tasks:
+        if task["token_budget"] > limit:
+            warnings.append(
+                f"{task['task_id']}: token budget {task['token_budget']} alone exceeds batch_token_limit {limit}; "
+                "it will run alone"
+            )
+    metrics = graph_metrics(tasks)
+    schedule = estimate_schedule(tasks, metrics.remaining, int(config["max_concurrent"]), limit)
+    sequential = sum(task_duration(t) for t in tasks)
+    return {
+        "schema": PLAN_SCHEMA,
+        "kind": "execution",
+        "run_id": plan.get("run_id"),
+        "parallel_config": config,
+        "budget": budget,
+        "critical_path": metrics.critical_path,
+        "critical_path_s": metrics.remaining[metrics.critical_path[0]] if metrics.critical_path else 0,
+        "waves": metrics.waves,
+        "sequential_estimate_s": sequential,
+        "estimated_makespan_s": schedule.makespan,
+        "estimated_speedup": round(sequential / schedule.makespan, 3) if schedule.makespan else 1.0,
+        "peak_concurrency": schedule.peak_concurrency,
+        "peak_tokens_in_flight": schedule.peak_tokens_in_flight,
+        "warnings": warnings,
+        "policies": describe_policies(config),
+        "tasks": [
+            {
+                "task_id": t["task_id"],
+                "agent": t["agent"],
+                "priority": t["priority"],
+                "priority_rank": PRIORITY_RANK[t["priority"]],
+                "level": metrics.level[t["task_id"]],
+                "token_budget": t["token_budget"],
+                "budget_source": t["budget_source"],
+                "duration_s": task_duration(t),
+                "remaining_path_s": metrics.remaining[t["task_id"]],
+                "estimated_start_s": schedule.slots[t["task_id"]].start,
+                "estimated_end_s": schedule.slots[t["task_id"]].end,
+            }
+            for t in tasks
+        ],
+    }
+
+
+def brief_execution(execution: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "run_id",
+        "critical_path",
+        "estimated_makespan_s",
+        "sequential_estimate_s",
+        "estimated_speedup",
+        "peak_concurrency",
+        "warnings",
+        "policies",
+    )
+    return {k: execution[k] for k in keys} | {"waves": len(execution["waves"])}
+
+
+def plan_run(
+    store: StateStore, plan_arg: str | None, max_parallel: int | None, total_token_budget: int | None
+) -> tuple[Run, dict[str, Any]]:
+    """plan-execution: plan PLAN (a run, a plan or a config) and save execution.json in its run.
+    A plan or config that is not a run yet becomes one only once it planned without error."""
+    from awoc_scripts.planning.validation import resolve_plan, save_new_run
+
+    run, plan = resolve_plan(store, plan_arg)
+    execution = plan_execution(plan, max_parallel, total_token_budget)
+    if run is None:
+        run = save_new_run(store, plan)
+        execution["run_id"] = run.run_id
+    run.write_execution(execution)
+    return run, execution

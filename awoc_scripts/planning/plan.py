@@ -1,0 +1,175 @@
+"""A request, validated and normalized into a plan (SPEC 3, "Validated plan").
+
+Every default is filled in, dependencies are resolved to task ids and token budgets are set,
+so later steps never have to guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.errors import InputError, problems_error
+from awoc_scripts.input.config_schema import schema_problems
+from awoc_scripts.input.dependencies import TaskRef, find_cycle, format_cycle, resolve_names
+from awoc_scripts.input.request import Request, default_task_id
+from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "max_concurrent": 5,
+    "total_timeout": 600,
+    "total_token_budget": 25000,
+    "failure_tolerance": 1,
+    "result_format": "structured",
+    "batch_token_limit": 25000,
+    "retries": 1,
+    "shared_context": "",
+    "min_free_memory_mb": 256,  # under it the rest runs one at a time; under half, the youngest task waits
+    "agents": {},
+    "runner": {},
+}
+HIGH_PRIORITIES = ("critical", "high")
+
+
+def build_plan(request: Request) -> dict[str, Any]:
+    config = request.config
+    problems = schema_problems(config)
+    if problems:
+        raise problems_error(request.source, [(request.describe_path(p), m) for p, m in problems])
+
+    given = config.get("parallel_config", {})
+    settings = {**DEFAULT_CONFIG, **given}
+    raw_tasks: list[dict[str, Any]] = config["tasks"]
+    ids = _assign_ids(raw_tasks, request)
+    tasks = _resolve_dependencies(raw_tasks, ids, request)
+
+    allocation = allocate_budgets(
+        [BudgetRequest(t["task_id"], t["agent"], t["priority"], t["token_budget"]) for t in tasks],
+        given.get("total_token_budget"),
+        settings["agents"],
+    )
+    for task in tasks:
+        task["token_budget"] = allocation.budgets[task["task_id"]]
+        task["timeout"] = task["timeout"] if task["timeout"] is not None else settings["total_timeout"]
+        if task["retries"] is None:
+            task["retries"] = settings["retries"]
+        override = settings["agents"].get(task["agent"], {})
+        for key in ("model", "tools", "max_turns", "command"):
+            if task[key] is None and key in override:
+                task[key] = override[key]
+    settings["total_token_budget"] = allocation.total
+
+    return {
+        "schema": PLAN_SCHEMA,
+        "kind": "plan",
+        "run_id": None,  # set when the plan is saved as a run
+        "created_at": None,
+        "workflow": config.get("workflow"),
+        "source": request.source,
+        "parallel_config": settings,
+        "budget": {
+            "total": allocation.total,
+            "total_given": "total_token_budget" in given,
+            "allocated": allocation.allocated,
+            "scale_factor": allocation.scale_factor,
+        },
+        "warnings": allocation.warnings + _agent_warnings(tasks),
+        "tasks": tasks,
+    }
+
+
+def _agent_warnings(tasks: list[dict[str, Any]]) -> list[str]:
+    from pathlib import Path
+
+    from awoc_scripts.input.agents import misspelled_agent_warnings
+
+    agents = [t["agent"] for t in tasks if t.get("command") is None]  # a command task needs no agent definition
+    return misspelled_agent_warnings(agents, Path.cwd(), Path.home()) if agents else []
+
+
+def _assign_ids(raw_tasks: list[dict[str, Any]], request: Request) -> list[str]:
+    counts: dict[str, int] = {}
+    ids: list[str] = []
+    first_seen: dict[str, int] = {}
+    problems: list[tuple[str, str]] = []
+    for i, task in enumerate(raw_tasks):
+        agent = task["agent"]
+        counts[agent] = counts.get(agent, 0) + 1
+        task_id = task.get("task_id") or default_task_id(agent, counts[agent])
+        if task_id in first_seen:
+            where = request.describe_path(f"tasks[{first_seen[task_id]}]")
+            problems.append((request.describe_path(f"tasks[{i}]"), f"duplicate task id {task_id!r} (also {where})"))
+        else:
+            first_seen[task_id] = i
+        ids.append(task_id)
+    if problems:
+        raise problems_error(request.source, problems)
+    return ids
+
+
+def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], request: Request) -> list[dict[str, Any]]:
+    id_set = set(ids)
+    by_agent: dict[str, list[str]] = {}
+    priority_of: dict[str, str] = {}
+    for raw, task_id in zip(raw_tasks, ids, strict=True):
+        by_agent.setdefault(raw["agent"], []).append(task_id)
+        priority_of[task_id] = raw.get("priority", "medium")
+
+    problems: list[tuple[str, str]] = []
+    tasks: list[dict[str, Any]] = []
+    for i, (raw, task_id) in enumerate(zip(raw_tasks, ids, strict=True)):
+        where = request.describe_path(f"tasks[{i}]")
+        me = TaskRef(task_id, raw["agent"])
+        deps = resolve_names(raw.get("dependencies", []), me, id_set, by_agent, f"{where}.dependencies", problems)
+        mode = raw.get("dependency_mode", "all_complete")
+        critical: list[str] = []
+        condition = None
+        if "critical_dependencies" in raw:
+            if mode != "partial":
+                problems.append((f"{where}.critical_dependencies", 'only applies with dependency_mode "partial"'))
+            critical = resolve_names(
+                raw["critical_dependencies"], me, id_set, by_agent, f"{where}.critical_dependencies", problems
+            )
+            for name in critical:
+                if name not in deps:
+                    problems.append(
+                        (f"{where}.critical_dependencies", f"{name!r} is not among the task's dependencies")
+                    )
+        elif mode == "partial":
+            critical = [d for d in deps if priority_of[d] in HIGH_PRIORITIES]
+        if "condition" in raw:
+            if mode != "conditional":
+                problems.append((f"{where}.condition", 'only applies with dependency_mode "conditional"'))
+            condition = raw["condition"]
+        elif mode == "conditional":
+            condition = {"when": "success"}
+        tasks.append(
+            {
+                "task_id": task_id,
+                "agent": raw["agent"],
+                "description": raw["description"],
+                "priority": raw.get("priority", "medium"),
+                "token_budget": raw.get("token_budget"),
+                "budget_source": "explicit" if "token_budget" in raw else "computed",
+                "dependencies": deps,
+                "dependency_mode": mode,
+                "critical_dependencies": critical,
+                "condition": condition,
+                "timeout": raw.get("timeout"),
+                "estimated_duration": raw.get("estimated_duration"),
+                "retries": raw.get("retries"),
+                "command": raw.get("command"),
+                "model": raw.get("model"),
+                "tools": raw.get("tools"),
+                "max_turns": raw.get("max_turns"),
+                "context": raw.get("context"),
+                "isolation": raw.get("isolation", "process"),
+                "index": i,
+            }
+        )
+    if problems:
+        raise problems_error(request.source, problems)
+    cycle = find_cycle({t["task_id"]: t["dependencies"] for t in tasks})
+    if cycle:
+        raise InputError(f"{request.source}: {format_cycle(cycle)}")
+    return tasks

@@ -1,0 +1,415 @@
+"""Which task starts next: the one ordering shared by the estimated schedule and the executor.
+
+Ready tasks are ordered by priority, then by the longest remaining path to a sink (critical
+path first), then by file order. `max_concurrent` and `batch_token_limit` bound what runs at
+once. A task starts the moment its dependencies allow; nothing waits for a whole wave.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from awoc_scripts.state.task_states import (
+    CANCELLED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    TERMINAL,
+)
+
+PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def task_duration(task: Mapping[str, Any]) -> float:
+    """What planning assumes a task takes: its estimate, else its timeout."""
+    estimate = task.get("estimated_duration")
+    return float(estimate if estimate is not None else task["timeout"])
+
+
+@dataclass
+class GraphMetrics:
+    order: list[str]  # topological, file order among equals
+    level: dict[str, int]  # dependency depth, 0 for tasks without dependencies
+    remaining: dict[str, float]  # longest duration path from the task's start to the end of a sink
+    critical_path: list[str]
+    waves: list[list[str]]
+
+
+def graph_metrics(tasks: Sequence[Mapping[str, Any]]) -> GraphMetrics:
+    """Levels, remaining paths and the critical path of a validated (acyclic) plan. O(V + E).
+
+    Works on list positions rather than task ids: at 100,000 tasks, lookups in id-keyed tables
+    miss the CPU caches and cost several times more.
+    """
+    ids = [t["task_id"] for t in tasks]
+    position = {tid: i for i, tid in enumerate(ids)}
+    n = len(ids)
+    duration = [task_duration(t) for t in tasks]
+    dependents: list[list[int]] = [[] for _ in range(n)]
+    indegree = [0] * n
+    for i, task in enumerate(tasks):
+        for dep in task["dependencies"]:
+            dependents[position[dep]].append(i)
+        indegree[i] = len(task["dependencies"])
+
+    order: list[int] = []
+    level = [0] * n
+    frontier = [i for i in range(n) if indegree[i] == 0]
+    while frontier:
+        order.extend(frontier)
+        next_frontier: list[int] = []
+        for i in frontier:
+            child_level = level[i] + 1
+            for child in dependents[i]:
+                if level[child] < child_level:
+                    level[child] = child_level
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    next_frontier.append(child)
+        frontier = next_frontier
+
+    remaining = [0.0] * n
+    next_on_path: list[int] = [-1] * n
+    for i in reversed(order):
+        best, best_child = 0.0, -1
+        for child in dependents[i]:
+            if remaining[child] > best:
+                best, best_child = remaining[child], child
+        remaining[i] = duration[i] + best
+        next_on_path[i] = best_child
+
+    critical_path: list[str] = []
+    if n:
+        node = max(range(n), key=remaining.__getitem__)  # the first longest, in file order
+        while node != -1:
+            critical_path.append(ids[node])
+            node = next_on_path[node]
+
+    waves: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
+    for i, tid in enumerate(ids):
+        waves[level[i]].append(tid)
+    return GraphMetrics(
+        [ids[i] for i in order],
+        dict(zip(ids, level, strict=True)),
+        dict(zip(ids, remaining, strict=True)),
+        critical_path,
+        waves,
+    )
+
+
+Key = tuple[int, float, int, str]  # (priority rank, -remaining path, file index, task id)
+
+
+class ReadyTasks:
+    """Ready tasks grouped by token budget, each group a heap in ready order, with a segment tree
+    over the groups (sorted by budget) holding each group's best task.
+
+    The next task to start is the best-ordered one among the groups whose budget fits what the
+    batch token limit leaves: a prefix of the sorted budgets, so one tree query, however many
+    tasks wait and however many budgets differ. Entries go stale when a task starts or its
+    budget changes; they are dropped when met.
+    """
+
+    def __init__(self, budgets: Iterable[int] = ()) -> None:
+        self.budgets: list[int] = sorted(set(budgets))
+        self.heaps: list[list[Key]] = [[] for _ in self.budgets]
+        self.position = {b: i for i, b in enumerate(self.budgets)}
+        self._build()
+
+    def _build(self) -> None:
+        self.size = 1
+        while self.size < len(self.budgets):
+            self.size *= 2
+        self.tree: list[tuple[Key, int] | None] = [None] * (2 * self.size)
+        for i, heap in enumerate(self.heaps):
+            self.tree[self.size + i] = (heap[0], i) if heap else None
+        for node in range(self.size - 1, 0, -1):
+            self.tree[node] = _smaller(self.tree[2 * node], self.tree[2 * node + 1])
+        self.stale_tree = False
+
+    def _refresh(self, i: int) -> None:
+        tree, heap = self.tree, self.heaps[i]
+        node = self.size + i
+        tree[node] = (heap[0], i) if heap else None
+        node //= 2
+        while node:
+            best = _smaller(tree[2 * node], tree[2 * node + 1])
+            if best == tree[node]:
+                break  # nothing above changes either
+            tree[node] = best
+            node //= 2
+
+    def push(self, key: Key, budget: int) -> None:
+        i = self.position.get(budget)
+        if i is None:  # a budget no task had (a lever or a retry changed it): rebuild once, lazily
+            heaps = dict(zip(self.budgets, self.heaps, strict=True))
+            heaps[budget] = []
+            self.budgets = sorted(heaps)
+            self.heaps = [heaps[b] for b in self.budgets]
+            self.position = {b: j for j, b in enumerate(self.budgets)}
+            self.stale_tree = True
+            i = self.position[budget]
+        heapq.heappush(self.heaps[i], key)
+        if not self.stale_tree and self.heaps[i][0] == key:
+            self._refresh(i)
+
+    def best(self, is_current: Callable[[Key, int], bool], max_budget: int | None = None) -> Key | None:
+        if self.stale_tree:
+            self._build()
+        count = len(self.budgets) if max_budget is None else bisect.bisect_right(self.budgets, max_budget)
+        while True:
+            found = self.tree[1] if count == len(self.budgets) else self._prefix_best(count)
+            if found is None:
+                return None
+            key, i = found
+            if is_current(key, self.budgets[i]):
+                return key
+            heapq.heappop(self.heaps[i])
+            self._refresh(i)
+
+    def _prefix_best(self, count: int) -> tuple[Key, int] | None:
+        best = None
+        lo, hi = self.size, self.size + count
+        while lo < hi:
+            if lo & 1:
+                best = _smaller(best, self.tree[lo])
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                best = _smaller(best, self.tree[hi])
+            lo //= 2
+            hi //= 2
+        return best
+
+    def entries(self) -> list[tuple[Key, int]]:
+        return [(key, budget) for budget, heap in zip(self.budgets, self.heaps, strict=True) for key in heap]
+
+    def keep_only(self, keep: Callable[[Key], bool]) -> None:
+        self.heaps = [[k for k in heap if keep(k)] for heap in self.heaps]
+        for heap in self.heaps:
+            heapq.heapify(heap)
+        self._build()
+
+
+def _smaller(a: tuple[Key, int] | None, b: tuple[Key, int] | None) -> tuple[Key, int] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a[0] <= b[0] else b
+
+
+@dataclass
+class StartDecision:
+    task_id: str
+    alone_over_batch_limit: bool = False
+
+
+@dataclass
+class Scheduler:
+    """Task states and readiness for one run. Pure: no clocks, no processes, no files.
+
+    `status` may start with tasks already ended (a resumed run). `finish` and `cancel` return
+    the tasks they skip as a consequence, each with its reason.
+    """
+
+    tasks: Sequence[Mapping[str, Any]]
+    remaining_path: Mapping[str, float]
+    status: dict[str, str] = field(default_factory=dict)
+    budget: dict[str, int] = field(default_factory=dict)
+    reason: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_id = {t["task_id"]: t for t in self.tasks}
+        self.dependents: dict[str, list[str]] = {tid: [] for tid in self.by_id}
+        self.blocking: dict[str, frozenset[str]] = {}
+        self.waiting_on: dict[str, int] = {}
+        for task in self.tasks:
+            tid = task["task_id"]
+            if self.status.get(tid, PENDING) == RUNNING:
+                self.status[tid] = PENDING  # whatever ran before a crash runs again
+            self.status.setdefault(tid, PENDING)
+            self.budget.setdefault(tid, int(task["token_budget"]))
+            # the dependencies whose end this task waits for
+            waits = task["critical_dependencies"] if task["dependency_mode"] == "partial" else task["dependencies"]
+            self.blocking[tid] = frozenset(waits)
+            self.waiting_on[tid] = len(self.blocking[tid])
+            for dep in task["dependencies"]:
+                self.dependents[dep].append(tid)
+        self._ready = ReadyTasks(self.budget.values())
+        skipped: list[tuple[str, str]] = []
+        for tid, state in list(self.status.items()):
+            if state in TERMINAL:
+                skipped += self._propagate(tid)
+        for tid in self.by_id:  # those with something to wait for were settled by _propagate
+            if self.status[tid] == PENDING and not self.blocking[tid] and self._settle(tid, skipped):
+                skipped += self._propagate(tid)
+        self.initially_skipped = skipped
+
+    def _key(self, tid: str) -> Key:
+        task = self.by_id[tid]
+        return (PRIORITY_RANK[task["priority"]], -self.remaining_path[tid], task["index"], tid)
+
+    def _make_ready(self, tid: str) -> None:
+        self._ready.push(self._key(tid), self.budget[tid])
+
+    def _is_current(self, key: Key, budget: int) -> bool:
+        tid = key[-1]
+        return self.status[tid] == PENDING and self.budget[tid] == budget
+
+    def _skip(self, tid: str, reason: str, skipped: list[tuple[str, str]]) -> None:
+        self.status[tid] = SKIPPED
+        self.reason[tid] = reason
+        skipped.append((tid, reason))
+
+    def _settle(self, tid: str, skipped: list[tuple[str, str]]) -> bool:
+        """Every blocking dependency has ended: the task becomes ready (False) or is skipped (True)."""
+        reason = self._unmet_condition(tid)
+        if reason is None:
+            self._make_ready(tid)
+            return False
+        self._skip(tid, reason, skipped)
+        return True
+
+    def _unmet_condition(self, tid: str) -> str | None:
+        task = self.by_id[tid]
+        if task["dependency_mode"] != "conditional":
+            return None  # all_complete and partial skip as soon as a blocking dependency fails
+        when = (task.get("condition") or {}).get("when", "success")
+        if when == "any":
+            return None
+        wrong = [d for d in task["dependencies"] if (self.status[d] == SUCCEEDED) != (when == "success")]
+        if not wrong:
+            return None
+        return f"condition {when!r} not met: " + ", ".join(f"{d} {self.status[d]}" for d in wrong)
+
+    def _propagate(self, ended: str) -> list[tuple[str, str]]:
+        """`ended` has ended: update its dependents, skipping those that can no longer run."""
+        skipped: list[tuple[str, str]] = []
+        work = [ended]
+        while work:
+            done = work.pop()
+            ok = self.status[done] == SUCCEEDED
+            for child in self.dependents[done]:
+                if self.status[child] != PENDING or done not in self.blocking[child]:
+                    continue
+                if not ok and self.by_id[child]["dependency_mode"] != "conditional":
+                    self._skip(child, f"dependency {done} {self.status[done]}", skipped)
+                    work.append(child)
+                    continue
+                self.waiting_on[child] -= 1
+                if self.waiting_on[child] == 0 and self._settle(child, skipped):
+                    work.append(child)
+        return skipped
+
+    # -- what the executor (or the estimate) asks -------------------------------------------
+
+    def ready_ids(self) -> list[str]:
+        current = sorted(key for key, budget in self._ready.entries() if self._is_current(key, budget))
+        return list(dict.fromkeys(key[-1] for key in current))
+
+    def next_start(self, running: Sequence[str], max_concurrent: int, batch_token_limit: int) -> StartDecision | None:
+        """The next task to start now, or None. In ready order, the first whose budget fits
+        beside what is in flight; a task that alone exceeds the limit runs only alone."""
+        if len(running) >= max_concurrent:
+            return None
+        if running:
+            room = batch_token_limit - sum(self.budget[t] for t in running)
+            key = self._ready.best(self._is_current, max_budget=room)
+            return StartDecision(key[-1]) if key else None
+        key = self._ready.best(self._is_current)
+        if key is None:
+            return None
+        return StartDecision(key[-1], alone_over_batch_limit=self.budget[key[-1]] > batch_token_limit)
+
+    def set_budget(self, tid: str, budget: int) -> None:
+        self.budget[tid] = budget
+        if self.status[tid] == PENDING and self.waiting_on[tid] == 0:
+            self._make_ready(tid)  # its entry under the old budget is stale now
+
+    def start(self, tid: str) -> None:
+        if self.status[tid] != PENDING:
+            raise ValueError(f"cannot start {tid}: it is {self.status[tid]}")
+        self.status[tid] = RUNNING
+
+    def requeue(self, tid: str) -> None:
+        """A running task goes back to waiting (stopped to free memory)."""
+        self.status[tid] = PENDING
+        self._make_ready(tid)
+
+    def finish(self, tid: str, status: str) -> list[tuple[str, str]]:
+        if status not in TERMINAL:
+            raise ValueError(f"{status!r} is not a final task state")
+        self.status[tid] = status
+        return self._propagate(tid)
+
+    def cancel(self, tids: Iterable[str], reason: str) -> list[tuple[str, str]]:
+        """Cancel pending tasks; returns the dependents skipped because of it."""
+        skipped: list[tuple[str, str]] = []
+        for tid in tids:
+            if self.status[tid] == PENDING:
+                self.status[tid] = CANCELLED
+                self.reason[tid] = reason
+                skipped += self._propagate(tid)
+        return skipped
+
+    def blocked_by(self, tid: str) -> str | None:
+        """Why `tid` could not run again now (a dependency it waits for ended badly), or None."""
+        task = self.by_id[tid]
+        if task["dependency_mode"] == "conditional":
+            if all(self.status[d] in TERMINAL for d in self.blocking[tid]):
+                return self._unmet_condition(tid)
+            return None
+        bad = [d for d in self.blocking[tid] if self.status[d] in TERMINAL and self.status[d] != SUCCEEDED]
+        return ", ".join(f"dependency {d} {self.status[d]}" for d in bad) or None
+
+    def reopen(self, tid: str) -> list[str]:
+        """A task that ended (not succeeded) waits to run again, and so do the tasks skipped only
+        because of it. Returns those dependents, in the order they were reopened."""
+        if self.status[tid] not in TERMINAL or self.status[tid] == SUCCEEDED:
+            raise ValueError(f"cannot reopen {tid}: it is {self.status[tid]}")
+        blocker = self.blocked_by(tid)
+        if blocker:
+            raise ValueError(f"cannot reopen {tid}: {blocker}")
+        self.status[tid] = PENDING
+        self.reason.pop(tid, None)
+        reopened: list[str] = []
+        work = [tid]
+        while work:
+            parent = work.pop()
+            for child in self.dependents[parent]:
+                if self.status[child] != SKIPPED or parent not in self.blocking[child]:
+                    continue
+                if self.by_id[child]["dependency_mode"] == "conditional" or not self.blocked_by(child):
+                    self.status[child] = PENDING
+                    self.reason.pop(child, None)
+                    reopened.append(child)
+                    work.append(child)
+        # conditional dependents counted the end that is undone now: count again
+        for parent in (tid, *reopened):
+            for child in (parent, *self.dependents[parent]):
+                if self.status[child] == PENDING:
+                    self._recount(child)
+        self._ready.keep_only(lambda k: self.status[k[-1]] != PENDING or self.waiting_on[k[-1]] == 0)
+        if self.waiting_on[tid] == 0:
+            self._make_ready(tid)
+        return reopened
+
+    def _recount(self, tid: str) -> None:
+        conditional = self.by_id[tid]["dependency_mode"] == "conditional"
+        self.waiting_on[tid] = sum(
+            1
+            for d in self.blocking[tid]
+            if not (self.status[d] in TERMINAL if conditional else self.status[d] == SUCCEEDED)
+        )
+
+    def ids_with(self, *states: str) -> list[str]:
+        return [tid for tid, s in self.status.items() if s in states]
+
+    def all_done(self) -> bool:
+        return all(s in TERMINAL for s in self.status.values())

@@ -1,0 +1,103 @@
+"""`validate`: arguments to a saved plan, the first step of every run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from awoc_scripts.gc_pause import without_gc
+from awoc_scripts.state.store import Run, StateStore, atomic_write_json, now_iso
+
+
+@without_gc
+def validate_request(args: Sequence[str]) -> dict[str, Any]:
+    """The normalized plan for these arguments, without saving anything."""
+    from awoc_scripts.input.request import parse_request
+    from awoc_scripts.planning.plan import build_plan
+
+    return build_plan(parse_request(args))
+
+
+def save_new_run(store: StateStore, plan: dict[str, Any]) -> Run:
+    """Save the plan as a new run and make it current. The plan gets its run id."""
+
+    def write(run: Run) -> None:
+        plan["run_id"] = run.run_id
+        plan["created_at"] = now_iso()
+        atomic_write_json(run.plan_file, plan)
+
+    return store.create_run(write)
+
+
+NORMALIZED_ONLY_KEYS = ("index", "budget_source")
+
+
+def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan document back to the config it stands for, so it is validated like any config."""
+    tasks = []
+    for task in plan.get("tasks", []):
+        if not isinstance(task, dict):
+            tasks.append(task)
+            continue
+        config_task = {k: v for k, v in task.items() if v is not None and k not in NORMALIZED_ONLY_KEYS}
+        if task.get("budget_source") == "computed":
+            config_task.pop("token_budget", None)
+        if config_task.get("dependency_mode", "all_complete") != "partial":
+            config_task.pop("critical_dependencies", None)
+        tasks.append(config_task)
+    config: dict[str, Any] = {"tasks": tasks}
+    if isinstance(plan.get("parallel_config"), dict):
+        config["parallel_config"] = {k: v for k, v in plan["parallel_config"].items() if v not in (None, "", {})}
+    if plan.get("workflow"):
+        config["workflow"] = plan["workflow"]
+    return config
+
+
+def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run | None, dict[str, Any]]:
+    """PLAN as the commands take it: a run id, a plan or config (file, - or JSON text), or none
+    for the current run. A plan of a known run comes with that run; anything else with None,
+    to be saved as a new run once everything else about the request is known to be good."""
+    from awoc_scripts.errors import InputError
+    from awoc_scripts.input.documents import load_document
+    from awoc_scripts.input.request import Request
+    from awoc_scripts.state.store import RUN_ID_PATTERN
+
+    if arg is None or RUN_ID_PATTERN.match(arg):
+        run = store.open_run(arg)
+        return run, run.read_plan()
+    doc = load_document(arg, what="plan")
+    data = doc.data
+    if not isinstance(data, dict):
+        raise InputError(f'{doc.source}: expected a plan or config object with a "tasks" list')
+    run_id = data.get("run_id")
+    if data.get("kind") == "plan" and isinstance(run_id, str) and RUN_ID_PATTERN.match(run_id):
+        run = Run(store.root, run_id)
+        if run.exists():
+            return run, run.read_plan()
+    from awoc_scripts.planning.plan import build_plan
+
+    config = plan_to_config(data) if data.get("kind") == "plan" else data
+    return None, build_plan(Request(config, doc.source))
+
+
+BRIEF_TASKS = 30
+
+
+def brief_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan in a few lines, for a prompt: the first tasks and what matters about them."""
+    config = plan["parallel_config"]
+    return {
+        "run_id": plan["run_id"],
+        "workflow": plan.get("workflow"),
+        "task_count": len(plan["tasks"]),
+        "limits": {
+            k: config[k] for k in ("max_concurrent", "total_timeout", "total_token_budget", "failure_tolerance")
+        },
+        "tasks": [
+            {k: t[k] for k in ("task_id", "agent", "priority", "token_budget", "dependencies")}
+            | {"description": t["description"][:200]}
+            for t in plan["tasks"][:BRIEF_TASKS]
+        ],
+        "more_tasks": max(0, len(plan["tasks"]) - BRIEF_TASKS),
+        "warnings": plan["warnings"],
+    }

@@ -1,0 +1,1 @@
+"""What a run produced: aggregated results and the report."""

@@ -1,0 +1,483 @@
+"""The report: report.json in the seed's format (plus numbers and more), report.md for people.
+
+Times are written as "4m 23s" and percentages as "64%", each with a numeric sibling
+(`total_time_s`, `efficiency_gain_pct`...). The sequential estimate is the sum of the tasks'
+durations; time saved and efficiency gain follow from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.launcher import command_for
+from awoc_scripts.state.store import ReportFiles, Run, now_iso, read_json
+from awoc_scripts.state.task_states import FAILURES, SUCCEEDED
+
+MAX_RESULT_CHARS_IN_MARKDOWN = 20000
+FORMATS = ("json", "markdown", "research_report")
+LEADING_VERB = re.compile(
+    r"^(research|find|analy[sz]e|investigate|review|design|implement|create|write|build|fix|check|study|explore)"
+    r"\s+(the\s+)?",
+    re.IGNORECASE,
+)
+
+
+def human_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+
+
+def percent(value: float) -> str:
+    return f"{value:.0f}%"
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def run_metadata(run: Run) -> dict[str, Any]:
+    """What the report needs to know about a run beyond its results."""
+    plan = run.read_plan()
+    execution = read_json(run.execution_file, default={})
+    state = read_json(run.state_file, default={})
+    config = execution.get("parallel_config") or plan["parallel_config"]
+    return {
+        "run_id": run.run_id,
+        "workflow": plan.get("workflow"),
+        "status": state.get("status", "planned"),
+        "stop_reason": state.get("stop_reason"),
+        "total_token_budget": config["total_token_budget"],
+        "max_concurrent": config["max_concurrent"],
+        "result_format": config.get("result_format", "structured"),
+        "critical_path": execution.get("critical_path", []),
+        "estimated_makespan_s": execution.get("estimated_makespan_s"),
+        "executions": state.get("executions") or [],
+        "dependencies": {t["task_id"]: t.get("dependencies") or [] for t in plan["tasks"]},
+        "policies": execution.get("policies") or [],
+        "policy_actions": policy_actions(run) if state.get("executions") else [],
+    }
+
+
+POLICY_EVENTS = ("lever", "token-budget-exhausted", "memory-pressure", "run-abort")
+
+
+def policy_actions(run: Run) -> list[dict[str, Any]]:
+    """What the pressure policies (and levers from outside) did, from the run's events."""
+    actions = []
+    for event in run.read_events():
+        name = event.get("event")
+        if name == "lever":
+            actions.append(
+                {
+                    "at": event.get("ts"),
+                    "action": event.get("action"),
+                    "by": event.get("applied_by"),
+                    "why": event.get("why") or "requested from outside the run",
+                    "changed": event.get("changed"),
+                }
+            )
+        elif name in POLICY_EVENTS:
+            why = event.get("reason") or ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("ts", "event"))
+            actions.append({"at": event.get("ts"), "action": name, "by": "orchestrator", "why": why})
+    return actions
+
+
+def actual_critical_path(
+    tasks: list[Mapping[str, Any]], dependencies: Mapping[str, list[str]]
+) -> tuple[list[str], float]:
+    """The longest chain of real durations through the dependencies, among the tasks that ran."""
+    ran = {t["task_id"]: float(t.get("duration_s") or 0) for t in tasks if t.get("started_at") or t.get("duration_s")}
+    best: dict[str, tuple[float, str | None]] = {}  # task -> (longest chain ending with it, the task before)
+    for root in ran:
+        stack = [root]
+        while stack:  # depth first without recursion: chains can be 100,000 tasks long
+            tid = stack[-1]
+            if tid in best:
+                stack.pop()
+                continue
+            waiting = [d for d in dependencies.get(tid, []) if d in ran and d not in best]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            length, via = max(((best[d][0], d) for d in dependencies.get(tid, []) if d in ran), default=(0.0, None))
+            best[tid] = (length + ran[tid], via)
+            stack.pop()
+    if not best:
+        return [], 0.0
+    end = max(best, key=lambda t: best[t][0])
+    path: list[str] = []
+    node: str | None = end
+    while node is not None:
+        path.append(node)
+        node = best[node][1]
+    return path[::-1], best[end][0]
+
+
+def _run_times(metadata: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> tuple[float, float]:
+    """(time the run was executing, wall-clock span from its first start to its last end)."""
+    if metadata.get("total_time_s") is not None:  # given to create-report: it wins
+        total = float(metadata["total_time_s"])
+        return total, total
+    executions = metadata.get("executions") or []
+    if executions:
+        active = sum(float(e.get("active_s") or 0) for e in executions)
+        first = _parse_time(executions[0].get("started_at"))
+        last = _parse_time(executions[-1].get("started_at"))
+        if first is not None and last is not None:
+            return active, last + float(executions[-1].get("active_s") or 0) - first
+        return active, active
+    starts = [s for s in (_parse_time(t.get("started_at")) for t in tasks) if s is not None]
+    ends = [e for e in (_parse_time(t.get("finished_at")) for t in tasks) if e is not None]
+    if starts and ends:
+        span = max(ends) - min(starts)
+    else:
+        span = max((float(t.get("duration_s") or 0) for t in tasks), default=0.0)  # the seed's loop starts all at once
+    return span, span
+
+
+def _status_of_results(tasks: list[Mapping[str, Any]]) -> str:
+    """A run no orchestrator executed (the seed's step-by-step flow): its status from its results."""
+    statuses = {t["status"] for t in tasks}
+    if statuses <= {SUCCEEDED}:
+        return "succeeded"
+    return "finished_with_failures" if statuses & FAILURES else "incomplete"
+
+
+def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    tasks: list[Mapping[str, Any]] = aggregated["tasks"]
+    total_time, wall_clock = _run_times(metadata, tasks)
+    # time saved counts only the work that was done: what succeeded, one after another
+    sequential = sum(float(t.get("duration_s") or 0) for t in tasks if t["status"] == SUCCEEDED)
+    meaningful = sequential > 0
+    saved = max(0.0, sequential - total_time) if meaningful else 0.0
+    gain = 100 * saved / sequential if meaningful else 0.0
+    actual_path, actual_path_s = actual_critical_path(tasks, metadata.get("dependencies") or {})
+    status = metadata.get("status")
+    if status in (None, "planned") and tasks and all(t["status"] not in ("pending", "running") for t in tasks):
+        status = _status_of_results(tasks)
+    total_tokens = sum(int(t.get("tokens_used", {}).get("total", 0)) for t in tasks)
+    budget = metadata.get("total_token_budget")
+    utilization = 100 * total_tokens / budget if budget else 0.0
+    succeeded = sum(1 for t in tasks if t["status"] == SUCCEEDED)
+    failed = sum(1 for t in tasks if t["status"] in FAILURES)
+    retry_of = {p["task_id"]: p["retry_command"] for p in [*aggregated["failures"], *aggregated["not_run"]]}
+    tokens_by_kind = {
+        k: sum(int(t.get("tokens_used", {}).get(k, 0)) for t in tasks)
+        for k in ("input", "output", "cache_read", "cache_creation")
+    }
+    return {
+        "schema": PLAN_SCHEMA,
+        "kind": "report",
+        "run_id": metadata.get("run_id") or aggregated.get("run_id"),
+        "generated_at": now_iso(),
+        "workflow": metadata.get("workflow"),
+        "status": status,
+        "stop_reason": metadata.get("stop_reason"),
+        "execution_summary": {
+            "total_tasks": len(tasks),
+            "completed_successfully": succeeded,
+            "failed_tasks": failed,
+            "not_run_tasks": len(tasks) - succeeded - failed,
+            "total_time": human_duration(total_time),
+            "total_time_s": round(total_time, 3),
+            "wall_clock_time": human_duration(wall_clock),
+            "wall_clock_time_s": round(wall_clock, 3),
+            "sequential_estimate": human_duration(sequential),
+            "sequential_estimate_s": round(sequential, 3),
+            "time_saved": human_duration(saved) if meaningful else "n/a",
+            "time_saved_s": round(saved, 3) if meaningful else None,
+            "efficiency_gain": percent(gain) if meaningful else "n/a",
+            "efficiency_gain_pct": round(gain, 1) if meaningful else None,
+            "time_saved_counts": "succeeded tasks only" if succeeded < len(tasks) else "all tasks",
+        },
+        "resource_usage": {
+            "total_tokens": total_tokens,
+            "average_per_task": round(total_tokens / len(tasks)) if tasks else 0,
+            "budget_utilization": percent(utilization),
+            "budget_utilization_pct": round(utilization, 1),
+            "total_token_budget": budget,
+            "tokens_by_kind": tokens_by_kind,
+            "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
+        },
+        "critical_path": list(metadata.get("critical_path") or []),
+        "critical_path_planned": list(metadata.get("critical_path") or []),
+        "critical_path_actual": actual_path,
+        "critical_path_actual_s": round(actual_path_s, 3),
+        "policies": list(metadata.get("policies") or []),
+        "policy_actions": list(metadata.get("policy_actions") or []),
+        "task_results": [
+            {
+                "task_id": t["task_id"],
+                "agent": t["agent"],
+                "task": t.get("task", ""),
+                "runner": t.get("runner", "agent"),
+                "status": t["status"],
+                "result": t.get("result", ""),
+                "tokens_used": int(t.get("tokens_used", {}).get("total", 0)),
+                "token_budget": t.get("token_budget"),
+                "cost_usd": float(t.get("cost_usd") or 0),
+                "attempts": t.get("attempts", 1),
+                "duration": human_duration(float(t.get("duration_s") or 0)),
+                "duration_s": float(t.get("duration_s") or 0),
+                "started_at": t.get("started_at"),
+                "finished_at": t.get("finished_at"),
+                "error": t.get("error") or (t.get("reason") if t["status"] != SUCCEEDED else None),
+                "retry_command": retry_of.get(t["task_id"]),
+            }
+            for t in tasks
+        ],
+        "merged_results": [r["task_ids"] for r in aggregated["results"] if len(r["task_ids"]) > 1],
+    }
+
+
+# -- markdown ---------------------------------------------------------------------------------
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _summary_table(report: Mapping[str, Any]) -> list[str]:
+    summary = report["execution_summary"]
+    usage = report["resource_usage"]
+    counts = f"{summary['completed_successfully']} succeeded, {summary['failed_tasks']} failed"
+    if summary["not_run_tasks"]:
+        counts += f", {summary['not_run_tasks']} not run"
+    rows = [
+        ("Run", f"`{report['run_id']}` ({report.get('status') or 'unknown'})"),
+        ("Tasks", f"{summary['total_tasks']} ({counts})"),
+        ("Total time", _total_time_cell(summary)),
+        ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
+        ("Time saved", _time_saved_cell(summary)),
+        (
+            "Tokens",
+            f"{usage['total_tokens']} of {usage['total_token_budget']} ({usage['budget_utilization']}), "
+            f"{usage['average_per_task']} per task",
+        ),
+        ("Cost", f"${usage['cost_usd']:.4f}"),
+    ]
+    if report.get("critical_path_actual"):
+        rows.append(
+            ("Critical path", f"{' → '.join(report['critical_path_actual'])} ({report['critical_path_actual_s']:g} s)")
+        )
+    if report["critical_path"] and report["critical_path"] != report.get("critical_path_actual"):
+        rows.append(("Critical path, as planned", " → ".join(report["critical_path"])))
+    if report.get("stop_reason"):
+        rows.append(("Stopped because", report["stop_reason"]))
+    return ["| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows]]
+
+
+def _total_time_cell(summary: Mapping[str, Any]) -> str:
+    wall = summary.get("wall_clock_time_s")
+    if wall is not None and wall > summary["total_time_s"] + 1:
+        return f"{summary['total_time']} executing ({summary['wall_clock_time']} from first start to last end)"
+    return str(summary["total_time"])
+
+
+def _time_saved_cell(summary: Mapping[str, Any]) -> str:
+    if summary["time_saved_s"] is None:
+        return "n/a (no task succeeded)"
+    return f"{summary['time_saved']} ({summary['efficiency_gain']})"
+
+
+def _policy_section(report: Mapping[str, Any]) -> list[str]:
+    actions = report.get("policy_actions") or []
+    if not actions:
+        return []
+    lines = ["## Policies and levers that acted", "", "| When | Action | By | Why |", "|---|---|---|---|"]
+    for action in actions:
+        lines.append(f"| {action['at']} | {action['action']} | {action['by']} | {_cell(str(action['why'])[:300])} |")
+    return [*lines, ""]
+
+
+def _gantt(report: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "```mermaid",
+        "gantt",
+        f"    title Tasks of run {report['run_id']}",
+        "    dateFormat x",
+        "    axisFormat %M:%S",
+    ]
+    by_agent: dict[str, list[tuple[Mapping[str, Any], int, int]]] = {}
+    timed = any(_parse_time(t["started_at"]) is not None for t in report["task_results"])
+    for task in report["task_results"]:
+        started = _parse_time(task["started_at"])
+        if started is not None:
+            start = int(started * 1000)
+            end = int((_parse_time(task["finished_at"]) or 0) * 1000)
+        elif not timed and task["duration_s"]:
+            start, end = 0, int(task["duration_s"] * 1000)  # the seed's loop starts every task at once
+        else:
+            continue
+        by_agent.setdefault(task["agent"], []).append((task, start, max(end, start + 1)))
+    for agent, placed in by_agent.items():
+        lines.append(f"    section {agent}")
+        for task, start, end in placed:
+            tag = "done" if task["status"] == SUCCEEDED else "crit"
+            lines.append(f"    {task['task_id']} ({task['status']}) :{tag}, {start}, {end}")
+    lines.append("```")
+    return lines
+
+
+def _result_block(text: str, runner: str = "agent") -> str:
+    """An agent answers in markdown; a command's output is shown as it is."""
+    if not text.strip():
+        return "_(no output)_"
+    if runner == "command":
+        fence = "~~~"
+        return f"{fence}text\n{text[:MAX_RESULT_CHARS_IN_MARKDOWN]}\n{fence}"
+    text = text.strip()
+    if len(text) > MAX_RESULT_CHARS_IN_MARKDOWN:
+        text = (
+            text[:MAX_RESULT_CHARS_IN_MARKDOWN]
+            + f"\n\n_[... {len(text) - MAX_RESULT_CHARS_IN_MARKDOWN} more characters in the task's result.json]_"
+        )
+    return text
+
+
+def _failures(report: Mapping[str, Any]) -> list[str]:
+    failed = [t for t in report["task_results"] if t["status"] != SUCCEEDED]
+    if not failed:
+        return []
+    lines = ["## Failures and tasks not run", "", "| Task | Status | Why | Retry with |", "|---|---|---|---|"]
+    for task in failed:
+        lines.append(
+            f"| {task['task_id']} | {task['status']} | {_cell((task['error'] or '')[:300])} | "
+            f"`{task['retry_command']}` |"
+        )
+    lines += [
+        "",
+        "To run everything that did not succeed again: "
+        f"`{command_for('delegate-parallel', 'resume', report['run_id'])}`",
+        "",
+    ]
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    title = f"# delegate-parallel report: {report.get('workflow') or 'run'} `{report['run_id']}`"
+    lines = [title, "", *_summary_table(report), "", "## Timeline", "", *_gantt(report), ""]
+    lines += _failures(report)
+    lines += _policy_section(report)
+    lines += ["## Results", ""]
+    for task in report["task_results"]:
+        if task["status"] != SUCCEEDED:
+            continue
+        lines += [
+            f"### {task['task_id']} ({task['agent']}, {task['duration']}, {task['tokens_used']} tokens)",
+            "",
+            f"> {_cell(task['task'])[:500]}",
+            "",
+            _result_block(task["result"], task["runner"]),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def topic_of(task_text: str) -> str:
+    first = re.split(r"[.:;\n]", task_text.strip(), maxsplit=1)[0]
+    topic = LEADING_VERB.sub("", first).strip()
+    return (topic[:1].upper() + topic[1:])[:80] or "General"
+
+
+def render_research_report(report: Mapping[str, Any]) -> str:
+    """Findings grouped by agent, then by topic, for the seed's research pipelines."""
+    lines = [
+        f"# Research report: {report.get('workflow') or 'run'} `{report['run_id']}`",
+        "",
+        *_summary_table(report),
+        "",
+    ]
+    grouped: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for task in report["task_results"]:
+        if task["status"] == SUCCEEDED:
+            grouped.setdefault(task["agent"], {}).setdefault(topic_of(task["task"]), []).append(task)
+    for agent, topics in grouped.items():
+        lines += [f"## Findings of {agent}", ""]
+        for topic, tasks in topics.items():
+            lines += [f"### {topic}", ""]
+            for task in tasks:
+                lines += [f"_From {task['task_id']}_", "", _result_block(task["result"], task["runner"]), ""]
+    lines += _failures(report)
+    return "\n".join(lines)
+
+
+def markdown_for(report: Mapping[str, Any], result_format: str) -> str:
+    return render_research_report(report) if result_format == "research_report" else render_markdown(report)
+
+
+def write_reports(files: ReportFiles, report: dict[str, Any], markdown: str, aggregated: Any = None) -> None:
+    from awoc_scripts.state.store import atomic_write_bytes, atomic_write_json
+
+    files.dir.mkdir(parents=True, exist_ok=True)
+    if aggregated is not None:
+        atomic_write_json(files.aggregate, aggregated)
+    atomic_write_json(files.report_json, report)
+    atomic_write_bytes(files.report_md, markdown.encode("utf-8") + b"\n")
+
+
+def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Aggregate a run's results and write aggregate.json, report.json and report.md.
+    `known_results`: the ones the caller holds already, so their files are not read again."""
+    from awoc_scripts.results.aggregate import aggregate, run_results
+
+    metadata = run_metadata(run)
+    aggregated = aggregate(run_results(run, known_results), run.read_plan(), run.run_id)
+    report = create_report(aggregated, metadata)
+    write_reports(run.reports, report, markdown_for(report, metadata["result_format"]), aggregated)
+    return report
+
+
+def generate_report_command(
+    store: Any, run_id: str | None, aggregated_arg: str | None, metadata_arg: str | None, output_format: str
+) -> tuple[dict[str, Any], str, str]:
+    """create-report: the aggregate and metadata given (or the run's), rendered and written."""
+    from awoc_scripts.errors import InputError
+    from awoc_scripts.input.documents import load_document
+    from awoc_scripts.results.aggregate import aggregate, run_results
+
+    if output_format not in FORMATS:
+        raise InputError(f"--format: {output_format!r} is not one of {', '.join(FORMATS)}")
+    run = store.run_if_any(run_id, needed=not aggregated_arg)
+    if aggregated_arg:
+        doc = load_document(aggregated_arg, what="aggregate")
+        aggregated = doc.data
+        if not isinstance(aggregated, dict) or not isinstance(aggregated.get("tasks"), list):
+            raise InputError(f'{doc.source}: expected an aggregate (from `aggregate`) with a "tasks" list')
+    else:
+        assert run is not None
+        aggregated = read_json(run.aggregate_file, default={}) or aggregate(
+            run_results(run), run.read_plan(), run.run_id
+        )
+    metadata: dict[str, Any] = run_metadata(run) if run and aggregated.get("run_id") in (None, run.run_id) else {}
+    if metadata_arg:
+        doc = load_document(metadata_arg, what="metadata")
+        if not isinstance(doc.data, dict):
+            raise InputError(f"{doc.source}: expected an object of run metadata")
+        metadata.update(doc.data)
+    report = create_report(aggregated, metadata)
+    markdown = markdown_for(report, output_format if output_format != "json" else metadata.get("result_format", ""))
+    files = run.reports if run and report["run_id"] == run.run_id else store.loose_reports
+    write_reports(files, report, markdown)
+    return report, markdown, str(files.report_md)
+
+
+def load_or_create_report(run: Run) -> tuple[dict[str, Any], str]:
+    report: dict[str, Any] = read_json(run.report_json_file, default={})
+    if not report or not run.report_md_file.exists():
+        report = report_run(run)
+    return report, run.report_md_file.read_text(encoding="utf-8")

@@ -1,0 +1,57 @@
+"""`delegate-parallel status`: where a run stands, read from its files (no orchestrator needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from awoc_scripts.state.store import StateStore, read_json
+
+
+def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
+    from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+
+    run = store.open_run(run_id)
+    state = run.read_state() or initial_state(run)
+    tasks = state["tasks"]
+    counts: dict[str, int] = {}
+    for task in tasks.values():
+        counts[task["status"]] = counts.get(task["status"], 0) + 1
+    used = sum(t.get("tokens_used", {}).get("total", 0) for t in tasks.values())
+    execution = read_json(run.execution_file, default={})
+    total = (execution.get("parallel_config") or run.read_plan()["parallel_config"])["total_token_budget"]
+    return {
+        "run_id": run.run_id,
+        "status": state.get("status"),
+        "executing": orchestrator_alive(state),
+        "stop_reason": state.get("stop_reason"),
+        "counts": counts,
+        "tokens_used": used,
+        "total_token_budget": total,
+        "updated_at": state.get("updated_at"),
+        "tasks": [
+            {
+                "task_id": tid,
+                "status": t["status"],
+                "attempts": t.get("attempts", 0),
+                "tokens_used": t.get("tokens_used", {}).get("total", 0),
+                "token_budget": t["token_budget"],
+                "reason": t.get("reason") or t.get("error"),
+            }
+            for tid, t in tasks.items()
+        ],
+        "run_dir": str(run.dir),
+    }
+
+
+def status_text(data: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
+    lines = [
+        f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "
+        f"tokens {data['tokens_used']}/{data['total_token_budget']}"
+    ]
+    for task in data["tasks"]:
+        lines.append(
+            f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_used']:>7}/{task['token_budget']:<7} "
+            f"{task['reason'] or ''}".rstrip()
+        )
+    return "\n".join(lines)

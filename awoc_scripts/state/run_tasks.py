@@ -1,0 +1,112 @@
+"""A run's tasks as the seed's scripts name them (a task id, or an agent meaning its tasks), and
+the result file of a task that ended without the orchestrator (failed as reported, or cancelled).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.errors import InputError
+from awoc_scripts.state.store import Run, now_iso, read_json
+
+EXCERPT_CHARS = 500
+
+
+def tasks_named(plan: dict[str, Any], name: str) -> tuple[list[str], bool]:
+    """The task ids NAME stands for, and whether NAME was an agent (else a task id).
+
+    A task id wins over an agent of the same name, as in dependencies. Unknown: ([], False).
+    """
+    ids = [t["task_id"] for t in plan["tasks"]]
+    if name in ids:
+        return [name], False
+    of_agent = [t["task_id"] for t in plan["tasks"] if t["agent"] == name]
+    return of_agent, bool(of_agent)
+
+
+def require_tasks(plan: dict[str, Any], name: str, run_id: str) -> tuple[list[str], bool]:
+    ids, is_agent = tasks_named(plan, name)
+    if not ids:
+        raise InputError(f"{name!r} is neither a task id nor an agent of run {run_id} ({known_names(plan)})")
+    return ids, is_agent
+
+
+def known_names(plan: dict[str, Any], limit: int = 8) -> str:
+    ids = [t["task_id"] for t in plan["tasks"]]
+    agents = list(dict.fromkeys(t["agent"] for t in plan["tasks"]))
+    more = f", ... {len(ids) - limit} more" if len(ids) > limit else ""
+    return f"tasks: {', '.join(ids[:limit])}{more}; agents: {', '.join(agents[:limit])}"
+
+
+def plan_task(plan: dict[str, Any], task_id: str) -> dict[str, Any]:
+    for task in plan["tasks"]:
+        if task["task_id"] == task_id:
+            return dict(task)
+    raise KeyError(task_id)
+
+
+def run_config(run: Run) -> dict[str, Any]:
+    """The effective parallel_config: the execution plan's if planned, else the validated plan's."""
+    execution = read_json(run.execution_file, default={})
+    config: dict[str, Any] = (execution.get("parallel_config") or run.read_plan()["parallel_config"]) or {}
+    return config
+
+
+def read_result(run: Run, task_id: str) -> dict[str, Any]:
+    try:
+        data = read_json(run.task_files(task_id).result, default={})
+    except Exception:  # noqa: BLE001 - a corrupt result file reads as none: the state still says how it ended
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
+
+
+def write_ended_result(
+    run: Run,
+    plan: dict[str, Any],
+    task_id: str,
+    saved: dict[str, Any],
+    *,
+    status: str,
+    error: str | None = None,
+    reason: str | None = None,
+    exit_code: int | None = None,
+) -> None:
+    """tasks/<id>/result.json for a task that ended outside the orchestrator, keeping what an
+    earlier attempt wrote (its result text, tokens, times)."""
+    task = plan_task(plan, task_id)
+    result: dict[str, Any] = {
+        "schema": PLAN_SCHEMA,
+        "run_id": run.run_id,
+        "task_id": task_id,
+        "agent": task["agent"],
+        "task": task["description"],
+        "priority": task["priority"],
+        "result": "",
+        "exit_code": None,
+        "attempts": int(saved.get("attempts") or 0),
+        "tokens_used": saved.get("tokens_used")
+        or {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "total": 0},
+        "cost_usd": float(saved.get("cost_usd") or 0.0),
+        "started_at": saved.get("started_at"),
+        "duration_s": 0.0,
+        "warnings": [],
+        "dependencies": task["dependencies"],
+        **read_result(run, task_id),
+    }
+    result.update(
+        status=status,
+        token_budget=int(saved.get("token_budget") or task["token_budget"]),
+        finished_at=now_iso(),
+        error=error,
+        reason=reason,
+    )
+    if exit_code is not None:
+        result["exit_code"] = exit_code
+    run.make_dirs()
+    run.write_task_result(task["agent"], task_id, result)
