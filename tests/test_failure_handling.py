@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from awoc_scripts.execution.controls import SavedStateTarget, apply_pending_controls
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
-from awoc_scripts.state.run_state import SavedStateTarget, apply_pending_controls, initial_state
+from awoc_scripts.state.run_state import initial_state
 from awoc_scripts.state.store import Run, StateStore
 
 from conftest import awoc_processes, start_orchestrator, wait_for

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import psutil
 
-from awoc_scripts.state.run_state import SavedStateTarget, apply_pending_controls
+from awoc_scripts.execution.controls import SavedStateTarget, apply_pending_controls
 from awoc_scripts.state.store import StateStore
 
 INLINE = [

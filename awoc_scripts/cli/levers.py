@@ -19,8 +19,8 @@ prioritizer_app = new_app("task-prioritizer", "Cancel not-started low and medium
 
 
 def _apply(action: str, args: dict[str, Any], run_id: str | None, state_dir: str | None) -> None:
+    from awoc_scripts.execution.controls import request_lever
     from awoc_scripts.input.documents import print_json
-    from awoc_scripts.state.run_state import request_lever
     from awoc_scripts.state.store import StateStore
 
     run = StateStore(state_dir).open_run(run_id)

@@ -18,16 +18,17 @@ from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED, StateError
+from awoc_scripts.execution.controls import apply_pending_controls
 from awoc_scripts.execution.executors.local import Attempt, Ended, Executor
 from awoc_scripts.execution.levers import EMERGENCY, REDUCE, SEQUENTIAL, apply_lever
-from awoc_scripts.execution.processes import available_memory_mb, kill_marked, process_create_time, task_marker
 from awoc_scripts.execution.prompts import DependencyResult, compose_prompt
 from awoc_scripts.execution.runners import Tokens, TurnCounter, build_invocation, read_outcome, task_environment
 from awoc_scripts.input.agents import AgentDefinition, find_agent
 from awoc_scripts.launcher import command_for
 from awoc_scripts.planning.policy_settings import TIME_PRESSURE, TOKEN_PRESSURE, policy_settings
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
-from awoc_scripts.state.run_state import apply_pending_controls, initial_state, orchestrator_alive
+from awoc_scripts.processes import available_memory_mb, kill_marked, process_create_time, task_marker
+from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.store import Run, TaskFiles, atomic_write_json, file_lock, now_iso, read_json
 from awoc_scripts.state.task_states import (
     BUDGET_EXCEEDED,

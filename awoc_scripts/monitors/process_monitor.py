@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import ABORTED, OK, InputError, StateError
-from awoc_scripts.execution.processes import (
+from awoc_scripts.processes import (
     KILL_GRACE_S,
     kill_marked,
     kill_process_tree,

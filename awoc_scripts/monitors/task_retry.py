@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from awoc_scripts.errors import OK, InputError, StateError
+from awoc_scripts.execution.controls import request_lever
 from awoc_scripts.execution.levers import RETRY
-from awoc_scripts.state.run_state import initial_state, orchestrator_alive, request_lever
+from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.run_tasks import require_tasks
 from awoc_scripts.state.store import Run, StateStore
 from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL

@@ -12,8 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from awoc_scripts.execution.processes import KILL_GRACE_S, Child, kill_marked, signal_group, spawn
 from awoc_scripts.execution.runners import Invocation
+from awoc_scripts.processes import KILL_GRACE_S, Child, kill_marked, signal_group, spawn
 
 
 @dataclass(frozen=True)
