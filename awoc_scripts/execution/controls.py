@@ -13,6 +13,7 @@ from typing import Any
 
 from awoc_scripts.errors import AwocError
 from awoc_scripts.execution.levers import LeverTarget, apply_lever
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.store import Run, now_iso
@@ -24,7 +25,7 @@ CONTROL_WAIT_S = 10.0
 class SavedStateTarget:
     """Levers applied straight to state.json (no orchestrator is running the run)."""
 
-    def __init__(self, state: dict[str, Any], plan: dict[str, Any]) -> None:
+    def __init__(self, state: dict[str, Any], plan: Plan) -> None:
         self.state = state
         self.plan = plan
         self.priority = {t["task_id"]: t["priority"] for t in plan["tasks"]}

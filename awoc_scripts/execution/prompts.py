@@ -7,9 +7,10 @@ then the task, then the results of its finished dependencies, each cut to a boun
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from awoc_scripts.plan_types import Task
 
 MAX_DEPENDENCY_RESULT_CHARS = 4000
 
@@ -30,7 +31,7 @@ def cut(text: str, limit: int = MAX_DEPENDENCY_RESULT_CHARS) -> str:
 
 
 def compose_prompt(
-    task: Mapping[str, Any],
+    task: Task,
     *,
     shared_context: str,
     role: str | None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import orjson
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.agents import AgentDefinition
+from awoc_scripts.plan_types import Task
 
 AGENT_COMMAND_ENV = "AWOC_AGENT_COMMAND"
 CLAUDE_BIN_ENV = "AWOC_CLAUDE_BIN"
@@ -49,9 +50,7 @@ def agent_command(config: Mapping[str, Any], environ: Mapping[str, str]) -> list
     return list(command) if command else None
 
 
-def check_runner_available(
-    tasks: list[Mapping[str, Any]], config: Mapping[str, Any], environ: Mapping[str, str]
-) -> None:
+def check_runner_available(tasks: Sequence[Task], config: Mapping[str, Any], environ: Mapping[str, str]) -> None:
     """Before anything starts: agent tasks need a runner."""
     agent_tasks = [t["task_id"] for t in tasks if not t.get("command")]
     if agent_tasks and not agent_command(config, environ) and not claude_binary(environ):
@@ -63,15 +62,16 @@ def check_runner_available(
 
 
 def build_invocation(
-    task: Mapping[str, Any],
+    task: Task,
     agent: AgentDefinition,
     config: Mapping[str, Any],
     environ: Mapping[str, str],
     task_env: Mapping[str, str],
 ) -> Invocation:
     env = {**environ, **task_env}
-    if task.get("command"):  # a program, not an agent: no role to play
-        return Invocation(list(task["command"]), env, "command", role_in_prompt=False)
+    command = task.get("command")
+    if command:  # a program, not an agent: no role to play
+        return Invocation(list(command), env, "command", role_in_prompt=False)
     custom = agent_command(config, environ)
     model = task.get("model") or agent.model
     tools = task.get("tools") or agent.tools
@@ -217,9 +217,7 @@ class TurnCounter:
         return total
 
 
-def task_environment(
-    run_id: str, task: Mapping[str, Any], budget: int, prompt_file: str, task_dir: str
-) -> dict[str, str]:
+def task_environment(run_id: str, task: Task, budget: int, prompt_file: str, task_dir: str) -> dict[str, str]:
     return {
         "AWOC_RUN_ID": run_id,
         "AWOC_TASK_ID": task["task_id"],

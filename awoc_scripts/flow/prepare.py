@@ -14,6 +14,7 @@ from typing import Any
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.launcher import command_for
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.planning.policy_settings import policy_lines
 from awoc_scripts.planning.validation import save_new_run, validate_request
@@ -24,7 +25,7 @@ SUMMARY_TASKS = 30
 DESCRIPTION_CHARS = 160
 
 
-def check_executable(plan: dict[str, Any]) -> None:
+def check_executable(plan: Plan) -> None:
     from awoc_scripts.execution.runners import check_runner_available
 
     worktree = [t["task_id"] for t in plan["tasks"] if t.get("isolation") == "worktree"]
@@ -33,7 +34,7 @@ def check_executable(plan: dict[str, Any]) -> None:
     check_runner_available(plan["tasks"], plan["parallel_config"], os.environ)
 
 
-def prepare_run(store: StateStore, args: Sequence[str]) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+def prepare_run(store: StateStore, args: Sequence[str]) -> tuple[Run, Plan, dict[str, Any]]:
     """Validate and plan ARGS and save them as a new run; nothing is written unless both succeed."""
     plan = validate_request(args)
     check_executable(plan)
@@ -56,7 +57,7 @@ def next_commands(run_id: str) -> dict[str, str]:
     }
 
 
-def prepared_summary(run: Run, plan: dict[str, Any], execution: dict[str, Any]) -> dict[str, Any]:
+def prepared_summary(run: Run, plan: Plan, execution: dict[str, Any]) -> dict[str, Any]:
     config = execution["parallel_config"]
     return {
         "run_id": run.run_id,

@@ -6,9 +6,11 @@ from typing import Any
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.execution.display import PlainDisplay
-from awoc_scripts.execution.executors.local import Executor, LocalExecutor
+from awoc_scripts.execution.executors.base import Executor
+from awoc_scripts.execution.executors.local import LocalExecutor
 from awoc_scripts.execution.orchestrator import Options, Orchestrator
 from awoc_scripts.flow.prepare import check_executable
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.state.store import Run, StateStore, read_json
 
@@ -21,7 +23,7 @@ def make_executor(name: str) -> Executor:
 
 def execute_run(
     run: Run,
-    plan: dict[str, Any],
+    plan: Plan,
     execution: dict[str, Any],
     executor: Executor,
     display: PlainDisplay,
@@ -47,7 +49,7 @@ def execute_run(
     return code, summary
 
 
-def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, dict[str, Any], dict[str, Any]]:
+def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, Plan, dict[str, Any]]:
     """A saved run, to execute for the first time (`start`) or again (`resume`)."""
     run = store.open_run(run_id)
     plan = run.read_plan()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.run_tasks import run_config, tasks_named
 from awoc_scripts.state.store import Run
@@ -31,7 +32,7 @@ def _int(value: str, what: str, problems: list[str]) -> int | None:
         return None
 
 
-def _name_fields(plan: dict[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
+def _name_fields(plan: Plan, name: str, problems: list[str]) -> dict[str, Any]:
     """`task_id` when NAME is one task (or the only task of an agent), else `agent`."""
     ids, _ = tasks_named(plan, name)
     fields: dict[str, Any] = {"name": name}
@@ -46,7 +47,7 @@ def _name_fields(plan: dict[str, Any], name: str, problems: list[str]) -> dict[s
     return fields
 
 
-def interpret(plan: dict[str, Any], event: str, args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+def interpret(plan: Plan, event: str, args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """The fields a known event's arguments stand for, and what could not be read."""
     problems: list[str] = []
     fields: dict[str, Any] = {}
@@ -82,8 +83,7 @@ def track(run: Run, event: str, args: Sequence[str], source: str = SOURCE) -> di
     from awoc_scripts.errors import InputError
 
     known = event in (PARALLEL_START, TASK_START, TASK_COMPLETE, TASK_FAILED)
-    plan = run.read_plan() if known else {"tasks": []}
-    fields, problems = interpret(plan, event, args)
+    fields, problems = interpret(run.read_plan(), event, args) if known else ({}, [])
     if problems:
         raise InputError(f"{event}: {'; '.join(problems)} (nothing recorded)")
     return run.append_event(event, args=list(args), **fields, source=source)

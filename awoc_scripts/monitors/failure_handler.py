@@ -14,6 +14,7 @@ from awoc_scripts.errors import ABORTED, OK, InputError
 from awoc_scripts.monitors.context_monitor import TASK_FAILED
 from awoc_scripts.monitors.run_aborter import abort_with_partial_results
 from awoc_scripts.monitors.task_retry import retry_reduced
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.run_tasks import require_tasks, run_config, write_ended_result
@@ -34,7 +35,7 @@ def parse_exit_code(text: str) -> int:
     return code
 
 
-def failed_task(plan: dict[str, Any], state: dict[str, Any], name: str, run_id: str) -> str:
+def failed_task(plan: Plan, state: dict[str, Any], name: str, run_id: str) -> str:
     """The one task NAME means: the task id, or the agent's only task, or the one it has running
     (or, handled again, the one that failed)."""
     ids, _ = require_tasks(plan, name, run_id)

@@ -12,6 +12,7 @@ from typing import Any
 from awoc_scripts.errors import OK, InputError, StateError
 from awoc_scripts.execution.controls import request_lever
 from awoc_scripts.execution.levers import RETRY
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.run_tasks import require_tasks
 from awoc_scripts.state.store import Run, StateStore
@@ -84,7 +85,7 @@ def retry_reduced(
 def _resume(
     store: StateStore,
     run: Run,
-    loaded: tuple[Run, dict[str, Any], dict[str, Any]] | None,
+    loaded: tuple[Run, Plan, dict[str, Any]] | None,
     quiet: bool,
     out: dict[str, Any],
     only: set[str],

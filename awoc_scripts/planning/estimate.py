@@ -5,8 +5,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from awoc_scripts.plan_types import Task
 from awoc_scripts.planning.scheduling import Scheduler, task_duration
 from awoc_scripts.state.task_states import SUCCEEDED
 
@@ -27,7 +27,7 @@ class EstimatedSchedule:
 
 
 def estimate_schedule(
-    tasks: Sequence[Mapping[str, Any]],
+    tasks: Sequence[Task],
     remaining_path: Mapping[str, float],
     max_concurrent: int,
     batch_token_limit: int,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.gc_pause import without_gc
+from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.estimate import estimate_schedule
 from awoc_scripts.planning.policy_settings import describe_policies
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 @without_gc
 def plan_execution(
-    plan: dict[str, Any], max_parallel: int | None = None, total_token_budget: int | None = None
+    plan: Plan, max_parallel: int | None = None, total_token_budget: int | None = None
 ) -> dict[str, Any]:
     config = dict(plan["parallel_config"])
     warnings = list(plan.get("warnings", []))
@@ -26,7 +27,7 @@ def plan_execution(
         if not 1 <= max_parallel <= 100:
             raise InputError(f"MAX_PARALLEL: expected a whole number from 1 to 100, got {max_parallel}")
         config["max_concurrent"] = max_parallel
-    tasks = [dict(t) for t in plan["tasks"]]
+    tasks: list[Task] = [{**t} for t in plan["tasks"]]
     budget = dict(plan.get("budget", {}))
     if total_token_budget is not None:
         if total_token_budget < 1:

@@ -13,6 +13,7 @@ from awoc_scripts.errors import InputError, problems_error
 from awoc_scripts.input.config_schema import schema_problems
 from awoc_scripts.input.dependencies import TaskRef, find_cycle, format_cycle, resolve_names
 from awoc_scripts.input.request import Request, default_task_id
+from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -31,7 +32,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 HIGH_PRIORITIES = ("critical", "high")
 
 
-def build_plan(request: Request) -> dict[str, Any]:
+def build_plan(request: Request) -> Plan:
     config = request.config
     problems = schema_problems(config)
     if problems:
@@ -44,19 +45,26 @@ def build_plan(request: Request) -> dict[str, Any]:
     tasks = _resolve_dependencies(raw_tasks, ids, request)
 
     allocation = allocate_budgets(
-        [BudgetRequest(t["task_id"], t["agent"], t["priority"], t["token_budget"]) for t in tasks],
+        [
+            BudgetRequest(t["task_id"], t["agent"], t["priority"], raw.get("token_budget"))
+            for t, raw in zip(tasks, raw_tasks, strict=True)
+        ],
         given.get("total_token_budget"),
         settings["agents"],
     )
-    for task in tasks:
+    for task, raw in zip(tasks, raw_tasks, strict=True):
         task["token_budget"] = allocation.budgets[task["task_id"]]
-        task["timeout"] = task["timeout"] if task["timeout"] is not None else settings["total_timeout"]
-        if task["retries"] is None:
-            task["retries"] = settings["retries"]
+        task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else settings["total_timeout"]
+        task["retries"] = raw["retries"] if raw.get("retries") is not None else settings["retries"]
         override = settings["agents"].get(task["agent"], {})
-        for key in ("model", "tools", "max_turns", "command"):
-            if task[key] is None and key in override:
-                task[key] = override[key]
+        if task["model"] is None and "model" in override:
+            task["model"] = override["model"]
+        if task["tools"] is None and "tools" in override:
+            task["tools"] = override["tools"]
+        if task["max_turns"] is None and "max_turns" in override:
+            task["max_turns"] = override["max_turns"]
+        if task["command"] is None and "command" in override:
+            task["command"] = override["command"]
     settings["total_token_budget"] = allocation.total
 
     return {
@@ -78,7 +86,7 @@ def build_plan(request: Request) -> dict[str, Any]:
     }
 
 
-def _agent_warnings(tasks: list[dict[str, Any]]) -> list[str]:
+def _agent_warnings(tasks: list[Task]) -> list[str]:
     from pathlib import Path
 
     from awoc_scripts.input.agents import misspelled_agent_warnings
@@ -107,7 +115,7 @@ def _assign_ids(raw_tasks: list[dict[str, Any]], request: Request) -> list[str]:
     return ids
 
 
-def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], request: Request) -> list[dict[str, Any]]:
+def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], request: Request) -> list[Task]:
     id_set = set(ids)
     by_agent: dict[str, list[str]] = {}
     priority_of: dict[str, str] = {}
@@ -116,7 +124,7 @@ def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], reque
         priority_of[task_id] = raw.get("priority", "medium")
 
     problems: list[tuple[str, str]] = []
-    tasks: list[dict[str, Any]] = []
+    tasks: list[Task] = []
     for i, (raw, task_id) in enumerate(zip(raw_tasks, ids, strict=True)):
         where = request.describe_path(f"tasks[{i}]")
         me = TaskRef(task_id, raw["agent"])
@@ -149,15 +157,15 @@ def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], reque
                 "agent": raw["agent"],
                 "description": raw["description"],
                 "priority": raw.get("priority", "medium"),
-                "token_budget": raw.get("token_budget"),
+                "token_budget": 0,  # set below, with the other tasks' budgets
                 "budget_source": "explicit" if "token_budget" in raw else "computed",
                 "dependencies": deps,
                 "dependency_mode": mode,
                 "critical_dependencies": critical,
                 "condition": condition,
-                "timeout": raw.get("timeout"),
+                "timeout": 0,  # set below, from the settings
                 "estimated_duration": raw.get("estimated_duration"),
-                "retries": raw.get("retries"),
+                "retries": 0,  # set below, from the settings
                 "command": raw.get("command"),
                 "model": raw.get("model"),
                 "tools": raw.get("tools"),

@@ -11,8 +11,8 @@ import bisect
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from awoc_scripts.plan_types import Task
 from awoc_scripts.state.task_states import (
     CANCELLED,
     PENDING,
@@ -25,7 +25,7 @@ from awoc_scripts.state.task_states import (
 PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
-def task_duration(task: Mapping[str, Any]) -> float:
+def task_duration(task: Task) -> float:
     """What planning assumes a task takes: its estimate, else its timeout."""
     estimate = task.get("estimated_duration")
     return float(estimate if estimate is not None else task["timeout"])
@@ -40,7 +40,7 @@ class GraphMetrics:
     waves: list[list[str]]
 
 
-def graph_metrics(tasks: Sequence[Mapping[str, Any]]) -> GraphMetrics:
+def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
     """Levels, remaining paths and the critical path of a validated (acyclic) plan. O(V + E).
 
     Works on list positions rather than task ids: at 100,000 tasks, lookups in id-keyed tables
@@ -218,7 +218,7 @@ class Scheduler:
     the tasks they skip as a consequence, each with its reason.
     """
 
-    tasks: Sequence[Mapping[str, Any]]
+    tasks: Sequence[Task]
     remaining_path: Mapping[str, float]
     status: dict[str, str] = field(default_factory=dict)
     budget: dict[str, int] = field(default_factory=dict)
@@ -280,7 +280,8 @@ class Scheduler:
         task = self.by_id[tid]
         if task["dependency_mode"] != "conditional":
             return None  # all_complete and partial skip as soon as a blocking dependency fails
-        when = (task.get("condition") or {}).get("when", "success")
+        condition = task.get("condition")
+        when = condition["when"] if condition else "success"
         if when == "any":
             return None
         wrong = [d for d in task["dependencies"] if (self.status[d] == SUCCEEDED) != (when == "success")]

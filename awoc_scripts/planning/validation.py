@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from awoc_scripts.gc_pause import without_gc
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.state.store import Run, StateStore, atomic_write_json, now_iso
 
 
 @without_gc
-def validate_request(args: Sequence[str]) -> dict[str, Any]:
+def validate_request(args: Sequence[str]) -> Plan:
     """The normalized plan for these arguments, without saving anything."""
     from awoc_scripts.input.request import parse_request
     from awoc_scripts.planning.plan import build_plan
@@ -18,7 +19,7 @@ def validate_request(args: Sequence[str]) -> dict[str, Any]:
     return build_plan(parse_request(args))
 
 
-def save_new_run(store: StateStore, plan: dict[str, Any]) -> Run:
+def save_new_run(store: StateStore, plan: Plan) -> Run:
     """Save the plan as a new run and make it current. The plan gets its run id."""
 
     def write(run: Run) -> None:
@@ -53,7 +54,7 @@ def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run | None, dict[str, Any]]:
+def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run | None, Plan]:
     """PLAN as the commands take it: a run id, a plan or config (file, - or JSON text), or none
     for the current run. A plan of a known run comes with that run; anything else with None,
     to be saved as a new run once everything else about the request is known to be good."""
@@ -83,7 +84,7 @@ def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run | None, dict[s
 BRIEF_TASKS = 30
 
 
-def brief_plan(plan: dict[str, Any]) -> dict[str, Any]:
+def brief_plan(plan: Plan) -> dict[str, Any]:
     """The plan in a few lines, for a prompt: the first tasks and what matters about them."""
     config = plan["parallel_config"]
     return {

@@ -17,6 +17,7 @@ from typing import Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import graph_metrics
 from awoc_scripts.state.store import Run, now_iso
 from awoc_scripts.state.task_states import FAILURES, SUCCEEDED
@@ -56,11 +57,11 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
     }
 
 
-def assign_task_ids(results: list[dict[str, Any]], plan: Mapping[str, Any] | None) -> None:
+def assign_task_ids(results: list[dict[str, Any]], plan: Plan | None) -> None:
     """Results the seed's loop wrote carry no task id: take the run's task with the same agent
     and description (so the retry command names a real task), else `<agent>-<pid>`, else
     `<agent>-<n>` in the order given."""
-    unused = [(t["agent"], t["description"], t["task_id"]) for t in (plan or {}).get("tasks", [])]
+    unused = [(t["agent"], t["description"], t["task_id"]) for t in (plan["tasks"] if plan else [])]
     taken = {r["task_id"] for r in results if r.get("task_id")}
     counts: dict[str, int] = {}
     for result in results:
@@ -108,7 +109,7 @@ def run_results(run: Run, known: Mapping[str, dict[str, Any]] | None = None) -> 
     return results
 
 
-def dependency_order(results: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None) -> list[str]:
+def dependency_order(results: Sequence[Mapping[str, Any]], plan: Plan | None) -> list[str]:
     ids = [r["task_id"] for r in results]
     if plan is None:
         return ids
@@ -126,9 +127,7 @@ def retry_command(run_id: str | None, task_id: str) -> str:
     return command_for("parallel-task-retry", "retry-reduced", task_id, *run_args)
 
 
-def aggregate(
-    results: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None, run_id: str | None
-) -> dict[str, Any]:
+def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: str | None) -> dict[str, Any]:
     by_id = {r["task_id"]: r for r in results}
     order = dependency_order(results, plan)
     by_agent: dict[str, list[str]] = {}

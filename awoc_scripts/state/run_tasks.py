@@ -8,12 +8,13 @@ from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
+from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.state.store import Run, now_iso, read_json
 
 EXCERPT_CHARS = 500
 
 
-def tasks_named(plan: dict[str, Any], name: str) -> tuple[list[str], bool]:
+def tasks_named(plan: Plan, name: str) -> tuple[list[str], bool]:
     """The task ids NAME stands for, and whether NAME was an agent (else a task id).
 
     A task id wins over an agent of the same name, as in dependencies. Unknown: ([], False).
@@ -25,24 +26,24 @@ def tasks_named(plan: dict[str, Any], name: str) -> tuple[list[str], bool]:
     return of_agent, bool(of_agent)
 
 
-def require_tasks(plan: dict[str, Any], name: str, run_id: str) -> tuple[list[str], bool]:
+def require_tasks(plan: Plan, name: str, run_id: str) -> tuple[list[str], bool]:
     ids, is_agent = tasks_named(plan, name)
     if not ids:
         raise InputError(f"{name!r} is neither a task id nor an agent of run {run_id} ({known_names(plan)})")
     return ids, is_agent
 
 
-def known_names(plan: dict[str, Any], limit: int = 8) -> str:
+def known_names(plan: Plan, limit: int = 8) -> str:
     ids = [t["task_id"] for t in plan["tasks"]]
     agents = list(dict.fromkeys(t["agent"] for t in plan["tasks"]))
     more = f", ... {len(ids) - limit} more" if len(ids) > limit else ""
     return f"tasks: {', '.join(ids[:limit])}{more}; agents: {', '.join(agents[:limit])}"
 
 
-def plan_task(plan: dict[str, Any], task_id: str) -> dict[str, Any]:
+def plan_task(plan: Plan, task_id: str) -> Task:
     for task in plan["tasks"]:
         if task["task_id"] == task_id:
-            return dict(task)
+            return task
     raise KeyError(task_id)
 
 
@@ -68,7 +69,7 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 def write_ended_result(
     run: Run,
-    plan: dict[str, Any],
+    plan: Plan,
     task_id: str,
     saved: dict[str, Any],
     *,

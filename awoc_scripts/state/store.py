@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from awoc_scripts.errors import StateError
+from awoc_scripts.plan_types import Plan
 
 STATE_DIR_ENV = "AWOC_STATE_DIR"
 DEFAULT_STATE_DIR = Path(".awoc") / "parallel"
@@ -166,7 +167,7 @@ class Run:
         self.report_json_file = self.reports.report_json
         self.report_md_file = self.reports.report_md
         self._task_files: dict[str, TaskFiles] = {}
-        self._plan: dict[str, Any] | None = None
+        self._plan: Plan | None = None
 
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
@@ -209,7 +210,7 @@ class Run:
     def exists(self) -> bool:
         return self.plan_file.is_file()
 
-    def read_plan(self) -> dict[str, Any]:
+    def read_plan(self) -> Plan:
         """plan.json, read once: a plan never changes after its run is made."""
         if self._plan is None:
             self._plan = read_json(self.plan_file)

@@ -1,0 +1,74 @@
+"""Everything an attempt needs before it starts: its agent, program, environment, prompt and files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from awoc_scripts.execution.executors.base import Attempt
+from awoc_scripts.execution.prompts import DependencyResult, compose_prompt
+from awoc_scripts.execution.records import Options, TaskRecord
+from awoc_scripts.execution.runners import Invocation, build_invocation, task_environment
+from awoc_scripts.input.agents import AgentDefinition, find_agent
+from awoc_scripts.plan_types import Task
+from awoc_scripts.processes import task_marker
+from awoc_scripts.state.store import Run
+from awoc_scripts.state.task_states import SUCCEEDED, TERMINAL
+
+
+class AttemptMaker:
+    def __init__(self, run: Run, config: Mapping[str, Any], options: Options) -> None:
+        self.run = run
+        self.config = config
+        self.options = options
+        self.shared_context = str(config.get("shared_context") or "")
+        self._agents: dict[str, AgentDefinition] = {}
+
+    def make(
+        self,
+        task: Task,
+        rec: TaskRecord,
+        cwd: Path,
+        dependencies: list[DependencyResult],
+    ) -> tuple[Attempt, Invocation]:
+        """Write the attempt's prompt file and return what the executor starts."""
+        tid = task["task_id"]
+        files = rec.files = self.run.task_files(tid)
+        agent = self._agent(task["agent"])
+        env = task_environment(self.run.run_id, task, rec.budget, str(files.prompt), str(files.dir))
+        invocation = build_invocation(task, agent, self.config, self.options.environ, env)
+        prompt = compose_prompt(
+            task,
+            shared_context=self.shared_context,
+            role=agent.system_prompt if invocation.role_in_prompt else None,
+            token_budget=rec.budget,
+            dependencies=dependencies,
+            previous_error=rec.previous_error,
+        )
+        files.prepare(prompt)
+        attempt = Attempt(
+            tid, invocation, cwd, files.prompt, files.stdout, files.stderr, task_marker(self.run.run_id, tid)
+        )
+        return attempt, invocation
+
+    def _agent(self, name: str) -> AgentDefinition:
+        if name not in self._agents:
+            self._agents[name] = find_agent(name, self.options.cwd, self.options.home)
+        return self._agents[name]
+
+
+def dependency_results(
+    run: Run, task: Task, by_id: Mapping[str, Task], status: Mapping[str, str], records: Mapping[str, TaskRecord]
+) -> list[DependencyResult]:
+    """The dependencies whose results the task's prompt carries."""
+    out = []
+    for dep in task["dependencies"]:
+        dep_status = status[dep]
+        if dep_status in TERMINAL and (dep_status == SUCCEEDED or task["dependency_mode"] == "conditional"):
+            dep_task = by_id[dep]
+            text = records[dep].result or (records[dep].error or "")
+            out.append(
+                DependencyResult(dep, dep_task["agent"], dep_status, text, str(run.result_file(dep_task["agent"], dep)))
+            )
+    return out

@@ -1,0 +1,174 @@
+"""state.json of the run being executed: loaded once, kept in memory, written back under its lock.
+
+Resume preparation lives here too: which saved outcomes stand, which tasks run again, and what
+a dead orchestrator left running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from awoc_scripts.errors import StateError
+from awoc_scripts.execution.records import TaskRecord
+from awoc_scripts.execution.runners import Tokens
+from awoc_scripts.launcher import command_for
+from awoc_scripts.processes import kill_marked, process_create_time
+from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, read_json
+from awoc_scripts.state.task_states import CANCELLED, PENDING, RUNNING, SUCCEEDED, TERMINAL
+
+
+class LiveState:
+    def __init__(self, run: Run, resume: bool) -> None:
+        self.run = run
+        self.data = self._load(resume)
+        # our last state.json, held open so its inode cannot be reused: any other writer's atomic
+        # replace then shows as another inode (mtimes can tie within one clock tick)
+        self._fd: int | None = None
+        self._ino: int | None = None
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        tasks: dict[str, dict[str, Any]] = self.data["tasks"]
+        return tasks
+
+    def _load(self, resume: bool) -> dict[str, Any]:
+        state: dict[str, Any] = read_json(self.run.state_file, default={})
+        if state and orchestrator_alive(state):
+            pid = state["orchestrator"]["pid"]
+            raise StateError(f"run {self.run.run_id} is being executed right now by process {pid}")
+        if not state:
+            state = initial_state(self.run)
+        elif not resume and any(t["status"] != PENDING for t in state["tasks"].values() if t["status"] != CANCELLED):
+            resume_command = command_for("delegate-parallel", "resume", self.run.run_id)
+            raise StateError(f"run {self.run.run_id} has already run; use `{resume_command}`")
+        return state
+
+    def prepare_resume(
+        self, records: dict[str, TaskRecord], plan_budgets: dict[str, int], only: set[str] | None, events: EventBuffer
+    ) -> tuple[dict[str, str], list[str]]:
+        """Keep what succeeded; everything else runs again (or, with `only`, just those tasks).
+        Kill whatever a dead orchestrator left running. Returns the statuses to start from and
+        the tasks that were running when it died."""
+        saved = self.tasks
+        status = {tid: str(saved[tid]["status"]) for tid in records}
+        orphans = [tid for tid, task_status in status.items() if task_status == RUNNING]
+        killed = kill_marked(self.run.run_id)
+        if killed or orphans:
+            events.add("resume-cleanup", orphaned_tasks=orphans, killed_pids=killed)
+        fresh = {}
+        for tid, task_status in status.items():
+            rec = records[tid]
+            if task_status == SUCCEEDED or (only is not None and tid not in only and task_status in TERMINAL):
+                fresh[tid] = task_status
+                self._restore_record(tid, rec)
+            elif only is not None and tid not in only:
+                fresh[tid] = CANCELLED  # not part of this retry, and it cannot have a result now
+                rec.reason = "not run: not part of the retried tasks"
+            else:
+                fresh[tid] = PENDING
+                rec.previous_error = saved[tid].get("previous_error")
+                if rec.previous_error is None:  # a retry keeps its reduced budget
+                    rec.budget = plan_budgets[tid]
+            saved[tid]["status"] = fresh[tid]
+        return fresh, orphans
+
+    def _restore_record(self, tid: str, rec: TaskRecord) -> None:
+        """A task that keeps its outcome: what it produced, from its result file."""
+        previous = read_json(self.run.task_files(tid).result, default={})
+        rec.result = str(previous.get("result", ""))
+        rec.attempts = int(previous.get("attempts", 1))
+        rec.tokens = Tokens(**{k: v for k, v in previous.get("tokens_used", {}).items() if k != "total"})
+        rec.cost_usd = float(previous.get("cost_usd") or 0)
+        rec.started_at = previous.get("started_at")
+        rec.finished_at = previous.get("finished_at")
+        rec.exit_code = previous.get("exit_code")
+        rec.error = previous.get("error")
+        rec.reason = previous.get("reason")
+
+    def begin_execution(self) -> None:
+        me = os.getpid()
+        self.data["orchestrator"] = {"pid": me, "create_time": process_create_time(me), "started_at": now_iso()}
+        self.data.pop("stop_reason", None)
+        # each execution's own span: the report's total time adds these, not the idle gaps between resumes
+        self.data.setdefault("executions", []).append({"started_at": now_iso(), "active_s": 0.0})
+
+    def flush(
+        self,
+        *,
+        status: str,
+        final: bool,
+        active_s: float,
+        apply_controls: Callable[[dict[str, Any]], None],
+        snapshot: Callable[[], dict[str, Any]],
+        fields: dict[str, Any],
+    ) -> None:
+        """Write our view to state.json, keeping (and, unless final, applying) lever requests made meanwhile."""
+        with file_lock(self.run.state_file):
+            disk: dict[str, Any] = read_json(self.run.state_file, default={})
+            self.data["controls"] = disk.get("controls", self.data.get("controls", []))
+            if not final:
+                apply_controls(self.data)
+            if self.data.get("executions"):
+                self.data["executions"][-1]["active_s"] = round(active_s, 3)
+            self.data.update(
+                status=status,
+                tasks=snapshot(),
+                revision=int(disk.get("revision", 0)) + 1,
+                updated_at=now_iso(),
+                **fields,
+            )
+            if final:
+                self.data["orchestrator"] = None
+            atomic_write_json(self.run.state_file, self.data)
+            self._hold(close=final)
+
+    def changed_by_others(self) -> bool:
+        try:
+            return os.stat(self.run.state_file).st_ino != self._ino
+        except FileNotFoundError:
+            return True
+
+    def _hold(self, close: bool = False) -> None:
+        """Called under the state lock, right after our write: nobody can have replaced it yet."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if close:
+            return
+        self._fd = os.open(self.run.state_file, os.O_RDONLY | os.O_CLOEXEC)
+        self._ino = os.fstat(self._fd).st_ino
+
+
+def task_snapshot(
+    records: dict[str, TaskRecord], status: dict[str, str], budget: dict[str, int], reasons: dict[str, str]
+) -> dict[str, Any]:
+    """The tasks part of state.json."""
+    tasks = {}
+    for tid, rec in records.items():
+        tasks[tid] = {
+            "status": status[tid],
+            "token_budget": budget[tid],
+            "attempts": rec.attempts,
+            "pid": rec.pid,
+            "pid_create_time": rec.pid_create_time,
+            "started_at": rec.started_at,
+            "finished_at": rec.finished_at,
+            "exit_code": rec.exit_code,
+            "error": rec.error,
+            "reason": reasons.get(tid) or rec.reason,
+            "tokens_used": rec.tokens.as_dict(),
+            "cost_usd": round(rec.cost_usd, 9),
+            "previous_error": rec.previous_error,
+        }
+    return tasks
+
+
+def note_create_times(records: dict[str, TaskRecord], running: list[str]) -> None:
+    """Running tasks are not reaped yet, so their pids are still theirs."""
+    for tid in running:
+        rec = records[tid]
+        if rec.pid is not None and rec.pid_create_time is None:
+            rec.pid_create_time = process_create_time(rec.pid)

@@ -1,0 +1,68 @@
+"""What an attempt left behind: its outcome and tokens, read from the files it wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from awoc_scripts.execution.records import TaskRecord
+from awoc_scripts.execution.runners import Outcome, Tokens, TurnCounter, read_outcome
+from awoc_scripts.state.store import TaskFiles
+from awoc_scripts.state.task_states import FAILED, SUCCEEDED
+
+STDERR_TAIL_BYTES = 4000
+
+
+def attempt_outcome(exit_code: int, files: TaskFiles, stream: TurnCounter | None) -> tuple[Outcome, Tokens]:
+    stdout = _read_bytes(files.stdout)
+    stderr_tail = _read_tail(files.stderr, STDERR_TAIL_BYTES) if exit_code != 0 else ""
+    outcome = read_outcome(exit_code, stdout, stderr_tail)
+    tokens = outcome.tokens
+    if stream is not None and stream.total().total > tokens.total:
+        tokens = stream.total()  # stopped before its final result line
+    return outcome, tokens
+
+
+def read_from(path: Path, offset: int) -> bytes:
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read()
+    return b""
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _read_tail(path: Path, size: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - size))
+            return fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+REQUEUE = "requeue"  # stopped to make room: it runs again later, and the attempt does not count
+WAIT = "wait"  # rate limited or overloaded: it waits with backoff, and the attempt does not count
+
+
+def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, tokens: Tokens, may_wait: bool) -> str:
+    """What an ended attempt means: REQUEUE, WAIT, or the status it ends with (its error noted)."""
+    if rec.stop_status == REQUEUE:
+        return REQUEUE
+    if stopped and rec.stop_status:
+        rec.error = rec.error or outcome.error
+        return rec.stop_status
+    if outcome.ok:
+        rec.error = None
+        if tokens.total > rec.budget:
+            rec.warnings.append(f"used {tokens.total} tokens, over its budget of {rec.budget}")
+        return SUCCEEDED
+    rec.error = outcome.error
+    return WAIT if outcome.transient and may_wait else FAILED

@@ -1,0 +1,42 @@
+"""The interface every pressure policy has: look at the live run, and pull its levers."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from awoc_scripts.execution.records import TaskRecord
+from awoc_scripts.state.store import EventBuffer
+
+
+class Note(Protocol):
+    def note(self, text: str) -> None: ...
+
+
+class LiveRun(Protocol):
+    """What a policy may see of the run and do to it."""
+
+    started_mono: float
+    events: EventBuffer
+    display: Note
+    records: dict[str, TaskRecord]
+
+    def running(self) -> list[str]: ...
+    def budget_of(self, task_id: str) -> int: ...
+    def tokens_spent(self) -> int: ...
+    def pull_lever(self, action: str, args: dict[str, Any], why: str) -> None: ...
+    def abort(self, reason: str, running_status: str) -> None: ...
+    def stop_starting(self, reason: str, cancel_reason: str) -> None:
+        """Nothing new starts; what is pending is cancelled; running tasks finish."""
+
+    def stop_task(self, task_id: str, status: str, error: str) -> None:
+        """Stop a running task; it ends with STATUS."""
+
+    def requeue(self, task_id: str, why: str) -> None:
+        """Stop a running task; it runs again later, and the stopped attempt does not count."""
+
+
+class Policy(Protocol):
+    name: str
+    interval_s: float  # how often it looks (0: on every pass of the loop)
+
+    def check(self, run: LiveRun, now: float) -> None: ...

@@ -1,0 +1,25 @@
+"""Time: past 80% of total_timeout, not-started low and medium tasks are cancelled; at 100% the run aborts."""
+
+from __future__ import annotations
+
+from awoc_scripts.execution.levers import EMERGENCY
+from awoc_scripts.execution.policies.base import LiveRun
+from awoc_scripts.planning.policy_settings import TIME_PRESSURE
+from awoc_scripts.state.task_states import TIMED_OUT
+
+
+class TimePressure:
+    name = "time_pressure"
+    interval_s = 0.0
+
+    def __init__(self, total_timeout: float, pressure_on: bool) -> None:
+        self.total_timeout = total_timeout
+        self.pressure_on = pressure_on
+
+    def check(self, run: LiveRun, now: float) -> None:
+        elapsed = now - run.started_mono
+        if elapsed >= self.total_timeout:
+            run.abort(f"total timeout of {self.total_timeout:g} s reached", TIMED_OUT)
+        elif self.pressure_on and elapsed >= TIME_PRESSURE * self.total_timeout:
+            why = f"time_pressure: {elapsed:.0f} s of the {self.total_timeout:g} s total timeout used"
+            run.pull_lever(EMERGENCY, {}, why)

@@ -1,0 +1,67 @@
+"""The plan and its tasks as types, for every stage from planning to the report.
+
+TypedDicts rather than dataclasses: plan.json is read and written as plain dicts (orjson, by
+this process and by the other scripts acting on the same run), and a TypedDict types that very
+dict with no conversion at each boundary and no cost at start-up. Levers also change a task's
+budget in place, which a frozen dataclass would forbid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+Priority = Literal["critical", "high", "medium", "low"]
+DependencyMode = Literal["all_complete", "partial", "conditional"]
+Isolation = Literal["process", "worktree"]
+
+
+class Condition(TypedDict):
+    when: Literal["success", "failure", "any"]
+
+
+class Task(TypedDict):
+    """One task of a normalized plan: every default filled in, dependencies resolved to task ids."""
+
+    task_id: str
+    agent: str
+    description: str
+    priority: Priority
+    token_budget: int
+    budget_source: str
+    dependencies: list[str]
+    dependency_mode: DependencyMode
+    critical_dependencies: list[str]
+    condition: Condition | None
+    timeout: float
+    estimated_duration: float | None
+    retries: int
+    command: list[str] | None
+    model: str | None
+    tools: list[str] | str | None
+    max_turns: int | None
+    context: str | None
+    isolation: Isolation
+    index: int
+
+
+class BudgetSummary(TypedDict):
+    total: int
+    total_given: bool
+    allocated: int
+    scale_factor: float
+
+
+class Plan(TypedDict):
+    """plan.json: the validated request. `parallel_config` holds every setting with its default."""
+
+    schema: str
+    kind: Literal["plan"]
+    run_id: str | None
+    created_at: str | None
+    workflow: str | None
+    source: str
+    parallel_config: dict[str, Any]
+    budget: BudgetSummary
+    warnings: list[str]
+    tasks: list[Task]
+    git: NotRequired[dict[str, Any]]
