@@ -16,6 +16,8 @@ from awoc_scripts.errors import ABORTED, INTERRUPTED, OK
 from awoc_scripts.execution.attempts import AttemptMaker, dependency_results
 from awoc_scripts.execution.controls import apply_pending_controls
 from awoc_scripts.execution.executors.base import Ended, Executor
+from awoc_scripts.execution.isolation.base import Isolation
+from awoc_scripts.execution.isolation.process import ProcessIsolation
 from awoc_scripts.execution.levers import apply_lever
 from awoc_scripts.execution.live_levers import LiveLevers
 from awoc_scripts.execution.live_state import LiveState, note_create_times, task_snapshot
@@ -59,7 +61,8 @@ class Orchestrator:
         budgets = {t["task_id"]: int(t["token_budget"]) for t in execution["tasks"]}
         self.tasks: list[Task] = [{**t, "token_budget": budgets[t["task_id"]]} for t in plan["tasks"]]
         self.live = LiveState(run, resume)
-        self.book = TaskBook(run, self.tasks, self.live.tasks, self.events, display)
+        self.isolations: dict[str, Isolation] = {"process": ProcessIsolation(self.options.cwd)}
+        self.book = TaskBook(run, self.tasks, self.live.tasks, self.events, display, self._isolation_extras)
         self.by_id, self.records = self.book.by_id, self.book.records
         status, self.orphans = dict(self.book.saved_status), list[str]()
         if resume:
@@ -102,6 +105,9 @@ class Orchestrator:
     @property
     def results(self) -> dict[str, dict[str, Any]]:
         return self.book.results
+
+    def _isolation_extras(self, task: Task, status: str) -> dict[str, Any]:
+        return self.isolations[task["isolation"]].task_ended(task, status)
 
     def pull_lever(self, action: str, args: dict[str, Any], why: str) -> None:
         if action in self.levers_pulled:
@@ -246,7 +252,7 @@ class Orchestrator:
         rec.attempts += 1
         rec.stop_status = None
         deps = dependency_results(self.run, task, self.by_id, self.scheduler.status, self.records)
-        attempt, invocation = self.attempts.make(task, rec, self.options.cwd, deps)
+        attempt, invocation = self.attempts.make(task, rec, self.isolations[task["isolation"]].workdir(task), deps)
         self.scheduler.start(tid)
         rec.begin_attempt(float(task["timeout"]), invocation.stream)
         try:
@@ -357,6 +363,9 @@ class Orchestrator:
             self._end_task(tid, CANCELLED, allow_retry=False)
         self.book.cancel(self.book.pending(), self.stop_reason or "run ended")
         self.book.close_unfinished(self.stop_reason)
+        for isolation in self.isolations.values():
+            for note in isolation.run_ended():
+                self.events.add("isolation", note=note)
         final, self.exit_code = final_status(self.exit_code, self.scheduler.status.values())
         elapsed = round(time.monotonic() - self.started_mono, 3)
         self.events.add("run-end", status=final, exit_code=self.exit_code, reason=self.stop_reason, elapsed_s=elapsed)

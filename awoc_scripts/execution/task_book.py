@@ -4,6 +4,7 @@ and the one place where a task's end is written down (its result file and the ta
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from awoc_scripts import PLAN_SCHEMA
@@ -18,6 +19,10 @@ class EndListener(Protocol):
     def task_ended(self, tid: str, status: str, rec: TaskRecord) -> None: ...
 
 
+def no_extras(task: Task, status: str) -> dict[str, Any]:
+    return {}
+
+
 class TaskBook:
     def __init__(
         self,
@@ -26,6 +31,7 @@ class TaskBook:
         saved: dict[str, dict[str, Any]],
         events: EventBuffer,
         display: EndListener,
+        extras: Callable[[Task, str], dict[str, Any]] = no_extras,
     ) -> None:
         self.run = run
         self.tasks = tasks
@@ -35,6 +41,7 @@ class TaskBook:
         self.saved_status = {tid: str(saved[tid]["status"]) for tid in self.by_id}
         self.events = events
         self.display = display
+        self.extras = extras  # what the task's isolation adds to the result of a task that started
         self.scheduler: Scheduler | None = None
         self.spent = 0  # tokens, kept as a sum: summing every record at each end is quadratic
         self.results: dict[str, dict[str, Any]] = {}  # the result files written by this execution
@@ -145,6 +152,8 @@ class TaskBook:
             "warnings": rec.warnings,
             "dependencies": task["dependencies"],
         }
+        if rec.started_at:
+            result.update(self.extras(task, status))
         self.run.write_task_result(task["agent"], tid, result)
         self.results[tid] = result
         self.events.add(

@@ -1,0 +1,24 @@
+"""How a task's working directory is made. The run loop asks its task's isolation for a directory
+before each attempt and tells it when the task has ended; each mode is a module beside this one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from awoc_scripts.plan_types import Task
+
+
+class CannotStart(Exception):
+    """The task cannot run in this isolation (its dependencies' changes conflict, say): it is skipped."""
+
+
+class Isolation(Protocol):
+    def workdir(self, task: Task) -> Path:
+        """The directory the task's next attempt runs in. Raises CannotStart."""
+
+    def task_ended(self, task: Task, status: str) -> dict[str, Any]:
+        """The task's last attempt ended: what its result records of its working directory."""
+
+    def run_ended(self) -> list[str]:
+        """The run's executions end: clean up; returns notes for the events."""
