@@ -51,6 +51,15 @@ class BudgetSummary(TypedDict):
     scale_factor: float
 
 
+class GitBase(TypedDict):
+    """Where worktree tasks start: the repository and its HEAD when the run was prepared."""
+
+    repo: str
+    head: str
+    subdir: str  # the working directory inside the repository; worktree tasks run in the same one
+    uncommitted: int  # changes in the user's checkout then, which worktree tasks do not see
+
+
 class Plan(TypedDict):
     """plan.json: the validated request. `parallel_config` holds every setting with its default."""
 
@@ -64,4 +73,4 @@ class Plan(TypedDict):
     budget: BudgetSummary
     warnings: list[str]
     tasks: list[Task]
-    git: NotRequired[dict[str, Any]]
+    git: NotRequired[GitBase]  # only when some task runs in a worktree

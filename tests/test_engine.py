@@ -465,15 +465,6 @@ def test_shared_context_comes_first_and_identical_in_every_prompt(tmp_path: Path
     assert len({p[: len(prefix)] for p in prompts}) == 1 and len(set(prompts)) == 3
 
 
-def test_worktree_isolation_is_refused_clearly(cli, state_dir: Path) -> None:
-    config = orjson.dumps(
-        {"tasks": [{"agent": "qa", "description": "x", "isolation": "worktree", "command": ["true"]}]}
-    ).decode()
-    result = cli("delegate-parallel", "run", config)
-    assert result.code == 2 and 'isolation "worktree" is not supported yet' in result.stderr
-    assert not (state_dir / "runs").exists()
-
-
 def test_agent_tasks_without_claude_are_refused_before_anything_runs(cli, state_dir, monkeypatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     result = cli("delegate-parallel", "run", "architect:Design it")

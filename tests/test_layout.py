@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "awoc_scripts"
 
 # earliest first; a module may import from its own layer and the ones before it, never after
 LAYERS = [
-    ("",),  # awoc_scripts/*.py: errors, launcher, gc_pause, the plan types, processes (the child-process wrapper)
+    ("",),  # awoc_scripts/*.py: errors, launcher, gc_pause, the plan types, the wrappers of git and processes
     ("state",),
     ("input",),
     ("planning",),
@@ -61,4 +61,4 @@ def test_imports_never_reach_into_a_later_stage() -> None:
 
 def test_the_top_level_holds_only_shared_basics() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "errors.py", "gc_pause.py", "launcher.py", "plan_types.py", "processes.py"]
+    assert top == ["__init__.py", "errors.py", "gc_pause.py", "git.py", "launcher.py", "plan_types.py", "processes.py"]

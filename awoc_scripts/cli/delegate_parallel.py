@@ -124,6 +124,8 @@ def run(
       --format=F             structured, markdown or research_report
       --batch-token-limit=N  token budgets in flight at once
       --retries=N            retries per failed task
+      --isolation=MODE       process (default) or worktree: each task in its own git worktree and branch
+      --keep-worktrees       keep the worktrees when the run ends (their branches always stay)
       --priority=LEVEL       critical, high, medium or low for the inline tasks after it
       --then                 the tasks after it wait for every task before it
       --wait-for-research    the tasks after it that are not docs-fetcher wait for every docs-fetcher task
@@ -241,6 +243,32 @@ def report(
         print_json(data)
     else:
         sys.stdout.write((markdown if output == "markdown" else markdown_for(data, output)) + "\n")
+
+
+@app.command()
+def merge(
+    run_id: RunArgument = None,
+    state_dir: StateDirOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would merge or conflict; change nothing.")
+    ] = False,
+) -> None:
+    """Merge the succeeded worktree tasks' branches into the current branch, one at a time.
+
+    \b
+    In dependency order, then priority. Stops at the first conflict with the files and the
+    commands to finish or abort. Prints which tasks changed the same files, and whether they conflict.
+    Exit codes: 0 everything merged (or would); 1 stopped at a conflict; 2 bad input (no worktree
+    tasks in the run, uncommitted changes in the checkout).
+    """
+    from awoc_scripts.input.documents import print_json
+    from awoc_scripts.results.merge_queue import merge_run, merge_text
+    from awoc_scripts.state.store import StateStore
+
+    code, summary = merge_run(StateStore(state_dir).open_run(run_id), dry_run)
+    print_json(summary)
+    sys.stderr.write(merge_text(summary) + "\n")
+    raise typer.Exit(code)
 
 
 @app.command()

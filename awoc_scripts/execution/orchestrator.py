@@ -12,12 +12,12 @@ import signal
 import time
 from typing import Any
 
-from awoc_scripts.errors import ABORTED, INTERRUPTED, OK
+from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, AwocError
 from awoc_scripts.execution.attempts import AttemptMaker, dependency_results
 from awoc_scripts.execution.controls import apply_pending_controls
 from awoc_scripts.execution.executors.base import Ended, Executor
-from awoc_scripts.execution.isolation.base import Isolation
-from awoc_scripts.execution.isolation.process import ProcessIsolation
+from awoc_scripts.execution.isolation.base import CannotStart
+from awoc_scripts.execution.isolation.workspaces import Workspaces
 from awoc_scripts.execution.levers import apply_lever
 from awoc_scripts.execution.live_levers import LiveLevers
 from awoc_scripts.execution.live_state import LiveState, note_create_times, task_snapshot
@@ -61,9 +61,17 @@ class Orchestrator:
         budgets = {t["task_id"]: int(t["token_budget"]) for t in execution["tasks"]}
         self.tasks: list[Task] = [{**t, "token_budget": budgets[t["task_id"]]} for t in plan["tasks"]]
         self.live = LiveState(run, resume)
-        self.isolations: dict[str, Isolation] = {"process": ProcessIsolation(self.options.cwd)}
         self.book = TaskBook(run, self.tasks, self.live.tasks, self.events, display, self._isolation_extras)
         self.by_id, self.records = self.book.by_id, self.book.records
+        self.workspaces = Workspaces(
+            run,
+            plan,
+            self.options.cwd,
+            self.by_id,
+            lambda tid: self.scheduler.status[tid],
+            self.events,
+            keep_worktrees=bool(self.config.get("keep_worktrees")),
+        )
         status, self.orphans = dict(self.book.saved_status), list[str]()
         if resume:
             status, self.orphans = self.live.prepare_resume(self.records, budgets, only, self.events)
@@ -107,7 +115,7 @@ class Orchestrator:
         return self.book.results
 
     def _isolation_extras(self, task: Task, status: str) -> dict[str, Any]:
-        return self.isolations[task["isolation"]].task_ended(task, status)
+        return self.workspaces.task_ended(task, status, self.records[task["task_id"]].session_id)
 
     def pull_lever(self, action: str, args: dict[str, Any], why: str) -> None:
         if action in self.levers_pulled:
@@ -157,6 +165,7 @@ class Orchestrator:
         self.run.make_dirs()
         self.live.begin_execution()
         self.book.finalize_skipped(self.scheduler.initially_skipped)
+        self.workspaces.run_starting()
         self.events.add(
             "run-start",
             tasks=len(self.tasks),
@@ -252,7 +261,19 @@ class Orchestrator:
         rec.attempts += 1
         rec.stop_status = None
         deps = dependency_results(self.run, task, self.by_id, self.scheduler.status, self.records)
-        attempt, invocation = self.attempts.make(task, rec, self.isolations[task["isolation"]].workdir(task), deps)
+        try:
+            workdir = self.workspaces.workdir(task)
+        except CannotStart as exc:
+            rec.attempts -= 1
+            self.events.add("task-cannot-start", task_id=tid, reason=str(exc))
+            self.book.skip(tid, f"cannot start: {exc}")
+            return
+        except AwocError as exc:
+            rec.error = f"cannot make its working directory: {exc.message}"
+            self.scheduler.start(tid)
+            self._end_task(tid, FAILED, allow_retry=False)
+            return
+        attempt, invocation = self.attempts.make(task, rec, workdir, deps)
         self.scheduler.start(tid)
         rec.begin_attempt(float(task["timeout"]), invocation.stream)
         try:
@@ -363,9 +384,7 @@ class Orchestrator:
             self._end_task(tid, CANCELLED, allow_retry=False)
         self.book.cancel(self.book.pending(), self.stop_reason or "run ended")
         self.book.close_unfinished(self.stop_reason)
-        for isolation in self.isolations.values():
-            for note in isolation.run_ended():
-                self.events.add("isolation", note=note)
+        self.workspaces.run_ended()
         final, self.exit_code = final_status(self.exit_code, self.scheduler.status.values())
         elapsed = round(time.monotonic() - self.started_mono, 3)
         self.events.add("run-end", status=final, exit_code=self.exit_code, reason=self.stop_reason, elapsed_s=elapsed)

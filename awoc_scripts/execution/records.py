@@ -46,6 +46,7 @@ class TaskRecord:
     stream: TurnCounter | None = None
     warnings: list[str] = field(default_factory=list)
     files: TaskFiles | None = None
+    session_id: str | None = None
 
     def begin_attempt(self, timeout_s: float, stream: bool) -> None:
         """Its clock starts; the first attempt's start stays the task's start."""
@@ -62,3 +63,4 @@ class TaskRecord:
         self.tokens = self.tokens + tokens
         self.cost_usd += float(outcome.cost_usd or 0)
         self.result = outcome.result
+        self.session_id = outcome.session_id or self.session_id

@@ -147,6 +147,7 @@ class Outcome:
     cost_usd: float | None = None
     error: str | None = None
     transient: bool = False  # rate limit or overload: wait and retry, not a failure
+    session_id: str | None = None  # the agent CLI's session (Claude Code keys sessions by working directory)
 
 
 def _result_object(stdout: bytes) -> dict[str, Any] | None:
@@ -173,17 +174,18 @@ def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
         return Outcome(False, text, error=error, transient=bool(TRANSIENT_TEXT.search(detail)))
     tokens = Tokens.from_usage(obj.get("usage"))
     cost = obj.get("total_cost_usd")
+    session = str(obj["session_id"]) if obj.get("session_id") else None
     text = str(obj.get("result") or "")
     is_error = bool(obj.get("is_error")) or str(obj.get("subtype", "success")) != "success" or exit_code != 0
     if not is_error:
-        return Outcome(True, text, tokens, cost)
+        return Outcome(True, text, tokens, cost, session_id=session)
     status = obj.get("api_error_status")
     details = "; ".join(str(e) for e in obj.get("errors") or [])
     error = text or details or str(obj.get("subtype"))
     if obj.get("subtype") not in (None, "success"):
         error = f"{obj.get('subtype')}: {details or text}"
     transient = status in TRANSIENT_STATUSES or bool(TRANSIENT_TEXT.search(text))
-    return Outcome(False, text, tokens, cost, error=error, transient=transient)
+    return Outcome(False, text, tokens, cost, error=error, transient=transient, session_id=session)
 
 
 class TurnCounter:

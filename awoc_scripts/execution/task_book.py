@@ -115,6 +115,13 @@ class TaskBook:
         if status in FAILURES:
             self.failed_count += 1
 
+    def skip(self, tid: str, reason: str) -> None:
+        """A task that cannot start ends skipped, and so does what depends on it."""
+        self.sched.reason[tid] = reason
+        skipped = self.sched.finish(tid, SKIPPED)
+        self.finalize(tid, SKIPPED, reason=reason)
+        self.finalize_skipped(skipped)
+
     def finalize_skipped(self, skipped: list[tuple[str, str]]) -> None:
         for tid, reason in skipped:
             self.finalize(tid, SKIPPED, reason=reason)

@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from awoc_scripts.errors import InputError
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
@@ -28,9 +27,6 @@ DESCRIPTION_CHARS = 160
 def check_executable(plan: Plan) -> None:
     from awoc_scripts.execution.runners import check_runner_available
 
-    worktree = [t["task_id"] for t in plan["tasks"] if t.get("isolation") == "worktree"]
-    if worktree:
-        raise InputError(f'isolation "worktree" is not supported yet (tasks: {", ".join(worktree[:5])}); use "process"')
     check_runner_available(plan["tasks"], plan["parallel_config"], os.environ)
 
 

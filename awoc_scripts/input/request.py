@@ -46,10 +46,13 @@ CONFIG_FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "--failure-tolerance": ("failure_tolerance", _whole_number),
     "--batch-token-limit": ("batch_token_limit", _whole_number),
     "--retries": ("retries", _whole_number),
+    "--isolation": ("isolation", _text),
 }
+# switches that set a parallel_config value, for inline tasks and config files alike
+CONFIG_SWITCHES = {"--keep-worktrees": "keep_worktrees"}
 INLINE_FLAGS_WITH_VALUE = ("--priority",)
 INLINE_SWITCHES = ("--then", "--wait-for-research")
-KNOWN_FLAGS = (*CONFIG_FLAGS, *INLINE_FLAGS_WITH_VALUE, *INLINE_SWITCHES)
+KNOWN_FLAGS = (*CONFIG_FLAGS, *CONFIG_SWITCHES, *INLINE_FLAGS_WITH_VALUE, *INLINE_SWITCHES)
 
 
 @dataclass
@@ -92,6 +95,11 @@ def parse_request(args: Sequence[str]) -> Request:
             name, has_value, value = arg.partition("=")
             if name not in KNOWN_FLAGS:
                 raise InputError(f"unknown option {name!r}{_did_you_mean(name)} (known: {', '.join(KNOWN_FLAGS)})")
+            if name in CONFIG_SWITCHES:
+                if has_value:
+                    raise InputError(f"{name} takes no value")
+                overrides[CONFIG_SWITCHES[name]] = True
+                continue
             if name in INLINE_SWITCHES:
                 if has_value:
                     raise InputError(f"{name} takes no value")

@@ -28,6 +28,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "min_free_memory_mb": 256,  # under it the rest runs one at a time; under half, the youngest task waits
     "agents": {},
     "runner": {},
+    "isolation": "process",  # each task's default: "worktree" runs it in its own git worktree
+    "keep_worktrees": False,
 }
 HIGH_PRIORITIES = ("critical", "high")
 
@@ -56,6 +58,7 @@ def build_plan(request: Request) -> Plan:
         task["token_budget"] = allocation.budgets[task["task_id"]]
         task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else settings["total_timeout"]
         task["retries"] = raw["retries"] if raw.get("retries") is not None else settings["retries"]
+        task["isolation"] = raw.get("isolation") or settings["isolation"]
         override = settings["agents"].get(task["agent"], {})
         if task["model"] is None and "model" in override:
             task["model"] = override["model"]
@@ -171,7 +174,7 @@ def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], reque
                 "tools": raw.get("tools"),
                 "max_turns": raw.get("max_turns"),
                 "context": raw.get("context"),
-                "isolation": raw.get("isolation", "process"),
+                "isolation": "process",  # set below, from the settings
                 "index": i,
             }
         )

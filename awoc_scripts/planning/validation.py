@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from awoc_scripts.gc_pause import without_gc
@@ -14,15 +15,21 @@ from awoc_scripts.state.store import Run, StateStore, atomic_write_json, now_iso
 def validate_request(args: Sequence[str]) -> Plan:
     """The normalized plan for these arguments, without saving anything."""
     from awoc_scripts.input.request import parse_request
+    from awoc_scripts.planning.git_base import attach_git_base
     from awoc_scripts.planning.plan import build_plan
 
-    return build_plan(parse_request(args))
+    plan = build_plan(parse_request(args))
+    attach_git_base(plan, Path.cwd())
+    return plan
 
 
 def save_new_run(store: StateStore, plan: Plan) -> Run:
     """Save the plan as a new run and make it current. The plan gets its run id."""
 
+    from awoc_scripts.planning.git_base import check_new_branches
+
     def write(run: Run) -> None:
+        check_new_branches(plan, run.run_id)
         plan["run_id"] = run.run_id
         plan["created_at"] = now_iso()
         atomic_write_json(run.plan_file, plan)

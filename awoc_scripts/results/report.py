@@ -373,6 +373,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [title, "", *_summary_table(report), "", "## Timeline", "", *_gantt(report), ""]
     lines += _failures(report)
     lines += _policy_section(report)
+    if report.get("worktrees"):
+        from awoc_scripts.results.overlap import overlap_markdown
+
+        lines += overlap_markdown(report["worktrees"], report["run_id"])
     lines += ["## Results", ""]
     for task in report["task_results"]:
         if task["status"] != SUCCEEDED:
@@ -434,10 +438,16 @@ def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = No
     """Aggregate a run's results and write aggregate.json, report.json and report.md.
     `known_results`: the ones the caller holds already, so their files are not read again."""
     from awoc_scripts.results.aggregate import aggregate, run_results
+    from awoc_scripts.results.overlap import worktree_overlap
 
     metadata = run_metadata(run)
-    aggregated = aggregate(run_results(run, known_results), run.read_plan(), run.run_id)
+    plan = run.read_plan()
+    results = run_results(run, known_results)
+    aggregated = aggregate(results, plan, run.run_id)
     report = create_report(aggregated, metadata)
+    overlap = worktree_overlap(plan, results)
+    if overlap is not None:
+        report["worktrees"] = overlap
     write_reports(run.reports, report, markdown_for(report, metadata["result_format"]), aggregated)
     return report
 

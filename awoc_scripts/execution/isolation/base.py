@@ -14,6 +14,9 @@ class CannotStart(Exception):
 
 
 class Isolation(Protocol):
+    def run_starting(self) -> list[str]:
+        """An execution of the run begins; returns notes for the events."""
+
     def workdir(self, task: Task) -> Path:
         """The directory the task's next attempt runs in. Raises CannotStart."""
 

@@ -12,6 +12,9 @@ class ProcessIsolation:
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
 
+    def run_starting(self) -> list[str]:
+        return []
+
     def workdir(self, task: Task) -> Path:
         return self.cwd
 

@@ -1,0 +1,60 @@
+"""The isolation modes of one run, each task sent to its own; failures of the clean-up become notes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from awoc_scripts.errors import AwocError
+from awoc_scripts.execution.isolation.base import Isolation
+from awoc_scripts.execution.isolation.process import ProcessIsolation
+from awoc_scripts.execution.isolation.worktree import WorktreeIsolation
+from awoc_scripts.plan_types import Plan, Task
+from awoc_scripts.state.store import EventBuffer, Run
+
+
+class Workspaces:
+    def __init__(
+        self,
+        run: Run,
+        plan: Plan,
+        cwd: Path,
+        by_id: dict[str, Task],
+        status_of: Callable[[str], str],
+        events: EventBuffer,
+        keep_worktrees: bool,
+    ) -> None:
+        self.events = events
+        self.modes: dict[str, Isolation] = {"process": ProcessIsolation(cwd)}
+        base = plan.get("git")
+        if base is not None:
+            self.modes["worktree"] = WorktreeIsolation(run, base, by_id, status_of, events, keep_worktrees)
+
+    def workdir(self, task: Task) -> Path:
+        """Raises CannotStart (the task is skipped) or AwocError (it fails)."""
+        return self.modes[task["isolation"]].workdir(task)
+
+    def task_ended(self, task: Task, status: str, session_id: str | None) -> dict[str, Any]:
+        try:
+            extras = self.modes[task["isolation"]].task_ended(task, status)
+        except AwocError as exc:  # a broken repository must not lose the task's result
+            return {"isolation_error": exc.message}
+        if session_id and "worktree" in extras:
+            extras["worktree"]["session_id"] = session_id  # its transcript is found by the worktree's path
+        return extras
+
+    def run_starting(self) -> None:
+        self._notes(lambda mode: mode.run_starting())
+
+    def run_ended(self) -> None:
+        self._notes(lambda mode: mode.run_ended())
+
+    def _notes(self, step: Callable[[Isolation], list[str]]) -> None:
+        for mode in self.modes.values():
+            try:
+                notes = step(mode)
+            except AwocError as exc:
+                notes = [f"clean-up failed: {exc.message}"]
+            for note in notes:
+                self.events.add("isolation", note=note)

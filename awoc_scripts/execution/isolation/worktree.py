@@ -1,0 +1,198 @@
+"""Each task in its own git worktree, on its own branch awoc/<run id>/<task id>, under the run's folder.
+
+A task without worktree dependencies starts from the HEAD recorded in the plan; one whose
+dependencies ran in worktrees starts from a merge of their branches, made in the object store
+(a conflict there means it cannot start: it is skipped, naming the files). Whatever a task leaves
+uncommitted is committed on its branch when it ends. Worktrees are removed when the run's
+execution ends (the branches stay), never one that holds uncommitted work; a later run sweeps
+the worktrees of dead runs the same way, committing their leftovers first.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from awoc_scripts import git
+from awoc_scripts.execution.isolation.base import CannotStart
+from awoc_scripts.plan_types import GitBase, Task
+from awoc_scripts.planning.git_base import branch_name
+from awoc_scripts.state.run_state import orchestrator_alive
+from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, read_json
+from awoc_scripts.state.task_states import SUCCEEDED
+
+RECORD_FILE = "worktree.json"
+
+
+class WorktreeIsolation:
+    def __init__(
+        self,
+        run: Run,
+        base: GitBase,
+        by_id: dict[str, Task],
+        status_of: Callable[[str], str],
+        events: EventBuffer,
+        keep: bool,
+    ) -> None:
+        self.run = run
+        self.repo = Path(base["repo"])
+        self.head = base["head"]
+        self.subdir = base["subdir"]
+        self.by_id = by_id
+        self.status_of = status_of
+        self.events = events
+        self.keep = keep
+
+    # -- where a task runs -----------------------------------------------------------------
+
+    def path_of(self, task_id: str) -> Path:
+        return self.run.dir.resolve() / "worktrees" / task_id
+
+    def _record_file(self, task_id: str) -> Path:
+        return self.run.task_dir(task_id) / RECORD_FILE
+
+    def record(self, task_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = read_json(self._record_file(task_id), default=None)
+        return found
+
+    def workdir(self, task: Task) -> Path:
+        tid = task["task_id"]
+        path = self.path_of(tid)
+        branch = branch_name(self.run.run_id, tid)
+        if not (path / ".git").exists():
+            if git.branch_commit(self.repo, branch) is None:
+                base, merged = self._base_for(task)
+                git.run_git(self.repo, "branch", branch, base)
+                self._save_record(tid, {"branch": branch, "base": base, "merged": merged, "path": str(path)})
+            self._add_worktree(path, branch)
+            self._copy_included(path)
+            self.events.add("worktree-created", task_id=tid, branch=branch, path=str(path))
+        return path / self.subdir if self.subdir not in ("", ".") else path
+
+    def _save_record(self, tid: str, record: dict[str, Any]) -> None:
+        self.run.task_dir(tid).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self._record_file(tid), record)
+
+    def _add_worktree(self, path: Path, branch: str) -> None:
+        git.run_git(self.repo, "worktree", "prune")
+        if path.exists() and not any(path.iterdir()):
+            path.rmdir()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git.run_git(self.repo, "worktree", "add", "--quiet", str(path), branch)
+
+    def _base_for(self, task: Task) -> tuple[str, list[str]]:
+        """The plan's HEAD, or a merge of the branches of the dependencies that succeeded in worktrees."""
+        branches = []
+        for dep in task["dependencies"]:
+            if self.by_id[dep]["isolation"] != "worktree" or self.status_of(dep) != SUCCEEDED:
+                continue
+            commit = git.branch_commit(self.repo, branch_name(self.run.run_id, dep))
+            if commit is not None:
+                branches.append((dep, commit))
+        if not branches:
+            return self.head, []
+        base = branches[0][1]
+        for _dep, commit in branches[1:]:
+            if git.is_ancestor(self.repo, commit, base):
+                continue
+            check = git.merge_check(self.repo, base, commit)
+            if check.tree is None:
+                merged = ", ".join(d for d, _ in branches)
+                raise CannotStart(
+                    f"the changes of its dependencies ({merged}) conflict in: {', '.join(check.conflicts[:10])}"
+                )
+            message = f"awoc: run {self.run.run_id}, base of {task['task_id']}: merge of {merged_names(branches)}"
+            base = git.commit_tree(self.repo, check.tree, [base, commit], message)
+        return base, [d for d, _ in branches]
+
+    def _copy_included(self, path: Path) -> None:
+        """Ignored files named by .worktreeinclude (Claude Code's convention) are copied in."""
+        patterns = self.repo / ".worktreeinclude"
+        if not patterns.is_file():
+            return
+        ignored = set(
+            _nul_list(git.run_git(self.repo, "ls-files", "-z", "--others", "--ignored", "--exclude-standard"))
+        )
+        wanted = _nul_list(
+            git.run_git(self.repo, "ls-files", "-z", "--others", "--ignored", f"--exclude-from={patterns}")
+        )
+        for name in wanted:
+            if name in ignored and (self.repo / name).is_file():
+                target = path / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(self.repo / name, target)
+
+    # -- ends ------------------------------------------------------------------------------
+
+    def task_ended(self, task: Task, status: str) -> dict[str, Any]:
+        """Commit what the task left; its result records branch, base, head, commits and files."""
+        tid = task["task_id"]
+        record = self.record(tid)
+        if record is None:
+            return {}
+        path = Path(record["path"])
+        if (path / ".git").exists():
+            committed = git.commit_all(path, f"awoc: run {self.run.run_id}, task {tid} ({status}): left uncommitted")
+            if committed:
+                self.events.add("worktree-committed", task_id=tid, commit=committed)
+        head = git.branch_commit(self.repo, record["branch"]) or record["base"]
+        files = git.files_changed(self.repo, record["base"], head)
+        return {
+            "worktree": {
+                **record,
+                "head": head,
+                "commits": git.commits_between(self.repo, record["base"], head),
+                "files_changed": [{"path": f.path, "added": f.added, "removed": f.removed} for f in files],
+            }
+        }
+
+    def run_ended(self) -> list[str]:
+        """Remove this run's worktrees (the branches stay), unless kept or holding uncommitted work."""
+        notes = []
+        for tree in self._registered(self.run.dir / "worktrees"):
+            if self.keep:
+                notes.append(f"kept {tree.path} (--keep-worktrees)")
+            elif git.uncommitted(tree.path):
+                notes.append(f"kept {tree.path}: it holds uncommitted work")
+            else:
+                git.run_git(self.repo, "worktree", "remove", str(tree.path))
+                notes.append(f"removed {tree.path}")
+        git.run_git(self.repo, "worktree", "prune")
+        return notes
+
+    def run_starting(self) -> list[str]:
+        return self.sweep_dead_runs()
+
+    def sweep_dead_runs(self) -> list[str]:
+        """Worktrees left registered by runs whose orchestrator died: their leftovers are committed on
+        their branches, then they are removed. A run that is alive, or this one, is left alone."""
+        notes = []
+        runs_dir = self.run.root / "runs"
+        git.run_git(self.repo, "worktree", "prune")
+        for tree in self._registered(runs_dir):
+            parts = tree.path.resolve().relative_to(runs_dir.resolve()).parts
+            if len(parts) != 3 or parts[0] == self.run.run_id or parts[1] != "worktrees":
+                continue
+            owner = Run(self.run.root, parts[0])
+            if orchestrator_alive(read_json(owner.state_file, default={})):
+                continue
+            committed = git.commit_all(tree.path, f"awoc: run {parts[0]}, task {parts[2]}: left uncommitted")
+            git.run_git(self.repo, "worktree", "remove", str(tree.path))
+            notes.append(
+                f"removed {tree.path} of run {parts[0]}" + (f", leftovers in {committed[:12]}" if committed else "")
+            )
+        return notes
+
+    def _registered(self, under: Path) -> list[git.Worktree]:
+        under = under.resolve()
+        return [t for t in git.worktrees(self.repo) if t.path.resolve().is_relative_to(under) and t.path.is_dir()]
+
+
+def merged_names(branches: list[tuple[str, str]]) -> str:
+    return ", ".join(dep for dep, _ in branches)
+
+
+def _nul_list(text: str) -> list[str]:
+    return [name for name in text.split("\0") if name]

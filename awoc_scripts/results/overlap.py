@@ -1,0 +1,95 @@
+"""Which worktree tasks changed which files, and which pairs changed the same file, with whether
+their branches really conflict: computed in the object store, the user's checkout untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from awoc_scripts import git
+from awoc_scripts.plan_types import Plan
+
+
+def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    base = plan.get("git")
+    if base is None:
+        return None
+    repo = Path(base["repo"])
+    tasks = {}
+    for result in results:
+        tree = result.get("worktree")
+        if isinstance(tree, dict):
+            tasks[str(result["task_id"])] = {
+                "status": result["status"],
+                "branch": tree["branch"],
+                "base": tree["base"],
+                "head": tree["head"],
+                "commits": len(tree.get("commits", [])),
+                "files": [f["path"] for f in tree.get("files_changed", [])],
+                "files_changed": tree.get("files_changed", []),
+            }
+    ids = sorted(tasks, key=lambda tid: [t["task_id"] for t in plan["tasks"]].index(tid))
+    pairs = []
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            shared = sorted(set(tasks[a]["files"]) & set(tasks[b]["files"]))
+            if shared:
+                pairs.append({"tasks": [a, b], "files": shared, **_conflict(repo, tasks[a]["head"], tasks[b]["head"])})
+    return {
+        "repo": str(repo),
+        "base_head": base["head"],
+        "uncommitted_at_start": base["uncommitted"],
+        "tasks": tasks,
+        "overlaps": pairs,
+    }
+
+
+def _conflict(repo: Path, head_a: str, head_b: str) -> dict[str, Any]:
+    try:
+        check = git.merge_check(repo, head_a, head_b)
+    except git.GitError as exc:
+        return {"conflict": None, "conflicting_files": [], "error": exc.message}
+    return {"conflict": check.tree is None, "conflicting_files": check.conflicts}
+
+
+def overlap_markdown(overlap: Mapping[str, Any], run_id: str) -> list[str]:
+    from awoc_scripts.launcher import command_for
+
+    lines = ["## Code changes (worktrees)", ""]
+    if overlap["uncommitted_at_start"]:
+        lines += [
+            f"{overlap['uncommitted_at_start']} uncommitted change(s) in the checkout were not visible to the tasks: "
+            f"they started from `{overlap['base_head'][:12]}`.",
+            "",
+        ]
+    lines += ["| task | status | branch | commits | files changed |", "|---|---|---|---|---|"]
+    for tid, task in overlap["tasks"].items():
+        changed = ", ".join(
+            f"`{f['path']}` +{_count(f['added'])}/-{_count(f['removed'])}" for f in task["files_changed"][:10]
+        )
+        more = f" and {len(task['files']) - 10} more" if len(task["files"]) > 10 else ""
+        lines.append(f"| {tid} | {task['status']} | `{task['branch']}` | {task['commits']} | {changed or '-'}{more} |")
+    lines.append("")
+    if overlap["overlaps"]:
+        lines += ["Tasks that changed the same files:", ""]
+        for pair in overlap["overlaps"]:
+            a, b = pair["tasks"]
+            verdict = (
+                f"**conflict** in {', '.join(f'`{f}`' for f in pair['conflicting_files'])}"
+                if pair["conflict"]
+                else "merge cleanly"
+                if pair["conflict"] is False
+                else f"unknown ({pair.get('error')})"
+            )
+            lines.append(f"- {a} and {b}: {', '.join(f'`{f}`' for f in pair['files'])}: {verdict}")
+        lines.append("")
+    else:
+        lines += ["No two tasks changed the same file.", ""]
+    check = command_for("delegate-parallel", "merge", run_id, "--dry-run")
+    lines += [f"To merge the succeeded branches: `{check}`, then without `--dry-run`.", ""]
+    return lines
+
+
+def _count(lines: int | None) -> str:
+    return "?" if lines is None else str(lines)  # None: a binary file
