@@ -11,7 +11,12 @@ from awoc_scripts.cli.common import RAW_ARGS, StateDirOption, new_app, run_app
 
 app = new_app("delegate-parallel", "Run many agent tasks at once: dependencies, budgets, timeouts, one report.")
 
-ExecutorOption = Annotated[str, typer.Option("--executor", help="Where tasks run: local.")]
+ExecutorOption = Annotated[
+    str | None, typer.Option("--executor", help="Where tasks run: local or dask (default: the config's, else local).")
+]
+SchedulerOption = Annotated[
+    str | None, typer.Option("--scheduler", help="The Dask scheduler, tcp://HOST:PORT (with --executor dask).")
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 RunArgument = Annotated[str | None, typer.Argument(help="Run id (default: the current run).", show_default=False)]
 FormatOption = Annotated[str, typer.Option("--format", help="json or text.")]
@@ -109,7 +114,8 @@ def wait(
 def run(
     ctx: typer.Context,
     state_dir: StateDirOption = None,
-    executor: ExecutorOption = "local",
+    executor: ExecutorOption = None,
+    scheduler: SchedulerOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -137,12 +143,17 @@ def run(
     (failure tolerance exceeded, total timeout, token budget exhausted); 4 internal error; 130 interrupted.
     """
     from awoc_scripts.execution.display import make_display
+    from awoc_scripts.execution.executors.base import Executor
     from awoc_scripts.flow.prepare import prepare_run
-    from awoc_scripts.flow.runs import execute_run, make_executor
+    from awoc_scripts.flow.runs import ExecutorChoice, execute_run, make_executor
     from awoc_scripts.state.store import StateStore
 
-    chosen = make_executor(executor)
-    run_files, plan, execution = prepare_run(StateStore(state_dir), ctx.args)
+    made: list[Executor] = []  # connected (to a Dask scheduler, say) before the run is saved
+    choice = ExecutorChoice(executor, scheduler)
+    run_files, plan, execution = prepare_run(
+        StateStore(state_dir), ctx.args, lambda p: made.append(make_executor(choice, p["parallel_config"]))
+    )
+    chosen = made[0]
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
@@ -180,35 +191,43 @@ def human_summary(summary: dict[str, Any]) -> str:
 def start(
     run_id: RunArgument = None,
     state_dir: StateDirOption = None,
-    executor: ExecutorOption = "local",
+    executor: ExecutorOption = None,
+    scheduler: SchedulerOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Execute a run that `prepare` (or `parallel-task-parser validate`) saved. Exit codes as for `run`."""
-    _execute_saved_run(run_id, state_dir, executor, quiet, as_json, resume=False)
+    _execute_saved_run(run_id, state_dir, executor, scheduler, quiet, as_json, resume=False)
 
 
 @app.command()
 def resume(
     run_id: RunArgument = None,
     state_dir: StateDirOption = None,
-    executor: ExecutorOption = "local",
+    executor: ExecutorOption = None,
+    scheduler: SchedulerOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run again every task of RUN that did not succeed; finished tasks keep their results."""
-    _execute_saved_run(run_id, state_dir, executor, quiet, as_json, resume=True)
+    _execute_saved_run(run_id, state_dir, executor, scheduler, quiet, as_json, resume=True)
 
 
 def _execute_saved_run(
-    run_id: str | None, state_dir: str | None, executor: str, quiet: bool, as_json: bool, resume: bool
+    run_id: str | None,
+    state_dir: str | None,
+    executor: str | None,
+    scheduler: str | None,
+    quiet: bool,
+    as_json: bool,
+    resume: bool,
 ) -> None:
     from awoc_scripts.execution.display import make_display
-    from awoc_scripts.flow.runs import execute_run, load_for_resume, make_executor
+    from awoc_scripts.flow.runs import ExecutorChoice, execute_run, load_for_resume, make_executor
     from awoc_scripts.state.store import StateStore
 
-    chosen = make_executor(executor)
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
+    chosen = make_executor(ExecutorChoice(executor, scheduler), plan["parallel_config"])
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=resume)
     _finish(summary, code, quiet, as_json)
 

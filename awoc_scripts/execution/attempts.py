@@ -47,8 +47,9 @@ class AttemptMaker:
             previous_error=rec.previous_error,
         )
         files.prepare(prompt)
+        marker = task_marker(self.run.run_id, tid)
         attempt = Attempt(
-            tid, invocation, cwd, files.prompt, files.stdout, files.stderr, task_marker(self.run.run_id, tid)
+            tid, invocation, cwd, files.prompt, files.stdout, files.stderr, marker, float(task["timeout"])
         )
         return attempt, invocation
 

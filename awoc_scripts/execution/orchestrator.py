@@ -115,7 +115,9 @@ class Orchestrator:
         return self.book.results
 
     def _isolation_extras(self, task: Task, status: str) -> dict[str, Any]:
-        return self.workspaces.task_ended(task, status, self.records[task["task_id"]].session_id)
+        extras = self.workspaces.task_ended(task, status, self.records[task["task_id"]].session_id)
+        where = self.executor.where_ran(task["task_id"])
+        return {**extras, "executed_on": where} if where else extras
 
     def pull_lever(self, action: str, args: dict[str, Any], why: str) -> None:
         if action in self.levers_pulled:
@@ -211,7 +213,9 @@ class Orchestrator:
 
     def _wait_timeout(self, now: float) -> float:
         """Until the next deadline of a running task or the next retry, at most one flush away."""
-        moments = [self.records[t].deadline for t in self.executor.running()] + list(self.waits.until.values())
+        # a task being stopped has passed its deadline: waiting for its end must not spin
+        deadlines = [self.records[t].deadline for t in self.executor.running() if not self.records[t].stop_status]
+        moments = deadlines + list(self.waits.until.values())
         soonest = min((m for m in moments if m is not None), default=now + FLUSH_INTERVAL_S)
         return min(FLUSH_INTERVAL_S, max(0.0, soonest - now))
 

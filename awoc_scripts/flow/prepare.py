@@ -9,7 +9,7 @@ another block or on which run is "current".
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from awoc_scripts.launcher import command_for
@@ -30,11 +30,16 @@ def check_executable(plan: Plan) -> None:
     check_runner_available(plan["tasks"], plan["parallel_config"], os.environ)
 
 
-def prepare_run(store: StateStore, args: Sequence[str]) -> tuple[Run, Plan, dict[str, Any]]:
-    """Validate and plan ARGS and save them as a new run; nothing is written unless both succeed."""
+def prepare_run(
+    store: StateStore, args: Sequence[str], before_save: Callable[[Plan], None] | None = None
+) -> tuple[Run, Plan, dict[str, Any]]:
+    """Validate and plan ARGS and save them as a new run; nothing is written unless both succeed
+    (nor unless `before_save`, connecting to where the tasks will run, say, succeeds)."""
     plan = validate_request(args)
     check_executable(plan)
     execution = plan_execution(plan)
+    if before_save is not None:
+        before_save(plan)
     run = save_new_run(store, plan)
     execution["run_id"] = run.run_id
     run.write_execution(execution)

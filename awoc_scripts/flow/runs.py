@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from awoc_scripts.errors import InputError
@@ -15,10 +17,27 @@ from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.state.store import Run, StateStore, read_json
 
 
-def make_executor(name: str) -> Executor:
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """--executor and --scheduler as given; unset, the run's parallel_config decides (else local)."""
+
+    name: str | None = None
+    scheduler: str | None = None
+
+
+def make_executor(choice: ExecutorChoice, config: Mapping[str, Any]) -> Executor:
+    name = choice.name or config.get("executor") or "local"
     if name == "local":
         return LocalExecutor()
-    raise InputError(f"--executor: unknown executor {name!r} (available: local)")
+    if name == "dask":
+        dask = config.get("dask") or {}
+        scheduler = choice.scheduler or dask.get("scheduler")
+        if not scheduler:
+            raise InputError("--executor dask needs --scheduler tcp://HOST:PORT (or parallel_config.dask.scheduler)")
+        from awoc_scripts.execution.executors.dask import DaskExecutor
+
+        return DaskExecutor(scheduler, dask.get("resources"))
+    raise InputError(f"--executor: unknown executor {name!r} (available: local, dask)")
 
 
 def execute_run(

@@ -91,12 +91,18 @@ def _resume(
     only: set[str],
 ) -> tuple[int, dict[str, Any]]:
     from awoc_scripts.execution.display import PlainDisplay
-    from awoc_scripts.flow.runs import execute_run, load_for_resume, make_executor
+    from awoc_scripts.flow.runs import ExecutorChoice, execute_run, load_for_resume, make_executor
 
     run_files, plan, execution = loaded or load_for_resume(store, run.run_id)
     try:
         code, summary = execute_run(
-            run_files, plan, execution, make_executor("local"), PlainDisplay(quiet=quiet), resume=True, only=only
+            run_files,
+            plan,
+            execution,
+            make_executor(ExecutorChoice(), plan["parallel_config"]),
+            PlainDisplay(quiet=quiet),
+            resume=True,
+            only=only,
         )
     except StateError:
         if not orchestrator_alive(run.read_state()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from awoc_scripts.execution.runners import Invocation
 
@@ -19,11 +20,12 @@ class Attempt:
     stdout_file: Path
     stderr_file: Path
     marker: str  # AWOC_TASK=<run_id>/<task_id>, to find the task's processes wherever they went
+    timeout_s: float = 0.0  # the loop enforces it; an executor may enforce it where the task runs too
 
 
 @dataclass(frozen=True)
 class Started:
-    pid: int
+    pid: int | None  # None when the process is on another machine
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,7 @@ class Executor(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop everything still running and wait until it is gone."""
+
+    def where_ran(self, task_id: str) -> dict[str, Any] | None:
+        """Where the task's last attempt ran, for its result (None: this machine, as its pid says)."""
+        return None

@@ -1,0 +1,127 @@
+"""The Dask executor: each attempt is one Dask task on a worker of an existing cluster.
+
+The orchestrator writes the task's files from what the worker returns (no shared filesystem is
+assumed). A stop request sets a distributed.Event the worker-side function watches (cancelling
+a future does not stop a subprocess that already runs). A worker lost mid-attempt: Dask runs the
+attempt again on another worker, up to its `distributed.scheduler.allowed-failures` (3 by
+default); after that the attempt fails with the reason Dask gives (KilledWorker).
+`distributed` is imported only when this executor is chosen.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from awoc_scripts.errors import InputError
+from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
+from awoc_scripts.processes import KILL_GRACE_S
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Remote:
+    attempt: Attempt
+    future: Any
+    stop_event: str
+    stop_requested: bool = False
+
+
+class DaskExecutor(Executor):
+    def __init__(
+        self, scheduler: str, resources: dict[str, float] | None = None, grace_s: float = KILL_GRACE_S
+    ) -> None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise InputError("--executor dask needs the dask extra: pip install 'awoc[dask]'") from None
+        try:
+            self.client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        self.resources = resources or None
+        self.grace_s = grace_s
+        self._running: dict[str, _Remote] = {}
+        self.where: dict[str, dict[str, Any]] = {}  # task id: where its last attempt ran
+
+    def start(self, attempt: Attempt) -> Started:
+        inv = attempt.invocation
+        own = os.environ
+        spec: dict[str, Any] = {
+            "task_id": attempt.task_id,
+            "argv": inv.argv,
+            "prompt": attempt.prompt_file.read_bytes(),
+            # only what the task adds: the worker's own environment is the base there
+            "env": {k: v for k, v in inv.env.items() if own.get(k) != v},
+            "marker": attempt.marker,
+            "stop_event": f"awoc-stop-{attempt.marker}-{uuid.uuid4().hex}",
+            "timeout_s": attempt.timeout_s + self.grace_s,
+        }
+        from awoc_scripts.execution.executors.dask_worker import run_attempt
+
+        future = self.client.submit(
+            run_attempt,
+            spec,
+            key=f"awoc-{attempt.marker}-{uuid.uuid4().hex[:8]}",
+            pure=False,
+            resources=self.resources,
+        )
+        self._running[attempt.task_id] = _Remote(attempt, future, spec["stop_event"])
+        return Started(None)
+
+    def running(self) -> list[str]:
+        return list(self._running)
+
+    def wait(self, timeout: float) -> list[Ended]:
+        from distributed import wait as dask_wait
+
+        if not self._running:
+            time.sleep(min(timeout, 0.02))
+            return []
+        futures = [r.future for r in self._running.values()]
+        try:
+            with self.client.as_current():  # wait() looks for the default client; ours is not made default
+                dask_wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return []
+        return [self._collect(tid, r) for tid, r in list(self._running.items()) if r.future.done()]
+
+    def _collect(self, task_id: str, remote: _Remote) -> Ended:
+        del self._running[task_id]
+        attempt = remote.attempt
+        try:
+            out = remote.future.result()
+        except Exception as exc:  # noqa: BLE001 - the worker died too often, or the function raised
+            attempt.stderr_file.write_text(f"dask: the attempt did not finish: {type(exc).__name__}: {exc}\n")
+            attempt.stdout_file.write_bytes(b"")
+            return Ended(task_id, 1, stopped=remote.stop_requested)
+        attempt.stdout_file.write_bytes(out["stdout"])
+        attempt.stderr_file.write_bytes(out["stderr"])
+        self.where[task_id] = {"executor": "dask", "worker": out["worker"], "host": out["host"], "pid": out["pid"]}
+        return Ended(task_id, int(out["exit_code"]), stopped=remote.stop_requested or bool(out["stopped"]))
+
+    def stop(self, task_id: str) -> None:
+        remote = self._running.get(task_id)
+        if remote is None or remote.stop_requested:
+            return
+        from distributed import Event
+
+        remote.stop_requested = True
+        Event(remote.stop_event, client=self.client).set()
+
+    def shutdown(self) -> None:
+        for task_id in list(self._running):
+            self.stop(task_id)
+        deadline = time.monotonic() + self.grace_s * 3 + 2
+        while self._running and time.monotonic() < deadline:
+            self.wait(0.2)
+        for remote in self._running.values():
+            remote.future.cancel()
+        self.client.close()
+
+    def where_ran(self, task_id: str) -> dict[str, Any] | None:
+        return self.where.get(task_id)

@@ -1,0 +1,162 @@
+"""What runs on a Dask worker: one attempt as a subprocess tree, stopped on request, on its timeout,
+when its future is cancelled (the orchestrator went away) and when the worker itself dies.
+
+Imported by the workers (awoc must be installed there); nothing here imports distributed at
+module level, so the orchestrator's side can import it cheaply too.
+
+The attempt's leader is a small supervisor (`python -m ...dask_worker SUPERVISE`) that the kernel
+signals when the worker thread that started it dies (PR_SET_PDEATHSIG); it runs the task in a
+session of its own and, on SIGTERM or when the task ends, kills the task's whole process group.
+Processes that left the group are found by the task's environment marker, as locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+POLL_S = 0.1
+EVENT_POLL_S = 0.5
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+PR_SET_PDEATHSIG = 1
+
+
+def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one attempt on this worker; returns exit code, output, timing and where it ran."""
+    from distributed import Event, get_worker
+    from distributed.worker import thread_state
+
+    from awoc_scripts.processes import MARKER_ENV, kill_marked
+
+    worker = get_worker()
+    key = getattr(thread_state, "key", None)
+    stop_event = Event(spec["stop_event"])
+    env = {**os.environ, **spec["env"], MARKER_ENV: spec["marker"]}
+    with tempfile.TemporaryDirectory(prefix="awoc-attempt-") as scratch:
+        out_path, err_path = Path(scratch, "stdout"), Path(scratch, "stderr")
+        started = time.time()
+        with open(out_path, "wb") as out_fh, open(err_path, "wb") as err_fh:
+            try:
+                leader = subprocess.Popen(
+                    [sys.executable, "-m", "awoc_scripts.execution.executors.dask_worker", "SUPERVISE", *spec["argv"]],
+                    stdin=subprocess.PIPE,
+                    stdout=out_fh,
+                    stderr=err_fh,
+                    env=env,
+                    cwd=spec.get("cwd") or None,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                return _ended(spec, 127, b"", f"cannot start: {exc}".encode(), started, worker, None, False)
+        assert leader.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            leader.stdin.write(spec["prompt"])
+        leader.stdin.close()
+        stopped = False
+        deadline = time.monotonic() + float(spec["timeout_s"])
+        next_event_check = 0.0
+        while leader.poll() is None:
+            time.sleep(POLL_S)
+            now = time.monotonic()
+            if stopped:
+                continue
+            why = None
+            if now >= deadline:
+                why = "timeout"
+            elif now >= next_event_check:
+                next_event_check = now + EVENT_POLL_S
+                if _cancelled(worker, key) or _is_set(stop_event):
+                    why = "stop"
+            if why:
+                stopped = True
+                leader.send_signal(signal.SIGTERM)  # the supervisor stops the whole group
+        kill_marked(*spec["marker"].split("/", 1))  # whatever left the group
+        return _ended(
+            spec, leader.returncode, _bounded(out_path), _bounded(err_path), started, worker, leader.pid, stopped
+        )
+
+
+def _ended(
+    spec: dict[str, Any], code: int, out: bytes, err: bytes, started: float, worker: Any, pid: int | None, stopped: bool
+) -> dict[str, Any]:
+    return {
+        "task_id": spec["task_id"],
+        "exit_code": code,
+        "stdout": out,
+        "stderr": err,
+        "started": started,
+        "ended": time.time(),
+        "stopped": stopped,
+        "worker": str(worker.address),
+        "host": socket.gethostname(),
+        "pid": pid,
+    }
+
+
+def _is_set(event: Any) -> bool:
+    try:
+        return bool(event.is_set())
+    except Exception:  # noqa: BLE001 - the scheduler unreachable: keep running until told otherwise
+        return False
+
+
+def _cancelled(worker: Any, key: Any) -> bool:
+    """The orchestrator released or cancelled the future (it stopped, or died and its client went away)."""
+    if key is None:
+        return False
+    task = worker.state.tasks.get(key)
+    return task is None or task.state in ("cancelled", "released", "forgotten")
+
+
+def _bounded(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_OUTPUT_BYTES + 1)
+    if len(data) > MAX_OUTPUT_BYTES:
+        size = path.stat().st_size
+        return data[:MAX_OUTPUT_BYTES] + f"\n[awoc: output cut at {MAX_OUTPUT_BYTES} of {size} bytes]\n".encode()
+    return data
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def supervise(argv: list[str], grace_s: float = 2.0) -> int:
+    """The attempt's leader: run ARGV in its own session; on SIGTERM (a stop, or the worker's death)
+    or when it ends, kill its process group."""
+    try:
+        child = subprocess.Popen(argv, start_new_session=True)
+    except OSError as exc:
+        sys.stderr.write(f"cannot start {argv[0]!r}: {exc.strerror or exc}\n")
+        return 127
+    stopping = {"at": 0.0}
+
+    def on_term(signum: int, frame: Any) -> None:
+        stopping["at"] = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while child.poll() is None:
+        time.sleep(0.05)
+        if stopping["at"] and time.monotonic() - stopping["at"] > grace_s:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)  # leftovers of the group, whether it ended or was stopped
+    return child.returncode if child.returncode >= 0 else 128 - child.returncode
+
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "SUPERVISE":
+    sys.exit(supervise(sys.argv[2:]))
