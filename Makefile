@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,dask]'
 	$(PY) -m compileall -q awoc_scripts  # bytecode now, even where PYTHONDONTWRITEBYTECODE is set
 	scripts/make-shims.sh >/dev/null
 	touch $@

@@ -21,7 +21,15 @@ from typing import Any
 import orjson
 from benchlib import BENCH_DIR, Figure, figure_from_dict, machine_info, print_table, tool_versions
 
-MODULES = ("bench_schedule", "bench_overhead", "bench_startup", "bench_scale", "bench_events", "bench_validate")
+MODULES = (
+    "bench_schedule",
+    "bench_overhead",
+    "bench_startup",
+    "bench_scale",
+    "bench_events",
+    "bench_validate",
+    "bench_dask",
+)
 MODULE_TIMEOUT_S = 600
 
 

@@ -34,9 +34,9 @@ def make_executor(choice: ExecutorChoice, config: Mapping[str, Any]) -> Executor
         scheduler = choice.scheduler or dask.get("scheduler")
         if not scheduler:
             raise InputError("--executor dask needs --scheduler tcp://HOST:PORT (or parallel_config.dask.scheduler)")
-        from awoc_scripts.execution.executors.dask import DaskExecutor
+        from awoc_scripts.execution.executors.dask import CONNECT_TIMEOUT_S, DaskExecutor
 
-        return DaskExecutor(scheduler, dask.get("resources"))
+        return DaskExecutor(scheduler, dask.get("resources"), float(dask.get("connect_timeout_s", CONNECT_TIMEOUT_S)))
     raise InputError(f"--executor: unknown executor {name!r} (available: local, dask)")
 
 

@@ -33,14 +33,18 @@ class _Remote:
 
 class DaskExecutor(Executor):
     def __init__(
-        self, scheduler: str, resources: dict[str, float] | None = None, grace_s: float = KILL_GRACE_S
+        self,
+        scheduler: str,
+        resources: dict[str, float] | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        grace_s: float = KILL_GRACE_S,
     ) -> None:
         try:
             from distributed import Client
         except ImportError:
             raise InputError("--executor dask needs the dask extra: pip install 'awoc[dask]'") from None
         try:
-            self.client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+            self.client = Client(scheduler, timeout=connect_timeout_s, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise InputError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
         self.resources = resources or None

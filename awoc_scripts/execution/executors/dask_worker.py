@@ -47,13 +47,12 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
         with open(out_path, "wb") as out_fh, open(err_path, "wb") as err_fh:
             try:
                 leader = subprocess.Popen(
-                    [sys.executable, "-m", "awoc_scripts.execution.executors.dask_worker", "SUPERVISE", *spec["argv"]],
+                    [sys.executable, "-m", __name__, "SUPERVISE", str(os.getpid()), *spec["argv"]],
                     stdin=subprocess.PIPE,
                     stdout=out_fh,
                     stderr=err_fh,
                     env=env,
                     cwd=spec.get("cwd") or None,
-                    preexec_fn=_die_with_parent,
                 )
             except OSError as exc:
                 return _ended(spec, 127, b"", f"cannot start: {exc}".encode(), started, worker, None, False)
@@ -64,8 +63,7 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
         stopped = False
         deadline = time.monotonic() + float(spec["timeout_s"])
         next_event_check = 0.0
-        while leader.poll() is None:
-            time.sleep(POLL_S)
+        while _still_running(leader, POLL_S):
             now = time.monotonic()
             if stopped:
                 continue
@@ -83,6 +81,15 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
         return _ended(
             spec, leader.returncode, _bounded(out_path), _bounded(err_path), started, worker, leader.pid, stopped
         )
+
+
+def _still_running(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Wait up to TIMEOUT_S for PROC to end (returning as soon as it does)."""
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
 
 
 def _ended(
@@ -114,7 +121,7 @@ def _cancelled(worker: Any, key: Any) -> bool:
     if key is None:
         return False
     task = worker.state.tasks.get(key)
-    return task is None or task.state in ("cancelled", "released", "forgotten")
+    return task is not None and task.state in ("cancelled", "released", "forgotten")
 
 
 def _bounded(path: Path) -> bytes:
@@ -126,14 +133,19 @@ def _bounded(path: Path) -> bytes:
     return data
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> bool:
+    """SIGTERM to us when the worker dies; False if it has died already. (Set here, after exec: a
+    preexec_fn is not safe in the worker's threads.)"""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return os.getppid() == parent
 
 
-def supervise(argv: list[str], grace_s: float = 2.0) -> int:
+def supervise(parent: int, argv: list[str], grace_s: float = 2.0) -> int:
     """The attempt's leader: run ARGV in its own session; on SIGTERM (a stop, or the worker's death)
     or when it ends, kill its process group."""
+    if not _die_with_parent(parent):
+        return 129
     try:
         child = subprocess.Popen(argv, start_new_session=True)
     except OSError as exc:
@@ -148,8 +160,7 @@ def supervise(argv: list[str], grace_s: float = 2.0) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while child.poll() is None:
-        time.sleep(0.05)
+    while _still_running(child, 0.05):
         if stopping["at"] and time.monotonic() - stopping["at"] > grace_s:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
@@ -158,5 +169,5 @@ def supervise(argv: list[str], grace_s: float = 2.0) -> int:
     return child.returncode if child.returncode >= 0 else 128 - child.returncode
 
 
-if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "SUPERVISE":
-    sys.exit(supervise(sys.argv[2:]))
+if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[1] == "SUPERVISE":
+    sys.exit(supervise(int(sys.argv[2]), sys.argv[3:]))
