@@ -194,7 +194,7 @@ def test_a_worker_killed_mid_task_runs_it_again_elsewhere(cli, tmp_path: Path, s
         config = {
             "parallel_config": {"executor": "dask", "dask": {"scheduler": own.address}},
             "tasks": [{"task_id": "t", "agent": "qa", "description": "t",
-                       "command": ["sh", "-c", "sleep 4; echo done"]}],
+                       "command": ["sh", "-c", "sleep 8; echo done"]}],
         }  # fmt: skip
         proc = subprocess.Popen(
             [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()", "run", "-q",
@@ -211,7 +211,7 @@ def test_a_worker_killed_mid_task_runs_it_again_elsewhere(cli, tmp_path: Path, s
                 not Path(f"/proc/{pid}").exists() or b") Z" in Path(f"/proc/{pid}/stat").read_bytes() for pid in first
             )
 
-        wait_for(first_attempt_gone, timeout=2)  # well before its `sleep 4` would have ended
+        wait_for(first_attempt_gone, timeout=5)  # well before its `sleep 8` would have ended
         assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
         run_dir = state_dir / "runs" / (state_dir / "current").read_text().strip()
         result = orjson.loads((run_dir / "tasks" / "t" / "result.json").read_bytes())
