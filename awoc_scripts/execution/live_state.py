@@ -55,6 +55,14 @@ class LiveState:
         saved = self.tasks
         status = {tid: str(saved[tid]["status"]) for tid in records}
         orphans = [tid for tid, task_status in status.items() if task_status == RUNNING]
+        # A task's result file is written the moment it ends; state.json follows up to a flush
+        # later. Killed in between, state.json still says running (or pending): the result wins,
+        # so finished work never runs twice.
+        ended = [tid for tid, s in status.items() if s in (RUNNING, PENDING) and self._result_says_succeeded(tid)]
+        for tid in ended:
+            status[tid] = SUCCEEDED
+        if ended:
+            events.add("resume-kept-finished", task_ids=ended)
         killed = kill_marked(self.run.run_id)
         if killed or orphans:
             events.add("resume-cleanup", orphaned_tasks=orphans, killed_pids=killed)
@@ -74,6 +82,15 @@ class LiveState:
                     rec.budget = plan_budgets[tid]
             saved[tid]["status"] = fresh[tid]
         return fresh, orphans
+
+    def _result_says_succeeded(self, tid: str) -> bool:
+        path = self.run.task_files(tid).result
+        if not path.exists():
+            return False
+        result = read_json(path, default={})
+        return (
+            isinstance(result, dict) and result.get("status") == SUCCEEDED and result.get("run_id") == self.run.run_id
+        )
 
     def _restore_record(self, tid: str, rec: TaskRecord) -> None:
         """A task that keeps its outcome: what it produced, from its result file."""

@@ -52,6 +52,7 @@ class TaskBook:
     def start_scheduling(self, status: dict[str, str]) -> Scheduler:
         """With the statuses to start from (and, on resume, the records restored)."""
         self.spent = sum(r.tokens.total for r in self.records.values())
+        self.finished = {tid for tid, s in status.items() if s in TERMINAL}
         self.scheduler = Scheduler(
             self.tasks, self.metrics.remaining, status=status, budget={tid: r.budget for tid, r in self.records.items()}
         )
