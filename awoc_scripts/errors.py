@@ -42,8 +42,8 @@ def located(source: str | None, path: str | None, message: str) -> str:
     return ": ".join([*parts, message])
 
 
-def problems_error(source: str, problems: list[tuple[str, str]], limit: int = 20) -> InputError:
-    """One InputError listing every (json path, message) problem of a document."""
+def problems_error(source: str, problems: list[tuple[str, str]], limit: int = 5) -> InputError:
+    """One InputError naming a document's (json path, message) problems: the first few, and how many more."""
     if len(problems) == 1:
         path, message = problems[0]
         return InputError(located(source, path, message))

@@ -395,3 +395,57 @@ def test_a_fifo_is_refused_not_read(cli, tmp_path: Path, state_dir: Path) -> Non
     os.mkfifo(fifo)
     result = cli("parallel-task-parser", "validate", str(fifo))
     assert result.code == 2 and "not a regular file" in result.stderr and not state_dir.exists()
+
+
+HOSTILE = [
+    ('{"tasks":[{"agent":"a","description":"x","token_budget":99999999999999999999999}]}', "out of range"),
+    ('{"tasks":[{"agent":"a","description":"x","token_budget":9223372036854775808}]}', "out of range"),
+    ('{"tasks":[{"agent":"a","description":"x","command":["a\\u0000b"]}]}', "tasks[0].command[0]: contains a NUL"),
+    ('{"tasks":[{"agent":"a","description":"x","model":"m\\u0000"}]}', "tasks[0].model: contains a NUL"),
+    ('{"tasks":[{"agent":"a\\n","description":"x"}]}', "is not a valid name"),
+    ('{"tasks":[{"agent":"a","task_id":"b\\n","description":"x"}]}', "is not a valid name"),
+    ('{"tasks":[{"agent":"a","description":"x","context":' + "[" * 600 + "]" * 600 + "}]}", "nested deeper than"),
+    ('{"parallel_config":{"total_timeout":1e300},"tasks":[{"agent":"a","description":"x"}]}', "out of range"),
+]
+
+
+@pytest.mark.parametrize(("config", "expected"), HOSTILE)
+def test_hostile_configs_get_one_clear_message_and_exit_2(cli, state_dir, config: str, expected: str) -> None:
+    result = cli("parallel-task-parser", "validate", config)
+    assert result.code == 2 and expected in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not state_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("--timeout=nan", "--timeout: a number that is not finite"),
+        ("--timeout=inf", "--timeout: a number that is not finite"),
+        ("--timeout=1e400", "--timeout: a number that is not finite"),
+        ("--total-budget=99999999999999999999999", "--total-budget: an integer out of range"),
+    ],
+)
+def test_hostile_inline_flags_exit_2(cli, state_dir, flag: str, expected: str) -> None:
+    result = cli("parallel-task-parser", "validate", "qa:x", flag)
+    assert result.code == 2 and expected in result.stderr, result.stderr
+    assert not state_dir.exists()
+
+
+def test_invalid_utf8_on_the_command_line_exits_2(cli, state_dir) -> None:
+    result = cli("parallel-task-parser", "validate", b"qa:caf\xff".decode("utf-8", "surrogateescape"))
+    assert result.code == 2 and "is not valid UTF-8" in result.stderr, result.stderr
+    assert not state_dir.exists()
+
+
+def test_a_long_cycle_and_many_problems_are_told_briefly(cli) -> None:
+    n = 5000
+    tasks = [
+        {"task_id": f"t{i}", "agent": "qa", "description": "x", "dependencies": [f"t{(i + 1) % n}"]} for i in range(n)
+    ]
+    result = cli("dependency-validator", "check-circular", orjson.dumps({"tasks": tasks}).decode())
+    assert result.code == 2 and f"dependency cycle of {n} tasks" in result.stderr and "more ..." in result.stderr
+    assert len(result.stderr) < 400
+    bad = [{"agent": "BAD", "description": ""} for _ in range(50)]
+    many = cli("parallel-task-parser", "validate", orjson.dumps({"tasks": bad}).decode())
+    assert many.code == 2 and len(many.stderr.strip().splitlines()) <= 7 and "more" in many.stderr

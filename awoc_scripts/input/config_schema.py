@@ -66,7 +66,13 @@ def _quick_check() -> Any:
 def schema_problems(document: Any) -> list[tuple[str, str]]:
     """(json path, message) for every schema violation, in document order.
 
-    A quick compiled check answers for valid documents; jsonschema words the problems."""
+    A quick compiled check answers for valid documents; jsonschema words the problems. Values the
+    schema's tools cannot even look at (see sanity.py) are reported first, and alone."""
+    from awoc_scripts.input.sanity import sanity_problems
+
+    insane = sanity_problems(document)
+    if insane:
+        return [(json_path(path) or "(the document)", message) for path, message in insane]
     if _quick_check()(document):
         return []
     errors = sorted(_validator().iter_errors(document), key=lambda e: _sort_key(e.absolute_path))

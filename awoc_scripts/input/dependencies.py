@@ -76,7 +76,14 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     return None
 
 
+CYCLE_SHOWN = 5  # tasks shown at each end of a long cycle
+
+
 def format_cycle(cycle: Sequence[str]) -> str:
+    if len(cycle) > 2 * CYCLE_SHOWN + 1:
+        left = len(cycle) - 2 * CYCLE_SHOWN
+        shown = [*cycle[:CYCLE_SHOWN], f"... {left} more ...", *cycle[-CYCLE_SHOWN:]]
+        return f"dependency cycle of {len(cycle) - 1} tasks: {' -> '.join(shown)} (each must finish before the next)"
     return f"dependency cycle: {' -> '.join(cycle)} (each must finish before the next)"
 
 

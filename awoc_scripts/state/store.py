@@ -29,7 +29,7 @@ from awoc_scripts.plan_types import Plan
 
 STATE_DIR_ENV = "AWOC_STATE_DIR"
 DEFAULT_STATE_DIR = Path(".awoc") / "parallel"
-RUN_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}$")
+RUN_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}\Z")
 LOCK_TIMEOUT_S = 60.0
 
 

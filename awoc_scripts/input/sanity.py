@@ -1,0 +1,58 @@
+"""What no config may hold, checked before the schema (whose tools fail on it rather than report it).
+
+Nesting deeper than any config needs (jsonschema and the problem renderer recurse), integers past
+64 bits (orjson cannot write them back), numbers that are not finite, and strings that cannot
+reach an argv, an environment or a path: a NUL character, or text that is not valid UTF-8
+(command-line bytes decoded with surrogate escapes).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MAX_DEPTH = 32
+INT_LIMIT = 2**63 - 1
+MAX_PROBLEMS = 20
+
+
+def sanity_problems(document: Any) -> list[tuple[list[Any], str]]:
+    """(path parts, message) for each value no config may hold; [] when there is none."""
+    problems: list[tuple[list[Any], str]] = []
+    stack: list[tuple[Any, list[Any]]] = [(document, [])]
+    while stack and len(problems) < MAX_PROBLEMS:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            problems.append((path[:MAX_DEPTH], f"nested deeper than {MAX_DEPTH} levels"))
+            continue
+        if isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                if isinstance(key, str) and (why := _bad_text(key)):
+                    problems.append((path, f"a key {why}"))
+                stack.append((item, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, i]) for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, str):
+            if why := _bad_text(value):
+                problems.append((path, why))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            if not -INT_LIMIT <= value <= INT_LIMIT:
+                problems.append((path, "an integer out of range (more than 64 bits)"))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                problems.append((path, "a number that is not finite"))
+            elif abs(value) > INT_LIMIT:
+                problems.append((path, "a number out of range (past 64-bit integers)"))
+    return problems
+
+
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
