@@ -18,6 +18,8 @@ MAX_PROBLEMS = 20
 
 def sanity_problems(document: Any) -> list[tuple[list[Any], str]]:
     """(path parts, message) for each value no config may hold; [] when there is none."""
+    if _clean(document, 0):
+        return []  # the common case, without building a path for every value
     problems: list[tuple[list[Any], str]] = []
     stack: list[tuple[Any, list[Any]]] = [(document, [])]
     while stack and len(problems) < MAX_PROBLEMS:
@@ -46,6 +48,23 @@ def sanity_problems(document: Any) -> list[tuple[list[Any], str]]:
             elif abs(value) > INT_LIMIT:
                 problems.append((path, "a number out of range (past 64-bit integers)"))
     return problems
+
+
+def _clean(value: Any, depth: int) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is str:
+        return "\x00" not in value and value.isascii() or _bad_text(value) is None
+    if kind is dict:
+        return all(type(k) is str and _bad_text(k) is None and _clean(v, depth + 1) for k, v in value.items())
+    if kind is list:
+        return all(_clean(v, depth + 1) for v in value)
+    if kind is int:
+        return -INT_LIMIT <= value <= INT_LIMIT
+    if kind is float:
+        return math.isfinite(value) and abs(value) <= INT_LIMIT
+    return True
 
 
 def _bad_text(text: str) -> str | None:
