@@ -55,7 +55,7 @@ def _clean(value: Any, depth: int) -> bool:
         return False
     kind = type(value)
     if kind is str:
-        return "\x00" not in value and value.isascii() or _bad_text(value) is None
+        return ("\x00" not in value and value.isascii()) or _bad_text(value) is None
     if kind is dict:
         return all(type(k) is str and _bad_text(k) is None and _clean(v, depth + 1) for k, v in value.items())
     if kind is list:
