@@ -52,3 +52,48 @@ def test_state_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert StateStore(tmp_path / "opt").root == tmp_path / "opt"
     monkeypatch.delenv("AWOC_STATE_DIR")
     assert StateStore().root == Path(".awoc/parallel")
+
+
+def test_a_state_root_that_is_a_file_or_links_runs_elsewhere_is_refused(cli, tmp_path: Path) -> None:
+    as_file = tmp_path / "file-state"
+    as_file.write_text("x")
+    result = cli("parallel-task-parser", "validate", "--state-dir", str(as_file), "qa:x")
+    assert result.code == 2 and "is not a folder" in result.stderr, result.stderr
+    linked = tmp_path / "linked-state"
+    linked.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (linked / "runs").symlink_to(elsewhere)
+    result = cli("parallel-task-parser", "validate", "--state-dir", str(linked), "qa:x")
+    assert result.code == 2 and "is a symbolic link" in result.stderr, result.stderr
+    assert list(elsewhere.iterdir()) == []
+    (linked / "runs").unlink()
+    (linked / "runs").symlink_to(tmp_path / "nowhere")
+    result = cli("parallel-task-parser", "validate", "--state-dir", str(linked), "qa:x")
+    assert result.code == 2 and "is a symbolic link" in result.stderr, result.stderr
+
+
+def test_leftovers_of_killed_writers_are_swept(cli, state_dir: Path) -> None:
+    import os
+
+    first = cli("parallel-task-parser", "validate", "qa:x")
+    assert first.code == 0
+    runs = state_dir / "runs"
+    stale = runs / ".new-20000101-000000-000000-abcdef"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    fresh = runs / ".new-20990101-000000-000000-abcdef"
+    fresh.mkdir()
+    run_dir = next(p for p in runs.iterdir() if not p.name.startswith("."))
+    (run_dir / "tasks").mkdir(exist_ok=True)
+    (run_dir / "tasks" / "qa-1").mkdir()
+    dead_tmp = run_dir / "tasks" / "qa-1" / ".prompt.md.999999999.0.tmp"
+    dead_tmp.write_text("half")
+    live_tmp = run_dir / f".state.json.{os.getpid()}.7.tmp"
+    live_tmp.write_text("mine")
+    assert cli("parallel-task-parser", "validate", "qa:y").code == 0
+    assert not stale.exists() and fresh.exists()
+    from awoc_scripts.state.store import Run
+
+    Run(state_dir, run_dir.name).make_dirs()
+    assert not dead_tmp.exists() and live_tmp.exists()

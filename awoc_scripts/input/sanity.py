@@ -61,7 +61,7 @@ def _clean(value: Any, depth: int) -> bool:
     if kind is list:
         return all(_clean(v, depth + 1) for v in value)
     if kind is int:
-        return -INT_LIMIT <= value <= INT_LIMIT
+        return bool(-INT_LIMIT <= value <= INT_LIMIT)
     if kind is float:
         return math.isfinite(value) and abs(value) <= INT_LIMIT
     return True

@@ -29,6 +29,7 @@ from awoc_scripts.plan_types import Plan
 
 STATE_DIR_ENV = "AWOC_STATE_DIR"
 DEFAULT_STATE_DIR = Path(".awoc") / "parallel"
+STALE_STAGING_S = 60.0
 RUN_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}\Z")
 LOCK_TIMEOUT_S = 60.0
 
@@ -203,6 +204,16 @@ class Run:
     def make_dirs(self) -> None:
         self.tasks_dir.mkdir(exist_ok=True)
         self.results_dir.mkdir(exist_ok=True)
+        self._sweep_temporaries()
+
+    def _sweep_temporaries(self) -> None:
+        """Temporary files of atomic writes whose writer was killed (its pid is in the name)."""
+        for pattern in (".*.tmp", "tasks/*/.*.tmp", "results/.*.tmp"):
+            for tmp in self.dir.glob(pattern):
+                pid = tmp.name.rsplit(".", 3)[-3]
+                if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
 
     def write_execution(self, execution: dict[str, Any]) -> None:
         atomic_write_json(self.execution_file, execution)
@@ -287,8 +298,10 @@ class StateStore:
         half-made run; `current` is updated last.
         """
         runs = self.root / "runs"
+        self._check_layout(runs)
         if not runs.is_dir():
             self._make_root(runs)
+        self._sweep_staging(runs)
         while True:
             run_id = make_run_id()
             staging = runs / f".new-{run_id}"
@@ -307,6 +320,26 @@ class StateStore:
         run = Run(self.root, run_id)
         atomic_write_bytes(self.current_file, run_id.encode() + b"\n")
         return run
+
+    def _check_layout(self, runs: Path) -> None:
+        """The state root and its runs/ are real folders: never a file, never a link that would
+        send a run's files elsewhere."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StateError(f"state directory {self.root} is not a folder (choose another with --state-dir)")
+        if runs.is_symlink():
+            raise StateError(
+                f"{runs} is a symbolic link (to {os.readlink(runs)}); awoc writes runs only in a real folder"
+            )
+        if runs.exists() and not runs.is_dir():
+            raise StateError(f"{runs} is not a folder")
+
+    def _sweep_staging(self, runs: Path) -> None:
+        """Half-made runs of killed processes (a new run is renamed into place within milliseconds)."""
+        now = time.time()
+        for staging in runs.glob(".new-*"):
+            with contextlib.suppress(OSError):
+                if now - staging.stat().st_mtime > STALE_STAGING_S:
+                    _remove_tree(staging)
 
     def _make_root(self, runs: Path) -> None:
         """The state root keeps itself out of git: a run's files are never a project's changes."""
