@@ -52,7 +52,12 @@ def json_path(parts: Iterable[Any]) -> str:
         elif _IDENTIFIER.match(str(part)):
             out += f".{part}" if out else str(part)
         else:
-            out += f"[{orjson.dumps(part).decode()}]"
+            shown = orjson.dumps(part).decode()
+            if not shown.isprintable():  # a line break or control character would split the message
+                import json
+
+                shown = json.dumps(part)
+            out += f"[{shown}]"
     return out
 
 
