@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import awoc_processes, wait_for
+from conftest import awoc_processes, start_orchestrator, wait_for
 
 DASK = Path(sys.executable).parent / "dask"
 TEST_MARK = "AWOC_DASK_TEST_CLUSTER=1"
@@ -171,11 +171,7 @@ def test_sigkill_of_the_orchestrator_stops_remote_tasks_and_resume_finishes(
         "tasks": [{"task_id": "t", "agent": "qa", "description": "t",
                    "command": ["sh", "-c", f'test -f "{flag}" && echo again || {{ touch "{flag}"; sleep 60; }}']}],
     }  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()", "run", "-q",
-         orjson.dumps(config).decode()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_orchestrator(config)
     try:
         wait_for(lambda: flag.exists() and awoc_processes(state_dir), timeout=30)
     finally:
@@ -196,11 +192,7 @@ def test_a_worker_killed_mid_task_runs_it_again_elsewhere(cli, tmp_path: Path, s
             "tasks": [{"task_id": "t", "agent": "qa", "description": "t",
                        "command": ["sh", "-c", "sleep 8; echo done"]}],
         }  # fmt: skip
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()", "run", "-q",
-             orjson.dumps(config).decode()],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        proc = start_orchestrator(config)
         wait_for(lambda: awoc_processes(state_dir), timeout=30)
         first = awoc_processes(state_dir)
         victim = _worker_of(first, [w.pid for w in own.workers])
