@@ -406,6 +406,8 @@ HOSTILE = [
     ('{"tasks":[{"agent":"a","task_id":"b\\n","description":"x"}]}', "is not a valid name"),
     ('{"tasks":[{"agent":"a","description":"x","context":' + "[" * 600 + "]" * 600 + "}]}", "nested deeper than"),
     ('{"parallel_config":{"total_timeout":1e300},"tasks":[{"agent":"a","description":"x"}]}', "out of range"),
+    ('{"tasks":[{"agent":"a","description":"x","agent":"b"}]}', "tasks[0]: key 'agent' appears more than once"),
+    ('{"tasks":[],"tasks":[{"agent":"a","description":"x"}]}', "top-level object: key 'tasks' appears more than once"),
 ]
 
 

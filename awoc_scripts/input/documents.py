@@ -69,9 +69,55 @@ def parse_json(raw: bytes, source: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> 
     if not raw.strip():
         raise InputError(f"{source}: empty, expected a JSON object")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{source}: malformed JSON: {describe_json_error(exc, raw)}") from None
+    duplicate = _duplicate_key(raw)
+    if duplicate is not None:
+        raise InputError(f"{source}: {duplicate}")
+    return data
+
+
+class _Pairs(dict[str, Any]):
+    """An object as the standard library parses it, with the keys it saw more than once."""
+
+    repeated: list[str]
+
+
+def _duplicate_key(raw: bytes) -> str | None:
+    """orjson keeps the last of repeated keys without a word; a repeated key is usually a mistake.
+    A second parse, by the standard library, sees every pair (about 5 us per object)."""
+    import json
+
+    seen_any: list[bool] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> _Pairs:
+        obj = _Pairs(items)
+        if len(obj) != len(items):
+            names = [k for k, _ in items]
+            obj.repeated = sorted({k for k in names if names.count(k) > 1})
+            seen_any.append(True)
+        return obj
+
+    try:
+        parsed = json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None  # orjson read it; what the standard library cannot, it does not judge
+    if not seen_any:
+        return None
+    from awoc_scripts.input.config_schema import json_path
+
+    stack: list[tuple[Any, list[Any]]] = [(parsed, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Pairs):
+            if getattr(value, "repeated", None):
+                where = json_path(path) or "the top-level object"
+                return f"{where}: key {value.repeated[0]!r} appears more than once (only one may be given)"
+            stack.extend((v, [*path, k]) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((v, [*path, i]) for i, v in reversed(list(enumerate(value))))
+    return None
 
 
 def describe_json_error(exc: orjson.JSONDecodeError, raw: bytes) -> str:
