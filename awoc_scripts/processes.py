@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -218,10 +218,96 @@ def _signal_pids(pids: Iterable[int], sig: int) -> None:
 
 
 def kill_marked(run_id: str, task_id: str | None = None) -> list[int]:
-    """SIGKILL every live process of the run (or of one task of it). Returns the pids killed."""
+    """SIGKILL every live process of the run (or of one task of it): its cgroups, where this
+    machine lets us make them, then whatever carries its marker. Returns the marked pids killed."""
+    kill_cgroups(run_id, task_id)
     pids = marked_processes(run_id, task_id)
     _signal_pids(pids, signal.SIGKILL)
     return pids
+
+
+# A cgroup (v2) per task, where the machine lets us make one under our own: every process the task
+# starts stays in it, even one that leaves its session and clears its environment, and writing
+# cgroup.kill ends them all. Elsewhere (or with AWOC_CGROUPS=0) the process group and the
+# environment marker do the job.
+_cgroup_base: Path | None = None
+_cgroup_looked = False
+
+
+def _cgroups() -> Path | None:
+    global _cgroup_base, _cgroup_looked
+    if not _cgroup_looked:
+        _cgroup_looked = True
+        if os.environ.get("AWOC_CGROUPS") == "0":
+            return None
+        try:
+            cgroup_lines = Path("/proc/self/cgroup").read_text().splitlines()
+            mount_lines = Path("/proc/self/mounts").read_text().splitlines()
+            own = next(line[3:].strip() for line in cgroup_lines if line.startswith("0::"))
+            mount = next(m.split()[1] for m in mount_lines if m.split()[2] == "cgroup2")
+        except (OSError, StopIteration, IndexError):
+            return None
+        base = Path(mount) / own.lstrip("/")
+        if os.access(base, os.W_OK) and (base / "cgroup.procs").exists():
+            _cgroup_base = base
+    return _cgroup_base
+
+
+def _cgroup_name(run_id: str, task_id: str) -> str:
+    return f"awoc-{run_id}-{task_id}"
+
+
+@contextlib.contextmanager
+def contained(marker: str) -> Iterator[bool]:
+    """Around a spawn: the child starts inside its task's cgroup. (We step into the cgroup to start
+    it and step back out: moving the child after it started would race with its first fork.)
+    Yields False where cgroups cannot be used."""
+    global _cgroup_base
+    base = _cgroups()
+    group = base / _cgroup_name(*marker.split("/", 1)) if base is not None else None
+    entered = False
+    if base is not None and group is not None:
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(group)
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+            entered = True
+        except OSError:
+            _cgroup_base = None  # not allowed here after all: markers and groups only, from now on
+    try:
+        yield entered
+    finally:
+        if entered and base is not None:
+            (base / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def kill_cgroups(run_id: str, task_id: str | None = None) -> None:
+    """End every process in the run's (or the task's) cgroups, and remove the emptied cgroups."""
+    base = _cgroups()
+    if base is None:
+        return
+    if task_id is not None:
+        groups = [base / _cgroup_name(run_id, task_id)]
+    else:
+        groups = list(base.glob(_cgroup_name(run_id, "*")))
+    for group in groups:
+        try:
+            os.rmdir(group)  # an empty cgroup (the usual end of a task) needs no more
+            continue
+        except FileNotFoundError:
+            continue
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            (group / "cgroup.kill").write_text("1")
+        for _ in range(100):  # the kernel empties it within moments
+            try:
+                os.rmdir(group)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.002)
 
 
 def kill_process_tree(pid: int, create_time: float | None = None, grace_s: float = KILL_GRACE_S) -> list[int]:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
-from awoc_scripts.processes import KILL_GRACE_S, Child, kill_marked, signal_group, spawn
+from awoc_scripts.processes import KILL_GRACE_S, Child, contained, kill_cgroups, kill_marked, signal_group, spawn
 
 
 @dataclass
@@ -33,15 +33,16 @@ class LocalExecutor(Executor):
 
     def start(self, attempt: Attempt) -> Started:
         inv = attempt.invocation
-        child = spawn(
-            inv.argv,
-            cwd=attempt.cwd,
-            stdin=attempt.prompt_file,
-            stdout=attempt.stdout_file,
-            stderr=attempt.stderr_file,
-            env=inv.env,
-            marker=attempt.marker,
-        )
+        with contained(attempt.marker):
+            child = spawn(
+                inv.argv,
+                cwd=attempt.cwd,
+                stdin=attempt.prompt_file,
+                stdout=attempt.stdout_file,
+                stderr=attempt.stderr_file,
+                env=inv.env,
+                marker=attempt.marker,
+            )
         pidfd = None
         if self._use_pidfd:
             try:
@@ -89,8 +90,9 @@ class LocalExecutor(Executor):
         del self._running[task_id]
         if entry.stop_deadline is not None:
             self._kill_hard(entry)  # whatever of a stopped task is left, including what left its group
-        else:
-            signal_group(entry.child.pid, signal.SIGKILL)  # leftovers of a task that ended by itself
+        else:  # leftovers of a task that ended by itself, daemons that left its session included
+            signal_group(entry.child.pid, signal.SIGKILL)
+            kill_cgroups(*entry.attempt.marker.split("/", 1))
         return Ended(task_id, code, stopped=entry.stop_deadline is not None)
 
     def stop(self, task_id: str) -> None:

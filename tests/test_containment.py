@@ -1,0 +1,96 @@
+"""Processes that leave their task's session and clear their environment (no marker to find them
+by) still end with their task: each task runs in a cgroup of its own where the machine allows it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from awoc_scripts import processes
+
+from conftest import start_orchestrator, wait_for
+
+pytestmark = pytest.mark.skipif(processes._cgroups() is None, reason="no writable cgroup v2 on this machine")
+
+
+def daemon_script(tag: str, then: str = "true") -> str:
+    # the daemon: a new session, an empty environment, its parent gone at once; it leaves a file to
+    # prove it started
+    return f"( setsid env -i sh -c 'touch /tmp/awoc-daemon-{tag}; exec sleep 3000.{tag}' & ) ; {then}"
+
+
+def new_tag() -> str:
+    return str(uuid.uuid4().int)[:9]  # digits: sleep takes 3000.<tag> as a number
+
+
+def started(tag: str) -> bool:
+    marker = Path(f"/tmp/awoc-daemon-{tag}")
+    if marker.exists():
+        marker.unlink()
+        return True
+    return False
+
+
+def daemons(tag: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            if cmdline == f"sleep\0003000.{tag}\0".encode() and b") Z" not in stat:
+                found.append(int(name))
+    return found
+
+
+def config(tag: str, then: str = "true", **task: object) -> str:
+    one = {"task_id": "d", "agent": "qa", "description": "x", "command": ["sh", "-c", daemon_script(tag, then)], **task}
+    return orjson.dumps({"parallel_config": {"retries": 0}, "tasks": [one]}).decode()
+
+
+def test_a_daemon_dies_when_its_task_ends_by_itself(cli) -> None:
+    tag = new_tag()
+    result = cli("delegate-parallel", "run", "-q", config(tag, "sleep 0.3"))
+    assert result.code == 0, result.stderr
+    wait_for(lambda: not daemons(tag), timeout=3)
+    assert started(tag)
+
+
+def test_a_daemon_dies_when_its_task_times_out(cli) -> None:
+    tag = new_tag()
+    result = cli("delegate-parallel", "run", "-q", config(tag, "sleep 30", timeout=1))
+    assert result.code == 1, result.stderr
+    wait_for(lambda: not daemons(tag), timeout=3)
+    assert started(tag)
+
+
+def test_a_daemon_outlives_a_killed_orchestrator_only_until_resume(cli, state_dir: Path) -> None:
+    tag = new_tag()
+    again = f"/tmp/awoc-ran-{tag}"
+    proc = start_orchestrator(orjson.loads(config(tag, f"[ -f {again} ] || {{ touch {again}; sleep 30; }}")))
+    try:
+        wait_for(lambda: bool(daemons(tag)), timeout=20)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    first = daemons(tag)
+    assert first and started(tag)  # nobody has ended it yet: no marker, no session of its task
+    result = cli("delegate-parallel", "resume", "-q")
+    assert result.code == 0, result.stderr
+    Path(again).unlink()
+    wait_for(lambda: not daemons(tag), timeout=3)
+    assert not any(Path(f"/proc/{pid}").exists() and pid in daemons(tag) for pid in first)
+
+
+def test_without_cgroups_the_marker_and_the_group_still_work(cli, monkeypatch) -> None:
+    monkeypatch.setattr(processes, "_cgroup_base", None)
+    monkeypatch.setattr(processes, "_cgroup_looked", True)
+    result = cli("delegate-parallel", "run", "-q", '{"tasks":[{"agent":"qa","description":"x","command":["true"]}]}')
+    assert result.code == 0, result.stderr
