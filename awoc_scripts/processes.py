@@ -268,10 +268,13 @@ def contained(marker: str) -> Iterator[bool]:
     entered = False
     if base is not None and group is not None:
         try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(group)
-            (group / "cgroup.procs").write_text(str(os.getpid()))
-            entered = True
+            for _ in range(3):  # another run's sweep may remove it between the two steps
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(group)
+                with contextlib.suppress(FileNotFoundError):
+                    (group / "cgroup.procs").write_text(str(os.getpid()))
+                    entered = True
+                    break
         except OSError:
             _cgroup_base = None  # not allowed here after all: markers and groups only, from now on
     try:
@@ -279,6 +282,16 @@ def contained(marker: str) -> Iterator[bool]:
     finally:
         if entered and base is not None:
             (base / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def sweep_empty_cgroups() -> None:
+    """Remove the empty task cgroups that runs killed with SIGKILL left (rmdir fails on a busy one)."""
+    base = _cgroups()
+    if base is None:
+        return
+    for group in base.glob("awoc-*"):
+        with contextlib.suppress(OSError):
+            os.rmdir(group)
 
 
 def kill_cgroups(run_id: str, task_id: str | None = None) -> None:

@@ -29,7 +29,7 @@ from awoc_scripts.execution.retries import TransientWaits, reduced_budget
 from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.task_book import TaskBook
 from awoc_scripts.plan_types import Plan, Task
-from awoc_scripts.processes import available_memory_mb, kill_marked
+from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
 from awoc_scripts.state.store import Run
 from awoc_scripts.state.task_states import (
     BUDGET_EXCEEDED,
@@ -165,6 +165,7 @@ class Orchestrator:
 
     def _begin(self) -> None:
         self.run.make_dirs()
+        sweep_empty_cgroups()
         self.live.begin_execution()
         self.book.finalize_skipped(self.scheduler.initially_skipped)
         self.workspaces.run_starting()
