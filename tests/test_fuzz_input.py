@@ -66,13 +66,17 @@ def _validate(cli, args: list[str]) -> tuple[int, bool]:
         return result.code, state.exists()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(configs)
 def test_any_config_is_accepted_or_refused_cleanly(cli, config: dict[str, Any]) -> None:
     _validate(cli, ["--", json.dumps(config)])  # the standard library writes integers of any size
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(arguments)
 def test_any_argument_list_is_accepted_or_refused_cleanly(cli, args: list[str]) -> None:
     _validate(cli, args)

@@ -28,7 +28,10 @@ def looks_like_json_text(arg: str) -> bool:
 
 def load_document(arg: str, *, what: str = "document", max_bytes: int = MAX_DOCUMENT_BYTES) -> Document:
     if arg == "-":
-        raw = sys.stdin.buffer.read(max_bytes + 1)
+        try:
+            raw = sys.stdin.buffer.read(max_bytes + 1)
+        except (OSError, ValueError, AttributeError) as exc:  # closed, unreadable or not a byte stream
+            raise InputError(f"<stdin>: cannot read the {what}: {exc}") from None
         return Document(parse_json(raw, "<stdin>", max_bytes), "<stdin>")
     if looks_like_json_text(arg):
         return Document(parse_json(arg.encode(), "<argument>", max_bytes), "<argument>")

@@ -71,6 +71,9 @@ class Request:
 
 
 def parse_request(args: Sequence[str]) -> Request:
+    for n, arg in enumerate(args, 1):
+        if "\x00" in arg:  # not on a real command line, but text split from stdin can hold one
+            raise InputError(f"argument {n}: contains a NUL character")
     overrides: dict[str, Any] = {}
     documents: list[str] = []
     tasks: list[dict[str, Any]] = []
