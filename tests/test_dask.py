@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -255,3 +256,24 @@ def test_an_unreachable_scheduler_is_refused_before_anything_is_written(cli, sta
         '{"tasks": [{"agent": "qa", "description": "t", "command": ["true"]}]}',
     )
     assert missing.code == 2 and "needs --scheduler" in missing.stderr and not state_dir.exists()
+
+
+def test_resources_keep_a_worker_to_the_tasks_it_has_room_for(cli, cluster: Cluster, isolated: Path) -> None:
+    # each worker offers agent=2; a task asking for agent=2 leaves room for one at a time per worker
+    stamp = 'echo "$(date +%s.%N)"; sleep 0.3; echo "$(date +%s.%N)"'
+    config = {
+        "parallel_config": {
+            "max_concurrent": 6, "executor": "dask", "dask": {"scheduler": cluster.address, "resources": {"agent": 2}}
+        },
+        "tasks": [{"task_id": f"t{i}", "agent": "qa", "description": "t", "command": ["sh", "-c", stamp]}
+                  for i in range(6)],
+    }  # fmt: skip
+    code, out = run_config(cli, config, isolated / "state")
+    assert code == 0, out["stderr"]
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for result in out["results"].values():
+        start, end = (float(x) for x in result["result"].split())
+        spans.setdefault(result["executed_on"]["worker"], []).append((start, end))
+    for worker_spans in spans.values():
+        ordered = sorted(worker_spans)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(ordered))

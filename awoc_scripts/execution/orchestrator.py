@@ -61,7 +61,7 @@ class Orchestrator:
         budgets = {t["task_id"]: int(t["token_budget"]) for t in execution["tasks"]}
         self.tasks: list[Task] = [{**t, "token_budget": budgets[t["task_id"]]} for t in plan["tasks"]]
         self.live = LiveState(run, resume)
-        self.book = TaskBook(run, self.tasks, self.live.tasks, self.events, display, self._isolation_extras)
+        self.book = TaskBook(run, self.tasks, self.live.tasks, self.events, display, self._result_extras)
         self.by_id, self.records = self.book.by_id, self.book.records
         self.workspaces = Workspaces(
             run,
@@ -114,7 +114,8 @@ class Orchestrator:
     def results(self) -> dict[str, dict[str, Any]]:
         return self.book.results
 
-    def _isolation_extras(self, task: Task, status: str) -> dict[str, Any]:
+    def _result_extras(self, task: Task, status: str) -> dict[str, Any]:
+        """What a started task's result adds: its worktree, and where it ran when not here."""
         extras = self.workspaces.task_ended(task, status, self.records[task["task_id"]].session_id)
         where = self.executor.where_ran(task["task_id"])
         return {**extras, "executed_on": where} if where else extras

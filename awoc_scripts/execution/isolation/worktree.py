@@ -99,9 +99,9 @@ class WorktreeIsolation:
                 continue
             check = git.merge_check(self.repo, base, commit)
             if check.tree is None:
-                merged = ", ".join(d for d, _ in branches)
                 raise CannotStart(
-                    f"the changes of its dependencies ({merged}) conflict in: {', '.join(check.conflicts[:10])}"
+                    f"the changes of its dependencies ({merged_names(branches)}) conflict in: "
+                    f"{', '.join(check.conflicts[:10])}"
                 )
             message = f"awoc: run {self.run.run_id}, base of {task['task_id']}: merge of {merged_names(branches)}"
             base = git.commit_tree(self.repo, check.tree, [base, commit], message)
