@@ -29,6 +29,7 @@ MODULES = (
     "bench_events",
     "bench_validate",
     "bench_dask",
+    "bench_abort",
 )
 MODULE_TIMEOUT_S = 600
 

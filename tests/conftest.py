@@ -116,6 +116,14 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
+def task_results(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every task's result as readers get it: from its file, or (never started) from state.json."""
+    from awoc_scripts.results.aggregate import run_results
+    from awoc_scripts.state.store import Run
+
+    return {r["task_id"]: r for r in run_results(Run(run_dir.parent.parent, run_dir.name))}
+
+
 @pytest.fixture
 def fake_claude(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The fake claude CLI as AWOC_CLAUDE_BIN; its calls are logged in the returned directory."""

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import awoc_processes, start_orchestrator, wait_for
+from conftest import awoc_processes, start_orchestrator, task_results, wait_for
 
 DASK = Path(sys.executable).parent / "dask"
 TEST_MARK = "AWOC_DASK_TEST_CLUSTER=1"
@@ -106,7 +106,7 @@ def dag(**settings: Any) -> dict[str, Any]:
 def run_config(cli, config: dict[str, Any], state_dir: Path, *flags: str) -> tuple[int, dict[str, Any]]:
     result = cli("delegate-parallel", "run", "-q", "--state-dir", str(state_dir), *flags, orjson.dumps(config).decode())
     run_dir = state_dir / "runs" / (state_dir / "current").read_text().strip()
-    results = {p.parent.name: orjson.loads(p.read_bytes()) for p in run_dir.glob("tasks/*/result.json")}
+    results = task_results(run_dir)
     report = orjson.loads((run_dir / "report.json").read_bytes())
     return result.code, {"results": results, "report": report, "stderr": result.stderr}
 

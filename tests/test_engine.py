@@ -19,7 +19,7 @@ from awoc_scripts.flow.prepare import prepare_run
 from awoc_scripts.flow.runs import execute_run
 from awoc_scripts.state.store import StateStore
 
-from conftest import FAKES, awoc_processes, claude_calls, start_orchestrator, wait_for
+from conftest import FAKES, awoc_processes, claude_calls, start_orchestrator, task_results, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 RECORD = [sys.executable, str(FAKES / "record_task.py")]
@@ -53,12 +53,7 @@ def gone(pid: int) -> bool:
     return stat.rsplit(b")", 1)[1].split()[0] == b"Z"
 
 
-def results(run_dir: Path) -> dict[str, dict[str, Any]]:
-    return {
-        p.name: orjson.loads((p / "result.json").read_bytes())
-        for p in (run_dir / "tasks").iterdir()
-        if (p / "result.json").exists()
-    }
+results = task_results
 
 
 def events(run_dir: Path) -> list[dict[str, Any]]:
@@ -636,3 +631,29 @@ def test_a_signal_in_the_middle_of_starting_a_task_still_stops_it(tmp_path: Path
     assert time.monotonic() - started < 25  # not waiting for the 30 s task
     statuses = {r["task_id"]: r["status"] for r in results(run.dir).values()}
     assert statuses == {"t0": "cancelled", "t1": "cancelled"}
+
+
+def test_an_abort_ends_thousands_of_pending_tasks_without_a_file_each(tmp_path: Path) -> None:
+    # the abort comes with 2,998 tasks never started: each ends cancelled with the reason, in
+    # state.json and the report, and only the two that ran have a directory and a result file
+    many = 3000
+    config = {
+        "parallel_config": {"max_concurrent": 2, "total_timeout": 1, "failure_tolerance": many},
+        "tasks": [
+            {"task_id": f"t{i}", "agent": "qa", "description": f"task {i}", "priority": "high", "command": ["sleep", "5"]}
+            for i in range(many)
+        ],
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 3 and summary["counts"] == {"timed_out": 2, "cancelled": many - 2}
+    started = sorted(p.name for p in (run_dir / "tasks").iterdir())
+    assert len(started) == 2 and sorted(p.name for p in (run_dir / "results").iterdir()) == [
+        f"task_qa_{tid}_result.json" for tid in started
+    ]
+    done = results(run_dir)
+    assert len(done) == many
+    never = [r for tid, r in done.items() if tid not in started]
+    assert all(r["status"] == "cancelled" and r["reason"] == "total timeout of 1 s reached" for r in never)
+    assert all(r["attempts"] == 0 and r["started_at"] is None for r in never)
+    report = orjson.loads((run_dir / "report.json").read_bytes())
+    assert report["execution_summary"]["total_tasks"] == many

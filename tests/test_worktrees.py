@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import awoc_processes, start_orchestrator, wait_for
+from conftest import awoc_processes, start_orchestrator, task_results, wait_for
 
 
 def git(repo: Path, *args: str) -> str:
@@ -52,7 +52,7 @@ def registered_worktrees(repo: Path) -> list[str]:
 
 def results(state_dir: Path) -> dict[str, dict[str, Any]]:
     run_dir = next((state_dir / "runs").iterdir())
-    return {p.parent.name: orjson.loads(p.read_bytes()) for p in run_dir.glob("tasks/*/result.json")}
+    return task_results(run_dir)
 
 
 def run_id_of(state_dir: Path) -> str:

@@ -162,7 +162,11 @@ class TaskBook:
         }
         if rec.started_at:
             result.update(self.extras(task, status))
-        self.run.write_task_result(task["agent"], tid, result)
+        # A task that never started produced nothing: no file (an abort may end 100,000 such
+        # tasks at once); state.json says how it ended, and readers build its result from there.
+        # Unless an earlier execution left one: that one would say something else.
+        if rec.started_at or self.run.has_task_dir(tid):
+            self.run.write_task_result(task["agent"], tid, result)
         self.results[tid] = result
         self.events.add(
             "task-end",

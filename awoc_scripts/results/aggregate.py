@@ -10,6 +10,7 @@ exact command that retries it.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import graph_metrics
+from awoc_scripts.state.run_tasks import result_from_state
 from awoc_scripts.state.store import Run, now_iso
-from awoc_scripts.state.task_states import FAILURES, SUCCEEDED
+from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL
 
 SEED_RESULT_NAME = re.compile(r"^task_(?P<agent>.+)_(?P<pid>\d+)_result\.json$")
 STATUS_ORDER = ("succeeded", "failed", "timed_out", "budget_exceeded", "cancelled", "skipped", "pending", "running")
@@ -96,8 +98,10 @@ def load_result_files(paths: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def run_results(run: Run, known: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The run's task results, in plan order: `known` ones as given, the others from their files."""
+    """The run's task results, in plan order: `known` ones as given, the others from their files,
+    or, for tasks that ended without starting (no file), from state.json."""
     results = []
+    saved: dict[str, Any] | None = None
     for task in run.read_plan()["tasks"]:
         tid = task["task_id"]
         if known and tid in known:
@@ -106,6 +110,12 @@ def run_results(run: Run, known: Mapping[str, dict[str, Any]] | None = None) -> 
         file = run.result_file(task["agent"], tid)
         if file.exists():
             results.append(normalize_result(read_json_file(file, what="task result"), str(file)))
+            continue
+        if saved is None:
+            saved = (run.read_state() or {}).get("tasks", {})
+        entry = saved.get(tid, {})
+        if entry.get("status") in TERMINAL:
+            results.append(result_from_state(run, task, entry))
     return results
 
 
@@ -123,8 +133,8 @@ def dependency_order(results: Sequence[Mapping[str, Any]], plan: Plan | None) ->
 def retry_command(run_id: str | None, task_id: str) -> str:
     from awoc_scripts.launcher import command_for
 
-    run_args = ("--run", run_id) if run_id else ()
-    return command_for("parallel-task-retry", "retry-reduced", task_id, *run_args)
+    run_args = f" --run {shlex.quote(run_id)}" if run_id else ""
+    return f"{command_for('parallel-task-retry', 'retry-reduced')} {shlex.quote(task_id)}{run_args}"
 
 
 def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: str | None) -> dict[str, Any]:

@@ -78,7 +78,7 @@ POLICY_EVENTS = ("lever", "token-budget-exhausted", "memory-pressure", "run-abor
 def policy_actions(run: Run) -> list[dict[str, Any]]:
     """What the pressure policies (and levers from outside) did, from the run's events."""
     actions = []
-    for event in run.read_events():
+    for event in run.read_events(only=("lever", *POLICY_EVENTS)):
         name = event.get("event")
         if name == "lever":
             actions.append(

@@ -10,6 +10,7 @@ from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.state.store import Run, now_iso, read_json
+from awoc_scripts.state.task_states import PENDING
 
 EXCERPT_CHARS = 500
 
@@ -67,6 +68,35 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
 
 
+def result_from_state(run: Run, task: Task, saved: dict[str, Any]) -> dict[str, Any]:
+    """A task's result as state.json tells it: for a task without a result file, which is one
+    that never started (see TaskBook.finalize), or a base for one that ended outside the orchestrator."""
+    return {
+        "schema": PLAN_SCHEMA,
+        "run_id": run.run_id,
+        "task_id": task["task_id"],
+        "agent": task["agent"],
+        "task": task["description"],
+        "priority": task["priority"],
+        "runner": "command" if task.get("command") else "agent",
+        "status": saved.get("status", PENDING),
+        "result": "",
+        "exit_code": saved.get("exit_code"),
+        "attempts": int(saved.get("attempts") or 0),
+        "tokens_used": saved.get("tokens_used")
+        or {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "total": 0},
+        "token_budget": int(saved.get("token_budget") or task["token_budget"]),
+        "cost_usd": float(saved.get("cost_usd") or 0.0),
+        "started_at": saved.get("started_at"),
+        "finished_at": saved.get("finished_at"),
+        "duration_s": 0.0,
+        "error": saved.get("error"),
+        "reason": saved.get("reason"),
+        "warnings": [],
+        "dependencies": task["dependencies"],
+    }
+
+
 def write_ended_result(
     run: Run,
     plan: Plan,
@@ -81,25 +111,7 @@ def write_ended_result(
     """tasks/<id>/result.json for a task that ended outside the orchestrator, keeping what an
     earlier attempt wrote (its result text, tokens, times)."""
     task = plan_task(plan, task_id)
-    result: dict[str, Any] = {
-        "schema": PLAN_SCHEMA,
-        "run_id": run.run_id,
-        "task_id": task_id,
-        "agent": task["agent"],
-        "task": task["description"],
-        "priority": task["priority"],
-        "result": "",
-        "exit_code": None,
-        "attempts": int(saved.get("attempts") or 0),
-        "tokens_used": saved.get("tokens_used")
-        or {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "total": 0},
-        "cost_usd": float(saved.get("cost_usd") or 0.0),
-        "started_at": saved.get("started_at"),
-        "duration_s": 0.0,
-        "warnings": [],
-        "dependencies": task["dependencies"],
-        **read_result(run, task_id),
-    }
+    result = {**result_from_state(run, task, saved), **read_result(run, task_id)}
     result.update(
         status=status,
         token_budget=int(saved.get("token_budget") or task["token_budget"]),
@@ -109,5 +121,4 @@ def write_ended_result(
     )
     if exit_code is not None:
         result["exit_code"] = exit_code
-    run.make_dirs()
     run.write_task_result(task["agent"], task_id, result)

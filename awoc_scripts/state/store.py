@@ -17,7 +17,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,9 @@ class Run:
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
 
+    def has_task_dir(self, task_id: str) -> bool:
+        return os.path.isdir(f"{self.tasks_dir}/{task_id}")  # no Path: called for every task at scale
+
     def result_file(self, agent: str, task_id: str) -> Path:
         return self.results_dir / f"task_{agent}_{task_id}_result.json"
 
@@ -184,8 +187,9 @@ class Run:
     def write_task_result(self, agent: str, task_id: str, result: dict[str, Any]) -> None:
         """tasks/<id>/result.json, and the same file linked as results/task_<agent>_<id>_result.json."""
         files = self.task_files(task_id)
-        if not files.dir.is_dir():  # a task that never started has none yet
-            self.make_dirs()
+        if not files.dir.is_dir():  # a task ended outside the orchestrator before it started
+            self.tasks_dir.mkdir(exist_ok=True)
+            self.results_dir.mkdir(exist_ok=True)
             files.dir.mkdir(exist_ok=True)
         atomic_write_json(files.result, result)
         link = self.result_file(agent, task_id)
@@ -202,6 +206,7 @@ class Run:
         os.replace(tmp, link)
 
     def make_dirs(self) -> None:
+        """At the start of an execution: the run's folders, and no temporaries of killed writers."""
         self.tasks_dir.mkdir(exist_ok=True)
         self.results_dir.mkdir(exist_ok=True)
         self._sweep_temporaries()
@@ -239,12 +244,19 @@ class Run:
     def buffered_events(self) -> EventBuffer:
         return EventBuffer(self)
 
-    def read_events(self) -> list[dict[str, Any]]:
+    def read_events(self, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The run's events, or just those named in ONLY (found without parsing the others)."""
         try:
             raw = self.events_file.read_bytes()
         except FileNotFoundError:
             return []
-        return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+        lines = raw.splitlines()
+        if only is None:
+            return [orjson.loads(line) for line in lines if line.strip()]
+        names = set(only)
+        wanted = tuple(b'"event":' + orjson.dumps(name) for name in names)  # as orjson writes it
+        candidates = (orjson.loads(line) for line in lines if any(w in line for w in wanted))
+        return [event for event in candidates if event.get("event") in names]
 
     @contextmanager
     def locked_state(self) -> Iterator[dict[str, Any]]:
