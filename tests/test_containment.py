@@ -1,5 +1,6 @@
 """Processes that leave their task's session and clear their environment (no marker to find them
-by) still end with their task: each task runs in a cgroup of its own where the machine allows it."""
+by) still end with their task: each task runs in a cgroup of its own where the machine allows it,
+and elsewhere the orchestrator, a child subreaper, inherits them as orphans and kills them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,19 @@ from awoc_scripts import processes
 
 from conftest import start_orchestrator, wait_for
 
-pytestmark = pytest.mark.skipif(processes._cgroups() is None, reason="no writable cgroup v2 on this machine")
+needs_cgroups = pytest.mark.skipif(processes._cgroups() is None, reason="no writable cgroup v2 on this machine")
+
+
+@pytest.fixture(params=["cgroup", "subreaper"])
+def containment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test once with a cgroup per task, once without (AWOC_CGROUPS=0): the subreaper alone."""
+    if request.param == "cgroup" and processes._cgroups() is None:
+        pytest.skip("no writable cgroup v2 on this machine")
+    if request.param == "subreaper":
+        monkeypatch.setenv("AWOC_CGROUPS", "0")  # for orchestrators started as processes
+        monkeypatch.setattr(processes, "_cgroup_base", None)
+        monkeypatch.setattr(processes, "_cgroup_looked", True)
+    return str(request.param)
 
 
 def daemon_script(tag: str, then: str = "true") -> str:
@@ -50,20 +63,34 @@ def daemons(tag: str) -> list[int]:
     return found
 
 
-def config(tag: str, then: str = "true", **task: object) -> str:
+def config(tag: str, then: str = "true", total_timeout: int | None = None, **task: object) -> str:
     one = {"task_id": "d", "agent": "qa", "description": "x", "command": ["sh", "-c", daemon_script(tag, then)], **task}
-    return orjson.dumps({"parallel_config": {"retries": 0}, "tasks": [one]}).decode()
+    parallel: dict[str, object] = {"retries": 0}
+    if total_timeout:
+        parallel["total_timeout"] = total_timeout
+    return orjson.dumps({"parallel_config": parallel, "tasks": [one]}).decode()
 
 
-def test_a_daemon_dies_when_its_task_ends_by_itself(cli) -> None:
+def test_a_daemon_dies_when_its_task_ends_by_itself(cli, containment: str) -> None:
     tag = new_tag()
-    result = cli("delegate-parallel", "run", "-q", config(tag, "sleep 0.3"))
+    # a second task keeps the run going: the daemon must die with its own task, not with the run
+    config_doc = orjson.loads(config(tag, "sleep 0.3"))
+    config_doc["tasks"].append(
+        {
+            "task_id": "later",
+            "agent": "qa",
+            "description": "y",
+            "dependencies": ["d"],
+            "command": ["sh", "-c", f"sleep 1; ! pgrep -f '^sleep 3000[.]{tag}$'"],
+        }
+    )
+    result = cli("delegate-parallel", "run", "-q", orjson.dumps(config_doc).decode())
     assert result.code == 0, result.stderr
-    wait_for(lambda: not daemons(tag), timeout=3)
     assert started(tag)
+    assert not daemons(tag)
 
 
-def test_a_daemon_dies_when_its_task_times_out(cli) -> None:
+def test_a_daemon_dies_when_its_task_times_out(cli, containment: str) -> None:
     tag = new_tag()
     result = cli("delegate-parallel", "run", "-q", config(tag, "sleep 30", timeout=1))
     assert result.code == 1, result.stderr
@@ -71,6 +98,29 @@ def test_a_daemon_dies_when_its_task_times_out(cli) -> None:
     assert started(tag)
 
 
+def test_a_daemon_dies_when_the_run_aborts(cli, containment: str) -> None:
+    tag = new_tag()
+    result = cli("delegate-parallel", "run", "-q", config(tag, "sleep 30", total_timeout=1))
+    assert result.code == 3, result.stderr
+    wait_for(lambda: not daemons(tag), timeout=3)
+    assert started(tag)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_daemon_dies_when_the_run_is_interrupted(containment: str, signum: int) -> None:
+    tag = new_tag()
+    proc = start_orchestrator(orjson.loads(config(tag, "sleep 30")))
+    try:
+        wait_for(lambda: bool(daemons(tag)), timeout=20)
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        proc.kill()
+    wait_for(lambda: not daemons(tag), timeout=3)
+    assert started(tag)
+
+
+@needs_cgroups  # without cgroups such a daemon escapes to init with its dead orchestrator
 def test_a_daemon_outlives_a_killed_orchestrator_only_until_resume(cli, state_dir: Path) -> None:
     tag = new_tag()
     again = f"/tmp/awoc-ran-{tag}"

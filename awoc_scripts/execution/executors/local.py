@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
+from awoc_scripts.execution.executors.orphans import Orphans
 from awoc_scripts.processes import KILL_GRACE_S, Child, contained, kill_cgroups, kill_marked, signal_group, spawn
 
 
@@ -30,6 +31,7 @@ class LocalExecutor(Executor):
         self._running: dict[str, _Running] = {}
         self._selector = selectors.DefaultSelector()
         self._use_pidfd = hasattr(os, "pidfd_open")
+        self.orphans = Orphans()
 
     def start(self, attempt: Attempt) -> Started:
         inv = attempt.invocation
@@ -52,6 +54,7 @@ class LocalExecutor(Executor):
                 self._use_pidfd = False
                 pidfd = None
         self._running[attempt.task_id] = _Running(attempt, child, pidfd)
+        self.orphans.task_started(child.pid)
         return Started(child.pid)
 
     def running(self) -> list[str]:
@@ -81,6 +84,7 @@ class LocalExecutor(Executor):
             if entry.stop_deadline is not None and now >= entry.stop_deadline:
                 self._kill_hard(entry)
                 entry.stop_deadline = now + self.grace_s  # keep trying until the leader is reaped
+        self.orphans.sweep()
         return ended
 
     def _reap(self, task_id: str, entry: _Running, code: int) -> Ended:
@@ -93,6 +97,7 @@ class LocalExecutor(Executor):
         else:  # leftovers of a task that ended by itself, daemons that left its session included
             signal_group(entry.child.pid, signal.SIGKILL)
             kill_cgroups(*entry.attempt.marker.split("/", 1))
+        self.orphans.task_ended(entry.child.pid)
         return Ended(task_id, code, stopped=entry.stop_deadline is not None)
 
     def stop(self, task_id: str) -> None:
@@ -130,4 +135,5 @@ class LocalExecutor(Executor):
             self._kill_hard(entry)
             with contextlib.suppress(Exception):
                 entry.child.wait(1)
+        self.orphans.close()
         self._selector.close()

@@ -1,0 +1,133 @@
+"""Orphans of tasks, kept as the orchestrator's own children.
+
+A process a task leaves behind after its parent died (`( setsid env -i daemon & )`) has left the
+task's process group and may carry no environment marker; where no cgroup holds it, nothing else
+would find it. As a child subreaper (prctl PR_SET_CHILD_SUBREAPER) the orchestrator inherits such
+orphans instead of init. Which task an orphan came from is not written anywhere, so it is judged by
+time: it was created while some tasks were running, and it is killed once every one of them has
+ended (at once when none was running). At the end, every orphan left is killed and reaped.
+
+Only processes outside the orchestrator's own session count (tasks start in sessions of their
+own, while its other children, git say, stay in its session), and none it had before the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import time
+
+from awoc_scripts.processes import process_create_time
+
+PR_SET_CHILD_SUBREAPER = 36
+# create times come from /proc in clock ticks (10 ms): an orphan made right at a task's start or
+# end still counts as made while it ran
+TICK_SLACK_S = 0.05
+SWEEP_INTERVAL_S = 0.2
+
+
+def set_subreaper(on: bool) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def own_children() -> list[int]:
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for thread in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{thread}/children", "rb") as fh:
+                pids.extend(int(p) for p in fh.read().split())
+    return pids
+
+
+def _state_and_session(pid: int) -> tuple[bytes, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return fields[0], int(fields[4])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Orphans:
+    """The orphans of tasks this process runs: adopted, attributed by time, killed, reaped."""
+
+    def __init__(self) -> None:
+        self.enabled = set_subreaper(True)
+        self.session = os.getsid(0)
+        self._before = set(own_children())  # children this process had already: none is an orphan
+        self._running: dict[int, float] = {}  # task root pid -> its start (create time)
+        self._last_sweep = 0.0
+        self.killed: list[int] = []
+
+    def task_started(self, pid: int) -> None:
+        if self.enabled:
+            self._running[pid] = process_create_time(pid) or time.time()
+
+    def task_ended(self, pid: int) -> None:
+        """After the task's root was reaped: what it left is judged at once."""
+        if self._running.pop(pid, None) is not None:
+            self.sweep(force=True)
+
+    def sweep(self, force: bool = False, everything: bool = False) -> None:
+        """Reap adopted zombies; kill the orphans that no running task can have made (an orphan
+        made before a task started is not that task's), or, with EVERYTHING, all of them."""
+        now = time.monotonic()
+        if not self.enabled or not (force or everything or now - self._last_sweep >= SWEEP_INTERVAL_S):
+            return
+        self._last_sweep = now
+        for pid in self._adopted():
+            seen = _state_and_session(pid)
+            if seen is None:
+                continue
+            if seen[0] == b"Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            elif everything or not self._made_while_running(process_create_time(pid)):
+                self._kill_tree(pid)
+
+    def _adopted(self) -> list[int]:
+        """Our children that are no task's own process and not in our session."""
+        found = []
+        for pid in own_children():
+            if pid in self._running or pid in self._before:
+                continue  # a task's own process (its executor reaps it), or one we had before
+            seen = _state_and_session(pid)
+            if seen is not None and seen[1] != self.session:
+                found.append(pid)
+        return found
+
+    def _made_while_running(self, created: float) -> bool:
+        return any(start - TICK_SLACK_S <= created for start in self._running.values())
+
+    def _kill_tree(self, pid: int) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGKILL)  # psutil checks the pid was not reused meanwhile
+        self.killed.append(pid)
+
+    def close(self) -> None:
+        """At the end of the run: no orphan is left, none is a zombie, and we reap no more."""
+        if not self.enabled:
+            return
+        self._running.clear()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            self.sweep(everything=True)
+            if not self._adopted():
+                break
+            time.sleep(0.01)
+        set_subreaper(False)
+        self.enabled = False
