@@ -40,6 +40,9 @@ from awoc_scripts.state.task_states import (
 )
 
 FLUSH_INTERVAL_S = 0.25
+# state.json of 100,000 tasks takes a second to write: flushes are spaced so that writing it never
+# takes more than a fifth of the loop's time, or starts would wait on bookkeeping
+FLUSH_SHARE_DIVISOR = 5
 
 
 class Orchestrator:
@@ -98,6 +101,7 @@ class Orchestrator:
         self._pending_signal: int | None = None  # SIGINT or SIGTERM received, not acted on yet
         self.started_mono = time.monotonic()
         self._last_flush = 0.0
+        self._flush_every = FLUSH_INTERVAL_S
 
     # -- what policies see of the run and do to it (LiveRun) -------------------------------
 
@@ -204,7 +208,7 @@ class Orchestrator:
             if ended and self.stop_reason is None:
                 self.token_policy.check(self, time.monotonic())
             self.task_limits.check(self, time.monotonic())
-            if self.book.dirty and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            if self.book.dirty and time.monotonic() - self._last_flush >= self._flush_every:
                 self._flush()
             else:
                 self.events.flush()
@@ -222,6 +226,7 @@ class Orchestrator:
         return min(FLUSH_INTERVAL_S, max(0.0, soonest - now))
 
     def _flush(self, status: str = "running", final: bool = False) -> None:
+        began = time.monotonic()
         self.events.flush()
         note_create_times(self.records, self.executor.running())
         self.live.flush(
@@ -235,7 +240,9 @@ class Orchestrator:
             fields={"max_concurrent": self.max_concurrent, "stop_reason": self.stop_reason},
         )
         self.book.dirty = False
+        took = time.monotonic() - began
         self._last_flush = time.monotonic()
+        self._flush_every = max(FLUSH_INTERVAL_S, took * (FLUSH_SHARE_DIVISOR - 1))
 
     def _apply_controls(self, state: dict[str, Any]) -> None:
         for control in apply_pending_controls(state, self.levers, f"orchestrator (pid {os.getpid()})"):
