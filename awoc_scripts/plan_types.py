@@ -42,6 +42,7 @@ class Task(TypedDict):
     context: str | None
     isolation: Isolation
     index: int
+    cost_budget_usd: NotRequired[float | None]  # plans made before money budgets have none
 
 
 class BudgetSummary(TypedDict):

@@ -657,3 +657,54 @@ def test_an_abort_ends_thousands_of_pending_tasks_without_a_file_each(tmp_path: 
     assert all(r["attempts"] == 0 and r["started_at"] is None for r in never)
     report = orjson.loads((run_dir / "report.json").read_bytes())
     assert report["execution_summary"]["total_tasks"] == many
+
+
+def _budget_flag(call: dict[str, Any]) -> float | None:
+    argv = call["argv"]
+    return float(argv[argv.index("--max-budget-usd") + 1]) if "--max-budget-usd" in argv else None
+
+
+def test_a_task_whose_reported_cost_passes_its_money_budget_ends_budget_exceeded(fake_claude: Path) -> None:
+    # one call of 1000 + 1000 tokens on sonnet costs $0.018
+    config = {
+        "parallel_config": {"retries": 1},
+        "tasks": [
+            {"task_id": "dear", "agent": "qa", "description": "x [[fake:tokens=1000,1000]]", "cost_budget_usd": 0.001},
+            {"task_id": "cheap", "agent": "qa", "description": "y [[fake:tokens=10,10]]", "cost_budget_usd": 0.5},
+            {"task_id": "free", "agent": "qa", "description": "z [[fake:tokens=10,10]]"},
+        ],
+    }
+    code, _, run_dir = run_in_process(config)
+    assert code == 1
+    done = results(run_dir)
+    assert done["dear"]["status"] == "budget_exceeded" and done["dear"]["attempts"] == 1  # no retry: money gone
+    assert "over its budget of $0.001" in done["dear"]["error"]
+    assert done["cheap"]["status"] == "succeeded" and done["free"]["status"] == "succeeded"
+    flags = {c["env"]["AWOC_TASK_ID"]: _budget_flag(c) for c in claude_calls(fake_claude)}
+    assert flags == {"dear": 0.001, "cheap": 0.5, "free": None}
+
+
+def test_the_run_money_budget_caps_each_attempt_cuts_budgets_at_80_percent_and_stops_starts(fake_claude: Path) -> None:
+    config = {
+        "parallel_config": {"total_cost_budget_usd": 0.02, "max_concurrent": 1, "retries": 0},
+        "tasks": [
+            {"task_id": "one", "agent": "qa", "description": "x [[fake:tokens=1000,1000]]", "priority": "critical"},
+            {"task_id": "two", "agent": "qa", "description": "y [[fake:tokens=1000,1000]]", "priority": "high"},
+            {"task_id": "three", "agent": "qa", "description": "z", "cost_budget_usd": 1.0},
+        ],
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 3 and summary["stop_reason"].startswith("money budget spent")
+    done = results(run_dir)
+    assert done["one"]["status"] == "succeeded"
+    assert done["two"]["status"] == "budget_exceeded" and "over its cap of $0.002" in done["two"]["error"]
+    assert done["three"]["status"] == "cancelled" and done["three"]["cost_budget_usd"] == 0.8  # cut by 20%
+    flags = [_budget_flag(c) for c in claude_calls(fake_claude)]
+    assert flags == [0.02, 0.002]
+    names = [e["event"] for e in events(run_dir)]
+    assert "cost-pressure" in names and "cost-budget-exhausted" in names
+    report = orjson.loads((run_dir / "report.json").read_bytes())
+    assert report["resource_usage"]["total_cost_budget_usd"] == 0.02
+    planned = orjson.loads((run_dir / "execution.json").read_bytes())  # the plan shows the budgets
+    assert [t["cost_budget_usd"] for t in planned["tasks"]] == [None, None, 1.0]
+    assert {"cost_pressure", "cost_budget_exhausted"} <= {p["policy"] for p in planned["policies"]}

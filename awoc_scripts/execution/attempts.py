@@ -36,8 +36,9 @@ class AttemptMaker:
         tid = task["task_id"]
         files = rec.files = self.run.task_files(tid)
         agent = self._agent(task["agent"])
-        env = task_environment(self.run.run_id, task, rec.budget, str(files.prompt), str(files.dir))
-        invocation = build_invocation(task, agent, self.config, self.options.environ, env)
+        cap = rec.cost_cap_usd
+        env = task_environment(self.run.run_id, task, rec.budget, str(files.prompt), str(files.dir), cap)
+        invocation = build_invocation(task, agent, self.config, self.options.environ, env, cap)
         prompt = compose_prompt(
             task,
             shared_context=self.shared_context,

@@ -178,6 +178,7 @@ def task_snapshot(
             "reason": reasons.get(tid) or rec.reason,
             "tokens_used": rec.tokens.as_dict(),
             "cost_usd": round(rec.cost_usd, 9),
+            "cost_budget_usd": rec.cost_budget,
             "previous_error": rec.previous_error,
         }
     return tasks

@@ -23,6 +23,7 @@ from awoc_scripts.execution.live_levers import LiveLevers
 from awoc_scripts.execution.live_state import LiveState, note_create_times, task_snapshot
 from awoc_scripts.execution.outcomes import REQUEUE, WAIT, attempt_outcome, judge
 from awoc_scripts.execution.policies import run_policies
+from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.policies.task_limits import TaskLimits
 from awoc_scripts.execution.records import Options, TaskRecord
 from awoc_scripts.execution.retries import TransientWaits, reduced_budget
@@ -88,6 +89,7 @@ class Orchestrator:
         probe = self.options.memory_probe or available_memory_mb
         self.policies = run_policies(self.config, float(min_free), probe)
         self.token_policy = next(p for p in self.policies if p.name == "token_pressure")
+        self.cost_policy = next(p for p in self.policies if isinstance(p, CostPressure))
         self.task_limits = TaskLimits(self.by_id)
         self._last_check = {p.name: 0.0 for p in self.policies}
         self.attempts = AttemptMaker(run, self.config, self.options)
@@ -113,6 +115,12 @@ class Orchestrator:
 
     def tokens_spent(self) -> int:
         return self.book.spent
+
+    def cost_spent(self) -> float:
+        return self.book.cost_spent
+
+    def status_of(self, task_id: str) -> str:
+        return self.scheduler.status[task_id]
 
     @property
     def results(self) -> dict[str, dict[str, Any]]:
@@ -207,6 +215,7 @@ class Orchestrator:
                 self._on_ended(end)
             if ended and self.stop_reason is None:
                 self.token_policy.check(self, time.monotonic())
+                self.cost_policy.check(self, time.monotonic())
             self.task_limits.check(self, time.monotonic())
             if self.book.dirty and time.monotonic() - self._last_flush >= self._flush_every:
                 self._flush()
@@ -286,6 +295,7 @@ class Orchestrator:
             self.scheduler.start(tid)
             self._end_task(tid, FAILED, allow_retry=False)
             return
+        rec.cost_cap_usd = self.cost_policy.cap_for(rec, self.book.cost_spent)
         attempt, invocation = self.attempts.make(task, rec, workdir, deps)
         self.scheduler.start(tid)
         rec.begin_attempt(float(task["timeout"]), invocation.stream)
@@ -314,6 +324,7 @@ class Orchestrator:
         outcome, attempt_tokens = attempt_outcome(end.exit_code, rec.files or self.run.task_files(tid), rec.stream)
         rec.absorb(end.exit_code, outcome, attempt_tokens)
         self.book.spent += attempt_tokens.total
+        self.book.cost_spent += float(outcome.cost_usd or 0)
         verdict = judge(end.stopped, rec, outcome, attempt_tokens, self.waits.can_wait(rec) and not self.stop_reason)
         if verdict == REQUEUE:
             rec.attempts -= 1
@@ -329,6 +340,9 @@ class Orchestrator:
 
     def _end_task(self, tid: str, status: str, allow_retry: bool) -> None:
         rec = self.records[tid]
+        money_left = rec.cost_left()
+        if money_left is not None and money_left <= 0:
+            allow_retry = False  # another attempt could only spend more than the task may
         if status in FAILURES and allow_retry and rec.attempts <= int(self.by_id[tid]["retries"]):
             rec.previous_error = rec.error or status
             self.book.set_budget(tid, reduced_budget(rec.budget))

@@ -9,7 +9,7 @@ from pathlib import Path
 from awoc_scripts.execution.records import TaskRecord
 from awoc_scripts.execution.runners import Outcome, Tokens, TurnCounter, read_outcome
 from awoc_scripts.state.store import TaskFiles
-from awoc_scripts.state.task_states import FAILED, SUCCEEDED
+from awoc_scripts.state.task_states import BUDGET_EXCEEDED, FAILED, SUCCEEDED
 
 STDERR_TAIL_BYTES = 4000
 
@@ -59,6 +59,12 @@ def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, tokens: Tokens, may_
     if stopped and rec.stop_status:
         rec.error = rec.error or outcome.error
         return rec.stop_status
+    over_task_budget = rec.cost_budget is not None and rec.cost_usd > rec.cost_budget
+    over_cap = rec.cost_cap_usd is not None and float(outcome.cost_usd or 0) > rec.cost_cap_usd
+    if over_task_budget or over_cap or outcome.money_cap_reached:
+        bound = f"its budget of ${rec.cost_budget:g}" if over_task_budget else f"its cap of ${rec.cost_cap_usd or 0:g}"
+        rec.error = f"spent ${rec.cost_usd:.4f}, over {bound}" + (f" ({outcome.error})" if not outcome.ok else "")
+        return BUDGET_EXCEEDED
     if outcome.ok:
         rec.error = None
         if tokens.total > rec.budget:

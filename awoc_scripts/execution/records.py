@@ -47,6 +47,11 @@ class TaskRecord:
     warnings: list[str] = field(default_factory=list)
     files: TaskFiles | None = None
     session_id: str | None = None
+    cost_budget: float | None = None  # dollars for the whole task (all attempts), when it has a budget
+    cost_cap_usd: float | None = None  # what the current attempt may spend: set at its start
+
+    def cost_left(self) -> float | None:
+        return None if self.cost_budget is None else self.cost_budget - self.cost_usd
 
     def begin_attempt(self, timeout_s: float, stream: bool) -> None:
         """Its clock starts; the first attempt's start stays the task's start."""

@@ -67,7 +67,9 @@ def build_invocation(
     config: Mapping[str, Any],
     environ: Mapping[str, str],
     task_env: Mapping[str, str],
+    cost_cap_usd: float | None = None,
 ) -> Invocation:
+    """COST_CAP_USD: what this attempt may spend (its task's money budget left, within the run's)."""
     env = {**environ, **task_env}
     command = task.get("command")
     if command:  # a program, not an agent: no role to play
@@ -97,6 +99,8 @@ def build_invocation(
         argv += ["--max-turns", str(task["max_turns"])]
     if tools:
         argv.append(f"--tools={tools}")  # `--tools X` would swallow every following word
+    if cost_cap_usd is not None:
+        argv += ["--max-budget-usd", money(cost_cap_usd)]
     return Invocation(argv, env, "claude", role_in_prompt=False, stream=stream)
 
 
@@ -148,6 +152,7 @@ class Outcome:
     error: str | None = None
     transient: bool = False  # rate limit or overload: wait and retry, not a failure
     session_id: str | None = None  # the agent CLI's session (Claude Code keys sessions by working directory)
+    money_cap_reached: bool = False  # the CLI stopped at --max-budget-usd
 
 
 def _result_object(stdout: bytes) -> dict[str, Any] | None:
@@ -185,7 +190,10 @@ def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
     if obj.get("subtype") not in (None, "success"):
         error = f"{obj.get('subtype')}: {details or text}"
     transient = status in TRANSIENT_STATUSES or bool(TRANSIENT_TEXT.search(text))
-    return Outcome(False, text, tokens, cost, error=error, transient=transient, session_id=session)
+    capped = obj.get("subtype") == "error_max_budget_usd"
+    return Outcome(
+        False, text, tokens, cost, error=error, transient=transient, session_id=session, money_cap_reached=capped
+    )
 
 
 class TurnCounter:
@@ -219,8 +227,10 @@ class TurnCounter:
         return total
 
 
-def task_environment(run_id: str, task: Task, budget: int, prompt_file: str, task_dir: str) -> dict[str, str]:
-    return {
+def task_environment(
+    run_id: str, task: Task, budget: int, prompt_file: str, task_dir: str, cost_cap_usd: float | None = None
+) -> dict[str, str]:
+    env = {
         "AWOC_RUN_ID": run_id,
         "AWOC_TASK_ID": task["task_id"],
         "AWOC_AGENT": task["agent"],
@@ -228,3 +238,11 @@ def task_environment(run_id: str, task: Task, budget: int, prompt_file: str, tas
         "AWOC_PROMPT_FILE": prompt_file,
         "AWOC_TASK_DIR": task_dir,
     }
+    if cost_cap_usd is not None:
+        env["AWOC_COST_BUDGET_USD"] = money(cost_cap_usd)
+    return env
+
+
+def money(usd: float) -> str:
+    """Dollars as the CLI takes them: plain decimal, no exponent, at most 6 places."""
+    return f"{usd:.6f}".rstrip("0").rstrip(".") or "0"

@@ -43,7 +43,10 @@ class TaskBook:
         self.display = display
         self.extras = extras  # what the task's isolation adds to the result of a task that started
         self.scheduler: Scheduler | None = None
+        for tid, rec in self.records.items():
+            rec.cost_budget = self.by_id[tid].get("cost_budget_usd")
         self.spent = 0  # tokens, kept as a sum: summing every record at each end is quadratic
+        self.cost_spent = 0.0  # dollars, the same way
         self.results: dict[str, dict[str, Any]] = {}  # the result files written by this execution
         self.failed_count = 0
         self.finished: set[str] = {tid for tid, s in self.saved_status.items() if s in TERMINAL}
@@ -52,6 +55,7 @@ class TaskBook:
     def start_scheduling(self, status: dict[str, str]) -> Scheduler:
         """With the statuses to start from (and, on resume, the records restored)."""
         self.spent = sum(r.tokens.total for r in self.records.values())
+        self.cost_spent = sum(r.cost_usd for r in self.records.values())
         self.finished = {tid for tid, s in status.items() if s in TERMINAL}
         self.scheduler = Scheduler(
             self.tasks, self.metrics.remaining, status=status, budget={tid: r.budget for tid, r in self.records.items()}
@@ -152,6 +156,7 @@ class TaskBook:
             "tokens_used": rec.tokens.as_dict(),
             "token_budget": rec.budget,
             "cost_usd": round(rec.cost_usd, 9),
+            "cost_budget_usd": rec.cost_budget,
             "started_at": rec.started_at,
             "finished_at": rec.finished_at,
             "duration_s": duration,

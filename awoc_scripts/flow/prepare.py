@@ -63,15 +63,14 @@ def prepared_summary(run: Run, plan: Plan, execution: dict[str, Any]) -> dict[st
     return {
         "run_id": run.run_id,
         "task_count": len(plan["tasks"]),
-        "limits": {
-            k: config[k] for k in ("max_concurrent", "total_timeout", "total_token_budget", "failure_tolerance")
-        },
+        "limits": {k: config[k] for k in ("max_concurrent", "total_timeout", "total_token_budget", "failure_tolerance")}
+        | {"total_cost_budget_usd": config.get("total_cost_budget_usd")},
         "critical_path": execution["critical_path"],
         "estimated_makespan_s": execution["estimated_makespan_s"],
         "sequential_estimate_s": execution["sequential_estimate_s"],
         "tasks": [
             {k: t[k] for k in ("task_id", "agent", "priority", "token_budget", "dependencies")}
-            | {"description": t["description"]}
+            | {"cost_budget_usd": t.get("cost_budget_usd"), "description": t["description"]}
             for t in plan["tasks"]
         ],
         "warnings": execution["warnings"],
@@ -95,8 +94,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"## Run {summary['run_id']}: prepared, not started",
         "",
         f"{summary['task_count']} task(s); at most {limits['max_concurrent']} at once; total timeout "
-        f"{limits['total_timeout']} s; token budget {limits['total_token_budget']}; failure tolerance "
-        f"{limits['failure_tolerance']}.",
+        f"{limits['total_timeout']} s; token budget {limits['total_token_budget']}; "
+        + (f"money budget ${limits['total_cost_budget_usd']:g}; " if limits.get("total_cost_budget_usd") else "")
+        + f"failure tolerance {limits['failure_tolerance']}.",
         f"Critical path: {' -> '.join(summary['critical_path'])}; estimated {summary['estimated_makespan_s']:g} s "
         f"(one after another: {summary['sequential_estimate_s']:g} s).",
         "",

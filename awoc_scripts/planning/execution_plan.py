@@ -81,6 +81,7 @@ def plan_execution(
                 "level": metrics.level[t["task_id"]],
                 "token_budget": t["token_budget"],
                 "budget_source": t["budget_source"],
+                "cost_budget_usd": t.get("cost_budget_usd"),
                 "duration_s": task_duration(t),
                 "remaining_path_s": metrics.remaining[t["task_id"]],
                 "estimated_start_s": schedule.slots[t["task_id"]].start,

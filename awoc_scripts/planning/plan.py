@@ -176,6 +176,7 @@ def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], reque
                 "context": raw.get("context"),
                 "isolation": "process",  # set below, from the settings
                 "index": i,
+                "cost_budget_usd": raw.get("cost_budget_usd"),
             }
         )
     if problems:

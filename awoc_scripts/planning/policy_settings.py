@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 TOKEN_PRESSURE = 0.8
+COST_PRESSURE = 0.8
 TIME_PRESSURE = 0.8
 DEFAULT_POLICIES: dict[str, bool] = {
     "token_pressure": True,
@@ -46,6 +47,7 @@ def describe_policies(config: Mapping[str, Any]) -> list[dict[str, Any]]:
             "when": f"{total} tokens spent",
             "action": "nothing new starts; the run ends aborted (exit 3)",
         },
+        *_cost_policies(config.get("total_cost_budget_usd")),
         {
             "policy": "time_pressure",
             "enabled": on["time_pressure"],
@@ -64,6 +66,26 @@ def describe_policies(config: Mapping[str, Any]) -> list[dict[str, Any]]:
             "when": f"free memory under {free_mb} MB (under {free_mb // 2} MB: the youngest task is stopped and "
             "requeued)",
             "action": "the remaining tasks run one at a time",
+        },
+    ]
+
+
+def _cost_policies(total_usd: float | None) -> list[dict[str, Any]]:
+    if total_usd is None:
+        return []
+    return [
+        {
+            "policy": "cost_pressure",
+            "enabled": True,
+            "when": f"over {int(COST_PRESSURE * 100)}% of the money budget is spent (${COST_PRESSURE * total_usd:g} "
+            f"of ${total_usd:g})",
+            "action": "the money budgets of tasks not started yet are cut by 20%",
+        },
+        {
+            "policy": "cost_budget_exhausted",
+            "enabled": True,
+            "when": f"${total_usd:g} spent",
+            "action": "nothing new starts; the run ends aborted (exit 3)",
         },
     ]
 

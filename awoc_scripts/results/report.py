@@ -61,6 +61,7 @@ def run_metadata(run: Run) -> dict[str, Any]:
         "status": state.get("status", "planned"),
         "stop_reason": state.get("stop_reason"),
         "total_token_budget": config["total_token_budget"],
+        "total_cost_budget_usd": config.get("total_cost_budget_usd"),
         "max_concurrent": config["max_concurrent"],
         "result_format": config.get("result_format", "structured"),
         "critical_path": execution.get("critical_path", []),
@@ -72,7 +73,14 @@ def run_metadata(run: Run) -> dict[str, Any]:
     }
 
 
-POLICY_EVENTS = ("lever", "token-budget-exhausted", "memory-pressure", "run-abort")
+POLICY_EVENTS = (
+    "lever",
+    "token-budget-exhausted",
+    "cost-pressure",
+    "cost-budget-exhausted",
+    "memory-pressure",
+    "run-abort",
+)
 
 
 def policy_actions(run: Run) -> list[dict[str, Any]]:
@@ -212,6 +220,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
             "total_token_budget": budget,
             "tokens_by_kind": tokens_by_kind,
             "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
+            "total_cost_budget_usd": metadata.get("total_cost_budget_usd"),
         },
         "critical_path": list(metadata.get("critical_path") or []),
         "critical_path_planned": list(metadata.get("critical_path") or []),
@@ -230,6 +239,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
                 "tokens_used": int(t.get("tokens_used", {}).get("total", 0)),
                 "token_budget": t.get("token_budget"),
                 "cost_usd": float(t.get("cost_usd") or 0),
+                "cost_budget_usd": t.get("cost_budget_usd"),
                 "attempts": t.get("attempts", 1),
                 "duration": human_duration(float(t.get("duration_s") or 0)),
                 "duration_s": float(t.get("duration_s") or 0),
@@ -268,7 +278,11 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
             f"{usage['total_tokens']} of {usage['total_token_budget']} ({usage['budget_utilization']}), "
             f"{usage['average_per_task']} per task",
         ),
-        ("Cost", f"${usage['cost_usd']:.4f}"),
+        (
+            "Cost",
+            f"${usage['cost_usd']:.4f}"
+            + (f" of ${budget:g}" if (budget := usage.get("total_cost_budget_usd")) else ""),
+        ),
     ]
     if report.get("critical_path_actual"):
         rows.append(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from awoc_scripts.execution.policies.base import Policy
+from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.policies.memory_pressure import MemoryPressure
 from awoc_scripts.execution.policies.time_pressure import TimePressure
 from awoc_scripts.execution.policies.token_pressure import TokenPressure
@@ -18,5 +19,6 @@ def run_policies(config: dict[str, Any], min_free_mb: float, free_memory_mb: Cal
     return [
         TimePressure(float(config["total_timeout"]), on["time_pressure"]),
         TokenPressure(int(config["total_token_budget"]), on["token_pressure"], on["token_pressure_counts_in_flight"]),
+        CostPressure(config.get("total_cost_budget_usd")),
         MemoryPressure(min_free_mb, on["memory_pressure"], free_memory_mb),
     ]
