@@ -30,6 +30,7 @@ MODULES = (
     "bench_validate",
     "bench_dask",
     "bench_abort",
+    "bench_history",
 )
 MODULE_TIMEOUT_S = 600
 

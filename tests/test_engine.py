@@ -708,3 +708,105 @@ def test_the_run_money_budget_caps_each_attempt_cuts_budgets_at_80_percent_and_s
     planned = orjson.loads((run_dir / "execution.json").read_bytes())  # the plan shows the budgets
     assert [t["cost_budget_usd"] for t in planned["tasks"]] == [None, None, 1.0]
     assert {"cost_pressure", "cost_budget_exhausted"} <= {p["policy"] for p in planned["policies"]}
+
+
+def test_rate_limits_lower_the_runs_concurrency_until_it_settles_near_the_providers_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a provider that takes 3 calls at once; the run may start 8: the first 429s halve the limit,
+    # successes raise it slowly, and every task ends succeeded without a failure counted
+    folder = tmp_path / "provider"
+    folder.mkdir()
+    monkeypatch.setenv("AWOC_AGENT_COMMAND", f"{sys.executable} {FAKES / 'limited_agent.py'}")
+    monkeypatch.setenv("LIMITED_AGENT_DIR", str(folder))
+    monkeypatch.setenv("LIMITED_AGENT_K", "3")
+    config = {
+        "parallel_config": {"max_concurrent": 8, "retries": 0, "failure_tolerance": 0},
+        "tasks": [{"task_id": f"t{i}", "agent": "qa", "description": f"task {i}"} for i in range(16)],
+    }
+    code, summary, run_dir = run_in_process(config, backoff_base_s=0.05, backoff_max_s=0.4)
+    assert code == 0, summary
+    done = results(run_dir)
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in done.values())
+    calls = [orjson.loads(line) for line in (folder / "calls.jsonl").read_bytes().splitlines()]
+    assert sum(c["outcome"] == "ok" for c in calls) == 16
+    changes = [e for e in events(run_dir) if e["event"] == "concurrency-change"]
+    assert changes and changes[0]["before"] == 8 and changes[0]["after"] == 4
+    assert summary["concurrency"]["lowest"] <= 3
+    # once cut, the run presses at most one slot past the provider's limit before it is cut again
+    assert max(c["after"] for c in changes) <= 4
+    state = orjson.loads((run_dir / "state.json").read_bytes())
+    assert 1 <= state["effective_concurrency"] <= 4
+    report = orjson.loads((run_dir / "report.json").read_bytes())
+    assert report["concurrency"]["cuts"] >= 1 and report["concurrency"]["lowest"] <= 3
+    assert "rate limits cut it" in (run_dir / "report.md").read_text()
+
+
+def test_a_usage_limit_pauses_the_whole_run_until_its_reset_then_it_goes_on(fake_claude: Path) -> None:
+    # "limited" meets the usage limit (reset 2 s ahead) while "busy" works: busy is stopped and
+    # requeued, nothing starts while paused, and both end succeeded with one counted attempt each
+    config = {
+        "parallel_config": {"retries": 0, "failure_tolerance": 0, "max_concurrent": 2},
+        "tasks": [
+            {
+                "task_id": "limited",
+                "agent": "qa",
+                "description": "x [[fake:fail_times=1]] [[fake:fail_kind=usage_limit]] [[fake:resets_in=2]] "
+                "[[fake:key=limited]] [[fake:sleep=0.3]]",
+            },
+            {"task_id": "busy", "agent": "qa", "description": "y [[fake:sleep=1.5]]"},
+        ],
+    }
+    code, summary, run_dir = run_in_process(config)
+    assert code == 0, summary
+    done = results(run_dir)
+    assert {tid: (r["status"], r["attempts"]) for tid, r in done.items()} == {
+        "limited": ("succeeded", 1),
+        "busy": ("succeeded", 1),
+    }
+    seen = events(run_dir)
+    names = [e["event"] for e in seen]
+    assert names.count("run-paused") == 1 and names.count("run-resumed") == 1
+    paused = next(e for e in seen if e["event"] == "run-paused")
+    assert paused["task_id"] == "limited" and paused["reset_given"] is True
+    resumed = next(e for e in seen if e["event"] == "run-resumed")
+    assert resumed["paused_s"] >= 1.0
+    # nothing started between the pause and its end
+    between = names[names.index("run-paused") : names.index("run-resumed")]
+    assert "task-start" not in between
+    assert "task-requeued" in names[names.index("run-paused") :]
+
+
+def test_a_run_killed_while_paused_is_finished_by_resume_after_the_reset(fake_claude: Path, cli) -> None:
+    config = {
+        "parallel_config": {"retries": 0},
+        "tasks": [
+            {
+                "task_id": "limited",
+                "agent": "qa",
+                "description": "x [[fake:fail_times=1]] [[fake:fail_kind=usage_limit]] [[fake:resets_in=3]] "
+                "[[fake:key=killed]]",
+            }
+        ],
+    }
+    proc = start_orchestrator(config)
+    try:
+        state_file: list[Path] = []
+
+        def paused() -> bool:
+            found = list(Path(os.environ["AWOC_STATE_DIR"]).glob("runs/*/state.json"))
+            state_file[:] = found
+            return bool(found) and orjson.loads(found[0].read_bytes()).get("status") == "paused"
+
+        wait_for(paused, timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    saved = orjson.loads(state_file[0].read_bytes())
+    assert saved["paused_until"] is not None and saved["tasks"]["limited"]["status"] == "pending"
+    result = cli("delegate-parallel", "resume", "-q")
+    assert result.code == 0, result.stderr
+    run_dir = state_file[0].parent
+    assert results(run_dir)["limited"]["status"] == "succeeded"
+    assert len(claude_calls(fake_claude)) == 2  # the limited call, then one after the reset
+    assert [e["event"] for e in events(run_dir)].count("run-resumed") == 1

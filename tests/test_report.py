@@ -44,6 +44,8 @@ REPORT_KEYS = {
     "critical_path_actual_s",
     "policies",
     "policy_actions",
+    "concurrency",
+    "estimate_vs_actual",
     "task_results",
     "merged_results",
 }
@@ -72,6 +74,7 @@ USAGE_KEYS = {
     "total_token_budget",
     "tokens_by_kind",
     "cost_usd",
+    "total_cost_budget_usd",
 }
 TASK_RESULT_KEYS = {
     "task_id",
@@ -83,6 +86,7 @@ TASK_RESULT_KEYS = {
     "tokens_used",
     "token_budget",
     "cost_usd",
+    "cost_budget_usd",
     "attempts",
     "duration",
     "duration_s",

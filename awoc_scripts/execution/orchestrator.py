@@ -14,6 +14,7 @@ from typing import Any
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, AwocError
 from awoc_scripts.execution.attempts import AttemptMaker, dependency_results
+from awoc_scripts.execution.concurrency import AdaptiveConcurrency, Change
 from awoc_scripts.execution.controls import apply_pending_controls
 from awoc_scripts.execution.executors.base import Ended, Executor
 from awoc_scripts.execution.isolation.base import CannotStart
@@ -22,6 +23,7 @@ from awoc_scripts.execution.levers import apply_lever
 from awoc_scripts.execution.live_levers import LiveLevers
 from awoc_scripts.execution.live_state import LiveState, note_create_times, task_snapshot
 from awoc_scripts.execution.outcomes import REQUEUE, WAIT, attempt_outcome, judge
+from awoc_scripts.execution.pause import RunPause
 from awoc_scripts.execution.policies import run_policies
 from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.policies.task_limits import TaskLimits
@@ -31,12 +33,13 @@ from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.task_book import TaskBook
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
-from awoc_scripts.state.store import Run
+from awoc_scripts.state.store import Run, parse_iso
 from awoc_scripts.state.task_states import (
     BUDGET_EXCEEDED,
     CANCELLED,
     FAILED,
     FAILURES,
+    SUCCEEDED,
     TIMED_OUT,
 )
 
@@ -63,7 +66,20 @@ class Orchestrator:
         self.options = options or Options()
         self.config = execution["parallel_config"]
         budgets = {t["task_id"]: int(t["token_budget"]) for t in execution["tasks"]}
-        self.tasks: list[Task] = [{**t, "token_budget": budgets[t["task_id"]]} for t in plan["tasks"]]
+        # durations learned from past runs order the ready tasks by their real critical path
+        learned = {
+            t["task_id"]: float(t["duration_s"])
+            for t in execution["tasks"]
+            if str(t.get("duration_source", "")).startswith("history")
+        }
+        self.tasks: list[Task] = [
+            {
+                **t,
+                "token_budget": budgets[t["task_id"]],
+                "estimated_duration": learned.get(t["task_id"], t["estimated_duration"]),
+            }
+            for t in plan["tasks"]
+        ]
         self.live = LiveState(run, resume)
         self.book = TaskBook(run, self.tasks, self.live.tasks, self.events, display, self._result_extras)
         self.by_id, self.records = self.book.by_id, self.book.records
@@ -102,6 +118,12 @@ class Orchestrator:
         self._requeue_why: dict[str, str] = {}
         self._pending_signal: int | None = None  # SIGINT or SIGTERM received, not acted on yet
         self.started_mono = time.monotonic()
+        ramp_up_s = float(self.config.get("ramp_up_s") or 0)
+        self.concurrency = AdaptiveConcurrency(self.max_concurrent, ramp_up_s, self.started_mono)
+        self.pause = RunPause()
+        saved_pause = parse_iso(self.live.data.get("paused_until")) if resume else None
+        if saved_pause is not None and saved_pause > time.time():  # killed while paused: the limit holds
+            self.pause.begin(saved_pause, time.time(), self.started_mono)
         self._last_flush = 0.0
         self._flush_every = FLUSH_INTERVAL_S
 
@@ -115,6 +137,10 @@ class Orchestrator:
 
     def tokens_spent(self) -> int:
         return self.book.spent
+
+    def active_elapsed(self, now: float) -> float:
+        """Time executing, without the time paused by a usage limit."""
+        return now - self.started_mono - self.pause.paused_s(now)
 
     def cost_spent(self) -> float:
         return self.book.cost_spent
@@ -197,6 +223,10 @@ class Orchestrator:
             if self._pending_signal is not None:
                 self.interrupt(self._pending_signal)
             now = time.monotonic()
+            if self.pause.end_if_due(time.time(), now):
+                self.events.add("run-resumed", paused_s=round(self.pause.paused_s(now), 3))
+                self.display.note("usage limit reset: the run goes on")
+                self.book.dirty = True
             if self.live.changed_by_others():
                 self._flush()  # picks up lever requests
             for policy in self.policies:
@@ -206,7 +236,8 @@ class Orchestrator:
             if self.stop_reason is None and not self.no_new_starts:
                 for tid in self.waits.due(now):
                     self.scheduler.requeue(tid)
-                self._start_ready()
+                if not self.pause.active:
+                    self._start_ready()
             idle = not self.executor.running() and not self.waits.until
             if idle and (self.stop_reason is not None or not self._start_possible()):
                 break
@@ -238,6 +269,8 @@ class Orchestrator:
         began = time.monotonic()
         self.events.flush()
         note_create_times(self.records, self.executor.running())
+        if status == "running" and self.pause.active:
+            status = "paused"
         self.live.flush(
             status=status,
             final=final,
@@ -246,7 +279,12 @@ class Orchestrator:
             snapshot=lambda: task_snapshot(
                 self.records, self.scheduler.status, self.scheduler.budget, self.scheduler.reason
             ),
-            fields={"max_concurrent": self.max_concurrent, "stop_reason": self.stop_reason},
+            fields={
+                "max_concurrent": self.max_concurrent,
+                "effective_concurrency": self.concurrency.limit(self.max_concurrent, time.monotonic()),
+                "stop_reason": self.stop_reason,
+                "paused_until": self.pause.until_iso(),
+            },
         )
         self.book.dirty = False
         took = time.monotonic() - began
@@ -265,7 +303,8 @@ class Orchestrator:
 
     def _start_ready(self) -> None:
         while self._pending_signal is None:
-            decision = self.scheduler.next_start(self.executor.running(), self.max_concurrent, self.batch_token_limit)
+            limit = self.concurrency.limit(self.max_concurrent, time.monotonic())
+            decision = self.scheduler.next_start(self.executor.running(), limit, self.batch_token_limit)
             if decision is None:
                 return
             if decision.alone_over_batch_limit:
@@ -325,7 +364,17 @@ class Orchestrator:
         rec.absorb(end.exit_code, outcome, attempt_tokens)
         self.book.spent += attempt_tokens.total
         self.book.cost_spent += float(outcome.cost_usd or 0)
+        if outcome.usage_limit and not end.stopped and self.stop_reason is None:
+            self._usage_limited(tid, outcome.resets_at, outcome.error or "usage limit reached")
+            return
         verdict = judge(end.stopped, rec, outcome, attempt_tokens, self.waits.can_wait(rec) and not self.stop_reason)
+        if outcome.transient and not end.stopped:
+            why = f"{tid}: {(outcome.error or 'rate limited')[:200]}"
+            self._concurrency_changed(
+                self.concurrency.on_overload(rec.start_mono or 0.0, self.max_concurrent, time.monotonic(), why)
+            )
+        elif verdict == SUCCEEDED:
+            self._concurrency_changed(self.concurrency.on_success(self.max_concurrent))
         if verdict == REQUEUE:
             rec.attempts -= 1
             self.scheduler.requeue(tid)
@@ -337,6 +386,31 @@ class Orchestrator:
             self.display.note(f"{tid}: rate limited, retrying in {delay:g} s")
         else:
             self._end_task(tid, verdict, allow_retry=self.stop_reason is None)
+
+    def _usage_limited(self, tid: str, resets_at: float | None, error: str) -> None:
+        """The provider's usage limit: the whole run pauses until it resets. This attempt and
+        those stopped for the pause run again and do not count."""
+        rec = self.records[tid]
+        rec.attempts -= 1
+        rec.error = error
+        self.scheduler.requeue(tid)
+        if not self.pause.begin(resets_at, time.time(), time.monotonic(), self.options.usage_limit_pause_s):
+            return
+        for other in self.executor.running():
+            if not self.records[other].stop_status:
+                self.requeue(other, "usage limit: the run is paused")
+        until = self.pause.until_iso()
+        self.events.add("run-paused", until=until, task_id=tid, reason=error[:500], reset_given=resets_at is not None)
+        self.display.note(f"usage limit reached: paused until {until}")
+        self.book.dirty = True
+
+    def _concurrency_changed(self, change: Change | None) -> None:
+        if change is None:
+            return
+        self.events.add("concurrency-change", before=change.before, after=change.after, why=change.why)
+        if change.after < change.before:
+            self.display.note(f"rate limited: at most {change.after} at once now (was {change.before})")
+        self.book.dirty = True
 
     def _end_task(self, tid: str, status: str, allow_retry: bool) -> None:
         rec = self.records[tid]
@@ -418,6 +492,14 @@ class Orchestrator:
         self._flush(final, final=True)
         self.display.end(self)
 
+    def concurrency_summary(self) -> dict[str, int]:
+        return {
+            "max_concurrent": self.max_concurrent,
+            "lowest": min(self.concurrency.lowest, self.max_concurrent),
+            "final": self.concurrency.limit(self.max_concurrent, time.monotonic()),
+            "changes": self.concurrency.changes,
+        }
+
     def summary(self) -> dict[str, Any]:
         return {
             "run_id": self.run.run_id,
@@ -426,6 +508,7 @@ class Orchestrator:
             "stop_reason": self.stop_reason,
             "elapsed_s": round(time.monotonic() - self.started_mono, 3),
             **self.book.totals(),
+            "concurrency": self.concurrency_summary(),
         }
 
 

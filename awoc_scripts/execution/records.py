@@ -16,6 +16,7 @@ from awoc_scripts.state.store import TaskFiles, now_iso
 class Options:
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
+    usage_limit_pause_s: float = 300.0  # a usage limit that names no reset: try again after this
     min_free_memory_mb: int | None = None  # default: parallel_config's
     cwd: Path = field(default_factory=Path.cwd)
     home: Path = field(default_factory=Path.home)

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from awoc_scripts.errors import InputError
+from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time
 from awoc_scripts.input.agents import AgentDefinition
 from awoc_scripts.plan_types import Task
 
@@ -153,6 +154,8 @@ class Outcome:
     transient: bool = False  # rate limit or overload: wait and retry, not a failure
     session_id: str | None = None  # the agent CLI's session (Claude Code keys sessions by working directory)
     money_cap_reached: bool = False  # the CLI stopped at --max-budget-usd
+    usage_limit: bool = False  # a subscription's usage limit: the whole run pauses
+    resets_at: float | None = None  # when that limit resets (Unix time), if the text says
 
 
 def _result_object(stdout: bytes) -> dict[str, Any] | None:
@@ -176,7 +179,15 @@ def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
             return Outcome(True, text)
         detail = stderr_tail.strip() or text[-2000:]
         error = f"exit code {exit_code}: {detail}" if detail else f"exit code {exit_code}"
-        return Outcome(False, text, error=error, transient=bool(TRANSIENT_TEXT.search(detail)))
+        limited = is_usage_limit(detail)
+        return Outcome(
+            False,
+            text,
+            error=error,
+            transient=bool(TRANSIENT_TEXT.search(detail)),
+            usage_limit=limited,
+            resets_at=reset_time(detail) if limited else None,
+        )
     tokens = Tokens.from_usage(obj.get("usage"))
     cost = obj.get("total_cost_usd")
     session = str(obj["session_id"]) if obj.get("session_id") else None
@@ -191,8 +202,18 @@ def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
         error = f"{obj.get('subtype')}: {details or text}"
     transient = status in TRANSIENT_STATUSES or bool(TRANSIENT_TEXT.search(text))
     capped = obj.get("subtype") == "error_max_budget_usd"
+    limited = is_usage_limit(text)
     return Outcome(
-        False, text, tokens, cost, error=error, transient=transient, session_id=session, money_cap_reached=capped
+        False,
+        text,
+        tokens,
+        cost,
+        error=error,
+        transient=transient,
+        session_id=session,
+        money_cap_reached=capped,
+        usage_limit=limited,
+        resets_at=reset_time(text) if limited else None,
     )
 
 

@@ -17,6 +17,7 @@ from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.planning.policy_settings import policy_lines
 from awoc_scripts.planning.validation import save_new_run, validate_request
+from awoc_scripts.state.history import History
 from awoc_scripts.state.store import Run, StateStore
 
 WAIT_TIMEOUT_S = 100  # under the Bash tool's default limit of two minutes
@@ -37,7 +38,7 @@ def prepare_run(
     (nor unless `before_save`, connecting to where the tasks will run, say, succeeds)."""
     plan = validate_request(args)
     check_executable(plan)
-    execution = plan_execution(plan)
+    execution = plan_execution(plan, history=History.load(store.root))
     if before_save is not None:
         before_save(plan)
     run = save_new_run(store, plan)
@@ -68,6 +69,7 @@ def prepared_summary(run: Run, plan: Plan, execution: dict[str, Any]) -> dict[st
         "critical_path": execution["critical_path"],
         "estimated_makespan_s": execution["estimated_makespan_s"],
         "sequential_estimate_s": execution["sequential_estimate_s"],
+        "expected_usage": execution.get("expected_usage"),
         "tasks": [
             {k: t[k] for k in ("task_id", "agent", "priority", "token_budget", "dependencies")}
             | {"cost_budget_usd": t.get("cost_budget_usd"), "description": t["description"]}
@@ -87,6 +89,16 @@ def _cell(text: str) -> str:
     return one_line.replace("|", "\\|")
 
 
+def _expected_line(expected: dict[str, Any] | None) -> list[str]:
+    if not expected or not expected.get("tasks_with_history"):
+        return []
+    (low, high), (low_usd, high_usd) = expected["tokens"], expected["cost_usd"]
+    return [
+        f"From past runs ({expected['tasks_with_history']} of the tasks seen before): {low}-{high} tokens, "
+        f"${low_usd:g}-${high_usd:g}."
+    ]
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     limits = summary["limits"]
     commands = summary["next"]
@@ -99,6 +111,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         + f"failure tolerance {limits['failure_tolerance']}.",
         f"Critical path: {' -> '.join(summary['critical_path'])}; estimated {summary['estimated_makespan_s']:g} s "
         f"(one after another: {summary['sequential_estimate_s']:g} s).",
+        *_expected_line(summary.get("expected_usage")),
         "",
         "| task | agent | priority | token budget | depends on | description |",
         "|---|---|---|---|---|---|",

@@ -14,6 +14,7 @@ from awoc_scripts.execution.orchestrator import Options, Orchestrator
 from awoc_scripts.flow.prepare import check_executable
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.state.history import History, record_run
 from awoc_scripts.state.store import Run, StateStore, read_json
 
 
@@ -58,6 +59,7 @@ def execute_run(
     orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume, only=only)
     code = orchestrator.execute()
     report = report_run(run, orchestrator.results)
+    record_run(run.root, run.run_id, orchestrator.results.values())
     summary = {
         **orchestrator.summary(),
         "execution_summary": report["execution_summary"],
@@ -75,6 +77,6 @@ def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, Plan, d
     check_executable(plan)
     execution = read_json(run.execution_file, default={})
     if not execution:
-        execution = plan_execution(plan)
+        execution = plan_execution(plan, history=History.load(store.root))
         run.write_execution(execution)
     return run, plan, execution

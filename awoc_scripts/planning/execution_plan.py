@@ -14,13 +14,19 @@ from awoc_scripts.planning.policy_settings import describe_policies
 from awoc_scripts.planning.scheduling import PRIORITY_RANK, graph_metrics, task_duration
 
 if TYPE_CHECKING:
+    from awoc_scripts.state.history import History
     from awoc_scripts.state.store import Run, StateStore
 
 
 @without_gc
 def plan_execution(
-    plan: Plan, max_parallel: int | None = None, total_token_budget: int | None = None
+    plan: Plan,
+    max_parallel: int | None = None,
+    total_token_budget: int | None = None,
+    history: History | None = None,
 ) -> dict[str, Any]:
+    """HISTORY: what past runs took; tasks with no `estimated_duration` of their own are expected
+    to take that (else their timeout), and the expected tokens and cost are summed from it."""
     config = dict(plan["parallel_config"])
     warnings = list(plan.get("warnings", []))
     if max_parallel is not None:
@@ -28,6 +34,7 @@ def plan_execution(
             raise InputError(f"MAX_PARALLEL: expected a whole number from 1 to 100, got {max_parallel}")
         config["max_concurrent"] = max_parallel
     tasks: list[Task] = [{**t} for t in plan["tasks"]]
+    duration_source, expected = _expectations(tasks, history)
     budget = dict(plan.get("budget", {}))
     if total_token_budget is not None:
         if total_token_budget < 1:
@@ -72,6 +79,7 @@ def plan_execution(
         "peak_tokens_in_flight": schedule.peak_tokens_in_flight,
         "warnings": warnings,
         "policies": describe_policies(config),
+        "expected_usage": expected,
         "tasks": [
             {
                 "task_id": t["task_id"],
@@ -83,12 +91,41 @@ def plan_execution(
                 "budget_source": t["budget_source"],
                 "cost_budget_usd": t.get("cost_budget_usd"),
                 "duration_s": task_duration(t),
+                "duration_source": duration_source[t["task_id"]],
                 "remaining_path_s": metrics.remaining[t["task_id"]],
                 "estimated_start_s": schedule.slots[t["task_id"]].start,
                 "estimated_end_s": schedule.slots[t["task_id"]].end,
             }
             for t in tasks
         ],
+    }
+
+
+def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """Fill in expected durations from history; where each duration comes from; the usage to expect."""
+    source: dict[str, str] = {}
+    low_tokens = high_tokens = 0
+    low_cost = high_cost = 0.0
+    known = 0
+    for task in tasks:
+        tid = task["task_id"]
+        seen = history.expect(task["agent"], task["description"]) if history else None
+        if task.get("estimated_duration") is not None:
+            source[tid] = "given"
+        elif seen is not None:
+            task["estimated_duration"] = seen.duration_s
+            source[tid] = f"history ({seen.source}, {seen.runs} run{'s' if seen.runs != 1 else ''})"
+        else:
+            source[tid] = "timeout"
+        if seen is not None:
+            known += 1
+            low_tokens, high_tokens = low_tokens + seen.tokens[0], high_tokens + seen.tokens[1]
+            low_cost, high_cost = low_cost + seen.cost_usd[0], high_cost + seen.cost_usd[1]
+    return source, {
+        "tasks_with_history": known,
+        "tasks_without_history": len(tasks) - known,
+        "tokens": [low_tokens, high_tokens],
+        "cost_usd": [round(low_cost, 6), round(high_cost, 6)],
     }
 
 
@@ -102,8 +139,9 @@ def brief_execution(execution: dict[str, Any]) -> dict[str, Any]:
         "peak_concurrency",
         "warnings",
         "policies",
+        "expected_usage",
     )
-    return {k: execution[k] for k in keys} | {"waves": len(execution["waves"])}
+    return {k: execution[k] for k in keys if k in execution} | {"waves": len(execution["waves"])}
 
 
 def plan_run(
@@ -112,9 +150,10 @@ def plan_run(
     """plan-execution: plan PLAN (a run, a plan or a config) and save execution.json in its run.
     A plan or config that is not a run yet becomes one only once it planned without error."""
     from awoc_scripts.planning.validation import resolve_plan, save_new_run
+    from awoc_scripts.state.history import History
 
     run, plan = resolve_plan(store, plan_arg)
-    execution = plan_execution(plan, max_parallel, total_token_budget)
+    execution = plan_execution(plan, max_parallel, total_token_budget, History.load(store.root))
     if run is None:
         run = save_new_run(store, plan)
         execution["run_id"] = run.run_id

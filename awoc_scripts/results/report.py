@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.launcher import command_for
-from awoc_scripts.state.store import ReportFiles, Run, now_iso, read_json
+from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_json
 from awoc_scripts.state.task_states import FAILURES, SUCCEEDED
 
 MAX_RESULT_CHARS_IN_MARKDOWN = 20000
@@ -40,15 +39,6 @@ def percent(value: float) -> str:
     return f"{value:.0f}%"
 
 
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def run_metadata(run: Run) -> dict[str, Any]:
     """What the report needs to know about a run beyond its results."""
     plan = run.read_plan()
@@ -66,10 +56,12 @@ def run_metadata(run: Run) -> dict[str, Any]:
         "result_format": config.get("result_format", "structured"),
         "critical_path": execution.get("critical_path", []),
         "estimated_makespan_s": execution.get("estimated_makespan_s"),
+        "expected_usage": execution.get("expected_usage"),
         "executions": state.get("executions") or [],
         "dependencies": {t["task_id"]: t.get("dependencies") or [] for t in plan["tasks"]},
         "policies": execution.get("policies") or [],
         "policy_actions": policy_actions(run) if state.get("executions") else [],
+        "concurrency": concurrency_changes(run, config["max_concurrent"]) if state.get("executions") else None,
     }
 
 
@@ -81,6 +73,19 @@ POLICY_EVENTS = (
     "memory-pressure",
     "run-abort",
 )
+
+
+def concurrency_changes(run: Run, max_concurrent: int) -> dict[str, Any]:
+    """How rate limits moved the run's effective concurrency (see execution/concurrency.py)."""
+    changes = run.read_events(only=("concurrency-change",))
+    cuts = [c for c in changes if c.get("after", 0) < c.get("before", 0)]
+    return {
+        "max_concurrent": max_concurrent,
+        "lowest": min((int(c["after"]) for c in changes), default=max_concurrent),
+        "final": int(changes[-1]["after"]) if changes else max_concurrent,
+        "cuts": len(cuts),
+        "raises": len(changes) - len(cuts),
+    }
 
 
 def policy_actions(run: Run) -> list[dict[str, Any]]:
@@ -143,13 +148,13 @@ def _run_times(metadata: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> t
     executions = metadata.get("executions") or []
     if executions:
         active = sum(float(e.get("active_s") or 0) for e in executions)
-        first = _parse_time(executions[0].get("started_at"))
-        last = _parse_time(executions[-1].get("started_at"))
+        first = parse_iso(executions[0].get("started_at"))
+        last = parse_iso(executions[-1].get("started_at"))
         if first is not None and last is not None:
             return active, last + float(executions[-1].get("active_s") or 0) - first
         return active, active
-    starts = [s for s in (_parse_time(t.get("started_at")) for t in tasks) if s is not None]
-    ends = [e for e in (_parse_time(t.get("finished_at")) for t in tasks) if e is not None]
+    starts = [s for s in (parse_iso(t.get("started_at")) for t in tasks) if s is not None]
+    ends = [e for e in (parse_iso(t.get("finished_at")) for t in tasks) if e is not None]
     if starts and ends:
         span = max(ends) - min(starts)
     else:
@@ -163,6 +168,25 @@ def _status_of_results(tasks: list[Mapping[str, Any]]) -> str:
     if statuses <= {SUCCEEDED}:
         return "succeeded"
     return "finished_with_failures" if statuses & FAILURES else "incomplete"
+
+
+def _estimate_vs_actual(
+    metadata: Mapping[str, Any], total_time: float, total_tokens: int, tasks: list[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    planned = metadata.get("estimated_makespan_s")
+    if planned is None:
+        return None
+    expected = metadata.get("expected_usage") or {}
+    return {
+        "estimated_makespan_s": planned,
+        "actual_s": round(total_time, 3),
+        "actual_over_estimate": round(total_time / planned, 3) if planned else None,
+        "expected_tokens": expected.get("tokens"),
+        "actual_tokens": total_tokens,
+        "expected_cost_usd": expected.get("cost_usd"),
+        "actual_cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
+        "tasks_with_history": expected.get("tasks_with_history"),
+    }
 
 
 def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,6 +252,8 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         "critical_path_actual_s": round(actual_path_s, 3),
         "policies": list(metadata.get("policies") or []),
         "policy_actions": list(metadata.get("policy_actions") or []),
+        "concurrency": metadata.get("concurrency"),
+        "estimate_vs_actual": _estimate_vs_actual(metadata, total_time, total_tokens, tasks),
         "task_results": [
             {
                 "task_id": t["task_id"],
@@ -261,6 +287,28 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _estimate_row(estimate: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    if not estimate:
+        return []
+    text = f"planned {human_duration(estimate['estimated_makespan_s'])}, took {human_duration(estimate['actual_s'])}"
+    if estimate.get("tasks_with_history") and estimate.get("expected_tokens"):
+        low, high = estimate["expected_tokens"]
+        text += f"; {low}-{high} tokens expected from past runs, {estimate['actual_tokens']} used"
+    return [("Estimate", text)]
+
+
+def _concurrency_row(concurrency: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    if not concurrency or not concurrency["cuts"]:
+        return []
+    return [
+        (
+            "Concurrency",
+            f"at most {concurrency['max_concurrent']} at once; rate limits cut it {concurrency['cuts']} time(s), to "
+            f"{concurrency['lowest']} at the lowest, {concurrency['final']} at the end",
+        )
+    ]
+
+
 def _summary_table(report: Mapping[str, Any]) -> list[str]:
     summary = report["execution_summary"]
     usage = report["resource_usage"]
@@ -270,6 +318,8 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
     rows = [
         ("Run", f"`{report['run_id']}` ({report.get('status') or 'unknown'})"),
         ("Tasks", f"{summary['total_tasks']} ({counts})"),
+        *_concurrency_row(report.get("concurrency")),
+        *_estimate_row(report.get("estimate_vs_actual")),
         ("Total time", _total_time_cell(summary)),
         ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
         ("Time saved", _time_saved_cell(summary)),
@@ -327,12 +377,12 @@ def _gantt(report: Mapping[str, Any]) -> list[str]:
         "    axisFormat %M:%S",
     ]
     by_agent: dict[str, list[tuple[Mapping[str, Any], int, int]]] = {}
-    timed = any(_parse_time(t["started_at"]) is not None for t in report["task_results"])
+    timed = any(parse_iso(t["started_at"]) is not None for t in report["task_results"])
     for task in report["task_results"]:
-        started = _parse_time(task["started_at"])
+        started = parse_iso(task["started_at"])
         if started is not None:
             start = int(started * 1000)
-            end = int((_parse_time(task["finished_at"]) or 0) * 1000)
+            end = int((parse_iso(task["finished_at"]) or 0) * 1000)
         elif not timed and task["duration_s"]:
             start, end = 0, int(task["duration_s"] * 1000)  # the seed's loop starts every task at once
         else:

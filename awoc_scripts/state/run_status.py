@@ -27,6 +27,10 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
         "counts": counts,
         "tokens_used": used,
         "total_token_budget": total,
+        "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks.values()), 9),
+        "max_concurrent": state.get("max_concurrent"),
+        "effective_concurrency": state.get("effective_concurrency"),
+        "paused_until": state.get("paused_until"),
         "updated_at": state.get("updated_at"),
         "tasks": [
             {
@@ -43,11 +47,20 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
     }
 
 
+def _concurrency_text(data: dict[str, Any]) -> str:
+    effective, ceiling = data.get("effective_concurrency"), data.get("max_concurrent")
+    if effective is None or not data["executing"]:
+        return ""
+    return f"; {effective} at once" + (f" (of {ceiling}: rate limited)" if ceiling and effective < ceiling else "")
+
+
 def status_text(data: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
     lines = [
         f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "
-        f"tokens {data['tokens_used']}/{data['total_token_budget']}"
+        f"tokens {data['tokens_used']}/{data['total_token_budget']}; ${data['cost_usd']:.4f}"
+        + _concurrency_text(data)
+        + (f"; paused until {data['paused_until']}" if data.get("paused_until") else "")
     ]
     for task in data["tasks"]:
         lines.append(

@@ -35,8 +35,24 @@ LOCK_TIMEOUT_S = 60.0
 
 
 def now_iso() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return iso_of(time.time())
+
+
+def iso_of(moment: float) -> str:
+    """A Unix time as the state files write times: UTC, milliseconds, `Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
+
+
+def parse_iso(text: str | None) -> float | None:
+    """The Unix time of such a text, or None."""
+    if not text:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def state_root(state_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -19,6 +19,7 @@ then in ``--system-prompt``/``--append-system-prompt``, then in env ``FAKE_CLAUD
   overloaded           API error 529, exit 1
   api_error=N          API error with HTTP status N, exit 1
   usage_limit          subscription usage limit message (api_error_status 429), exit 1
+  resets_in=S          with usage_limit: the message names a reset S seconds ahead, as an epoch
   not_logged_in        "Not logged in · Please run /login", exit 1
   fail_times=N         the first N calls with the same key fail (needs env FAKE_CLAUDE_STATE_DIR)
   fail_kind=K          how fail_times fails: fail (default), rate_limit, overloaded, usage_limit, crash
@@ -725,6 +726,9 @@ class Session:
             if kind == "not_logged_in":
                 return self.error_result("Not logged in · Please run /login", None, "authentication_failed")
             if kind == "usage_limit":
+                if "resets_in" in self.d:  # the 1.0.x CLIs' form, the one that carries the exact reset
+                    epoch = int(time.time() + float(self.d["resets_in"] or 0))
+                    return self.error_result(f"Claude AI usage limit reached|{epoch}", 429, "rate_limit")
                 return self.error_result("You've hit your session limit · resets 3pm (UTC)", 429, "rate_limit")
             status = {"rate_limit": 429, "overloaded": 529, "fail": 500}.get(kind)
             if status is None:

@@ -17,7 +17,7 @@ class TimePressure:
         self.pressure_on = pressure_on
 
     def check(self, run: LiveRun, now: float) -> None:
-        elapsed = now - run.started_mono
+        elapsed = run.active_elapsed(now)  # time paused by a usage limit does not count
         if elapsed >= self.total_timeout:
             run.abort(f"total timeout of {self.total_timeout:g} s reached", TIMED_OUT)
         elif self.pressure_on and elapsed >= TIME_PRESSURE * self.total_timeout:

@@ -1,0 +1,106 @@
+"""What past runs took, so that planning can expect it: `<state root>/history.json`.
+
+Every run that ends records, for each task that succeeded, its duration, tokens and cost under a
+stable key (its agent and its description, blanks normalized), and under its agent. Planning uses
+the task's own record when it has one, else its agent's; a task's own `estimated_duration` always
+wins. The file is written under its lock and bounded: the last RUNS_KEPT runs per key, at most
+MAX_TASK_KEYS task keys (the least recently seen go first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
+from awoc_scripts.state.task_states import SUCCEEDED
+
+HISTORY_FILE = "history.json"
+RUNS_KEPT = 10
+MAX_TASK_KEYS = 2000
+
+
+def task_key(agent: str, description: str) -> str:
+    text = f"{agent}\0{' '.join(description.split())}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    duration_s: float  # the median of the runs kept
+    tokens: tuple[int, int]  # lowest and highest seen
+    cost_usd: tuple[float, float]
+    runs: int
+    source: str  # "task" (this very task before) or "agent" (other tasks of its agent)
+
+
+class History:
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.tasks: dict[str, dict[str, Any]] = dict(data.get("tasks") or {})
+        self.agents: dict[str, dict[str, Any]] = dict(data.get("agents") or {})
+
+    @classmethod
+    def load(cls, root: Path) -> History:
+        try:
+            data = read_json(root / HISTORY_FILE, default={})
+        except Exception:  # noqa: BLE001 - a damaged history only means no expectations
+            data = {}
+        return cls(data if isinstance(data, dict) else {})
+
+    def expect(self, agent: str, description: str) -> Expectation | None:
+        entry = self.tasks.get(task_key(agent, description))
+        if entry and entry.get("runs"):
+            return _expectation(entry["runs"], "task")
+        entry = self.agents.get(agent)
+        if entry and entry.get("runs"):
+            return _expectation(entry["runs"], "agent")
+        return None
+
+
+def _expectation(runs: list[dict[str, Any]], source: str) -> Expectation:
+    durations = [float(r["duration_s"]) for r in runs]
+    tokens = [int(r.get("tokens") or 0) for r in runs]
+    costs = [float(r.get("cost_usd") or 0) for r in runs]
+    return Expectation(
+        round(statistics.median(durations), 3), (min(tokens), max(tokens)), (min(costs), max(costs)), len(runs), source
+    )
+
+
+def record_run(root: Path, run_id: str, results: Iterable[Mapping[str, Any]]) -> int:
+    """Add what each succeeded task of a finished run took; returns how many were recorded."""
+    done = [r for r in results if r.get("status") == SUCCEEDED and r.get("started_at") and r.get("duration_s")]
+    if not done:
+        return 0
+    path = root / HISTORY_FILE
+    with file_lock(path):
+        try:
+            data = read_json(path, default={})
+        except Exception:  # noqa: BLE001 - start again rather than never learn
+            data = {}
+        tasks: dict[str, Any] = data.get("tasks") or {} if isinstance(data, dict) else {}
+        agents: dict[str, Any] = data.get("agents") or {} if isinstance(data, dict) else {}
+        seen = now_iso()
+        for result in done:
+            tokens_used = result.get("tokens_used")
+            entry = {
+                "run_id": run_id,
+                "duration_s": round(float(result["duration_s"]), 3),
+                "tokens": int(tokens_used.get("total", 0) if isinstance(tokens_used, dict) else tokens_used or 0),
+                "cost_usd": float(result.get("cost_usd") or 0),
+            }
+            key = task_key(str(result["agent"]), str(result.get("task", "")))
+            for table, name in ((tasks, key), (agents, str(result["agent"]))):
+                slot = table.setdefault(name, {"runs": []})
+                slot["runs"] = [*slot["runs"], entry][-RUNS_KEPT:]
+                slot["seen_at"] = seen
+            tasks[key]["agent"] = result["agent"]
+        if len(tasks) > MAX_TASK_KEYS:
+            newest = sorted(tasks, key=lambda k: str(tasks[k].get("seen_at")), reverse=True)[:MAX_TASK_KEYS]
+            tasks = {k: tasks[k] for k in newest}
+        atomic_write_json(path, {"schema": PLAN_SCHEMA, "kind": "history", "tasks": tasks, "agents": agents})
+    return len(done)

@@ -1,0 +1,69 @@
+"""What past runs took: recorded at the end of a run, used by the next plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from awoc_scripts.state import history
+from awoc_scripts.state.history import History, record_run, task_key
+
+
+def config() -> str:
+    tasks = [
+        {"task_id": "slow", "agent": "qa", "description": "the slow one", "command": ["sleep", "0.6"]},
+        {"task_id": "fast", "agent": "qa", "description": "the fast one", "command": ["sleep", "0.1"]},
+        {"task_id": "last", "agent": "qa", "description": "after both", "command": ["true"], "dependencies": ["slow"]},
+    ]
+    return orjson.dumps({"parallel_config": {"total_timeout": 300}, "tasks": tasks}).decode()
+
+
+def plan_of(cli, state_dir: Path) -> dict:
+    result = cli("delegate-parallel", "run", "-q", config())
+    assert result.code == 0, result.stderr
+    run_dir = state_dir / "runs" / (state_dir / "current").read_text().strip()
+    return orjson.loads((run_dir / "execution.json").read_bytes()), orjson.loads((run_dir / "report.json").read_bytes())
+
+
+def test_a_second_run_plans_from_what_the_first_took(cli, state_dir: Path) -> None:
+    first_plan, first_report = plan_of(cli, state_dir)
+    assert {t["duration_source"] for t in first_plan["tasks"]} == {"timeout"}
+    assert first_plan["estimated_makespan_s"] == 600  # two timeouts in a chain: nothing known yet
+    took = {t["task_id"]: t["duration_s"] for t in first_report["task_results"]}
+    second_plan, second_report = plan_of(cli, state_dir)
+    assert {t["task_id"]: t["duration_s"] for t in second_plan["tasks"]} == pytest.approx(took, abs=0.001)
+    assert all(t["duration_source"] == "history (task, 1 run)" for t in second_plan["tasks"])
+    assert second_plan["critical_path"] == ["slow", "last"]
+    assert second_plan["expected_usage"]["tasks_with_history"] == 3
+    estimate = second_report["estimate_vs_actual"]
+    assert estimate["estimated_makespan_s"] == second_plan["estimated_makespan_s"]
+    assert estimate["actual_s"] > 0
+
+
+def test_history_keeps_the_last_runs_and_the_most_recent_tasks(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(history, "MAX_TASK_KEYS", 3)
+    for i in range(12):
+        done = {"status": "succeeded", "started_at": "x", "agent": "qa", "task": f"t{i % 5}", "duration_s": i + 1.0}
+        record_run(tmp_path, f"run{i}", [done, {**done, "task": "again", "tokens_used": {"total": i}}])
+    data = orjson.loads((tmp_path / "history.json").read_bytes())
+    assert len(data["tasks"]) == 3 and task_key("qa", "again") in data["tasks"]
+    again = History.load(tmp_path).expect("qa", "again")
+    assert again is not None and again.runs == history.RUNS_KEPT and again.tokens == (2, 11)
+    assert History.load(tmp_path).expect("qa", "never seen").source == "agent"
+    assert History.load(tmp_path).expect("other", "never seen") is None
+
+
+def test_a_damaged_history_is_no_history(tmp_path: Path) -> None:
+    (tmp_path / "history.json").write_text("{not json")
+    assert History.load(tmp_path).expect("qa", "x") is None
+    record_run(tmp_path, "r", [{"status": "succeeded", "started_at": "x", "agent": "qa", "task": "x", "duration_s": 1}])
+    assert History.load(tmp_path).expect("qa", "x") is not None
+
+
+def test_the_slash_commands_summary_shows_what_to_expect_from_past_runs(cli, state_dir: Path) -> None:
+    plan_of(cli, state_dir)
+    result = cli("delegate-parallel", "prepare", "--for-claude", config())
+    assert result.code == 0, result.stderr
+    assert "From past runs (3 of the tasks seen before): 0-0 tokens, $0-$0." in result.stdout
