@@ -29,9 +29,10 @@ def task_marker(run_id: str, task_id: str) -> str:
 class Child:
     """A started task process. Reaped with waitpid; `returncode` is -N when signal N ended it."""
 
-    def __init__(self, pid: int, marker: str) -> None:
+    def __init__(self, pid: int, marker: str, stdin_fd: int | None = None) -> None:
         self.pid = pid
         self.marker = marker
+        self.stdin_fd = stdin_fd  # the write end of its stdin, when started with its prompt withheld
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -64,8 +65,12 @@ def spawn(
     stderr: Path,
     env: Mapping[str, str],
     marker: str,
+    stdin_pipe: bool = False,
 ) -> Child:
     """Start argv in a new session (its own process group) with files for its standard streams.
+
+    With STDIN_PIPE its stdin is a pipe instead (Child.stdin_fd is our end): the process starts
+    now and gets its input later (a warm agent waiting for its prompt).
 
     No shell is involved: task text reaches the program as data. A missing program raises
     FileNotFoundError / PermissionError for the caller to turn into a failed attempt.
@@ -73,15 +78,32 @@ def spawn(
     cannot change directory, so a task that runs elsewhere goes through Popen.
     """
     full_env = {**env, MARKER_ENV: marker}
-    if os.fspath(cwd) != os.getcwd():
-        return _spawn_elsewhere(argv, cwd, stdin, stdout, stderr, full_env, marker)
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, str(stdin) if stdin else os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(stdout), _WRITE_FLAGS, 0o644),
-        (os.POSIX_SPAWN_OPEN, 2, str(stderr), _WRITE_FLAGS, 0o644),
-    ]
-    pid = os.posix_spawn(_executable(argv[0]), argv, full_env, file_actions=actions, setsid=True)
-    return Child(pid, marker)
+    read_end, write_end = os.pipe() if stdin_pipe else (None, None)  # both close on exec
+    try:
+        if os.fspath(cwd) != os.getcwd():
+            child = _spawn_elsewhere(argv, cwd, stdin, stdout, stderr, full_env, marker, read_end)
+        else:
+            first: tuple[int | str, ...] = (
+                (os.POSIX_SPAWN_DUP2, read_end, 0)
+                if read_end is not None
+                else (os.POSIX_SPAWN_OPEN, 0, str(stdin) if stdin else os.devnull, os.O_RDONLY, 0)
+            )
+            actions = [
+                first,
+                (os.POSIX_SPAWN_OPEN, 1, str(stdout), _WRITE_FLAGS, 0o644),
+                (os.POSIX_SPAWN_OPEN, 2, str(stderr), _WRITE_FLAGS, 0o644),
+            ]
+            pid = os.posix_spawn(_executable(argv[0]), argv, full_env, file_actions=actions, setsid=True)
+            child = Child(pid, marker)
+    except BaseException:
+        if write_end is not None:
+            os.close(write_end)
+        raise
+    finally:
+        if read_end is not None:
+            os.close(read_end)
+    child.stdin_fd = write_end
+    return child
 
 
 _found: dict[tuple[str, str | None], str] = {}
@@ -103,10 +125,17 @@ def _executable(name: str) -> str:
 
 
 def _spawn_elsewhere(
-    argv: list[str], cwd: Path, stdin: Path | None, stdout: Path, stderr: Path, env: dict[str, str], marker: str
+    argv: list[str],
+    cwd: Path,
+    stdin: Path | None,
+    stdout: Path,
+    stderr: Path,
+    env: dict[str, str],
+    marker: str,
+    stdin_fd: int | None = None,
 ) -> Child:
     with (
-        open(stdin, "rb") if stdin else open(os.devnull, "rb") as in_fh,
+        open(os.dup(stdin_fd), "rb") if stdin_fd is not None else open(stdin or os.devnull, "rb") as in_fh,
         open(stdout, "wb") as out_fh,
         open(stderr, "wb") as err_fh,
     ):

@@ -31,6 +31,7 @@ MODULES = (
     "bench_dask",
     "bench_abort",
     "bench_history",
+    "bench_warm_pool",
 )
 MODULE_TIMEOUT_S = 600
 

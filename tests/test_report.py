@@ -46,6 +46,7 @@ REPORT_KEYS = {
     "policy_actions",
     "concurrency",
     "estimate_vs_actual",
+    "warm_pool",
     "task_results",
     "merged_results",
 }

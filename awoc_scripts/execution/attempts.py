@@ -36,9 +36,7 @@ class AttemptMaker:
         tid = task["task_id"]
         files = rec.files = self.run.task_files(tid)
         agent = self._agent(task["agent"])
-        cap = rec.cost_cap_usd
-        env = task_environment(self.run.run_id, task, rec.budget, str(files.prompt), str(files.dir), cap)
-        invocation = build_invocation(task, agent, self.config, self.options.environ, env, cap)
+        invocation = self._invocation(task, rec, agent)
         prompt = compose_prompt(
             task,
             shared_context=self.shared_context,
@@ -53,6 +51,28 @@ class AttemptMaker:
             tid, invocation, cwd, files.prompt, files.stdout, files.stderr, marker, float(task["timeout"])
         )
         return attempt, invocation
+
+    def make_warm(self, task: Task, rec: TaskRecord, cwd: Path) -> Attempt | None:
+        """The attempt as it will start, before its prompt exists: for an agent whose runner reads
+        its prompt from stdin after it started (the claude CLI, or an agent command that says so
+        with `runner.warm_start`). None for any other task."""
+        if task.get("command"):
+            return None
+        invocation = self._invocation(task, rec, self._agent(task["agent"]))
+        if invocation.kind != "claude" and not (self.config.get("runner") or {}).get("warm_start"):
+            return None
+        files = self.run.task_files(task["task_id"])
+        files.make_dir()
+        marker = task_marker(self.run.run_id, task["task_id"])
+        return Attempt(
+            task["task_id"], invocation, cwd, files.prompt, files.stdout, files.stderr, marker, float(task["timeout"])
+        )
+
+    def _invocation(self, task: Task, rec: TaskRecord, agent: AgentDefinition) -> Invocation:
+        files = self.run.task_files(task["task_id"])
+        cap = rec.cost_cap_usd
+        env = task_environment(self.run.run_id, task, rec.budget, str(files.prompt), str(files.dir), cap)
+        return build_invocation(task, agent, self.config, self.options.environ, env, cap)
 
     def _agent(self, name: str) -> AgentDefinition:
         if name not in self._agents:

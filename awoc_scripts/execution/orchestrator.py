@@ -31,6 +31,7 @@ from awoc_scripts.execution.records import Options, TaskRecord
 from awoc_scripts.execution.retries import TransientWaits, reduced_budget
 from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.task_book import TaskBook
+from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, MB_PER_AGENT, START_UP_S, WarmPool, default_size
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
 from awoc_scripts.state.store import Run, parse_iso
@@ -39,6 +40,7 @@ from awoc_scripts.state.task_states import (
     CANCELLED,
     FAILED,
     FAILURES,
+    PENDING,
     SUCCEEDED,
     TIMED_OUT,
 )
@@ -102,7 +104,8 @@ class Orchestrator:
         self.failure_tolerance = int(self.config["failure_tolerance"])
         configured = self.config.get("min_free_memory_mb", 256)
         min_free = configured if self.options.min_free_memory_mb is None else self.options.min_free_memory_mb
-        probe = self.options.memory_probe or available_memory_mb
+        probe = self.memory_probe = self.options.memory_probe or available_memory_mb
+        self.min_free_mb = float(min_free)
         self.policies = run_policies(self.config, float(min_free), probe)
         self.token_policy = next(p for p in self.policies if p.name == "token_pressure")
         self.cost_policy = next(p for p in self.policies if isinstance(p, CostPressure))
@@ -120,6 +123,7 @@ class Orchestrator:
         self.started_mono = time.monotonic()
         ramp_up_s = float(self.config.get("ramp_up_s") or 0)
         self.concurrency = AdaptiveConcurrency(self.max_concurrent, ramp_up_s, self.started_mono)
+        self.pool = WarmPool(self._pool_size())
         self.pause = RunPause()
         saved_pause = parse_iso(self.live.data.get("paused_until")) if resume else None
         if saved_pause is not None and saved_pause > time.time():  # killed while paused: the limit holds
@@ -137,6 +141,14 @@ class Orchestrator:
 
     def tokens_spent(self) -> int:
         return self.book.spent
+
+    def _pool_size(self) -> int:
+        if not any(not t.get("command") and t["isolation"] == "process" for t in self.tasks):
+            return 0  # nothing here could use a warm agent
+        configured = self.config.get("warm_agents")
+        if configured is not None:
+            return int(configured)
+        return default_size(self.max_concurrent, self.memory_probe())
 
     def active_elapsed(self, now: float) -> float:
         """Time executing, without the time paused by a usage limit."""
@@ -238,6 +250,8 @@ class Orchestrator:
                     self.scheduler.requeue(tid)
                 if not self.pause.active:
                     self._start_ready()
+            if self.pool.enabled:
+                self._tend_pool(now)
             idle = not self.executor.running() and not self.waits.until
             if idle and (self.stop_reason is not None or not self._start_possible()):
                 break
@@ -284,6 +298,7 @@ class Orchestrator:
                 "effective_concurrency": self.concurrency.limit(self.max_concurrent, time.monotonic()),
                 "stop_reason": self.stop_reason,
                 "paused_until": self.pause.until_iso(),
+                "warm_agents": len(self.pool.warmed),
             },
         )
         self.book.dirty = False
@@ -317,6 +332,44 @@ class Orchestrator:
                 )
             self._launch(decision.task_id)
 
+    def _tend_pool(self, now: float) -> None:
+        """Stop warm agents that will not be used; warm the tasks likely to start next."""
+        if now - self.pool.last_check < CHECK_INTERVAL_S and not self.book.dirty:
+            return
+        self.pool.last_check = now
+        holding = self.stop_reason is not None or self.no_new_starts or self.pause.active
+        short = self.memory_probe() < self.min_free_mb + MB_PER_AGENT  # memory pressure stops them first
+        for tid in self.executor.warm_ids():
+            if holding or short or self.scheduler.status[tid] != PENDING:
+                why = "memory short" if short else "run stopping or paused" if holding else self.scheduler.status[tid]
+                self._discard_warm(tid, why)
+        if holding or short:
+            return
+        limit = self.concurrency.limit(self.max_concurrent, now)
+        running = self.executor.running()
+        starting = sum(1 for t in running if now - (self.records[t].start_mono or 0.0) < START_UP_S)
+        for tid in self.pool.wanted(self.scheduler, running, limit, starting, now):
+            task, rec = self.by_id[tid], self.records[tid]
+            rec.cost_cap_usd = self.cost_policy.cap_for(rec, self.book.cost_spent)
+            attempt = self.attempts.make_warm(task, rec, self.options.cwd)
+            try:
+                pid = self.executor.warm(attempt) if attempt is not None else None
+            except OSError:
+                pid = None
+            if pid is None:
+                self.pool.unwarmable.add(tid)
+                continue
+            self.pool.warmed[tid] = now
+            self.events.add("task-warmed", task_id=tid, pid=pid)
+            self.book.dirty = True
+
+    def _discard_warm(self, tid: str, why: str) -> None:
+        self.executor.discard_warm(tid)
+        self.pool.warmed.pop(tid, None)
+        self.pool.discarded += 1
+        self.events.add("task-warm-discarded", task_id=tid, why=why)
+        self.book.dirty = True
+
     def _launch(self, tid: str) -> None:
         task, rec = self.by_id[tid], self.records[tid]
         rec.attempts += 1
@@ -347,6 +400,11 @@ class Orchestrator:
             return
         rec.pid, rec.pid_create_time = started.pid, None  # read when the state is written
         self.book.dirty = True
+        if self.pool.warmed.pop(tid, None) is not None and started.warm_s is None:
+            self.pool.discarded += 1  # warmed under another argv or environment (a budget changed): started cold
+        if started.warm_s is not None:
+            self.pool.used[tid] = started.warm_s
+            self.events.add("task-warm-used", task_id=tid, warm_s=round(started.warm_s, 3))
         self.events.add(
             "task-start",
             task_id=tid,

@@ -255,6 +255,10 @@ class Scheduler:
         task = self.by_id[tid]
         return (PRIORITY_RANK[task["priority"]], -self.remaining_path[tid], task["index"], tid)
 
+    def start_order(self, tid: str) -> Key:
+        """What orders ready tasks: priority, then the longest path still ahead, then file order."""
+        return self._key(tid)
+
     def _make_ready(self, tid: str) -> None:
         self._ready.push(self._key(tid), self.budget[tid])
 

@@ -8,7 +8,7 @@ durations; time saved and efficiency gain follow from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
@@ -62,6 +62,7 @@ def run_metadata(run: Run) -> dict[str, Any]:
         "policies": execution.get("policies") or [],
         "policy_actions": policy_actions(run) if state.get("executions") else [],
         "concurrency": concurrency_changes(run, config["max_concurrent"]) if state.get("executions") else None,
+        "warm_events": run.read_events(only=WARM_EVENTS) if state.get("executions") else [],
     }
 
 
@@ -73,6 +74,25 @@ POLICY_EVENTS = (
     "memory-pressure",
     "run-abort",
 )
+
+
+WARM_EVENTS = ("task-warmed", "task-warm-used", "task-warm-discarded")
+
+
+def warm_pool_summary(events: Sequence[Mapping[str, Any]], actual_path: Sequence[str]) -> dict[str, Any] | None:
+    """What the warm agents did: how many were started, used and stopped unused, and how long
+    the tasks that used one had their process ready before their prompt (on the critical path
+    that happened, that much start-up, at most, was taken off the run's time)."""
+    if not events:
+        return None
+    used = {str(e["task_id"]): float(e.get("warm_s") or 0) for e in events if e["event"] == "task-warm-used"}
+    return {
+        "warmed": sum(1 for e in events if e["event"] == "task-warmed"),
+        "used": len(used),
+        "stopped_unused": sum(1 for e in events if e["event"] == "task-warm-discarded"),
+        "warm_s": {tid: round(s, 3) for tid, s in used.items()},
+        "critical_path_warm_s": round(sum(used.get(tid, 0.0) for tid in actual_path), 3),
+    }
 
 
 def concurrency_changes(run: Run, max_concurrent: int) -> dict[str, Any]:
@@ -253,6 +273,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         "policies": list(metadata.get("policies") or []),
         "policy_actions": list(metadata.get("policy_actions") or []),
         "concurrency": metadata.get("concurrency"),
+        "warm_pool": warm_pool_summary(metadata.get("warm_events") or [], actual_path),
         "estimate_vs_actual": _estimate_vs_actual(metadata, total_time, total_tokens, tasks),
         "task_results": [
             {
@@ -285,6 +306,19 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
 
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _warm_row(pool: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    if not pool or not pool["warmed"]:
+        return []
+    return [
+        (
+            "Warm agents",
+            f"{pool['warmed']} started ahead of their task, {pool['used']} used, {pool['stopped_unused']} stopped "
+            f"unused; on the critical path their processes were ready {pool['critical_path_warm_s']:g} s before "
+            "their prompts",
+        )
+    ]
 
 
 def _estimate_row(estimate: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -320,6 +354,7 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
         ("Tasks", f"{summary['total_tasks']} ({counts})"),
         *_concurrency_row(report.get("concurrency")),
         *_estimate_row(report.get("estimate_vs_actual")),
+        *_warm_row(report.get("warm_pool")),
         ("Total time", _total_time_cell(summary)),
         ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
         ("Time saved", _time_saved_cell(summary)),

@@ -31,6 +31,7 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
         "max_concurrent": state.get("max_concurrent"),
         "effective_concurrency": state.get("effective_concurrency"),
         "paused_until": state.get("paused_until"),
+        "warm_agents": state.get("warm_agents") or 0,
         "updated_at": state.get("updated_at"),
         "tasks": [
             {
@@ -61,6 +62,7 @@ def status_text(data: dict[str, Any]) -> str:
         f"tokens {data['tokens_used']}/{data['total_token_budget']}; ${data['cost_usd']:.4f}"
         + _concurrency_text(data)
         + (f"; paused until {data['paused_until']}" if data.get("paused_until") else "")
+        + (f"; {data['warm_agents']} warm" if data["executing"] and data.get("warm_agents") else "")
     ]
     for task in data["tasks"]:
         lines.append(

@@ -150,9 +150,12 @@ class TaskFiles:
 
     def prepare(self, prompt: str) -> None:
         """The task's directory (its parent exists: see Run.make_dirs) and its prompt."""
+        self.make_dir()
+        atomic_write_bytes(self.prompt, prompt.encode("utf-8"))
+
+    def make_dir(self) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.dir)
-        atomic_write_bytes(self.prompt, prompt.encode("utf-8"))
 
 
 class ReportFiles:

@@ -26,6 +26,7 @@ class Attempt:
 @dataclass(frozen=True)
 class Started:
     pid: int | None  # None when the process is on another machine
+    warm_s: float | None = None  # how long its process had been started, waiting for the prompt
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class Executor(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop everything still running and wait until it is gone."""
+
+    def warm(self, attempt: Attempt) -> int | None:
+        """Start the attempt's process now with its prompt withheld: start() of the same attempt
+        then only writes the prompt to its stdin. Returns its pid; None where this executor
+        cannot (then nothing was started)."""
+        return None
+
+    def discard_warm(self, task_id: str) -> None:  # noqa: B027 - nothing to discard where warm() starts nothing
+        """Stop a warm process that will not be used, with everything it started."""
+
+    def warm_ids(self) -> list[str]:
+        return []
 
     def where_ran(self, task_id: str) -> dict[str, Any] | None:
         """Where the task's last attempt ran, for its result (None: this machine, as its pid says)."""

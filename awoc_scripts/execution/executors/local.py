@@ -6,12 +6,33 @@ import contextlib
 import os
 import selectors
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
 from awoc_scripts.execution.executors.orphans import Orphans
 from awoc_scripts.processes import KILL_GRACE_S, Child, contained, kill_cgroups, kill_marked, signal_group, spawn
+
+
+@dataclass
+class _Warm:
+    attempt: Attempt  # as it was when warmed: a start with another program or environment starts cold
+    child: Child
+    since: float
+
+
+def _feed(fd: int, data: bytes) -> None:
+    """Write the prompt to a warm process's stdin and close it (in a thread: a prompt larger than
+    the pipe's buffer waits for the process to read it)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        pass  # it died meanwhile: its end is seen like any other
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -32,11 +53,33 @@ class LocalExecutor(Executor):
         self._selector = selectors.DefaultSelector()
         self._use_pidfd = hasattr(os, "pidfd_open")
         self.orphans = Orphans()
+        self._warm: dict[str, _Warm] = {}
 
-    def start(self, attempt: Attempt) -> Started:
+    def warm(self, attempt: Attempt) -> int | None:
+        child = self._spawn(attempt, stdin_pipe=True)
+        self._warm[attempt.task_id] = _Warm(attempt, child, time.monotonic())
+        self.orphans.task_started(child.pid)
+        return child.pid
+
+    def warm_ids(self) -> list[str]:
+        return list(self._warm)
+
+    def discard_warm(self, task_id: str) -> None:
+        warm = self._warm.pop(task_id, None)
+        if warm is None:
+            return
+        # killed before its stdin closes: an end of input would let it run with an empty prompt
+        signal_group(warm.child.pid, signal.SIGKILL)
+        kill_cgroups(*warm.attempt.marker.split("/", 1))
+        if warm.child.stdin_fd is not None:
+            os.close(warm.child.stdin_fd)
+        warm.child.wait(1.0)
+        self.orphans.task_ended(warm.child.pid)
+
+    def _spawn(self, attempt: Attempt, stdin_pipe: bool = False) -> Child:
         inv = attempt.invocation
         with contained(attempt.marker):
-            child = spawn(
+            return spawn(
                 inv.argv,
                 cwd=attempt.cwd,
                 stdin=attempt.prompt_file,
@@ -44,7 +87,37 @@ class LocalExecutor(Executor):
                 stderr=attempt.stderr_file,
                 env=inv.env,
                 marker=attempt.marker,
+                stdin_pipe=stdin_pipe,
             )
+
+    def _take_warm(self, attempt: Attempt) -> tuple[Child, float] | None:
+        """The attempt's warm process, if it still waits and was started exactly as the attempt asks."""
+        warm = self._warm.get(attempt.task_id)
+        if warm is None:
+            return None
+        same = (warm.attempt.invocation.argv, warm.attempt.invocation.env, warm.attempt.cwd) == (
+            attempt.invocation.argv,
+            attempt.invocation.env,
+            attempt.cwd,
+        )
+        if not same or warm.child.poll() is not None or warm.child.stdin_fd is None:
+            self.discard_warm(attempt.task_id)
+            return None
+        del self._warm[attempt.task_id]
+        threading.Thread(
+            target=_feed, args=(warm.child.stdin_fd, attempt.prompt_file.read_bytes()), daemon=True
+        ).start()
+        warm.child.stdin_fd = None
+        return warm.child, time.monotonic() - warm.since
+
+    def start(self, attempt: Attempt) -> Started:
+        taken = self._take_warm(attempt)
+        warm_s = None
+        if taken is not None:
+            child, warm_s = taken
+        else:
+            child = self._spawn(attempt)
+            self.orphans.task_started(child.pid)
         pidfd = None
         if self._use_pidfd:
             try:
@@ -54,8 +127,7 @@ class LocalExecutor(Executor):
                 self._use_pidfd = False
                 pidfd = None
         self._running[attempt.task_id] = _Running(attempt, child, pidfd)
-        self.orphans.task_started(child.pid)
-        return Started(child.pid)
+        return Started(child.pid, warm_s)
 
     def running(self) -> list[str]:
         return list(self._running)
@@ -126,6 +198,8 @@ class LocalExecutor(Executor):
         kill_marked(*entry.attempt.marker.split("/", 1))
 
     def shutdown(self) -> None:
+        for task_id in list(self._warm):
+            self.discard_warm(task_id)
         for task_id in list(self._running):
             self.stop(task_id)
         deadline = time.monotonic() + self.grace_s * 3

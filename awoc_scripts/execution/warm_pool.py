@@ -1,0 +1,64 @@
+"""A pool of warm agents: the process of an agent task starts before the task does, so a task whose
+dependencies just ended does not wait for the CLI to start.
+
+The claude CLI reads its prompt from stdin, and its argv is known when the run is planned: the
+process is started with its prompt withheld, and the prompt is written when the task really
+starts (its timeout, token and money accounting start then). Which tasks: those likely to start
+next, that is, ready tasks waiting for a slot, then tasks whose last unfinished dependencies are
+running now, best first; never more than `parallel_config.warm_agents` (by default as many as
+half the free memory holds at MB_PER_AGENT each, at most `max_concurrent`) and never more than
+the run may start at once. A warm process that will not be used (its task cancelled or skipped, the
+run stopping or paused, memory short) is stopped at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from awoc_scripts.planning.scheduling import Scheduler
+from awoc_scripts.state.task_states import PENDING, RUNNING, SUCCEEDED
+
+MB_PER_AGENT = 300  # the claude CLI's peak RSS, measured against the fake API (notes/claude-cli.md)
+CHECK_INTERVAL_S = 0.25
+# A starting CLI keeps a core busy for about half a second: warming while as many processes as
+# there are cores are still starting would slow the tasks that run now (measured: +9% makespan)
+START_UP_S = 0.5
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_size(max_concurrent: int, free_mb: float) -> int:
+    return max(0, min(max_concurrent, int(free_mb / 2 / MB_PER_AGENT)))
+
+
+class WarmPool:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.warmed: dict[str, float] = {}  # task id: when its process started (monotonic)
+        self.unwarmable: set[str] = set()  # command tasks, worktree tasks, runners that read the prompt at once
+        self.used: dict[str, float] = {}  # task id: how long it had been warm when its prompt was written
+        self.discarded = 0
+        self.last_check = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+    def wanted(self, sched: Scheduler, running: Sequence[str], limit: int, starting: int, now: float) -> list[str]:
+        """The tasks to warm now, best first. STARTING: running tasks still in their start-up."""
+        starting += sum(1 for since in self.warmed.values() if now - since < START_UP_S)
+        room = min(self.size - len(self.warmed), limit - len(self.warmed), CPUS - starting)
+        if room <= 0:
+            return []
+        skip = self.warmed.keys() | self.unwarmable
+        waiting = [t for t in sched.ready_ids() if t not in skip][:room]
+        soon: set[str] = set()
+        for tid in running:
+            for child in sched.dependents[tid]:
+                if child in skip or sched.status[child] != PENDING:
+                    continue
+                blocking = sched.blocking[child]
+                if all(sched.status[d] in (SUCCEEDED, RUNNING) for d in blocking):
+                    soon.add(child)
+        following = sorted(soon - set(waiting), key=sched.start_order)
+        return (waiting + following)[:room]
