@@ -401,7 +401,9 @@ class Orchestrator:
         rec.pid, rec.pid_create_time = started.pid, None  # read when the state is written
         self.book.dirty = True
         if self.pool.warmed.pop(tid, None) is not None and started.warm_s is None:
-            self.pool.discarded += 1  # warmed under another argv or environment (a budget changed): started cold
+            self.pool.discarded += 1
+            why = "started cold: its command or environment changed since it was warmed (a budget, say)"
+            self.events.add("task-warm-discarded", task_id=tid, why=why)
         if started.warm_s is not None:
             self.pool.used[tid] = started.warm_s
             self.events.add("task-warm-used", task_id=tid, warm_s=round(started.warm_s, 3))

@@ -352,9 +352,6 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
     rows = [
         ("Run", f"`{report['run_id']}` ({report.get('status') or 'unknown'})"),
         ("Tasks", f"{summary['total_tasks']} ({counts})"),
-        *_concurrency_row(report.get("concurrency")),
-        *_estimate_row(report.get("estimate_vs_actual")),
-        *_warm_row(report.get("warm_pool")),
         ("Total time", _total_time_cell(summary)),
         ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
         ("Time saved", _time_saved_cell(summary)),
@@ -375,6 +372,9 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
         )
     if report["critical_path"] and report["critical_path"] != report.get("critical_path_actual"):
         rows.append(("Critical path, as planned", " → ".join(report["critical_path"])))
+    rows += _estimate_row(report.get("estimate_vs_actual"))
+    rows += _concurrency_row(report.get("concurrency"))
+    rows += _warm_row(report.get("warm_pool"))
     if report.get("stop_reason"):
         rows.append(("Stopped because", report["stop_reason"]))
     return ["| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows]]
