@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,6 +211,8 @@ def test_a_worker_killed_mid_task_runs_it_again_elsewhere(cli, tmp_path: Path, s
         result = orjson.loads((run_dir / "tasks" / "t" / "result.json").read_bytes())
         assert result["status"] == "succeeded" and result["result"] == "done"
         assert result["attempts"] == 1  # Dask ran it again; for awoc it is the same attempt
+        # the killed worker's scratch folder was removed by the worker that ran the task again
+        assert not list(Path(tempfile.gettempdir()).glob(f"awoc-attempt-{victim}-*"))
         for pid in first:
             assert (
                 not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes().split(b")")[-1][:3]
@@ -277,3 +280,15 @@ def test_resources_keep_a_worker_to_the_tasks_it_has_room_for(cli, cluster: Clus
     for worker_spans in spans.values():
         ordered = sorted(worker_spans)
         assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(ordered))
+
+
+def test_scratch_folders_of_dead_workers_are_swept(tmp_path: Path) -> None:
+    from awoc_scripts.execution.executors.dask_worker import sweep_dead_scratch
+
+    dead = tmp_path / "awoc-attempt-999999999-abc"  # no such pid
+    live = tmp_path / f"awoc-attempt-{os.getpid()}-def"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "stdout").write_text("x")
+    assert sweep_dead_scratch(str(tmp_path)) == [dead.name]
+    assert live.exists() and not dead.exists()

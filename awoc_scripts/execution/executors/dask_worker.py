@@ -28,6 +28,7 @@ POLL_S = 0.1
 EVENT_POLL_S = 0.5
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 PR_SET_PDEATHSIG = 1
+SCRATCH_PREFIX = "awoc-attempt-"  # then the worker's pid: what a killed worker left is found by it
 
 
 def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
@@ -41,7 +42,8 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
     key = getattr(thread_state, "key", None)
     stop_event = Event(spec["stop_event"])
     env = {**os.environ, **spec["env"], MARKER_ENV: spec["marker"]}
-    with tempfile.TemporaryDirectory(prefix="awoc-attempt-") as scratch:
+    sweep_dead_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         out_path, err_path = Path(scratch, "stdout"), Path(scratch, "stderr")
         started = time.time()
         with open(out_path, "wb") as out_fh, open(err_path, "wb") as err_fh:
@@ -81,6 +83,28 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
         return _ended(
             spec, leader.returncode, _bounded(out_path), _bounded(err_path), started, worker, leader.pid, stopped
         )
+
+
+def sweep_dead_scratch(tmp: str | None = None) -> list[str]:
+    """Scratch folders of attempts whose worker was killed (its pid is in the name) go."""
+    import shutil
+
+    removed = []
+    base = Path(tmp or tempfile.gettempdir())
+    for folder in base.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie runs no more
+    except (OSError, IndexError):
+        return False
 
 
 def _still_running(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
