@@ -16,7 +16,7 @@ from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, AwocError
 from awoc_scripts.execution.attempts import AttemptMaker, dependency_results
 from awoc_scripts.execution.concurrency import AdaptiveConcurrency, Change
 from awoc_scripts.execution.controls import apply_pending_controls
-from awoc_scripts.execution.executors.base import Ended, Executor
+from awoc_scripts.execution.executors.base import Attempt, Ended, Executor
 from awoc_scripts.execution.isolation.base import CannotStart
 from awoc_scripts.execution.isolation.workspaces import Workspaces
 from awoc_scripts.execution.levers import apply_lever
@@ -40,7 +40,6 @@ from awoc_scripts.state.task_states import (
     CANCELLED,
     FAILED,
     FAILURES,
-    PENDING,
     SUCCEEDED,
     TIMED_OUT,
 )
@@ -123,7 +122,7 @@ class Orchestrator:
         self.started_mono = time.monotonic()
         ramp_up_s = float(self.config.get("ramp_up_s") or 0)
         self.concurrency = AdaptiveConcurrency(self.max_concurrent, ramp_up_s, self.started_mono)
-        self.pool = WarmPool(self._pool_size())
+        self.pool = WarmPool(self._pool_size(), self.executor, self.events)
         self.pause = RunPause()
         saved_pause = parse_iso(self.live.data.get("paused_until")) if resume else None
         if saved_pause is not None and saved_pause > time.time():  # killed while paused: the limit holds
@@ -333,42 +332,24 @@ class Orchestrator:
             self._launch(decision.task_id)
 
     def _tend_pool(self, now: float) -> None:
-        """Stop warm agents that will not be used; warm the tasks likely to start next."""
         if now - self.pool.last_check < CHECK_INTERVAL_S and not self.book.dirty:
             return
         self.pool.last_check = now
-        holding = self.stop_reason is not None or self.no_new_starts or self.pause.active
-        short = self.memory_probe() < self.min_free_mb + MB_PER_AGENT  # memory pressure stops them first
-        for tid in self.executor.warm_ids():
-            if holding or short or self.scheduler.status[tid] != PENDING:
-                why = "memory short" if short else "run stopping or paused" if holding else self.scheduler.status[tid]
-                self._discard_warm(tid, why)
-        if holding or short:
-            return
-        limit = self.concurrency.limit(self.max_concurrent, now)
+        holding = None
+        if self.memory_probe() < self.min_free_mb + MB_PER_AGENT:
+            holding = "memory short"  # memory pressure stops warm processes first
+        elif self.stop_reason is not None or self.no_new_starts or self.pause.active:
+            holding = "run stopping or paused"
         running = self.executor.running()
         starting = sum(1 for t in running if now - (self.records[t].start_mono or 0.0) < START_UP_S)
-        for tid in self.pool.wanted(self.scheduler, running, limit, starting, now):
-            task, rec = self.by_id[tid], self.records[tid]
-            rec.cost_cap_usd = self.cost_policy.cap_for(rec, self.book.cost_spent)
-            attempt = self.attempts.make_warm(task, rec, self.options.cwd)
-            try:
-                pid = self.executor.warm(attempt) if attempt is not None else None
-            except OSError:
-                pid = None
-            if pid is None:
-                self.pool.unwarmable.add(tid)
-                continue
-            self.pool.warmed[tid] = now
-            self.events.add("task-warmed", task_id=tid, pid=pid)
+        limit = self.concurrency.limit(self.max_concurrent, now)
+        if self.pool.tend(now, self.scheduler, limit, starting, holding, self._warm_attempt):
             self.book.dirty = True
 
-    def _discard_warm(self, tid: str, why: str) -> None:
-        self.executor.discard_warm(tid)
-        self.pool.warmed.pop(tid, None)
-        self.pool.discarded += 1
-        self.events.add("task-warm-discarded", task_id=tid, why=why)
-        self.book.dirty = True
+    def _warm_attempt(self, tid: str) -> Attempt | None:
+        rec = self.records[tid]
+        rec.cost_cap_usd = self.cost_policy.cap_for(rec, self.book.cost_spent)
+        return self.attempts.make_warm(self.by_id[tid], rec, self.options.cwd)
 
     def _launch(self, tid: str) -> None:
         task, rec = self.by_id[tid], self.records[tid]
@@ -400,13 +381,7 @@ class Orchestrator:
             return
         rec.pid, rec.pid_create_time = started.pid, None  # read when the state is written
         self.book.dirty = True
-        if self.pool.warmed.pop(tid, None) is not None and started.warm_s is None:
-            self.pool.discarded += 1
-            why = "started cold: its command or environment changed since it was warmed (a budget, say)"
-            self.events.add("task-warm-discarded", task_id=tid, why=why)
-        if started.warm_s is not None:
-            self.pool.used[tid] = started.warm_s
-            self.events.add("task-warm-used", task_id=tid, warm_s=round(started.warm_s, 3))
+        self.pool.launched(tid, started.warm_s)
         self.events.add(
             "task-start",
             task_id=tid,

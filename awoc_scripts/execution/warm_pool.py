@@ -14,9 +14,11 @@ run stopping or paused, memory short) is stopped at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from awoc_scripts.execution.executors.base import Attempt, Executor
 from awoc_scripts.planning.scheduling import Scheduler
+from awoc_scripts.state.store import EventBuffer
 from awoc_scripts.state.task_states import PENDING, RUNNING, SUCCEEDED
 
 MB_PER_AGENT = 300  # the claude CLI's peak RSS, measured against the fake API (notes/claude-cli.md)
@@ -32,8 +34,10 @@ def default_size(max_concurrent: int, free_mb: float) -> int:
 
 
 class WarmPool:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, executor: Executor, events: EventBuffer) -> None:
         self.size = size
+        self.executor = executor
+        self.events = events
         self.warmed: dict[str, float] = {}  # task id: when its process started (monotonic)
         self.unwarmable: set[str] = set()  # command tasks, worktree tasks, runners that read the prompt at once
         self.used: dict[str, float] = {}  # task id: how long it had been warm when its prompt was written
@@ -62,3 +66,53 @@ class WarmPool:
                     soon.add(child)
         following = sorted(soon - set(waiting), key=sched.start_order)
         return (waiting + following)[:room]
+
+    def tend(
+        self,
+        now: float,
+        sched: Scheduler,
+        limit: int,
+        starting: int,
+        holding: str | None,
+        make: Callable[[str], Attempt | None],
+    ) -> bool:
+        """Stop the warm processes that will not be used (all of them while HOLDING says why);
+        start those of the tasks likely to start next. MAKE: a task's attempt as it will start,
+        or None if it cannot be warmed. Returns whether anything changed."""
+        changed = False
+        for tid in self.executor.warm_ids():
+            if holding or sched.status[tid] != PENDING:
+                self.discard(tid, holding or sched.status[tid])
+                changed = True
+        if holding:
+            return changed
+        for tid in self.wanted(sched, self.executor.running(), limit, starting, now):
+            attempt = make(tid)
+            try:
+                pid = self.executor.warm(attempt) if attempt is not None else None
+            except OSError:
+                pid = None
+            if pid is None:
+                self.unwarmable.add(tid)
+                continue
+            self.warmed[tid] = now
+            self.events.add("task-warmed", task_id=tid, pid=pid)
+            changed = True
+        return changed
+
+    def discard(self, tid: str, why: str) -> None:
+        self.executor.discard_warm(tid)
+        self.warmed.pop(tid, None)
+        self.discarded += 1
+        self.events.add("task-warm-discarded", task_id=tid, why=why)
+
+    def launched(self, tid: str, warm_s: float | None) -> None:
+        """TID started: on its warm process (WARM_S: how long it had waited), or cold."""
+        was_warm = self.warmed.pop(tid, None) is not None
+        if warm_s is not None:
+            self.used[tid] = warm_s
+            self.events.add("task-warm-used", task_id=tid, warm_s=round(warm_s, 3))
+        elif was_warm:
+            self.discarded += 1
+            why = "started cold: its command or environment changed since it was warmed (a budget, say)"
+            self.events.add("task-warm-discarded", task_id=tid, why=why)
