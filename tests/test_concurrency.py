@@ -46,3 +46,27 @@ def test_a_reset_in_the_past_or_none_pauses_for_the_default() -> None:
     assert pause.begin(resets_at=100.0, now=500.0, now_mono=0.0, default_s=60.0) and pause.until == 560.0
     other = RunPause()
     assert other.begin(resets_at=None, now=500.0, now_mono=0.0, default_s=60.0) and other.until == 560.0
+
+
+def test_status_says_how_many_run_at_once_whether_paused_and_how_many_are_warm() -> None:
+    from awoc_scripts.state.run_status import status_text
+
+    data = {
+        "run_id": "r",
+        "status": "paused",
+        "executing": True,
+        "counts": {"pending": 3},
+        "tokens_used": 10,
+        "total_token_budget": 100,
+        "cost_usd": 0.25,
+        "max_concurrent": 8,
+        "effective_concurrency": 3,
+        "paused_until": "2026-12-02T15:00:00.000Z",
+        "warm_agents": 2,
+        "tasks": [],
+    }
+    line = status_text(data)
+    assert "3 at once (of 8: rate limited)" in line and "paused until 2026-12-02T15:00:00.000Z" in line
+    assert "2 warm" in line and "$0.2500" in line
+    ended = status_text({**data, "executing": False, "paused_until": None})
+    assert "at once" not in ended and "warm" not in ended
