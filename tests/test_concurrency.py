@@ -70,3 +70,14 @@ def test_status_says_how_many_run_at_once_whether_paused_and_how_many_are_warm()
     assert "2 warm" in line and "$0.2500" in line
     ended = status_text({**data, "executing": False, "paused_until": None})
     assert "at once" not in ended and "warm" not in ended
+
+
+def test_a_limit_that_never_says_when_it_resets_pauses_a_few_times_then_is_an_error() -> None:
+    from awoc_scripts.execution.pause import MAX_BLIND_PAUSES
+
+    pause = RunPause()
+    blind = [pause.may_pause(None) for _ in range(MAX_BLIND_PAUSES + 1)]
+    assert blind == [True] * MAX_BLIND_PAUSES + [False]
+    assert pause.may_pause(1000.0)  # one that names its reset always pauses
+    pause.note_success()
+    assert pause.may_pause(None)  # a success in between starts the count again

@@ -399,7 +399,8 @@ class Orchestrator:
         rec.absorb(end.exit_code, outcome, attempt_tokens)
         self.book.spent += attempt_tokens.total
         self.book.cost_spent += float(outcome.cost_usd or 0)
-        if outcome.usage_limit and not end.stopped and self.stop_reason is None:
+        limited = outcome.usage_limit and not end.stopped and self.stop_reason is None
+        if limited and self.pause.may_pause(outcome.resets_at):
             self._usage_limited(tid, outcome.resets_at, outcome.error or "usage limit reached")
             return
         verdict = judge(end.stopped, rec, outcome, attempt_tokens, self.waits.can_wait(rec) and not self.stop_reason)
@@ -410,6 +411,7 @@ class Orchestrator:
             )
         elif verdict == SUCCEEDED:
             self._concurrency_changed(self.concurrency.on_success(self.max_concurrent))
+            self.pause.note_success()
         if verdict == REQUEUE:
             rec.attempts -= 1
             self.scheduler.requeue(tid)

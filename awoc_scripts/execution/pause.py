@@ -7,6 +7,9 @@ from __future__ import annotations
 from awoc_scripts.state.store import iso_of
 
 DEFAULT_PAUSE_S = 300.0  # a usage limit that names no reset (or a past one): look again then
+# a limit that never names its reset (a monthly spend limit, say) may need a person: after this
+# many such pauses in a row it is an ordinary error, and total_timeout and retries apply again
+MAX_BLIND_PAUSES = 3
 LONGEST_PAUSE_S = 8 * 86400.0  # a weekly limit, with room; beyond that the text was misread
 
 
@@ -15,6 +18,20 @@ class RunPause:
         self.until: float | None = None  # Unix time
         self._began_mono: float | None = None
         self._paused_before_s = 0.0
+        self._blind_pauses = 0
+
+    def note_success(self) -> None:
+        self._blind_pauses = 0
+
+    def may_pause(self, resets_at: float | None) -> bool:
+        """Pause for this limit? Always when it says when it resets; else a few times in a row."""
+        if resets_at is not None:
+            self._blind_pauses = 0
+            return True
+        if self.until is not None:
+            return True  # already paused: it only joins the pause
+        self._blind_pauses += 1
+        return self._blind_pauses <= MAX_BLIND_PAUSES
 
     @property
     def active(self) -> bool:
