@@ -59,9 +59,10 @@ def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
             except OSError as exc:
                 return _ended(spec, 127, b"", f"cannot start: {exc}".encode(), started, worker, None, False)
         assert leader.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
+        with contextlib.suppress(BrokenPipeError):  # a program that ends without reading its prompt
             leader.stdin.write(spec["prompt"])
-        leader.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # closing flushes what is left, and may find it gone
+            leader.stdin.close()
         stopped = False
         deadline = time.monotonic() + float(spec["timeout_s"])
         next_event_check = 0.0
