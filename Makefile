@@ -43,7 +43,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# make bench: every benchmark, one table, bench/results.json (about 4 minutes). BENCH_ARGS=--quick for a smoke run.
+# make bench: every benchmark, one table, bench/results.json (about 6 minutes). BENCH_ARGS=--quick for a smoke run.
 bench: install
 	command -v parallel >/dev/null || (apt-get update && apt-get install -y parallel)
 	command -v make >/dev/null || (apt-get update && apt-get install -y make)
