@@ -9,8 +9,6 @@ MAX_TASK_KEYS task keys (the least recently seen go first).
 
 from __future__ import annotations
 
-import hashlib
-import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,8 @@ MAX_TASK_KEYS = 2000
 
 
 def task_key(agent: str, description: str) -> str:
+    import hashlib  # 3 ms: only where there is a history to look in
+
     text = f"{agent}\0{' '.join(description.split())}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
@@ -53,7 +53,7 @@ class History:
         return cls(data if isinstance(data, dict) else {})
 
     def expect(self, agent: str, description: str) -> Expectation | None:
-        entry = self.tasks.get(task_key(agent, description))
+        entry = self.tasks.get(task_key(agent, description)) if self.tasks else None
         if entry and entry.get("runs"):
             return _expectation(entry["runs"], "task")
         entry = self.agents.get(agent)
@@ -67,8 +67,14 @@ def _expectation(runs: list[dict[str, Any]], source: str) -> Expectation:
     tokens = [int(r.get("tokens") or 0) for r in runs]
     costs = [float(r.get("cost_usd") or 0) for r in runs]
     return Expectation(
-        round(statistics.median(durations), 3), (min(tokens), max(tokens)), (min(costs), max(costs)), len(runs), source
+        round(_median(durations), 3), (min(tokens), max(tokens)), (min(costs), max(costs)), len(runs), source
     )
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)  # (statistics.median would cost 6 ms of imports on every plan)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def record_run(root: Path, run_id: str, results: Iterable[Mapping[str, Any]]) -> int:
