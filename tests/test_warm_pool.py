@@ -154,3 +154,22 @@ def test_memory_short_stops_warm_processes_first(fake_claude: Path, state_dir: P
     assert [(e["task_id"], e["why"]) for e in discarded] == [("after", "memory short")]
     assert not any(e["event"] == "task-warm-used" for e in seen)
     assert task_results(run_dir)["after"]["status"] == "succeeded"
+
+
+def test_an_agent_command_is_warmed_only_when_it_says_it_reads_its_prompt_late(fake_claude: Path) -> None:
+    def config(warm_start: bool) -> dict[str, Any]:
+        return {
+            "parallel_config": {"warm_agents": 1, "runner": {"command": ["cat"], "warm_start": warm_start}},
+            "tasks": [
+                {"task_id": "first", "agent": "qa", "description": "x", "command": ["sleep", "1.5"]},
+                {"task_id": "after", "agent": "qa", "description": "echo me", "dependencies": ["first"]},
+            ],
+        }
+
+    code, run_dir = run(config(True))
+    assert code == 0
+    assert [e["task_id"] for e in events(run_dir) if e["event"] == "task-warm-used"] == ["after"]
+    assert "echo me" in task_results(run_dir)["after"]["result"]  # cat got the whole prompt, late
+    code, run_dir = run(config(False))
+    assert code == 0
+    assert not any(e["event"].startswith("task-warm") for e in events(run_dir))

@@ -30,6 +30,7 @@ from awoc_scripts.execution.policies.task_limits import TaskLimits
 from awoc_scripts.execution.records import Options, TaskRecord
 from awoc_scripts.execution.retries import TransientWaits, reduced_budget
 from awoc_scripts.execution.run_end import final_status
+from awoc_scripts.execution.runners import agent_command
 from awoc_scripts.execution.task_book import TaskBook
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, MB_PER_AGENT, START_UP_S, WarmPool, default_size
 from awoc_scripts.plan_types import Plan, Task
@@ -144,6 +145,9 @@ class Orchestrator:
     def _pool_size(self) -> int:
         if not any(not t.get("command") and t["isolation"] == "process" for t in self.tasks):
             return 0  # nothing here could use a warm agent
+        runner = self.config.get("runner") or {}
+        if agent_command(self.config, self.options.environ) and not runner.get("warm_start"):
+            return 0  # an agent command that reads its prompt at once
         configured = self.config.get("warm_agents")
         if configured is not None:
             return int(configured)
