@@ -218,12 +218,13 @@ def marked_processes(run_id: str, task_id: str | None = None) -> list[int]:
             continue
         entries = environ.split(b"\0")
         hit = exact in entries if exact else any(e.startswith(prefix) for e in entries)
-        if hit and not _is_zombie(int(name)):
+        if hit and not process_gone(int(name)):
             found.append(int(name))
     return found
 
 
-def _is_zombie(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
+    """Dead, or a zombie: it runs no more."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"

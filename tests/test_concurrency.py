@@ -81,3 +81,32 @@ def test_a_limit_that_never_says_when_it_resets_pauses_a_few_times_then_is_an_er
     assert pause.may_pause(1000.0)  # one that names its reset always pauses
     pause.note_success()
     assert pause.may_pause(None)  # a success in between starts the count again
+
+
+def test_time_paused_does_not_count_toward_the_total_timeout() -> None:
+    from awoc_scripts.execution.policies.time_pressure import TimePressure
+
+    class Run:
+        started_mono = 0.0
+
+        def __init__(self) -> None:
+            self.aborted: list[str] = []
+            self.pause = RunPause()
+            self.pause.begin(resets_at=2000.0, now=1000.0, now_mono=10.0)  # paused from 10 s on
+
+        def active_elapsed(self, now: float) -> float:
+            return now - self.started_mono - self.pause.paused_s(now)
+
+        def abort(self, reason: str, running_status: str) -> None:
+            self.aborted.append(reason)
+
+        def pull_lever(self, action: str, args: dict[str, object], why: str) -> None:
+            pass
+
+    run = Run()
+    policy = TimePressure(total_timeout=60.0, pressure_on=False)
+    policy.check(run, now=500.0)  # 500 s since the start, 490 of them paused
+    assert run.aborted == []
+    run.pause.end_if_due(now=2000.0, now_mono=500.0)
+    policy.check(run, now=560.0)  # 70 s executing
+    assert run.aborted == ["total timeout of 60 s reached"]

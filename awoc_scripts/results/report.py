@@ -45,6 +45,9 @@ def run_metadata(run: Run) -> dict[str, Any]:
     execution = read_json(run.execution_file, default={})
     state = read_json(run.state_file, default={})
     config = execution.get("parallel_config") or plan["parallel_config"]
+    executed = bool(state.get("executions"))
+    # one pass over events.jsonl (100,000 lines at scale) for everything the report reads of it
+    events = run.read_events(only=(*POLICY_EVENTS, *WARM_EVENTS, CONCURRENCY_EVENT)) if executed else []
     return {
         "run_id": run.run_id,
         "workflow": plan.get("workflow"),
@@ -60,9 +63,9 @@ def run_metadata(run: Run) -> dict[str, Any]:
         "executions": state.get("executions") or [],
         "dependencies": {t["task_id"]: t.get("dependencies") or [] for t in plan["tasks"]},
         "policies": execution.get("policies") or [],
-        "policy_actions": policy_actions(run) if state.get("executions") else [],
-        "concurrency": concurrency_changes(run, config["max_concurrent"]) if state.get("executions") else None,
-        "warm_events": run.read_events(only=WARM_EVENTS) if state.get("executions") else [],
+        "policy_actions": policy_actions(events),
+        "concurrency": concurrency_changes(events, config["max_concurrent"]) if executed else None,
+        "warm_events": [e for e in events if e["event"] in WARM_EVENTS],
     }
 
 
@@ -77,6 +80,7 @@ POLICY_EVENTS = (
 
 
 WARM_EVENTS = ("task-warmed", "task-warm-used", "task-warm-discarded")
+CONCURRENCY_EVENT = "concurrency-change"
 
 
 def warm_pool_summary(events: Sequence[Mapping[str, Any]], actual_path: Sequence[str]) -> dict[str, Any] | None:
@@ -95,9 +99,9 @@ def warm_pool_summary(events: Sequence[Mapping[str, Any]], actual_path: Sequence
     }
 
 
-def concurrency_changes(run: Run, max_concurrent: int) -> dict[str, Any]:
+def concurrency_changes(events: Sequence[Mapping[str, Any]], max_concurrent: int) -> dict[str, Any]:
     """How rate limits moved the run's effective concurrency (see execution/concurrency.py)."""
-    changes = run.read_events(only=("concurrency-change",))
+    changes = [e for e in events if e["event"] == CONCURRENCY_EVENT]
     cuts = [c for c in changes if c.get("after", 0) < c.get("before", 0)]
     return {
         "max_concurrent": max_concurrent,
@@ -108,10 +112,10 @@ def concurrency_changes(run: Run, max_concurrent: int) -> dict[str, Any]:
     }
 
 
-def policy_actions(run: Run) -> list[dict[str, Any]]:
+def policy_actions(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """What the pressure policies (and levers from outside) did, from the run's events."""
     actions = []
-    for event in run.read_events(only=("lever", *POLICY_EVENTS)):
+    for event in events:
         name = event.get("event")
         if name == "lever":
             actions.append(

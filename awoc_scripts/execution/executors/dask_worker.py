@@ -90,22 +90,16 @@ def sweep_dead_scratch(tmp: str | None = None) -> list[str]:
     """Scratch folders of attempts whose worker was killed (its pid is in the name) go."""
     import shutil
 
+    from awoc_scripts.processes import process_gone
+
     removed = []
     base = Path(tmp or tempfile.gettempdir())
     for folder in base.glob(f"{SCRATCH_PREFIX}*-*"):
         pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and process_gone(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie runs no more
-    except (OSError, IndexError):
-        return False
 
 
 def _still_running(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
