@@ -26,6 +26,7 @@ PR_SET_CHILD_SUBREAPER = 36
 # end still counts as made while it ran
 TICK_SLACK_S = 0.05
 SWEEP_INTERVAL_S = 0.2
+SCAN_INTERVAL_S = 1.0
 
 
 def set_subreaper(on: bool) -> bool:
@@ -36,12 +37,41 @@ def set_subreaper(on: bool) -> bool:
         return False
 
 
-def own_children() -> list[int]:
+def children_listed() -> bool:
+    """Whether the kernel lists a task's children in /proc (CONFIG_PROC_CHILDREN; compact kernels
+    of some virtual machines leave it out)."""
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def own_children(listed: bool | None = None) -> list[int]:
+    """This process's children: from the kernel's lists when LISTED (looked up when not given),
+    else by reading every process's parent."""
+    if listed is None:
+        listed = children_listed()
+    if not listed:
+        return _children_by_parent(os.getpid())
     pids: list[int] = []
     with contextlib.suppress(OSError):
         for thread in os.listdir("/proc/self/task"):
             with contextlib.suppress(OSError), open(f"/proc/self/task/{thread}/children", "rb") as fh:
                 pids.extend(int(p) for p in fh.read().split())
+    return pids
+
+
+def _children_by_parent(parent: int) -> list[int]:
+    """Every process whose parent is PARENT, read from each /proc/<pid>/stat."""
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent:
+                pids.append(int(name))
     return pids
 
 
@@ -60,7 +90,10 @@ class Orphans:
     def __init__(self) -> None:
         self.enabled = set_subreaper(True)
         self.session = os.getsid(0)
-        self._before = set(own_children())  # children this process had already: none is an orphan
+        self._listed = children_listed()
+        # without the kernel's list, finding them reads every process's stat: less often
+        self._interval = SWEEP_INTERVAL_S if self._listed else SCAN_INTERVAL_S
+        self._before = set(own_children(self._listed))  # children this process had already: none is an orphan
         self._running: dict[int, float] = {}  # task root pid -> its start (create time)
         self._last_sweep = 0.0
         self.killed: list[int] = []
@@ -78,7 +111,7 @@ class Orphans:
         """Reap adopted zombies; kill the orphans that no running task can have made (an orphan
         made before a task started is not that task's), or, with EVERYTHING, all of them."""
         now = time.monotonic()
-        if not self.enabled or not (force or everything or now - self._last_sweep >= SWEEP_INTERVAL_S):
+        if not self.enabled or not (force or everything or now - self._last_sweep >= self._interval):
             return
         self._last_sweep = now
         for pid in self._adopted():
@@ -94,7 +127,7 @@ class Orphans:
     def _adopted(self) -> list[int]:
         """Our children that are no task's own process and not in our session."""
         found = []
-        for pid in own_children():
+        for pid in own_children(self._listed):
             if pid in self._running or pid in self._before:
                 continue  # a task's own process (its executor reaps it), or one we had before
             seen = _state_and_session(pid)
