@@ -4,8 +4,10 @@ A process a task leaves behind after its parent died (`( setsid env -i daemon & 
 task's process group and may carry no environment marker; where no cgroup holds it, nothing else
 would find it. As a child subreaper (prctl PR_SET_CHILD_SUBREAPER) the orchestrator inherits such
 orphans instead of init. Which task an orphan came from is not written anywhere, so it is judged by
-time: it was created while some tasks were running, and it is killed once every one of them has
-ended (at once when none was running). At the end, every orphan left is killed and reaped.
+time: it was created while some tasks were running, and it is killed at the first sweep (a few
+tenths of a second) after every one of them has ended. At the end, every orphan left is killed and
+reaped. Where the kernel does not list a process's children in /proc, finding orphans reads every
+process's stat, so sweeps with no task ended since the last come less often.
 
 Only processes outside the orchestrator's own session count (tasks start in sessions of their
 own, while its other children, git say, stay in its session), and none it had before the run.
@@ -91,8 +93,7 @@ class Orphans:
         self.enabled = set_subreaper(True)
         self.session = os.getsid(0)
         self._listed = children_listed()
-        # without the kernel's list, finding them reads every process's stat: less often
-        self._interval = SWEEP_INTERVAL_S if self._listed else SCAN_INTERVAL_S
+        self._due = False  # a task ended since the last sweep
         self._before = set(own_children(self._listed))  # children this process had already: none is an orphan
         self._running: dict[int, float] = {}  # task root pid -> its start (create time)
         self._last_sweep = 0.0
@@ -103,17 +104,21 @@ class Orphans:
             self._running[pid] = process_create_time(pid) or time.time()
 
     def task_ended(self, pid: int) -> None:
-        """After the task's root was reaped: what it left is judged at once."""
+        """After the task's root was reaped: what it left is judged at the next sweep (within
+        SWEEP_INTERVAL_S), so that many tasks ending together cost one look."""
         if self._running.pop(pid, None) is not None:
-            self.sweep(force=True)
+            self._due = True
 
     def sweep(self, force: bool = False, everything: bool = False) -> None:
         """Reap adopted zombies; kill the orphans that no running task can have made (an orphan
         made before a task started is not that task's), or, with EVERYTHING, all of them."""
         now = time.monotonic()
-        if not self.enabled or not (force or everything or now - self._last_sweep >= self._interval):
+        # without the kernel's list of children, a sweep reads every process's stat: less often
+        interval = SWEEP_INTERVAL_S if self._listed or self._due else SCAN_INTERVAL_S
+        if not self.enabled or not (force or everything or now - self._last_sweep >= interval):
             return
         self._last_sweep = now
+        self._due = False
         for pid in self._adopted():
             seen = _state_and_session(pid)
             if seen is None:
