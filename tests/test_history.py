@@ -58,6 +58,36 @@ def test_history_keeps_the_last_runs_and_the_most_recent_tasks(tmp_path: Path, m
 def test_a_damaged_history_is_no_history(tmp_path: Path) -> None:
     (tmp_path / "history.json").write_text("{not json")
     assert History.load(tmp_path).expect("qa", "x") is None
+
+
+MISSHAPEN = [
+    "[]",
+    '{"tasks": 5, "agents": "qa"}',
+    '{"tasks": {"k": 1}, "agents": {"qa": {"runs": {"a": 1}}}}',
+    '{"agents": {"qa": {"runs": [null, 3, {"duration_s": "a"}, {"duration_s": -1}, {"duration_s": true}]}}}',
+    '{"agents": {"qa": {"runs": [{"duration_s": 1e400}, {"tokens": 5}]}}}',
+]
+
+
+@pytest.mark.parametrize("text", MISSHAPEN)
+def test_a_misshapen_history_costs_expectations_never_the_run(cli, state_dir: Path, text: str) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "history.json").write_text(text)
+    assert History.load(state_dir).expect("qa", "the slow one") is None
+    plan, _ = plan_of(cli, state_dir)
+    assert {t["duration_source"] for t in plan["tasks"]} == {"timeout"}
+    again = History.load(state_dir).expect("qa", "the slow one")  # rewritten whole by the run
+    assert again is not None and again.runs == 1
+
+
+def test_the_good_entries_of_a_history_survive_the_bad_ones(tmp_path: Path) -> None:
+    good = {"run_id": "r", "duration_s": 2.5, "tokens": 7, "cost_usd": 0.5}
+    bad = {"duration_s": "soon", "tokens": -3}
+    text = {"agents": {"qa": {"runs": [good, bad, {**good, "tokens": 2.5, "cost_usd": "x"}]}, "dev": [good]}}
+    (tmp_path / "history.json").write_bytes(orjson.dumps(text))
+    seen = History.load(tmp_path).expect("qa", "anything")
+    assert seen is not None and seen.runs == 2 and seen.tokens == (0, 7) and seen.cost_usd == (0.0, 0.5)
+    assert History.load(tmp_path).expect("dev", "anything") is None
     record_run(tmp_path, "r", [{"status": "succeeded", "started_at": "x", "agent": "qa", "task": "x", "duration_s": 1}])
     assert History.load(tmp_path).expect("qa", "x") is not None
 

@@ -9,10 +9,11 @@ MAX_TASK_KEYS task keys (the least recently seen go first).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
@@ -40,17 +41,12 @@ class Expectation:
 
 
 class History:
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.tasks: dict[str, dict[str, Any]] = dict(data.get("tasks") or {})
-        self.agents: dict[str, dict[str, Any]] = dict(data.get("agents") or {})
+    def __init__(self, data: object) -> None:
+        self.tasks, self.agents = _tables(data)
 
     @classmethod
     def load(cls, root: Path) -> History:
-        try:
-            data = read_json(root / HISTORY_FILE, default={})
-        except Exception:  # noqa: BLE001 - a damaged history only means no expectations
-            data = {}
-        return cls(data if isinstance(data, dict) else {})
+        return cls(_read(root / HISTORY_FILE))
 
     def expect(self, agent: str, description: str) -> Expectation | None:
         entry = self.tasks.get(task_key(agent, description)) if self.tasks else None
@@ -60,6 +56,50 @@ class History:
         if entry and entry.get("runs"):
             return _expectation(entry["runs"], "agent")
         return None
+
+
+def _read(path: Path) -> object:
+    try:
+        return read_json(path, default={})
+    except Exception:  # noqa: BLE001 - a damaged history only means no expectations
+        return {}
+
+
+def _tables(data: object) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The task and agent tables of a history file, keeping only well-formed entries: the file is
+    ours, but a hand edit or another version must cost expectations, never a run."""
+    found = data if isinstance(data, dict) else {}
+    return _table(found.get("tasks")), _table(found.get("agents"))
+
+
+def _table(table: object) -> dict[str, dict[str, Any]]:
+    kept: dict[str, dict[str, Any]] = {}
+    for name, slot in table.items() if isinstance(table, dict) else ():
+        if not isinstance(slot, dict) or not isinstance(slot.get("runs"), list):
+            continue
+        runs = [run for run in (_run(r) for r in slot["runs"]) if run is not None]
+        if runs:
+            extras = {k: v for k, v in slot.items() if k in ("seen_at", "agent") and isinstance(v, str)}
+            kept[str(name)] = {**extras, "runs": runs[-RUNS_KEPT:]}
+    return kept
+
+
+def _run(run: object) -> dict[str, Any] | None:
+    if not isinstance(run, dict):
+        return None
+    duration, tokens, cost = run.get("duration_s"), run.get("tokens"), run.get("cost_usd")
+    if not _amount(duration):
+        return None
+    return {
+        "run_id": str(run.get("run_id", "")),
+        "duration_s": float(duration),
+        "tokens": int(tokens) if isinstance(tokens, int) and _amount(tokens) else 0,
+        "cost_usd": float(cost) if _amount(cost) else 0.0,
+    }
+
+
+def _amount(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def _expectation(runs: list[dict[str, Any]], source: str) -> Expectation:
@@ -84,12 +124,7 @@ def record_run(root: Path, run_id: str, results: Iterable[Mapping[str, Any]]) ->
         return 0
     path = root / HISTORY_FILE
     with file_lock(path):
-        try:
-            data = read_json(path, default={})
-        except Exception:  # noqa: BLE001 - start again rather than never learn
-            data = {}
-        tasks: dict[str, Any] = data.get("tasks") or {} if isinstance(data, dict) else {}
-        agents: dict[str, Any] = data.get("agents") or {} if isinstance(data, dict) else {}
+        tasks, agents = _tables(_read(path))  # what is damaged is dropped rather than never learn again
         seen = now_iso()
         for result in done:
             tokens_used = result.get("tokens_used")
