@@ -16,6 +16,7 @@ from awoc_scripts.execution.runners import Tokens
 from awoc_scripts.launcher import command_for
 from awoc_scripts.processes import kill_marked, process_create_time
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.state_shape import requested_controls
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, read_json
 from awoc_scripts.state.task_states import CANCELLED, PENDING, RUNNING, SUCCEEDED, TERMINAL
 
@@ -35,7 +36,7 @@ class LiveState:
         return tasks
 
     def _load(self, resume: bool) -> dict[str, Any]:
-        state: dict[str, Any] = read_json(self.run.state_file, default={})
+        state = self.run.read_state()
         if state and orchestrator_alive(state):
             pid = state["orchestrator"]["pid"]
             raise StateError(f"run {self.run.run_id} is being executed right now by process {pid}")
@@ -124,8 +125,11 @@ class LiveState:
     ) -> None:
         """Write our view to state.json, keeping (and, unless final, applying) lever requests made meanwhile."""
         with file_lock(self.run.state_file):
-            disk: dict[str, Any] = read_json(self.run.state_file, default={})
-            self.data["controls"] = disk.get("controls", self.data.get("controls", []))
+            disk = read_json(self.run.state_file, default={})
+            disk = disk if isinstance(disk, dict) else {}
+            # only what levers add is taken from the file, and only in its shape (the whole check
+            # costs 2 µs a task at every flush); anything else there is ours to overwrite
+            self.data["controls"] = requested_controls(disk, self.data.get("controls", []))
             if not final:
                 apply_controls(self.data)
             if self.data.get("executions"):
@@ -133,7 +137,7 @@ class LiveState:
             self.data.update(
                 status=status,
                 tasks=snapshot(),
-                revision=int(disk.get("revision", 0)) + 1,
+                revision=(disk["revision"] if type(disk.get("revision")) is int else self.data.get("revision", 0)) + 1,
                 updated_at=now_iso(),
                 **fields,
             )

@@ -281,15 +281,20 @@ class Run:
     def locked_state(self) -> Iterator[dict[str, Any]]:
         """Read-modify-write of state.json under its lock; the dict is written back on exit."""
         with file_lock(self.state_file):
-            state: dict[str, Any] = read_json(self.state_file, default={})
+            state = self.read_state()
             yield state
             state["revision"] = int(state.get("revision", 0)) + 1
             state["updated_at"] = now_iso()
             atomic_write_json(self.state_file, state)
 
     def read_state(self) -> dict[str, Any]:
-        data: dict[str, Any] = read_json(self.state_file, default={})
-        return data
+        """state.json ({} before the run first executes), checked to have its shape and the plan's tasks."""
+        from awoc_scripts.state.state_shape import check_state
+
+        return check_state(read_json(self.state_file, default={}), self.state_file, self.task_ids())
+
+    def task_ids(self) -> list[str]:
+        return [t["task_id"] for t in self.read_plan()["tasks"]]
 
 
 class EventBuffer:

@@ -1,0 +1,139 @@
+"""The shape state.json must have before anything acts on it.
+
+state.json is ours, but it is a file in the user's tree: a hand edit, a merge, another program or
+another version can leave it valid JSON of the wrong shape. Every reader checks it here first, so
+such a file is one clear error (its path, the JSON path, what was expected: exit 2), never a crash
+halfway through a resume or a lever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any, NoReturn
+
+from awoc_scripts.errors import StateError
+from awoc_scripts.state.task_states import PENDING, RUNNING, TERMINAL
+
+STATUSES = frozenset({PENDING, RUNNING, *TERMINAL})
+_NONE: type = type(None)
+_INT: frozenset[type] = frozenset({int})
+_NUMBER: frozenset[type] = frozenset({int, float})
+_TEXT: frozenset[type] = frozenset({str})
+_OPTIONAL_INT: frozenset[type] = frozenset({int, _NONE})
+_OPTIONAL_NUMBER: frozenset[type] = frozenset({int, float, _NONE})
+_OPTIONAL_TEXT: frozenset[type] = frozenset({str, _NONE})
+_OBJECT: frozenset[type] = frozenset({dict})
+
+# `type(value) in kinds` rather than isinstance: true and false are not numbers here
+TASK_FIELDS: dict[str, frozenset[type]] = {
+    "status": _TEXT,
+    "token_budget": _INT,
+    "attempts": _INT,
+    "pid": _OPTIONAL_INT,
+    "pid_create_time": _OPTIONAL_NUMBER,
+    "started_at": _OPTIONAL_TEXT,
+    "finished_at": _OPTIONAL_TEXT,
+    "exit_code": _OPTIONAL_INT,
+    "error": _OPTIONAL_TEXT,
+    "reason": _OPTIONAL_TEXT,
+    "previous_error": _OPTIONAL_TEXT,
+    "tokens_used": frozenset({dict, _NONE}),
+    "cost_usd": _OPTIONAL_NUMBER,
+    "cost_budget_usd": _OPTIONAL_NUMBER,
+}
+RUN_FIELDS: dict[str, frozenset[type]] = {
+    "run_id": _TEXT,
+    "status": _TEXT,
+    "orchestrator": frozenset({dict, _NONE}),
+    "max_concurrent": _INT,
+    "tasks": _OBJECT,
+    "controls": frozenset({list}),
+    "revision": _INT,
+    "executions": frozenset({list}),
+    "effective_concurrency": _OPTIONAL_NUMBER,
+    "paused_until": _OPTIONAL_TEXT,
+    "stop_reason": _OPTIONAL_TEXT,
+    "warm_agents": _OPTIONAL_INT,
+    "updated_at": _OPTIONAL_TEXT,
+}
+ORCHESTRATOR_FIELDS: dict[str, frozenset[type]] = {"pid": _INT, "create_time": _OPTIONAL_NUMBER}
+CONTROL_FIELDS: dict[str, frozenset[type]] = {"id": _TEXT, "action": _TEXT, "args": _OBJECT}
+EXECUTION_FIELDS: dict[str, frozenset[type]] = {"started_at": _TEXT, "active_s": _NUMBER}
+_KIND_NAMES = {
+    bool: "true or false",
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    _NONE: "null",
+}
+
+
+def check_state(data: object, path: Path, task_ids: Collection[str] | None = None) -> dict[str, Any]:
+    """DATA, read from PATH, if it has the shape of a state.json ({} for none yet); with TASK_IDS,
+    its tasks must be exactly those. Raises StateError naming the first thing that is wrong."""
+    if not isinstance(data, dict) or type(data) is not dict:
+        _wrong(path, "$", _OBJECT, data)
+    if not data:
+        return data
+    _fields(path, "$", data, RUN_FIELDS)
+    if data.get("max_concurrent", 1) < 1:
+        raise StateError(f"{path}: $.max_concurrent: expected at least 1, found {data['max_concurrent']}")
+    if data.get("orchestrator") is not None:
+        _fields(path, "$.orchestrator", data["orchestrator"], ORCHESTRATOR_FIELDS)
+    for name, fields in (("controls", CONTROL_FIELDS), ("executions", EXECUTION_FIELDS)):
+        for i, item in enumerate(data.get(name, ())):
+            if type(item) is not dict:
+                _wrong(path, f"$.{name}[{i}]", _OBJECT, item)
+            _fields(path, f"$.{name}[{i}]", item, fields)
+            if name == "controls" and not CONTROL_FIELDS.keys() <= item.keys():
+                lacking = sorted(CONTROL_FIELDS.keys() - item.keys())[0]
+                raise StateError(f"{path}: $.controls[{i}].{lacking}: missing")
+    tasks = data.get("tasks", {})
+    for task_id, task in tasks.items():
+        if type(task) is not dict:
+            _wrong(path, f"$.tasks.{task_id}", _OBJECT, task)
+        for name, value in task.items():
+            kinds = TASK_FIELDS.get(name)
+            if kinds is not None and type(value) not in kinds:
+                _wrong(path, f"$.tasks.{task_id}.{name}", kinds, value)
+        if task.get("status", PENDING) not in STATUSES:
+            raise StateError(
+                f"{path}: $.tasks.{task_id}.status: expected one of {', '.join(sorted(STATUSES))}, "
+                f"found {task['status']!r}"
+            )
+    if task_ids is not None and tasks.keys() != set(task_ids):
+        missing = sorted(set(task_ids) - tasks.keys())
+        extra = sorted(tasks.keys() - set(task_ids))
+        what = f"task {missing[0]!r} of the plan is missing" if missing else f"{extra[0]!r} is no task of the plan"
+        raise StateError(f"{path}: $.tasks: {what}")
+    return data
+
+
+def _fields(path: Path, where: str, item: dict[str, Any], fields: dict[str, frozenset[type]]) -> None:
+    for name, kinds in fields.items():
+        if name in item and type(item[name]) not in kinds:
+            _wrong(path, f"{where}.{name}", kinds, item[name])
+
+
+def _wrong(path: Path, where: str, kinds: frozenset[type], found: Any) -> NoReturn:
+    shown = kinds - {int} if float in kinds else kinds  # an integer is a number
+    names = [_KIND_NAMES[k] for k in shown if k is not _NONE] + (["null"] if _NONE in kinds else [])
+    expected = " or ".join(names)
+    raise StateError(
+        f"{path}: {where}: expected {expected}, found {_KIND_NAMES.get(type(found), type(found).__name__)} "
+        "(state.json was changed by something other than awoc; restore it or start the run again)"
+    )
+
+
+def requested_controls(state: dict[str, Any], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The controls of a state.json read while running, if they have their shape, else OURS."""
+    controls = state.get("controls")
+    if type(controls) is not list:
+        return ours
+    for item in controls:
+        if type(item) is not dict or any(type(item.get(k)) not in v for k, v in CONTROL_FIELDS.items()):
+            return ours
+    return controls

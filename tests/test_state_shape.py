@@ -1,0 +1,147 @@
+"""A state.json of the wrong shape (a hand edit, another program) is one clear exit 2 for every
+command that reads it, and nothing is written; never an internal error halfway through a resume."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from awoc_scripts.errors import StateError
+from awoc_scripts.state.state_shape import check_state, requested_controls
+
+CONFIG = orjson.dumps(
+    {
+        "parallel_config": {"max_concurrent": 1},
+        "tasks": [
+            {"task_id": "a", "agent": "qa", "description": "x", "command": ["true"]},
+            {"task_id": "b", "agent": "qa", "description": "y", "command": ["true"], "dependencies": ["a"]},
+        ],
+    }
+).decode()
+
+
+def run_dir(cli, state_dir: Path) -> Path:
+    result = cli("delegate-parallel", "run", "-q", CONFIG)
+    assert result.code == 0, result.stderr
+    return state_dir / "runs" / (state_dir / "current").read_text().strip()
+
+
+def set_in(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+    for key in path[:-1]:
+        doc = doc[key]
+    doc[path[-1]] = value
+
+
+MUTATIONS: dict[str, tuple[tuple[Any, ...], Any, str]] = {
+    "tasks as a list": (("tasks",), [], "$.tasks: expected an object, found a list"),
+    "a task that is null": (("tasks", "a"), None, "$.tasks.a: expected an object, found null"),
+    "an unknown status": (("tasks", "a", "status"), "weird", "$.tasks.a.status: expected one of"),
+    "attempts as text": (("tasks", "a", "attempts"), "many", "$.tasks.a.attempts: expected an integer"),
+    "a budget that is true": (("tasks", "b", "token_budget"), True, "expected an integer, found true or false"),
+    "controls as an object": (("controls",), {"x": 1}, "$.controls: expected a list, found an object"),
+    "a control that is a number": (("controls",), [5], "$.controls[0]: expected an object"),
+    "a control without an id": (("controls",), [{"action": "x", "args": {}}], "$.controls[0].id: missing"),
+    "executions as text": (("executions",), "x", "$.executions: expected a list"),
+    "revision as text": (("revision",), "x", "$.revision: expected an integer"),
+    "no concurrency": (("max_concurrent",), 0, "$.max_concurrent: expected at least 1"),
+    "a pid as text": (("orchestrator",), {"pid": "1"}, "$.orchestrator.pid: expected an integer"),
+    "a missing task": (("tasks",), {}, "$.tasks: task 'a' of the plan is missing"),
+    "a stranger task": (("tasks", "zz"), {"status": "pending"}, "$.tasks: 'zz' is no task of the plan"),
+    "the whole file a list": ((), [], "$: expected an object, found a list"),
+}
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_a_misshapen_state_is_one_clear_exit_2_and_nothing_written(cli, state_dir: Path, name: str) -> None:
+    where, value, message = MUTATIONS[name]
+    directory = run_dir(cli, state_dir)
+    state = orjson.loads((directory / "state.json").read_bytes())
+    for task in state["tasks"].values():
+        task["status"] = "pending"  # so that resume has work to do
+    if where:
+        set_in(state, where, value)
+    else:
+        state = value
+    (directory / "state.json").write_bytes(orjson.dumps(state))
+    before = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    for command in (("delegate-parallel", "resume", "-q"), ("delegate-parallel", "status")):
+        result = cli(*command)
+        assert result.code == 2, (command, result.stdout, result.stderr)
+        assert message in result.stderr and str(directory / "state.json") in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    lever = cli("parallel-to-sequential", "convert-remaining-tasks")
+    assert lever.code == 2 and message in lever.stderr
+    assert {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()} == before
+
+
+def test_a_well_formed_state_of_an_older_version_still_resumes(cli, state_dir: Path) -> None:
+    directory = run_dir(cli, state_dir)
+    state = orjson.loads((directory / "state.json").read_bytes())
+    for key in ("effective_concurrency", "paused_until", "warm_agents", "executions", "stop_reason"):
+        state.pop(key, None)  # fields later versions added
+    state["tasks"]["b"] = {"status": "pending", "token_budget": 1000, "attempts": 0}
+    (directory / "state.json").write_bytes(orjson.dumps(state))
+    result = cli("delegate-parallel", "resume", "-q")
+    assert result.code == 0, result.stderr
+    assert orjson.loads((directory / "state.json").read_bytes())["tasks"]["b"]["status"] == "succeeded"
+
+
+def paths_of(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            found += paths_of(value, (*prefix, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            found += paths_of(value, (*prefix, i))
+    return found
+
+
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["pid", "id", "status", "x"]), st.integers() | st.text(max_size=3), max_size=2),
+)
+
+
+@pytest.fixture(scope="module")
+def finished_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real state.json, of a run with a lever applied, for the fuzzer to damage."""
+    from awoc_scripts.cli import delegate_parallel, levers
+
+    root = tmp_path_factory.mktemp("shape") / "state"
+    with pytest.raises(SystemExit):
+        delegate_parallel.main(["run", "-q", "--state-dir", str(root), CONFIG])
+    with pytest.raises(SystemExit):
+        levers.sequential_main(["convert-remaining-tasks", "--state-dir", str(root)])
+    run = root / "runs" / (root / "current").read_text().strip()
+    state: dict[str, Any] = orjson.loads((run / "state.json").read_bytes())
+    assert state["controls"] and state["executions"]
+    return state
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_damage_is_refused_by_name_or_leaves_a_state_its_readers_can_use(finished_state, data) -> None:
+    state = copy.deepcopy(finished_state)
+    where = data.draw(st.sampled_from(paths_of(state)))
+    set_in(state, where, data.draw(junk))
+    try:
+        checked = check_state(state, Path("state.json"), ["a", "b"])
+    except StateError as exc:
+        assert str(exc).startswith("state.json: $") and "\n" not in str(exc)
+        return
+    # what passes is what the readers rely on
+    for task in checked["tasks"].values():
+        assert isinstance(task, dict) and isinstance(task.get("status", "pending"), str)
+    assert requested_controls(checked, []) == checked.get("controls", [])
