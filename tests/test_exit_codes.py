@@ -136,6 +136,7 @@ def test_total_time_after_resume_leaves_out_the_idle_gap(cli, state_dir: Path) -
     plan["tasks"][0]["timeout"] = 10
     plan["parallel_config"]["total_timeout"] = 10
     plan_file.write_bytes(orjson.dumps(plan))
+    (state_dir / "runs" / run_id / "plan.json.crc32").unlink()  # changed on purpose: no seal to refuse it
     (state_dir / "runs" / run_id / "execution.json").unlink()
     again = cli("delegate-parallel", "resume", run_id, "-q")
     assert again.code == 0, again.stderr

@@ -16,7 +16,7 @@ from awoc_scripts.execution.runners import Tokens
 from awoc_scripts.launcher import command_for
 from awoc_scripts.processes import kill_marked, process_create_time
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
-from awoc_scripts.state.state_shape import requested_controls
+from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, read_json
 from awoc_scripts.state.task_states import CANCELLED, PENDING, RUNNING, SUCCEEDED, TERMINAL
 
@@ -95,7 +95,11 @@ class LiveState:
 
     def _restore_record(self, tid: str, rec: TaskRecord) -> None:
         """A task that keeps its outcome: what it produced, from its result file."""
-        previous = read_json(self.run.task_files(tid).result, default={})
+        path = self.run.task_files(tid).result
+        previous = read_json(path, default={})
+        problem = result_problem(previous)
+        if problem:  # its work is kept, so what it says must be usable
+            raise StateError(f"{path}: {problem} {NOT_OURS}")
         rec.result = str(previous.get("result", ""))
         rec.attempts = int(previous.get("attempts", 1))
         rec.tokens = Tokens(**{k: v for k, v in previous.get("tokens_used", {}).items() if k != "total"})

@@ -15,7 +15,7 @@ from awoc_scripts.flow.prepare import check_executable
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.state.history import History, record_run
-from awoc_scripts.state.store import Run, StateStore, read_json
+from awoc_scripts.state.store import Run, StateStore
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, Plan, d
     run = store.open_run(run_id)
     plan = run.read_plan()
     check_executable(plan)
-    execution = read_json(run.execution_file, default={})
+    execution = run.read_execution()
     if not execution:
         execution = plan_execution(plan, history=History.load(store.root))
         run.write_execution(execution)

@@ -8,7 +8,7 @@ from typing import Any
 
 from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.plan_types import Plan
-from awoc_scripts.state.store import Run, StateStore, atomic_write_json, now_iso
+from awoc_scripts.state.store import Run, StateStore, now_iso
 
 
 @without_gc
@@ -32,7 +32,7 @@ def save_new_run(store: StateStore, plan: Plan) -> Run:
         check_new_branches(plan, run.run_id)
         plan["run_id"] = run.run_id
         plan["created_at"] = now_iso()
-        atomic_write_json(run.plan_file, plan)
+        run.write_plan(plan)
 
     return store.create_run(write)
 

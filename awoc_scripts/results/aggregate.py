@@ -21,6 +21,7 @@ from awoc_scripts.input.documents import read_json_file
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import graph_metrics
 from awoc_scripts.state.run_tasks import result_from_state
+from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import Run, now_iso
 from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL
 
@@ -33,6 +34,9 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("agent"), str):
         raise InputError(f'{source}: expected a task result object with an "agent"')
     if "task_id" in data and "status" in data:
+        problem = result_problem(data)
+        if problem:
+            raise InputError(f"{source}: {problem}")
         return dict(data)
     match = SEED_RESULT_NAME.match(Path(source).name)
     exit_code = data.get("exit_code", 0)

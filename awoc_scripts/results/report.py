@@ -42,7 +42,7 @@ def percent(value: float) -> str:
 def run_metadata(run: Run) -> dict[str, Any]:
     """What the report needs to know about a run beyond its results."""
     plan = run.read_plan()
-    execution = read_json(run.execution_file, default={})
+    execution = run.read_execution()
     state = read_json(run.state_file, default={})
     config = execution.get("parallel_config") or plan["parallel_config"]
     executed = bool(state.get("executions"))

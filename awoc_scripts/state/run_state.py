@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.state.store import Run, read_json
+from awoc_scripts.state.store import Run
 from awoc_scripts.state.task_states import PENDING
 
 
 def initial_state(run: Run) -> dict[str, Any]:
     """state.json before anything ran, from execution.json if planned, else from plan.json."""
-    source = read_json(run.execution_file, default={}) or run.read_plan()
+    source = run.read_execution() or run.read_plan()
     config = source["parallel_config"]
     return {
         "schema": PLAN_SCHEMA,

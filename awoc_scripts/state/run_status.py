@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from awoc_scripts.state.store import StateStore, read_json
+from awoc_scripts.state.store import StateStore
 
 
 def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
     for task in tasks.values():
         counts[task["status"]] = counts.get(task["status"], 0) + 1
     used = sum(t.get("tokens_used", {}).get("total", 0) for t in tasks.values())
-    execution = read_json(run.execution_file, default={})
+    execution = run.read_execution()
     total = (execution.get("parallel_config") or run.read_plan()["parallel_config"])["total_token_budget"]
     return {
         "run_id": run.run_id,

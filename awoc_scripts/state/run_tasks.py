@@ -9,6 +9,7 @@ from typing import Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.plan_types import Plan, Task
+from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import Run, now_iso, read_json
 from awoc_scripts.state.task_states import PENDING
 
@@ -50,7 +51,7 @@ def plan_task(plan: Plan, task_id: str) -> Task:
 
 def run_config(run: Run) -> dict[str, Any]:
     """The effective parallel_config: the execution plan's if planned, else the validated plan's."""
-    execution = read_json(run.execution_file, default={})
+    execution = run.read_execution()
     config: dict[str, Any] = (execution.get("parallel_config") or run.read_plan()["parallel_config"]) or {}
     return config
 
@@ -60,7 +61,7 @@ def read_result(run: Run, task_id: str) -> dict[str, Any]:
         data = read_json(run.task_files(task_id).result, default={})
     except Exception:  # noqa: BLE001 - a corrupt result file reads as none: the state still says how it ended
         return {}
-    return data if isinstance(data, dict) else {}
+    return data if result_problem(data) is None else {}
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

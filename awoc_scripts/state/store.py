@@ -17,6 +17,7 @@ import itertools
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +96,41 @@ def read_json(path: Path, default: Any = None) -> Any:
         if default is not None:
             return default
         raise StateError(f"{path}: missing") from None
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"{path}: corrupt JSON ({exc})") from None
+
+
+SEAL_SUFFIX = ".crc32"
+
+
+def write_sealed_json(path: Path, data: Any) -> None:
+    """A file written once that nothing should change afterwards (a run's plan): with a checksum
+    beside it, so that a change is found when it is read rather than acted on."""
+    raw = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+    seal = path.with_name(path.name + SEAL_SUFFIX)
+    with contextlib.suppress(FileNotFoundError):
+        seal.unlink()  # killed before the new seal is written, the file goes unchecked, not refused
+    atomic_write_bytes(path, raw)
+    atomic_write_bytes(seal, f"{zlib.crc32(raw):08x}\n".encode())
+
+
+def read_sealed_json(path: Path, remedy: str, default: Any = None) -> Any:
+    """What write_sealed_json wrote; a file changed since then is a StateError saying REMEDY."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        if default is not None:
+            return default
+        raise StateError(f"{path}: missing") from None
+    try:
+        seal = path.with_name(path.name + SEAL_SUFFIX).read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        seal = None  # written before seals, or by a writer killed before its seal
+    if seal is not None and seal != f"{zlib.crc32(raw):08x}":
+        raise StateError(f"{path}: changed after awoc wrote it; awoc never changes this file. {remedy}")
+    try:
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise StateError(f"{path}: corrupt JSON ({exc})") from None
 
@@ -239,8 +275,18 @@ class Run:
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
 
+    def write_plan(self, plan: Plan) -> None:
+        write_sealed_json(self.plan_file, plan)
+
     def write_execution(self, execution: dict[str, Any]) -> None:
-        atomic_write_json(self.execution_file, execution)
+        write_sealed_json(self.execution_file, execution)
+
+    def read_execution(self) -> dict[str, Any]:
+        """execution.json, or {} before the run is planned for execution."""
+        execution: dict[str, Any] = read_sealed_json(
+            self.execution_file, "Delete it, and the run is planned for execution again from its plan.", default={}
+        )
+        return execution
 
     def exists(self) -> bool:
         return self.plan_file.is_file()
@@ -248,7 +294,10 @@ class Run:
     def read_plan(self) -> Plan:
         """plan.json, read once: a plan never changes after its run is made."""
         if self._plan is None:
-            self._plan = read_json(self.plan_file)
+            self._plan = read_sealed_json(
+                self.plan_file,
+                "A run is executed as it was planned: restore it, or start a new run with the change in its config.",
+            )
         return self._plan
 
     def append_event(self, event: str, **fields: Any) -> dict[str, Any]:
@@ -289,7 +338,7 @@ class Run:
 
     def read_state(self) -> dict[str, Any]:
         """state.json ({} before the run first executes), checked to have its shape and the plan's tasks."""
-        from awoc_scripts.state.state_shape import check_state
+        from awoc_scripts.state.shapes import check_state
 
         return check_state(read_json(self.state_file, default={}), self.state_file, self.task_ids())
 

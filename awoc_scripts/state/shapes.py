@@ -1,9 +1,9 @@
-"""The shape state.json must have before anything acts on it.
+"""The shapes a run's state.json and its task results must have before anything acts on them.
 
-state.json is ours, but it is a file in the user's tree: a hand edit, a merge, another program or
-another version can leave it valid JSON of the wrong shape. Every reader checks it here first, so
-such a file is one clear error (its path, the JSON path, what was expected: exit 2), never a crash
-halfway through a resume or a lever.
+These files are ours, but they live in the user's tree: a hand edit, a merge, another program or
+another version can leave valid JSON of the wrong shape. Readers check them here first, so such a
+file is one clear error (its path, the JSON path, what was expected: exit 2), never a crash halfway
+through a resume, a lever or a report.
 """
 
 from __future__ import annotations
@@ -60,6 +60,27 @@ RUN_FIELDS: dict[str, frozenset[type]] = {
 ORCHESTRATOR_FIELDS: dict[str, frozenset[type]] = {"pid": _INT, "create_time": _OPTIONAL_NUMBER}
 CONTROL_FIELDS: dict[str, frozenset[type]] = {"id": _TEXT, "action": _TEXT, "args": _OBJECT}
 EXECUTION_FIELDS: dict[str, frozenset[type]] = {"started_at": _TEXT, "active_s": _NUMBER}
+RESULT_FIELDS: dict[str, frozenset[type]] = {
+    "run_id": _TEXT,
+    "task_id": _TEXT,
+    "agent": _TEXT,
+    "task": _TEXT,
+    "status": _TEXT,
+    "result": _TEXT,
+    "exit_code": _OPTIONAL_INT,
+    "attempts": _INT,
+    "tokens_used": _OBJECT,
+    "token_budget": _OPTIONAL_INT,
+    "cost_usd": _OPTIONAL_NUMBER,
+    "cost_budget_usd": _OPTIONAL_NUMBER,
+    "started_at": _OPTIONAL_TEXT,
+    "finished_at": _OPTIONAL_TEXT,
+    "duration_s": _OPTIONAL_NUMBER,
+    "error": _OPTIONAL_TEXT,
+    "reason": _OPTIONAL_TEXT,
+    "warnings": frozenset({list}),
+    "dependencies": frozenset({list}),
+}
 _KIND_NAMES = {
     bool: "true or false",
     dict: "an object",
@@ -71,61 +92,89 @@ _KIND_NAMES = {
 }
 
 
+NOT_OURS = "(changed by something other than awoc; restore it or start the run again)"
+
+
+class _Misshapen(Exception):
+    """`json.path: what was expected, what was found`: turned into the caller's error."""
+
+
 def check_state(data: object, path: Path, task_ids: Collection[str] | None = None) -> dict[str, Any]:
     """DATA, read from PATH, if it has the shape of a state.json ({} for none yet); with TASK_IDS,
     its tasks must be exactly those. Raises StateError naming the first thing that is wrong."""
-    if not isinstance(data, dict) or type(data) is not dict:
-        _wrong(path, "$", _OBJECT, data)
+    try:
+        return _state(data, task_ids)
+    except _Misshapen as exc:
+        raise StateError(f"{path}: {exc} {NOT_OURS}") from None
+
+
+def result_problem(data: object) -> str | None:
+    """What is wrong with a task result's shape (`json.path: ...`), or None."""
+    try:
+        if type(data) is not dict:
+            _wrong("$", _OBJECT, data)
+        _fields("$", data, RESULT_FIELDS)
+        if "status" in data and data["status"] not in STATUSES:
+            raise _Misshapen(f"$.status: expected one of {', '.join(sorted(STATUSES))}, found {data['status']!r}")
+        for kind, count in (data.get("tokens_used") or {}).items():
+            if type(count) not in _NUMBER:
+                _wrong(f"$.tokens_used.{kind}", _NUMBER, count)
+    except _Misshapen as exc:
+        return str(exc)
+    return None
+
+
+def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
+    if type(data) is not dict:
+        _wrong("$", _OBJECT, data)
     if not data:
         return data
-    _fields(path, "$", data, RUN_FIELDS)
+    _fields("$", data, RUN_FIELDS)
     if data.get("max_concurrent", 1) < 1:
-        raise StateError(f"{path}: $.max_concurrent: expected at least 1, found {data['max_concurrent']}")
+        raise _Misshapen(f"$.max_concurrent: expected at least 1, found {data['max_concurrent']}")
     if data.get("orchestrator") is not None:
-        _fields(path, "$.orchestrator", data["orchestrator"], ORCHESTRATOR_FIELDS)
+        _fields("$.orchestrator", data["orchestrator"], ORCHESTRATOR_FIELDS)
     for name, fields in (("controls", CONTROL_FIELDS), ("executions", EXECUTION_FIELDS)):
         for i, item in enumerate(data.get(name, ())):
             if type(item) is not dict:
-                _wrong(path, f"$.{name}[{i}]", _OBJECT, item)
-            _fields(path, f"$.{name}[{i}]", item, fields)
+                _wrong(f"$.{name}[{i}]", _OBJECT, item)
+            _fields(f"$.{name}[{i}]", item, fields)
             if name == "controls" and not CONTROL_FIELDS.keys() <= item.keys():
-                lacking = sorted(CONTROL_FIELDS.keys() - item.keys())[0]
-                raise StateError(f"{path}: $.controls[{i}].{lacking}: missing")
+                raise _Misshapen(f"$.controls[{i}].{sorted(CONTROL_FIELDS.keys() - item.keys())[0]}: missing")
     tasks = data.get("tasks", {})
     for task_id, task in tasks.items():
         if type(task) is not dict:
-            _wrong(path, f"$.tasks.{task_id}", _OBJECT, task)
+            _wrong(f"$.tasks.{task_id}", _OBJECT, task)
         for name, value in task.items():
             kinds = TASK_FIELDS.get(name)
             if kinds is not None and type(value) not in kinds:
-                _wrong(path, f"$.tasks.{task_id}.{name}", kinds, value)
+                _wrong(f"$.tasks.{task_id}.{name}", kinds, value)
         if task.get("status", PENDING) not in STATUSES:
-            raise StateError(
-                f"{path}: $.tasks.{task_id}.status: expected one of {', '.join(sorted(STATUSES))}, "
-                f"found {task['status']!r}"
+            raise _Misshapen(
+                f"$.tasks.{task_id}.status: expected one of {', '.join(sorted(STATUSES))}, found {task['status']!r}"
             )
     if task_ids is not None and tasks.keys() != set(task_ids):
         missing = sorted(set(task_ids) - tasks.keys())
         extra = sorted(tasks.keys() - set(task_ids))
-        what = f"task {missing[0]!r} of the plan is missing" if missing else f"{extra[0]!r} is no task of the plan"
-        raise StateError(f"{path}: $.tasks: {what}")
+        raise _Misshapen(
+            f"$.tasks: task {missing[0]!r} of the plan is missing"
+            if missing
+            else f"$.tasks: {extra[0]!r} is no task of the plan"
+        )
     return data
 
 
-def _fields(path: Path, where: str, item: dict[str, Any], fields: dict[str, frozenset[type]]) -> None:
+def _fields(where: str, item: dict[str, Any], fields: dict[str, frozenset[type]]) -> None:
     for name, kinds in fields.items():
         if name in item and type(item[name]) not in kinds:
-            _wrong(path, f"{where}.{name}", kinds, item[name])
+            _wrong(f"{where}.{name}", kinds, item[name])
 
 
-def _wrong(path: Path, where: str, kinds: frozenset[type], found: Any) -> NoReturn:
+def _wrong(where: str, kinds: frozenset[type], found: Any) -> NoReturn:
     shown = kinds - {int} if float in kinds else kinds  # an integer is a number
     names = [_KIND_NAMES[k] for k in shown if k is not _NONE] + (["null"] if _NONE in kinds else [])
-    expected = " or ".join(names)
-    raise StateError(
-        f"{path}: {where}: expected {expected}, found {_KIND_NAMES.get(type(found), type(found).__name__)} "
-        "(state.json was changed by something other than awoc; restore it or start the run again)"
-    )
+    found_name = _KIND_NAMES.get(type(found), type(found).__name__)
+    raise _Misshapen(f"{where}: expected {' or '.join(names)}, found {found_name}")
 
 
 def requested_controls(state: dict[str, Any], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from awoc_scripts.errors import StateError
-from awoc_scripts.state.state_shape import check_state, requested_controls
+from awoc_scripts.state.shapes import check_state, requested_controls
 
 CONFIG = orjson.dumps(
     {
@@ -145,3 +145,59 @@ def test_any_damage_is_refused_by_name_or_leaves_a_state_its_readers_can_use(fin
     for task in checked["tasks"].values():
         assert isinstance(task, dict) and isinstance(task.get("status", "pending"), str)
     assert requested_controls(checked, []) == checked.get("controls", [])
+
+
+def test_a_kept_result_of_the_wrong_shape_stops_resume_by_name(cli, state_dir: Path) -> None:
+    directory = run_dir(cli, state_dir)
+    state = orjson.loads((directory / "state.json").read_bytes())
+    state["tasks"]["a"]["status"] = state["tasks"]["b"]["status"] = "pending"  # killed before the state caught up
+    (directory / "state.json").write_bytes(orjson.dumps(state))
+    result_file = directory / "tasks" / "a" / "result.json"
+    result = orjson.loads(result_file.read_bytes())
+    result["tokens_used"] = 5
+    result_file.write_bytes(orjson.dumps(result))
+    resumed = cli("delegate-parallel", "resume", "-q")
+    assert resumed.code == 2
+    assert f"{result_file}: $.tokens_used: expected an object, found an integer" in resumed.stderr
+
+
+def test_the_aggregator_refuses_a_result_of_the_wrong_shape_by_name(cli, tmp_path: Path) -> None:
+    good = {"task_id": "a", "agent": "qa", "status": "succeeded", "result": "ok", "duration_s": 1.0}
+    bad = {**good, "task_id": "b", "duration_s": "slow"}
+    (tmp_path / "a.json").write_bytes(orjson.dumps(good))
+    (tmp_path / "b.json").write_bytes(orjson.dumps(bad))
+    result = cli("parallel-result-aggregator", "aggregate", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert result.code == 2
+    assert f"{tmp_path / 'b.json'}: $.duration_s: expected a number or null, found a string" in result.stderr
+    alone = cli("parallel-result-aggregator", "aggregate", str(tmp_path / "a.json"))
+    assert alone.code == 0, alone.stderr
+
+
+def test_a_plan_changed_after_it_was_saved_is_refused_and_an_unsealed_one_trusted(cli, state_dir: Path) -> None:
+    directory = run_dir(cli, state_dir)
+    plan_file = directory / "plan.json"
+    original = plan_file.read_bytes()
+    plan = orjson.loads(original)
+    plan["tasks"][0] = None
+    plan_file.write_bytes(orjson.dumps(plan))
+    for command in (("delegate-parallel", "resume", "-q"), ("delegate-parallel", "status")):
+        result = cli(*command)
+        assert result.code == 2, result.stderr
+        assert f"{plan_file}: changed after awoc wrote it" in result.stderr
+    plan_file.write_bytes(original)
+    assert cli("delegate-parallel", "status").code == 0
+    (directory / "plan.json.crc32").unlink()  # a run saved before plans were sealed
+    assert cli("delegate-parallel", "status").code == 0
+
+
+def test_a_changed_execution_plan_is_refused_and_made_again_once_deleted(cli, state_dir: Path) -> None:
+    directory = run_dir(cli, state_dir)
+    execution_file = directory / "execution.json"
+    execution = orjson.loads(execution_file.read_bytes())
+    execution["tasks"] = "x"
+    execution_file.write_bytes(orjson.dumps(execution))
+    refused = cli("delegate-parallel", "resume", "-q")
+    assert refused.code == 2 and "Delete it, and the run is planned for execution again" in refused.stderr
+    execution_file.unlink()
+    assert cli("delegate-parallel", "resume", "-q").code == 0
+    assert isinstance(orjson.loads(execution_file.read_bytes())["tasks"], list)
