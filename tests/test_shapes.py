@@ -201,3 +201,18 @@ def test_a_changed_execution_plan_is_refused_and_made_again_once_deleted(cli, st
     execution_file.unlink()
     assert cli("delegate-parallel", "resume", "-q").code == 0
     assert isinstance(orjson.loads(execution_file.read_bytes())["tasks"], list)
+
+
+def test_a_torn_or_edited_event_line_is_left_out_of_the_report(cli, state_dir: Path) -> None:
+    directory = run_dir(cli, state_dir)
+    with (directory / "events.jsonl").open("ab") as fh:
+        fh.write(b'[1,2]\n{"event":"concurrency-change","before":8}\n')  # as orjson writes them
+        fh.write(b'{"event":"concurrency-change","before":8,"after":4,"why":"429"}\n')
+        fh.write(b'{"event":"task-warm-used","task_id":"a","warm_s":"long"}\n{"event":"concurrency-ch')
+    for name in ("report.json", "report.md", "aggregate.json"):
+        (directory / name).unlink()
+    result = cli("delegate-parallel", "report")
+    assert result.code == 0, result.stderr
+    report = orjson.loads((directory / "report.json").read_bytes())
+    assert report["concurrency"]["cuts"] == 1 and report["concurrency"]["lowest"] == 4
+    assert report.get("warm_pool") is None  # the one warm event was misshapen

@@ -43,7 +43,7 @@ def run_metadata(run: Run) -> dict[str, Any]:
     """What the report needs to know about a run beyond its results."""
     plan = run.read_plan()
     execution = run.read_execution()
-    state = read_json(run.state_file, default={})
+    state = run.read_state()
     config = execution.get("parallel_config") or plan["parallel_config"]
     executed = bool(state.get("executions"))
     # one pass over events.jsonl (100,000 lines at scale) for everything the report reads of it

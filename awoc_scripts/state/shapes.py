@@ -186,3 +186,21 @@ def requested_controls(state: dict[str, Any], ours: list[dict[str, Any]]) -> lis
         if type(item) is not dict or any(type(item.get(k)) not in v for k, v in CONTROL_FIELDS.items()):
             return ours
     return controls
+
+
+# the fields readers of events.jsonl rely on, by event; other events are read with .get
+EVENT_FIELDS: dict[str, dict[str, frozenset[type]]] = {
+    "concurrency-change": {"before": _NUMBER, "after": _NUMBER},
+    "task-warmed": {"task_id": _TEXT},
+    "task-warm-used": {"task_id": _TEXT, "warm_s": _OPTIONAL_NUMBER},
+    "task-warm-discarded": {"task_id": _TEXT},
+}
+
+
+def well_formed_event(event: object) -> bool:
+    """Whether a line of events.jsonl is an event its readers can use: a line torn by a killed
+    writer, or edited, is left out of what is read rather than stopping a report."""
+    if type(event) is not dict or type(event.get("event")) is not str:
+        return False
+    fields = EVENT_FIELDS.get(event["event"])
+    return fields is None or all(type(event.get(k, ...)) in kinds for k, kinds in fields.items())

@@ -318,13 +318,16 @@ class Run:
             raw = self.events_file.read_bytes()
         except FileNotFoundError:
             return []
+        from awoc_scripts.state.shapes import well_formed_event
+
         lines = raw.splitlines()
         if only is None:
-            return [orjson.loads(line) for line in lines if line.strip()]
+            candidates = (_parsed(line) for line in lines if line.strip())
+            return [event for event in candidates if well_formed_event(event)]
         names = set(only)
         wanted = tuple(b'"event":' + orjson.dumps(name) for name in names)  # as orjson writes it
-        candidates = (orjson.loads(line) for line in lines if any(w in line for w in wanted))
-        return [event for event in candidates if event.get("event") in names]
+        candidates = (_parsed(line) for line in lines if any(w in line for w in wanted))
+        return [event for event in candidates if well_formed_event(event) and event["event"] in names]
 
     @contextmanager
     def locked_state(self) -> Iterator[dict[str, Any]]:
@@ -344,6 +347,13 @@ class Run:
 
     def task_ids(self) -> list[str]:
         return [t["task_id"] for t in self.read_plan()["tasks"]]
+
+
+def _parsed(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None  # torn by a writer killed mid-line, or edited: no event
 
 
 class EventBuffer:
