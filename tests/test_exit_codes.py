@@ -174,3 +174,21 @@ def test_a_terminal_gets_text_not_json(state_dir: Path) -> None:
     assert code == 0 and "succeeded;" in screen and '"run_id"' not in screen
     piped = subprocess.run(["bash", dp, "status"], capture_output=True, text=True, env=env)
     assert orjson.loads(piped.stdout)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("delegate-parallel", "wait", "--timeout", "nan"), "--timeout: expected a number of seconds, got nan"),
+        (("delegate-parallel", "wait", "--format", "xml"), "--format: expected text or json, got 'xml'"),
+        (("delegate-parallel", "status", "--format", "xml"), "--format: expected text or json, got 'xml'"),
+        (("delegate-parallel", "report", "--format", "xml"), "expected markdown, json or research_report"),
+        (("parallel-report-generator", "create-report", "--format", "xml"), "expected json, markdown or research_"),
+        (("parallel-task-monitor", "monitor", "--interval", "nan", "a"), "--interval: expected seconds > 0"),
+    ],
+)
+def test_an_option_outside_its_values_is_exit_2_not_a_default(cli, state_dir: Path, args, message: str) -> None:
+    code, _ = run_config(cli, {"tasks": [task("a", ["true"])]})
+    assert code == 0
+    result = cli(*args)
+    assert result.code == 2 and message in result.stderr, result.stderr

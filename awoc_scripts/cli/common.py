@@ -44,6 +44,23 @@ def _no_group_options() -> None:
     """The command's subcommands take every option."""
 
 
+def one_of(option: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    """An option with a few possible values: anything else is exit 2, not a silent default."""
+    if value is not None and value not in allowed:
+        from awoc_scripts.errors import InputError
+
+        expected = f"{', '.join(allowed[:-1])} or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+        raise InputError(f"{option}: expected {expected}, got {value!r}")
+
+
+def finite_seconds(option: str, value: float) -> None:
+    """Typer's ranges let nan through (every comparison with it is false)."""
+    if value != value:
+        from awoc_scripts.errors import InputError
+
+        raise InputError(f"{option}: expected a number of seconds, got nan")
+
+
 def fail(message: str, code: int) -> NoReturn:
     sys.stderr.write(f"error: {message}\n")
     raise SystemExit(code)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from awoc_scripts.cli.common import RAW_ARGS, StateDirOption, new_app, run_app
+from awoc_scripts.cli.common import RAW_ARGS, StateDirOption, finite_seconds, new_app, one_of, run_app
 
 app = new_app("delegate-parallel", "Run many agent tasks at once: dependencies, budgets, timeouts, one report.")
 
@@ -95,6 +95,8 @@ def wait(
     from awoc_scripts.state.run_wait import wait_for_run
     from awoc_scripts.state.store import StateStore
 
+    finite_seconds("--timeout", timeout)
+    one_of("--format", output, ("text", "json"))
     outcome = wait_for_run(StateStore(state_dir), run_id, timeout)
     data = outcome.status
     if output == "json":
@@ -239,6 +241,7 @@ def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output:
     from awoc_scripts.state.run_status import run_status, status_text
     from awoc_scripts.state.store import StateStore
 
+    one_of("--format", output, ("text", "json"))
     data = run_status(StateStore(state_dir), run_id)
     if (output or ("text" if sys.stdout.isatty() else "json")) == "text":
         print(status_text(data))
@@ -257,6 +260,7 @@ def report(
     from awoc_scripts.results.report import load_or_create_report, markdown_for
     from awoc_scripts.state.store import StateStore
 
+    one_of("--format", output, ("markdown", "json", "research_report"))
     data, markdown = load_or_create_report(StateStore(state_dir).open_run(run_id))
     if output == "json":
         print_json(data)

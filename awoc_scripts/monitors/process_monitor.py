@@ -68,8 +68,8 @@ def split_monitor_args(args: Sequence[str], timeout: float | None) -> tuple[list
 
 
 def check_interval(interval: float) -> None:
-    if interval <= 0:
-        raise InputError(f"--interval: expected seconds > 0, got {interval:g}")
+    if not 0 < interval <= 3600:  # nan fails this too
+        raise InputError(f"--interval: expected seconds > 0 and at most 3600, got {interval:g}")
 
 
 def resolve(names: Sequence[str], store: StateStore, run_id: str | None) -> list[Watched]:
