@@ -192,3 +192,16 @@ def test_an_option_outside_its_values_is_exit_2_not_a_default(cli, state_dir: Pa
     assert code == 0
     result = cli(*args)
     assert result.code == 2 and message in result.stderr, result.stderr
+
+
+def test_a_state_directory_that_cannot_be_made_is_exit_2(cli) -> None:
+    result = cli(
+        "delegate-parallel",
+        "run",
+        "-q",
+        "--state-dir",
+        "/proc/self/awoc-state",
+        '{"tasks": [{"agent": "qa", "description": "x", "command": ["true"]}]}',
+    )
+    assert result.code == 2, result.stderr
+    assert "cannot make the state directory /proc/self/awoc-state" in result.stderr

@@ -438,10 +438,15 @@ class StateStore:
 
     def _make_root(self, runs: Path) -> None:
         """The state root keeps itself out of git: a run's files are never a project's changes."""
-        runs.mkdir(parents=True, exist_ok=True)
-        ignore = self.root / ".gitignore"
-        if not ignore.exists():
-            atomic_write_bytes(ignore, b"# written by awoc: its run state is not part of the project\n*\n")
+        try:
+            runs.mkdir(parents=True, exist_ok=True)
+            ignore = self.root / ".gitignore"
+            if not ignore.exists():
+                atomic_write_bytes(ignore, b"# written by awoc: its run state is not part of the project\n*\n")
+        except OSError as exc:
+            raise StateError(
+                f"cannot make the state directory {self.root} ({exc.strerror or exc}): choose another with --state-dir"
+            ) from None
 
     def current_run_id(self) -> str:
         try:
