@@ -180,10 +180,13 @@ def test_a_terminal_gets_text_not_json(state_dir: Path) -> None:
     "args, message",
     [
         (("delegate-parallel", "wait", "--timeout", "nan"), "--timeout: expected a number of seconds, got nan"),
-        (("delegate-parallel", "wait", "--format", "xml"), "--format: expected text or json, got 'xml'"),
-        (("delegate-parallel", "status", "--format", "xml"), "--format: expected text or json, got 'xml'"),
-        (("delegate-parallel", "report", "--format", "xml"), "expected markdown, json or research_report"),
-        (("parallel-report-generator", "create-report", "--format", "xml"), "expected json, markdown or research_"),
+        (("delegate-parallel", "wait", "--format", "xml"), "--format: 'xml' is not one of text, json"),
+        (("delegate-parallel", "status", "--format", "xml"), "--format: 'xml' is not one of text, json"),
+        (("delegate-parallel", "report", "--format", "xml"), "'xml' is not one of markdown, json, research_report"),
+        (
+            ("parallel-report-generator", "create-report", "--format", "xml"),
+            "'xml' is not one of json, markdown, research_report",
+        ),
         (("parallel-task-monitor", "monitor", "--interval", "nan", "a"), "--interval: expected seconds > 0"),
     ],
 )

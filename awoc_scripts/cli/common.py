@@ -49,8 +49,7 @@ def one_of(option: str, value: str | None, allowed: tuple[str, ...]) -> None:
     if value is not None and value not in allowed:
         from awoc_scripts.errors import InputError
 
-        expected = f"{', '.join(allowed[:-1])} or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
-        raise InputError(f"{option}: expected {expected}, got {value!r}")
+        raise InputError(f"{option}: {value!r} is not one of {', '.join(allowed)}")  # as --priority says it
 
 
 def finite_seconds(option: str, value: float) -> None:
