@@ -50,9 +50,15 @@ MUTATIONS: dict[str, tuple[tuple[Any, ...], Any, str]] = {
     "executions as text": (("executions",), "x", "$.executions: expected a list"),
     "revision as text": (("revision",), "x", "$.revision: expected an integer"),
     "no concurrency": (("max_concurrent",), 0, "$.max_concurrent: expected at least 1"),
-    "a pid as text": (("orchestrator",), {"pid": "1"}, "$.orchestrator.pid: expected an integer"),
+    "a pid as text": (("orchestrator",), {"pid": "1", "create_time": 1.5}, "$.orchestrator.pid: expected an integer"),
+    "an orchestrator without its start": (("orchestrator",), {"pid": 1}, "$.orchestrator.create_time: missing"),
+    "a task without its status": (("tasks", "a"), {"token_budget": 5}, "$.tasks.a.status: missing"),
     "a missing task": (("tasks",), {}, "$.tasks: task 'a' of the plan is missing"),
-    "a stranger task": (("tasks", "zz"), {"status": "pending"}, "$.tasks: 'zz' is no task of the plan"),
+    "a stranger task": (
+        ("tasks", "zz"),
+        {"status": "pending", "token_budget": 5},
+        "$.tasks: 'zz' is no task of the plan",
+    ),
     "the whole file a list": ((), [], "$: expected an object, found a list"),
 }
 
@@ -135,15 +141,28 @@ def finished_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_any_damage_is_refused_by_name_or_leaves_a_state_its_readers_can_use(finished_state, data) -> None:
     state = copy.deepcopy(finished_state)
     where = data.draw(st.sampled_from(paths_of(state)))
-    set_in(state, where, data.draw(junk))
+    if data.draw(st.booleans()):
+        set_in(state, where, data.draw(junk))
+    else:  # or the key (or list item) is gone
+        parent = state
+        for key in where[:-1]:
+            parent = parent[key]
+        del parent[where[-1]]
     try:
         checked = check_state(state, Path("state.json"), ["a", "b"])
     except StateError as exc:
         assert str(exc).startswith("state.json: $") and "\n" not in str(exc)
         return
-    # what passes is what the readers rely on
-    for task in checked["tasks"].values():
-        assert isinstance(task, dict) and isinstance(task.get("status", "pending"), str)
+    # what passes is what the readers rely on, read the way they read it
+    from awoc_scripts.execution.controls import SavedStateTarget
+    from awoc_scripts.state.run_state import orchestrator_alive
+
+    orchestrator_alive(checked)
+    target = SavedStateTarget(checked, {"tasks": [{"task_id": t, "priority": "high"} for t in ("a", "b")]})
+    for task_id in ("a", "b"):
+        target.status_of(task_id), target.budget_of(task_id), target.error_of(task_id)
+    target.pending()
+    int(checked["max_concurrent"])
     assert requested_controls(checked, []) == checked.get("controls", [])
 
 

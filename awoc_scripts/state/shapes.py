@@ -57,7 +57,7 @@ RUN_FIELDS: dict[str, frozenset[type]] = {
     "warm_agents": _OPTIONAL_INT,
     "updated_at": _OPTIONAL_TEXT,
 }
-ORCHESTRATOR_FIELDS: dict[str, frozenset[type]] = {"pid": _INT, "create_time": _OPTIONAL_NUMBER}
+ORCHESTRATOR_FIELDS: dict[str, frozenset[type]] = {"pid": _INT, "create_time": _NUMBER}
 CONTROL_FIELDS: dict[str, frozenset[type]] = {"id": _TEXT, "action": _TEXT, "args": _OBJECT}
 EXECUTION_FIELDS: dict[str, frozenset[type]] = {"started_at": _TEXT, "active_s": _NUMBER}
 RESULT_FIELDS: dict[str, frozenset[type]] = {
@@ -81,6 +81,9 @@ RESULT_FIELDS: dict[str, frozenset[type]] = {
     "warnings": frozenset({list}),
     "dependencies": frozenset({list}),
 }
+# what readers take with [] rather than .get
+RUN_REQUIRED = ("tasks", "max_concurrent")
+TASK_REQUIRED = ("status", "token_budget")
 _KIND_NAMES = {
     bool: "true or false",
     dict: "an object",
@@ -129,27 +132,28 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
         _wrong("$", _OBJECT, data)
     if not data:
         return data
-    _fields("$", data, RUN_FIELDS)
-    if data.get("max_concurrent", 1) < 1:
+    _fields("$", data, RUN_FIELDS, RUN_REQUIRED)
+    if data["max_concurrent"] < 1:
         raise _Misshapen(f"$.max_concurrent: expected at least 1, found {data['max_concurrent']}")
     if data.get("orchestrator") is not None:
-        _fields("$.orchestrator", data["orchestrator"], ORCHESTRATOR_FIELDS)
+        _fields("$.orchestrator", data["orchestrator"], ORCHESTRATOR_FIELDS, ORCHESTRATOR_FIELDS)
     for name, fields in (("controls", CONTROL_FIELDS), ("executions", EXECUTION_FIELDS)):
         for i, item in enumerate(data.get(name, ())):
             if type(item) is not dict:
                 _wrong(f"$.{name}[{i}]", _OBJECT, item)
-            _fields(f"$.{name}[{i}]", item, fields)
-            if name == "controls" and not CONTROL_FIELDS.keys() <= item.keys():
-                raise _Misshapen(f"$.controls[{i}].{sorted(CONTROL_FIELDS.keys() - item.keys())[0]}: missing")
-    tasks = data.get("tasks", {})
+            _fields(f"$.{name}[{i}]", item, fields, CONTROL_FIELDS if name == "controls" else ())
+    tasks = data["tasks"]
     for task_id, task in tasks.items():
         if type(task) is not dict:
             _wrong(f"$.tasks.{task_id}", _OBJECT, task)
+        for name in TASK_REQUIRED:
+            if name not in task:
+                raise _Misshapen(f"$.tasks.{task_id}.{name}: missing")
         for name, value in task.items():
             kinds = TASK_FIELDS.get(name)
             if kinds is not None and type(value) not in kinds:
                 _wrong(f"$.tasks.{task_id}.{name}", kinds, value)
-        if task.get("status", PENDING) not in STATUSES:
+        if task["status"] not in STATUSES:
             raise _Misshapen(
                 f"$.tasks.{task_id}.status: expected one of {', '.join(sorted(STATUSES))}, found {task['status']!r}"
             )
@@ -164,7 +168,12 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
     return data
 
 
-def _fields(where: str, item: dict[str, Any], fields: dict[str, frozenset[type]]) -> None:
+def _fields(
+    where: str, item: dict[str, Any], fields: dict[str, frozenset[type]], required: Collection[str] = ()
+) -> None:
+    for name in required:
+        if name not in item:
+            raise _Misshapen(f"{where}.{name}: missing")
     for name, kinds in fields.items():
         if name in item and type(item[name]) not in kinds:
             _wrong(f"{where}.{name}", kinds, item[name])
