@@ -80,3 +80,92 @@ def test_any_config_is_accepted_or_refused_cleanly(cli, config: dict[str, Any]) 
 @given(arguments)
 def test_any_argument_list_is_accepted_or_refused_cleanly(cli, args: list[str]) -> None:
     _validate(cli, args)
+
+
+RESULT_KEYS = [
+    *("task_id", "agent", "status", "result", "exit_code", "attempts", "tokens_used", "cost_usd", "duration_s"),
+    *("started_at", "finished_at", "error", "reason", "dependencies", "warnings", "task", "duration", "total"),
+]
+result_scalars = scalars | st.sampled_from(["succeeded", "failed", "qa", "2026-12-02T10:00:00Z", "a"])
+junk = st.recursive(
+    result_scalars,
+    lambda i: (
+        st.lists(i, max_size=3) | st.dictionaries(st.sampled_from(RESULT_KEYS) | st.text(max_size=4), i, max_size=4)
+    ),
+    max_leaves=10,
+)
+# mostly well-formed documents with a few fields of anything: the checks must let the first
+# through to the report and refuse the rest by name
+results = st.fixed_dictionaries(
+    {"agent": st.sampled_from(["qa", "dev"])},
+    optional={
+        "task_id": st.sampled_from(["a", "b", "c"]),
+        "status": st.sampled_from(["succeeded", "failed", "skipped", "weird"]),
+        "duration_s": st.floats(min_value=0, max_value=100) | junk,
+        "started_at": st.sampled_from(["2026-12-02T10:00:00Z", "2026-12-02T10:00:03Z", "soon"]) | junk,
+        "finished_at": st.sampled_from(["2026-12-02T10:00:05Z"]) | junk,
+        "tokens_used": st.fixed_dictionaries({"total": st.integers(0, 10**6), "input": st.integers(0, 9)}) | junk,
+        **{k: junk for k in ("result", "exit_code", "attempts", "cost_usd", "error", "dependencies", "duration")},
+    },
+)
+GOOD_METADATA: dict[str, Any] = {
+    "status": "succeeded",
+    "result_format": "research_report",
+    "total_time_s": 3.0,
+    "total_token_budget": 1000,
+    "estimated_makespan_s": 2.0,
+    "executions": [{"started_at": "2026-12-02T10:00:00Z", "active_s": 1.5}],
+    "dependencies": {"b": ["a"]},
+    "critical_path": ["a", "b"],
+    "concurrency": {"max_concurrent": 4, "lowest": 2, "final": 4, "cuts": 1, "raises": 2},
+    "expected_usage": {"tokens": [1, 2], "cost_usd": [0.1, 0.2], "tasks_with_history": 1},
+    "policy_actions": [{"at": "then", "action": "cut", "by": "orchestrator", "why": "tokens"}],
+    "warm_events": [{"event": "task-warm-used", "task_id": "a", "warm_s": 0.5}],
+}
+metadata = st.fixed_dictionaries({}, optional={k: st.just(v) | junk for k, v in GOOD_METADATA.items()})
+
+
+def _clean_exit(cli, *args: str) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = cli(*args, "--state-dir", str(Path(tmp) / "state"))
+    assert result.code in (0, 2), result.stderr
+    assert "internal error" not in result.stderr
+    return result.code
+
+
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(results, min_size=1, max_size=3))
+def test_any_result_files_are_aggregated_or_refused_cleanly(cli, given_results: list[dict[str, Any]]) -> None:
+    _clean_exit(cli, "parallel-result-aggregator", "aggregate", *(json.dumps(r) for r in given_results))
+
+
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(results, max_size=3), metadata, st.sampled_from(["json", "markdown", "research_report"]))
+def test_any_aggregate_and_metadata_are_reported_or_refused_cleanly(cli, tasks, given_metadata, output: str) -> None:
+    aggregated = json.dumps({"tasks": tasks})
+    _clean_exit(
+        cli, "parallel-report-generator", "create-report", aggregated, json.dumps(given_metadata), "--format", output
+    )
+
+
+def test_well_formed_results_and_metadata_make_a_report(cli) -> None:
+    done = {
+        "agent": "qa",
+        "task_id": "a",
+        "status": "succeeded",
+        "duration_s": 1.0,
+        "started_at": "2026-12-02T10:00:00Z",
+    }
+    then = {**done, "task_id": "b", "dependencies": ["a"]}
+    code = _clean_exit(
+        cli,
+        "parallel-report-generator",
+        "create-report",
+        json.dumps({"tasks": [done, then]}),
+        json.dumps(GOOD_METADATA),
+    )
+    assert code == 0

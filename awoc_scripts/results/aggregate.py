@@ -21,7 +21,7 @@ from awoc_scripts.input.documents import read_json_file
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import graph_metrics
 from awoc_scripts.state.run_tasks import result_from_state
-from awoc_scripts.state.shapes import result_problem
+from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
 from awoc_scripts.state.store import Run, now_iso
 from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL
 
@@ -33,15 +33,14 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
     """A task result in the run's format, whether awoc or the seed's bash loop wrote it."""
     if not isinstance(data, dict) or not isinstance(data.get("agent"), str):
         raise InputError(f'{source}: expected a task result object with an "agent"')
-    if "task_id" in data and "status" in data:
-        problem = result_problem(data)
-        if problem:
-            raise InputError(f"{source}: {problem}")
+    ours = "task_id" in data and "status" in data
+    problem = result_problem(data, None if ours else SEED_RESULT_FIELDS)
+    if problem:
+        raise InputError(f"{source}: {problem}")
+    if ours:
         return dict(data)
     match = SEED_RESULT_NAME.match(Path(source).name)
     exit_code = data.get("exit_code", 0)
-    if not isinstance(exit_code, int):
-        raise InputError(f"{source}: exit_code: expected an integer, got {exit_code!r}")
     tokens = data.get("tokens_used", 0)
     total = tokens.get("total", 0) if isinstance(tokens, dict) else int(tokens or 0)
     return {

@@ -561,16 +561,21 @@ def generate_report_command(
     """create-report: the aggregate and metadata given (or the run's), rendered and written."""
     from awoc_scripts.errors import InputError
     from awoc_scripts.input.documents import load_document
-    from awoc_scripts.results.aggregate import aggregate, run_results
+    from awoc_scripts.results.aggregate import aggregate, assign_task_ids, normalize_result, run_results
+    from awoc_scripts.state.shapes import metadata_problem
 
     if output_format not in FORMATS:
         raise InputError(f"--format: {output_format!r} is not one of {', '.join(FORMATS)}")
     run = store.run_if_any(run_id, needed=not aggregated_arg)
     if aggregated_arg:
         doc = load_document(aggregated_arg, what="aggregate")
-        aggregated = doc.data
-        if not isinstance(aggregated, dict) or not isinstance(aggregated.get("tasks"), list):
+        given = doc.data
+        if not isinstance(given, dict) or not isinstance(given.get("tasks"), list):
             raise InputError(f'{doc.source}: expected an aggregate (from `aggregate`) with a "tasks" list')
+        # made again from its task results, each checked: the rest of it follows from them
+        results = [normalize_result(r, f"{doc.source}: $.tasks[{i}]") for i, r in enumerate(given["tasks"])]
+        assign_task_ids(results, None)
+        aggregated = aggregate(results, None, given["run_id"] if isinstance(given.get("run_id"), str) else None)
     else:
         assert run is not None
         aggregated = read_json(run.aggregate_file, default={}) or aggregate(
@@ -579,8 +584,9 @@ def generate_report_command(
     metadata: dict[str, Any] = run_metadata(run) if run and aggregated.get("run_id") in (None, run.run_id) else {}
     if metadata_arg:
         doc = load_document(metadata_arg, what="metadata")
-        if not isinstance(doc.data, dict):
-            raise InputError(f"{doc.source}: expected an object of run metadata")
+        problem = metadata_problem(doc.data)
+        if problem:
+            raise InputError(f"{doc.source}: {problem}")
         metadata.update(doc.data)
     report = create_report(aggregated, metadata)
     markdown = markdown_for(report, output_format if output_format != "json" else metadata.get("result_format", ""))

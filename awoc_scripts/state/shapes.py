@@ -81,6 +81,14 @@ RESULT_FIELDS: dict[str, frozenset[type]] = {
     "warnings": frozenset({list}),
     "dependencies": frozenset({list}),
 }
+# what the seed's own bash loop writes (results/aggregate.py reads both)
+SEED_RESULT_FIELDS: dict[str, frozenset[type]] = {
+    "task_id": _OPTIONAL_TEXT,
+    "agent": _TEXT,
+    "exit_code": _INT,
+    "tokens_used": frozenset({int, dict, _NONE}),
+    "duration": _OPTIONAL_NUMBER,
+}
 # what readers take with [] rather than .get
 RUN_REQUIRED = ("tasks", "max_concurrent")
 TASK_REQUIRED = ("status", "token_budget")
@@ -111,15 +119,17 @@ def check_state(data: object, path: Path, task_ids: Collection[str] | None = Non
         raise StateError(f"{path}: {exc} {NOT_OURS}") from None
 
 
-def result_problem(data: object) -> str | None:
-    """What is wrong with a task result's shape (`json.path: ...`), or None."""
+def result_problem(data: object, fields: dict[str, frozenset[type]] | None = None) -> str | None:
+    """What is wrong with a task result's shape (`json.path: ...`), or None. FIELDS: those of
+    another format (SEED_RESULT_FIELDS)."""
     try:
         if type(data) is not dict:
             _wrong("$", _OBJECT, data)
-        _fields("$", data, RESULT_FIELDS)
+        _fields("$", data, RESULT_FIELDS if fields is None else fields)
         if "status" in data and data["status"] not in STATUSES:
             raise _Misshapen(f"$.status: expected one of {', '.join(sorted(STATUSES))}, found {data['status']!r}")
-        for kind, count in (data.get("tokens_used") or {}).items():
+        tokens = data.get("tokens_used")
+        for kind, count in (tokens if type(tokens) is dict else {}).items():
             if type(count) not in _NUMBER:
                 _wrong(f"$.tokens_used.{kind}", _NUMBER, count)
     except _Misshapen as exc:
@@ -213,3 +223,80 @@ def well_formed_event(event: object) -> bool:
         return False
     fields = EVENT_FIELDS.get(event["event"])
     return fields is None or all(type(event.get(k, ...)) in kinds for k, kinds in fields.items())
+
+
+_LIST: frozenset[type] = frozenset({list})
+_OPTIONAL_OBJECT: frozenset[type] = frozenset({dict, _NONE})
+# run metadata as `create-report` takes it from the user (what run_metadata in results/report.py makes)
+METADATA_FIELDS: dict[str, frozenset[type]] = {
+    "run_id": _OPTIONAL_TEXT,
+    "workflow": _OPTIONAL_TEXT,
+    "status": _OPTIONAL_TEXT,
+    "stop_reason": _OPTIONAL_TEXT,
+    "result_format": _OPTIONAL_TEXT,
+    "total_time_s": _OPTIONAL_NUMBER,
+    "total_token_budget": _OPTIONAL_NUMBER,
+    "total_cost_budget_usd": _OPTIONAL_NUMBER,
+    "estimated_makespan_s": _OPTIONAL_NUMBER,
+    "max_concurrent": _OPTIONAL_INT,
+    "executions": _LIST,
+    "dependencies": _OBJECT,
+    "critical_path": _LIST,
+    "policies": _LIST,
+    "policy_actions": _LIST,
+    "concurrency": _OPTIONAL_OBJECT,
+    "expected_usage": _OPTIONAL_OBJECT,
+    "warm_events": _LIST,
+}
+POLICY_ACTION_FIELDS: dict[str, frozenset[type]] = {
+    "at": _OPTIONAL_TEXT,
+    "action": _OPTIONAL_TEXT,
+    "by": _OPTIONAL_TEXT,
+    "why": _OPTIONAL_TEXT,
+}
+CONCURRENCY_FIELDS: dict[str, frozenset[type]] = {
+    "max_concurrent": _NUMBER,
+    "lowest": _NUMBER,
+    "final": _NUMBER,
+    "cuts": _INT,
+    "raises": _INT,
+}
+EXPECTED_USAGE_FIELDS: dict[str, frozenset[type]] = {"tokens": _LIST, "cost_usd": _LIST, "tasks_with_history": _INT}
+
+
+def metadata_problem(data: object) -> str | None:
+    """What is wrong with run metadata given to create-report (`json.path: ...`), or None."""
+    try:
+        if type(data) is not dict:
+            _wrong("$", _OBJECT, data)
+        _fields("$", data, METADATA_FIELDS)
+        for i, item in enumerate(data.get("executions") or ()):
+            _each_object(f"$.executions[{i}]", item, EXECUTION_FIELDS)
+        for i, item in enumerate(data.get("policy_actions") or ()):
+            _each_object(f"$.policy_actions[{i}]", item, POLICY_ACTION_FIELDS, POLICY_ACTION_FIELDS)
+        if data.get("concurrency") is not None:
+            _fields("$.concurrency", data["concurrency"], CONCURRENCY_FIELDS, CONCURRENCY_FIELDS)
+        usage = data.get("expected_usage")
+        if usage is not None:
+            _fields("$.expected_usage", usage, EXPECTED_USAGE_FIELDS)
+            for name in ("tokens", "cost_usd"):
+                pair = usage.get(name)
+                if pair is not None and (len(pair) != 2 or any(type(v) not in _NUMBER for v in pair)):
+                    raise _Misshapen(f"$.expected_usage.{name}: expected [lowest, highest], found {pair!r}")
+        for task_id, needs in (data.get("dependencies") or {}).items():
+            if type(needs) is not list or any(type(n) is not str for n in needs):
+                raise _Misshapen(f"$.dependencies.{task_id}: expected a list of task ids")
+        if any(type(t) is not str for t in data.get("critical_path") or ()):
+            raise _Misshapen("$.critical_path: expected a list of task ids")
+        for i, event in enumerate(data.get("warm_events") or ()):
+            if not well_formed_event(event):
+                raise _Misshapen(f"$.warm_events[{i}]: expected a warm-pool event")
+    except _Misshapen as exc:
+        return str(exc)
+    return None
+
+
+def _each_object(where: str, item: object, fields: dict[str, frozenset[type]], required: Collection[str] = ()) -> None:
+    if type(item) is not dict:
+        _wrong(where, _OBJECT, item)
+    _fields(where, item, fields, required)
