@@ -248,3 +248,19 @@ def test_commands_the_report_prints_are_allowed_in_an_installed_project(monkeypa
     ]
     for command in printed:
         assert shlex.split(command)[0] in allowed, command
+
+
+def test_install_keeps_a_command_of_the_projects_own_and_updates_its_own(cli, tmp_path: Path) -> None:
+    command = tmp_path / ".claude" / "commands" / "delegate-parallel.md"
+    command.parent.mkdir(parents=True)
+    command.write_text("my own /delegate-parallel\n")
+    kept = cli("delegate-parallel", "install", str(tmp_path))
+    assert kept.code == 0, kept.stderr
+    assert ".claude/commands/delegate-parallel.md" in kept.json()["kept_existing"]
+    assert command.read_text() == "my own /delegate-parallel\n"
+    forced = cli("delegate-parallel", "install", str(tmp_path), "--force")
+    assert ".claude/commands/delegate-parallel.md" in forced.json()["written"]
+    command.write_text(command.read_text() + "\nan older awoc's text\n")  # an earlier install: awoc's to update
+    again = cli("delegate-parallel", "install", str(tmp_path))
+    assert ".claude/commands/delegate-parallel.md" in again.json()["written"]
+    assert command.read_text() == render_command(INSTALLED_LAUNCHER)

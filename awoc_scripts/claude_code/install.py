@@ -80,6 +80,14 @@ def launcher_text(name: str) -> str:
     )
 
 
+def _installed_by_awoc(command: Path) -> bool:
+    """An earlier install's command (it runs awoc's launchers), not one of the project's own."""
+    try:
+        return INSTALLED_LAUNCHER.replace("{name}", "delegate-parallel") in command.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def install(target: Path, force: bool = False) -> dict[str, Any]:
     if not target.is_dir():
         raise InputError(f"{target}: not a directory")
@@ -100,7 +108,8 @@ def install(target: Path, force: bool = False) -> dict[str, Any]:
     launchers = [(name, launcher_text(name)) for name in CONSOLE_SCRIPTS]  # all found before anything is written
     for name, text in launchers:
         put(target / INSTALLED_LAUNCHER.replace("{name}", name), text, executable=True)
-    put(claude / "commands" / "delegate-parallel.md", render_command(INSTALLED_LAUNCHER))
+    command = claude / "commands" / "delegate-parallel.md"
+    put(command, render_command(INSTALLED_LAUNCHER), overwrite=force or _installed_by_awoc(command))
     for agent in sorted(BUILTIN_DIR.glob("*.md")):
         put(claude / "agents" / agent.name, agent.read_text(encoding="utf-8"), overwrite=force)
     return {

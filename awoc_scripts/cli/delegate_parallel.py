@@ -297,7 +297,13 @@ def merge(
 @app.command()
 def install(
     directory: Annotated[str, typer.Argument(help="The project to install into.")] = ".",
-    force: Annotated[bool, typer.Option("--force", help="Replace agent definitions that exist already.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace existing agent definitions and a /delegate-parallel command of the project's own.",
+        ),
+    ] = False,
 ) -> None:
     """Put the /delegate-parallel command and the architect, docs-fetcher and workforce agents into DIR/.claude/."""
     from pathlib import Path
