@@ -15,6 +15,8 @@ KEYS = [
     *("agent", "description", "task_id", "priority", "token_budget", "dependencies", "dependency_mode"),
     *("critical_dependencies", "condition", "timeout", "estimated_duration", "retries", "command", "model"),
     *("tools", "context", "isolation", "max_concurrent", "total_timeout", "total_token_budget", "agents", "when"),
+    *("cost_budget_usd", "total_cost_budget_usd", "ramp_up_s", "warm_agents", "runner", "warm_start", "executor"),
+    *("dask", "scheduler", "resources", "connect_timeout_s", "keep_worktrees", "max_turns", "min_free_memory_mb"),
 ]
 scalars = st.one_of(
     st.none(),
