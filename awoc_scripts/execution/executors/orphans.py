@@ -109,13 +109,13 @@ class Orphans:
         if self._running.pop(pid, None) is not None:
             self._due = True
 
-    def sweep(self, force: bool = False, everything: bool = False) -> None:
+    def sweep(self, everything: bool = False) -> None:
         """Reap adopted zombies; kill the orphans that no running task can have made (an orphan
         made before a task started is not that task's), or, with EVERYTHING, all of them."""
         now = time.monotonic()
         # without the kernel's list of children, a sweep reads every process's stat: less often
         interval = SWEEP_INTERVAL_S if self._listed or self._due else SCAN_INTERVAL_S
-        if not self.enabled or not (force or everything or now - self._last_sweep >= interval):
+        if not self.enabled or not (everything or now - self._last_sweep >= interval):
             return
         self._last_sweep = now
         self._due = False
