@@ -11,7 +11,7 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
     from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 
     run = store.open_run(run_id)
-    state = run.read_state() or initial_state(run)
+    state = run.read_state(against_plan=False) or initial_state(run)  # what it shows is the state's own
     tasks = state["tasks"]
     counts: dict[str, int] = {}
     for task in tasks.values():

@@ -38,7 +38,7 @@ TASK_FIELDS: dict[str, frozenset[type]] = {
     "error": _OPTIONAL_TEXT,
     "reason": _OPTIONAL_TEXT,
     "previous_error": _OPTIONAL_TEXT,
-    "tokens_used": frozenset({dict, _NONE}),
+    "tokens_used": _OBJECT,
     "cost_usd": _OPTIONAL_NUMBER,
     "cost_budget_usd": _OPTIONAL_NUMBER,
 }
@@ -163,6 +163,9 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
             kinds = TASK_FIELDS.get(name)
             if kinds is not None and type(value) not in kinds:
                 _wrong(f"$.tasks.{task_id}.{name}", kinds, value)
+        for kind, count in task.get("tokens_used", {}).items():
+            if type(count) not in _NUMBER:
+                _wrong(f"$.tasks.{task_id}.tokens_used.{kind}", _NUMBER, count)
         if task["status"] not in STATUSES:
             raise _Misshapen(
                 f"$.tasks.{task_id}.status: expected one of {', '.join(sorted(STATUSES))}, found {task['status']!r}"

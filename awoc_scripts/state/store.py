@@ -339,11 +339,13 @@ class Run:
             state["updated_at"] = now_iso()
             atomic_write_json(self.state_file, state)
 
-    def read_state(self) -> dict[str, Any]:
-        """state.json ({} before the run first executes), checked to have its shape and the plan's tasks."""
+    def read_state(self, against_plan: bool = True) -> dict[str, Any]:
+        """state.json ({} before the run first executes), checked to have its shape and, unless a
+        reader goes by the state's own tasks alone (AGAINST_PLAN false), the plan's tasks."""
         from awoc_scripts.state.shapes import check_state
 
-        return check_state(read_json(self.state_file, default={}), self.state_file, self.task_ids())
+        task_ids = self.task_ids() if against_plan else None  # reading the plan: 0.7 s at 100,000 tasks
+        return check_state(read_json(self.state_file, default={}), self.state_file, task_ids)
 
     def task_ids(self) -> list[str]:
         return [t["task_id"] for t in self.read_plan()["tasks"]]
