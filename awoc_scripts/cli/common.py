@@ -11,7 +11,7 @@ import typer
 import typer.main
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer vendors click (pinned <0.29)
 
-from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError
+from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError, InputError
 
 StateDirOption = Annotated[
     str | None,
@@ -47,16 +47,12 @@ def _no_group_options() -> None:
 def one_of(option: str, value: str | None, allowed: tuple[str, ...]) -> None:
     """An option with a few possible values: anything else is exit 2, not a silent default."""
     if value is not None and value not in allowed:
-        from awoc_scripts.errors import InputError
-
         raise InputError(f"{option}: {value!r} is not one of {', '.join(allowed)}")  # as --priority says it
 
 
 def finite_seconds(option: str, value: float) -> None:
     """Typer's ranges let nan through (every comparison with it is false)."""
     if value != value:
-        from awoc_scripts.errors import InputError
-
         raise InputError(f"{option}: expected a number of seconds, got nan")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from awoc_scripts.cli.common import RunOption, StateDirOption, new_app, one_of, run_app
+from awoc_scripts.cli.common import RunOption, StateDirOption, new_app, run_app
 
 app = new_app("parallel-report-generator", "Write report.json and report.md for a run.")
 
@@ -27,7 +27,6 @@ def create_report_command(
     from awoc_scripts.results.report import generate_report_command
     from awoc_scripts.state.store import StateStore
 
-    one_of("--format", output_format, ("json", "markdown", "research_report"))
     report, markdown, written = generate_report_command(StateStore(state_dir), run, aggregated, metadata, output_format)
     if output_format == "json":
         print_json(report)

@@ -126,12 +126,10 @@ def result_problem(data: object, fields: dict[str, frozenset[type]] | None = Non
         if type(data) is not dict:
             _wrong("$", _OBJECT, data)
         _fields("$", data, RESULT_FIELDS if fields is None else fields)
-        if "status" in data and data["status"] not in STATUSES:
-            raise _Misshapen(f"$.status: expected one of {', '.join(sorted(STATUSES))}, found {data['status']!r}")
-        tokens = data.get("tokens_used")
-        for kind, count in (tokens if type(tokens) is dict else {}).items():
-            if type(count) not in _NUMBER:
-                _wrong(f"$.tokens_used.{kind}", _NUMBER, count)
+        if "status" in data:
+            _status("$.status", data["status"])
+        if type(data.get("tokens_used")) is dict:
+            _token_counts("$.tokens_used", data["tokens_used"])
     except _Misshapen as exc:
         return str(exc)
     return None
@@ -147,11 +145,10 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
         raise _Misshapen(f"$.max_concurrent: expected at least 1, found {data['max_concurrent']}")
     if data.get("orchestrator") is not None:
         _fields("$.orchestrator", data["orchestrator"], ORCHESTRATOR_FIELDS, ORCHESTRATOR_FIELDS)
-    for name, fields in (("controls", CONTROL_FIELDS), ("executions", EXECUTION_FIELDS)):
-        for i, item in enumerate(data.get(name, ())):
-            if type(item) is not dict:
-                _wrong(f"$.{name}[{i}]", _OBJECT, item)
-            _fields(f"$.{name}[{i}]", item, fields, CONTROL_FIELDS if name == "controls" else ())
+    for i, item in enumerate(data.get("controls", ())):
+        _each_object(f"$.controls[{i}]", item, CONTROL_FIELDS, CONTROL_FIELDS)
+    for i, item in enumerate(data.get("executions", ())):
+        _each_object(f"$.executions[{i}]", item, EXECUTION_FIELDS)
     tasks = data["tasks"]
     for task_id, task in tasks.items():
         if type(task) is not dict:
@@ -163,13 +160,10 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
             kinds = TASK_FIELDS.get(name)
             if kinds is not None and type(value) not in kinds:
                 _wrong(f"$.tasks.{task_id}.{name}", kinds, value)
-        for kind, count in task.get("tokens_used", {}).items():
-            if type(count) not in _NUMBER:
-                _wrong(f"$.tasks.{task_id}.tokens_used.{kind}", _NUMBER, count)
+        if "tokens_used" in task:
+            _token_counts(f"$.tasks.{task_id}.tokens_used", task["tokens_used"])
         if task["status"] not in STATUSES:
-            raise _Misshapen(
-                f"$.tasks.{task_id}.status: expected one of {', '.join(sorted(STATUSES))}, found {task['status']!r}"
-            )
+            _status(f"$.tasks.{task_id}.status", task["status"])
     if task_ids is not None and tasks.keys() != set(task_ids):
         missing = sorted(set(task_ids) - tasks.keys())
         extra = sorted(tasks.keys() - set(task_ids))
@@ -192,6 +186,17 @@ def _fields(
             _wrong(f"{where}.{name}", kinds, item[name])
 
 
+def _status(where: str, status: object) -> None:
+    if status not in STATUSES:
+        raise _Misshapen(f"{where}: expected one of {', '.join(sorted(STATUSES))}, found {status!r}")
+
+
+def _token_counts(where: str, tokens: dict[str, Any]) -> None:
+    for kind, count in tokens.items():
+        if type(count) not in _NUMBER:
+            _wrong(f"{where}.{kind}", _NUMBER, count)
+
+
 def _wrong(where: str, kinds: frozenset[type], found: Any) -> NoReturn:
     shown = kinds - {int} if float in kinds else kinds  # an integer is a number
     names = [_KIND_NAMES[k] for k in shown if k is not _NONE] + (["null"] if _NONE in kinds else [])
@@ -204,9 +209,11 @@ def requested_controls(state: dict[str, Any], ours: list[dict[str, Any]]) -> lis
     controls = state.get("controls")
     if type(controls) is not list:
         return ours
-    for item in controls:
-        if type(item) is not dict or any(type(item.get(k)) not in v for k, v in CONTROL_FIELDS.items()):
-            return ours
+    try:
+        for item in controls:
+            _each_object("$.controls[]", item, CONTROL_FIELDS, CONTROL_FIELDS)
+    except _Misshapen:
+        return ours
     return controls
 
 

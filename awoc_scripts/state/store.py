@@ -88,14 +88,20 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: Path, default: Any = None, sealed: str | None = None) -> Any:
+    """PATH's JSON (DEFAULT when missing). SEALED: the file was written by write_sealed_json, and
+    a change since then is a StateError saying this remedy."""
     try:
         with open(path, "rb") as fh:
-            return orjson.loads(fh.read())
+            raw = fh.read()
     except FileNotFoundError:
         if default is not None:
             return default
         raise StateError(f"{path}: missing") from None
+    if sealed is not None:
+        _check_seal(path, raw, sealed)
+    try:
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise StateError(f"{path}: corrupt JSON ({exc})") from None
 
@@ -114,25 +120,13 @@ def write_sealed_json(path: Path, data: Any) -> None:
     atomic_write_bytes(seal, f"{zlib.crc32(raw):08x}\n".encode())
 
 
-def read_sealed_json(path: Path, remedy: str, default: Any = None) -> Any:
-    """What write_sealed_json wrote; a file changed since then is a StateError saying REMEDY."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        if default is not None:
-            return default
-        raise StateError(f"{path}: missing") from None
+def _check_seal(path: Path, raw: bytes, remedy: str) -> None:
     try:
         seal = path.with_name(path.name + SEAL_SUFFIX).read_text().strip()
     except (FileNotFoundError, UnicodeDecodeError):
-        seal = None  # written before seals, or by a writer killed before its seal
-    if seal is not None and seal != f"{zlib.crc32(raw):08x}":
+        return  # written before seals, or by a writer killed before its seal
+    if seal != f"{zlib.crc32(raw):08x}":
         raise StateError(f"{path}: changed after awoc wrote it; awoc never changes this file. {remedy}")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"{path}: corrupt JSON ({exc})") from None
 
 
 @contextmanager
@@ -283,8 +277,8 @@ class Run:
 
     def read_execution(self) -> dict[str, Any]:
         """execution.json, or {} before the run is planned for execution."""
-        execution: dict[str, Any] = read_sealed_json(
-            self.execution_file, "Delete it, and the run is planned for execution again from its plan.", default={}
+        execution: dict[str, Any] = read_json(
+            self.execution_file, {}, sealed="Delete it, and the run is planned for execution again from its plan."
         )
         return execution
 
@@ -294,9 +288,10 @@ class Run:
     def read_plan(self) -> Plan:
         """plan.json, read once: a plan never changes after its run is made."""
         if self._plan is None:
-            self._plan = read_sealed_json(
+            self._plan = read_json(
                 self.plan_file,
-                "A run is executed as it was planned: restore it, or start a new run with the change in its config.",
+                sealed="A run is executed as it was planned: "
+                "restore it, or start a new run with the change in its config.",
             )
         return self._plan
 

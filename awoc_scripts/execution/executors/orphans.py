@@ -45,11 +45,9 @@ def children_listed() -> bool:
     return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
 
 
-def own_children(listed: bool | None = None) -> list[int]:
-    """This process's children: from the kernel's lists when LISTED (looked up when not given),
-    else by reading every process's parent."""
-    if listed is None:
-        listed = children_listed()
+def own_children(listed: bool) -> list[int]:
+    """This process's children: from the kernel's lists when LISTED (children_listed()), else by
+    reading every process's parent."""
     if not listed:
         return _children_by_parent(os.getpid())
     pids: list[int] = []
