@@ -18,7 +18,8 @@ from awoc_scripts.execution.executors import orphans
 
 from conftest import start_orchestrator, wait_for
 
-needs_cgroups = pytest.mark.skipif(processes._cgroups() is None, reason="no writable cgroup v2 on this machine")
+CGROUPS_HERE = processes._cgroups() is not None  # before any test switches them off
+needs_cgroups = pytest.mark.skipif(not CGROUPS_HERE, reason="no writable cgroup v2 on this machine")
 
 
 @pytest.fixture(params=["cgroup", "subreaper", "subreaper-unlisted"])
@@ -75,7 +76,8 @@ def machine_facts(containment: str) -> str:
     """What decides containment here, for a failure's message: CI runs on machines unlike ours."""
     return (
         f"containment={containment} kernel={os.uname().release} "
-        f"children_listed={orphans.children_listed()} cgroups={processes._cgroups()}"
+        f"children_listed={orphans.children_listed()} cgroups_here={CGROUPS_HERE} "
+        f"session={os.getsid(0)} pid={os.getpid()}"
     )
 
 
@@ -94,9 +96,9 @@ def config(tag: str, then: str = "true", total_timeout: int | None = None, **tas
     return orjson.dumps({"parallel_config": parallel, "tasks": [one]}).decode()
 
 
-def test_a_daemon_dies_when_its_task_ends_by_itself(cli, containment: str) -> None:
-    tag = new_tag()
-    # a second task keeps the run going: the daemon must die with its own task, not with the run
+def config_with_a_later_task(tag: str) -> dict[str, object]:
+    """A daemon's task, then a task that fails if the daemon is still there a second after its task
+    ended: the daemon must die with its own task, not with the run."""
     config_doc = orjson.loads(config(tag, "sleep 0.3"))
     config_doc["tasks"].append(
         {
@@ -107,6 +109,12 @@ def test_a_daemon_dies_when_its_task_ends_by_itself(cli, containment: str) -> No
             "command": ["sh", "-c", f"sleep 1; ! pgrep -f '^sleep 3000[.]{tag}$'"],
         }
     )
+    return dict(config_doc)
+
+
+def test_a_daemon_dies_when_its_task_ends_by_itself(cli, containment: str) -> None:
+    tag = new_tag()
+    config_doc = config_with_a_later_task(tag)
     result = cli("delegate-parallel", "run", "-q", orjson.dumps(config_doc).decode())
     assert result.code == 0, machine_facts(containment)
     assert started(tag)
@@ -184,3 +192,56 @@ def test_children_are_found_with_or_without_the_kernels_list() -> None:
         for kid in kids:
             kid.kill()
             kid.wait()
+
+
+def test_a_process_session_is_read_from_its_stat() -> None:
+    import subprocess
+
+    leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        seen = orphans._state_and_session(leader.pid)
+        assert seen is not None and seen[1] == leader.pid
+        assert orphans._state_and_session(os.getpid()) == (b"R", os.getsid(0))
+    finally:
+        leader.kill()
+        leader.wait()
+
+
+def in_new_pid_namespace() -> list[str] | None:
+    """The argv prefix that runs a command as the first process of a new PID namespace with its own
+    /proc, or None where this machine refuses it. CI runs the suite in such a namespace: there the
+    orchestrator's session is one whose leader it cannot see (session 0)."""
+    import shutil
+    import subprocess
+
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    if shutil.which("unshare") is None:
+        return None
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+    return prefix if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["orchestrator-first", "orchestrator-later"])
+def test_a_daemon_dies_with_its_task_in_a_new_pid_namespace(first: bool, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    prefix = in_new_pid_namespace()
+    if prefix is None:
+        pytest.skip("this machine refuses new PID namespaces")
+    monkeypatch.setenv("AWOC_CGROUPS", "0")  # the subreaper alone
+    tag = new_tag()
+    config_doc = config_with_a_later_task(tag)
+    orchestrator = [
+        sys.executable,
+        "-c",
+        "from awoc_scripts.cli.delegate_parallel import main; main()",
+        "run",
+        "-q",
+        orjson.dumps(config_doc).decode(),
+    ]
+    argv = [*prefix, *orchestrator] if first else [*prefix, "sh", "-c", '"$@"; exit $?', "sh", *orchestrator]
+    result = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert started(tag)
+    all_gone(tag, "subreaper, new PID namespace")

@@ -76,10 +76,11 @@ def _children_by_parent(parent: int) -> list[int]:
 
 
 def _state_and_session(pid: int) -> tuple[bytes, int] | None:
+    """The process's state letter and session id, from /proc/<pid>/stat (fields 3 and 6)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-        return fields[0], int(fields[4])
+            fields = fh.read().rsplit(b")", 1)[1].split()  # fields[0] is the stat's third field
+        return fields[0], int(fields[3])
     except (OSError, IndexError, ValueError):
         return None
 
