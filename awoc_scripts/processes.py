@@ -161,18 +161,29 @@ def _read_boot_time() -> float:
     return float(psutil.boot_time())
 
 
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (field 22 of its stat): unlike a wall-clock
+    start time, no step of the clock changes it. None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_create_time(pid: int) -> float:
     """The same start time psutil gives (so same_process_alive can compare), read cheaply.
     For a child not yet reaped, the pid cannot have been reused, so any time before that will do."""
     global _boot_time
+    start_ticks = process_start_ticks(pid)
+    if start_ticks is None:  # already gone: any stamp will do, it will not match
+        return 0.0
     try:
         if _boot_time is None:
             _boot_time = _read_boot_time()
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            start_ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
-        return _boot_time + start_ticks / _TICKS
-    except (OSError, ValueError, IndexError):  # already gone: any stamp will do, it will not match
+    except (OSError, ValueError, IndexError):
         return 0.0
+    return _boot_time + start_ticks / _TICKS
 
 
 def available_memory_mb() -> float:
@@ -189,8 +200,14 @@ def available_memory_mb() -> float:
     return float(psutil.virtual_memory().available) / 2**20
 
 
-def same_process_alive(pid: int, create_time: float) -> bool:
-    """Is `pid` still the process we started (and not a later one that reused the number)?"""
+def same_process_alive(pid: int, create_time: float, start_ticks: int | None = None) -> bool:
+    """Is `pid` still the process we started (and not a later one that reused the number)?
+
+    With START_TICKS (process_start_ticks when it started) that is what identifies it: the boot
+    time that turns ticks into a wall-clock create time moves whenever the clock is stepped (a
+    virtual machine resumed from a snapshot, say), and a live process would look like another."""
+    if start_ticks is not None:
+        return process_start_ticks(pid) == start_ticks and not process_gone(pid)
     import psutil
 
     try:

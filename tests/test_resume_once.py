@@ -76,3 +76,23 @@ def test_repeated_sigkills_at_random_moments_never_rerun_a_finished_task(cli, st
     results = [orjson.loads(p.read_bytes()) for p in run_dir(state_dir).glob("tasks/*/result.json")]
     assert len(results) == 8 and all(r["status"] == "succeeded" for r in results)
     assert not awoc_processes(state_dir)
+
+
+def test_a_live_orchestrator_is_known_after_the_clock_is_stepped(cli, state_dir: Path, monkeypatch) -> None:
+    """A stepped clock (a virtual machine resumed from a snapshot) moves the boot time that turns a
+    process's start into wall-clock time. The live orchestrator must not then look dead: a resume
+    would kill its tasks and run them again."""
+    import psutil
+
+    proc = start_orchestrator(counted_config(state_dir / "unused.log", 1, 30))
+    try:
+        wait_for(lambda: (state_dir / "current").exists() and (run_dir(state_dir) / "tasks/t0/stdout.log").exists())
+        stepped = psutil.boot_time() + 1.0
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
+        result = cli("delegate-parallel", "resume", "-q")
+        assert result.code == 2, result.stdout + result.stderr
+        assert f"is being executed right now by process {proc.pid}" in result.stderr
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -52,6 +52,11 @@ MUTATIONS: dict[str, tuple[tuple[Any, ...], Any, str]] = {
     "no concurrency": (("max_concurrent",), 0, "$.max_concurrent: expected at least 1"),
     "a pid as text": (("orchestrator",), {"pid": "1", "create_time": 1.5}, "$.orchestrator.pid: expected an integer"),
     "an orchestrator without its start": (("orchestrator",), {"pid": 1}, "$.orchestrator.create_time: missing"),
+    "start ticks as text": (
+        ("orchestrator",),
+        {"pid": 1, "create_time": 1.5, "start_ticks": "9"},
+        "$.orchestrator.start_ticks: expected an integer or null",
+    ),
     "a task without its status": (("tasks", "a"), {"token_budget": 5}, "$.tasks.a.status: missing"),
     "a missing task": (("tasks",), {}, "$.tasks: task 'a' of the plan is missing"),
     "a stranger task": (

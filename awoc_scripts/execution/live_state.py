@@ -14,7 +14,7 @@ from awoc_scripts.errors import StateError
 from awoc_scripts.execution.records import TaskRecord
 from awoc_scripts.execution.runners import Tokens
 from awoc_scripts.launcher import command_for
-from awoc_scripts.processes import kill_marked, process_create_time
+from awoc_scripts.processes import kill_marked, process_create_time, process_start_ticks
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, read_json
@@ -112,7 +112,12 @@ class LiveState:
 
     def begin_execution(self) -> None:
         me = os.getpid()
-        self.data["orchestrator"] = {"pid": me, "create_time": process_create_time(me), "started_at": now_iso()}
+        self.data["orchestrator"] = {
+            "pid": me,
+            "create_time": process_create_time(me),
+            "start_ticks": process_start_ticks(me),
+            "started_at": now_iso(),
+        }
         self.data.pop("stop_reason", None)
         # each execution's own span: the report's total time adds these, not the idle gaps between resumes
         self.data.setdefault("executions", []).append({"started_at": now_iso(), "active_s": 0.0})

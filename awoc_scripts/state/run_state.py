@@ -38,4 +38,4 @@ def orchestrator_alive(state: dict[str, Any]) -> bool:
         return False
     from awoc_scripts.processes import same_process_alive  # subprocess is not needed until here
 
-    return same_process_alive(int(info["pid"]), float(info["create_time"]))
+    return same_process_alive(int(info["pid"]), float(info["create_time"]), info.get("start_ticks"))

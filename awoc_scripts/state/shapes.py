@@ -58,6 +58,8 @@ RUN_FIELDS: dict[str, frozenset[type]] = {
     "updated_at": _OPTIONAL_TEXT,
 }
 ORCHESTRATOR_FIELDS: dict[str, frozenset[type]] = {"pid": _INT, "create_time": _NUMBER}
+# written since start ticks identify the orchestrator; a run saved before has none
+ORCHESTRATOR_OPTIONAL: dict[str, frozenset[type]] = {"start_ticks": frozenset({int, _NONE})}
 CONTROL_FIELDS: dict[str, frozenset[type]] = {"id": _TEXT, "action": _TEXT, "args": _OBJECT}
 EXECUTION_FIELDS: dict[str, frozenset[type]] = {"started_at": _TEXT, "active_s": _NUMBER}
 RESULT_FIELDS: dict[str, frozenset[type]] = {
@@ -144,7 +146,12 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
     if data["max_concurrent"] < 1:
         raise _Misshapen(f"$.max_concurrent: expected at least 1, found {data['max_concurrent']}")
     if data.get("orchestrator") is not None:
-        _fields("$.orchestrator", data["orchestrator"], ORCHESTRATOR_FIELDS, ORCHESTRATOR_FIELDS)
+        _fields(
+            "$.orchestrator",
+            data["orchestrator"],
+            {**ORCHESTRATOR_FIELDS, **ORCHESTRATOR_OPTIONAL},
+            ORCHESTRATOR_FIELDS,
+        )
     for i, item in enumerate(data.get("controls", ())):
         _each_object(f"$.controls[{i}]", item, CONTROL_FIELDS, CONTROL_FIELDS)
     for i, item in enumerate(data.get("executions", ())):
