@@ -249,17 +249,21 @@ def test_monitor_ends_when_the_processes_exit_by_themselves(cli) -> None:
     assert [(p["pid"], p["ended"]) for p in summary["processes"]] == [(first.pid, "exited"), (second.pid, "exited")]
 
 
-def test_monitor_finds_a_runs_tasks_by_agent_or_task_id(cli, state_dir) -> None:
-    run_id = make_run(cli)
-    run = StateStore(state_dir).open_run(run_id)
-    with process_tree("sleep 60") as (proc, _):
-        from awoc_scripts.state.run_state import initial_state
+def running_architect(state: dict[str, Any], run: Any, pid: int, **saved: object) -> None:
+    """A fresh state in which architect-1 is running as PID, as the orchestrator saves it."""
+    from awoc_scripts.state.run_state import initial_state
 
+    state.update(initial_state(run))
+    state["tasks"]["architect-1"].update(
+        status="running", pid=pid, pid_create_time=psutil.Process(pid).create_time(), **saved
+    )
+
+
+def test_monitor_finds_a_runs_tasks_by_agent_or_task_id(cli, state_dir) -> None:
+    run = StateStore(state_dir).open_run(make_run(cli))
+    with process_tree("sleep 60") as (proc, _):
         with run.locked_state() as state:
-            state.update(initial_state(run))
-            state["tasks"]["architect-1"].update(
-                status="running", pid=proc.pid, pid_create_time=psutil.Process(proc.pid).create_time()
-            )
+            running_architect(state, run, proc.pid)
             state["tasks"]["docs-fetcher-1"].update(status="succeeded", pid=1, pid_create_time=1.0)
         status = cli("parallel-task-monitor", "status")
         assert status.code == 0, status.stderr
@@ -292,3 +296,20 @@ def test_monitor_refuses_unknown_pids_and_names(cli) -> None:
     )
     assert_one_error(cli("parallel-task-monitor", "monitor", "", "5"), "no process id")
     assert_one_error(cli("parallel-task-monitor", "monitor", str(os.getpid()), "--interval", "0"), "--interval")
+
+
+def test_monitor_knows_a_running_task_after_the_clock_is_stepped(cli, state_dir, monkeypatch) -> None:
+    """The orchestrator saves each running task's start in ticks since boot: a stepped clock moves the
+    boot time, not those ticks, so the task's process is still found (and can be stopped)."""
+    from awoc_scripts.processes import process_start_ticks
+
+    run = StateStore(state_dir).open_run(make_run(cli))
+    with process_tree("sleep 60") as (proc, _):
+        with run.locked_state() as state:
+            running_architect(state, run, proc.pid, pid_start_ticks=process_start_ticks(proc.pid))
+        stepped = psutil.boot_time() - 1.0
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
+        status = cli("parallel-task-monitor", "status")
+        assert status.code == 0, status.stderr
+        (task,) = status.json()["tasks"]
+        assert task["pid"] == proc.pid and task["status"] != "gone" and task["rss_mb"] > 0

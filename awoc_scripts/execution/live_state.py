@@ -184,6 +184,7 @@ def task_snapshot(
             "attempts": rec.attempts,
             "pid": rec.pid,
             "pid_create_time": rec.pid_create_time,
+            "pid_start_ticks": rec.pid_start_ticks,
             "started_at": rec.started_at,
             "finished_at": rec.finished_at,
             "exit_code": rec.exit_code,
@@ -203,3 +204,4 @@ def note_create_times(records: dict[str, TaskRecord], running: list[str]) -> Non
         rec = records[tid]
         if rec.pid is not None and rec.pid_create_time is None:
             rec.pid_create_time = process_create_time(rec.pid)
+            rec.pid_start_ticks = process_start_ticks(rec.pid)

@@ -383,7 +383,7 @@ class Orchestrator:
             rec.error = f"cannot start {invocation.argv[0]!r}: {exc.strerror or exc}"
             self._end_task(tid, FAILED, allow_retry=False)
             return
-        rec.pid, rec.pid_create_time = started.pid, None  # read when the state is written
+        rec.pid, rec.pid_create_time, rec.pid_start_ticks = started.pid, None, None  # read when the state is written
         self.book.dirty = True
         self.pool.launched(tid, started.warm_s)
         self.events.add(

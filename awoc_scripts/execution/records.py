@@ -30,6 +30,7 @@ class TaskRecord:
     attempts: int = 0
     pid: int | None = None
     pid_create_time: float | None = None
+    pid_start_ticks: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
     start_mono: float | None = None

@@ -119,7 +119,7 @@ def _task_processes(run: Run, name: str) -> list[Watched]:
     for tid in ids:
         saved = tasks.get(tid, {})
         pid, created = saved.get("pid"), saved.get("pid_create_time")
-        if pid and created and saved.get("status") == "running" and same_process_alive(int(pid), float(created)):
+        if pid and created and saved.get("status") == "running" and _still_the_task(saved):
             try:
                 proc = psutil.Process(int(pid))
                 proc.cpu_percent()
@@ -265,7 +265,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
         if saved.get("status") != "running":
             continue
         pid, created = saved.get("pid"), saved.get("pid_create_time")
-        if pid and created and same_process_alive(int(pid), float(created)):
+        if pid and created and _still_the_task(saved):
             try:
                 proc = psutil.Process(int(pid))
                 proc.cpu_percent()
@@ -291,3 +291,8 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
         "orchestrator": {"pid": orchestrator["pid"], "alive": orchestrator_alive(state)} if orchestrator else None,
         "tasks": tasks + stale,
     }
+
+
+def _still_the_task(saved: dict[str, Any]) -> bool:
+    """Is the saved task's process still the one it started (by start ticks where state.json has them)?"""
+    return same_process_alive(int(saved["pid"]), float(saved["pid_create_time"]), saved.get("pid_start_ticks"))

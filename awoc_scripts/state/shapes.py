@@ -32,6 +32,7 @@ TASK_FIELDS: dict[str, frozenset[type]] = {
     "attempts": _INT,
     "pid": _OPTIONAL_INT,
     "pid_create_time": _OPTIONAL_NUMBER,
+    "pid_start_ticks": _OPTIONAL_INT,
     "started_at": _OPTIONAL_TEXT,
     "finished_at": _OPTIONAL_TEXT,
     "exit_code": _OPTIONAL_INT,
@@ -59,7 +60,7 @@ RUN_FIELDS: dict[str, frozenset[type]] = {
 }
 ORCHESTRATOR_FIELDS: dict[str, frozenset[type]] = {"pid": _INT, "create_time": _NUMBER}
 # written since start ticks identify the orchestrator; a run saved before has none
-ORCHESTRATOR_OPTIONAL: dict[str, frozenset[type]] = {"start_ticks": frozenset({int, _NONE})}
+ORCHESTRATOR_OPTIONAL: dict[str, frozenset[type]] = {"start_ticks": _OPTIONAL_INT}
 CONTROL_FIELDS: dict[str, frozenset[type]] = {"id": _TEXT, "action": _TEXT, "args": _OBJECT}
 EXECUTION_FIELDS: dict[str, frozenset[type]] = {"started_at": _TEXT, "active_s": _NUMBER}
 RESULT_FIELDS: dict[str, frozenset[type]] = {
