@@ -147,7 +147,7 @@ def _spawn_elsewhere(
 
 
 _boot_time: float | None = None
-_TICKS = os.sysconf("SC_CLK_TCK")
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def _read_boot_time() -> float:
@@ -183,7 +183,7 @@ def process_create_time(pid: int) -> float:
             _boot_time = _read_boot_time()
     except (OSError, ValueError, IndexError):
         return 0.0
-    return _boot_time + start_ticks / _TICKS
+    return _boot_time + start_ticks / TICKS_PER_S
 
 
 def available_memory_mb() -> float:

@@ -21,12 +21,12 @@ import os
 import signal
 import time
 
-from awoc_scripts.processes import process_create_time
+from awoc_scripts.processes import TICKS_PER_S, process_start_ticks
 
 PR_SET_CHILD_SUBREAPER = 36
-# create times come from /proc in clock ticks (10 ms): an orphan made right at a task's start or
-# end still counts as made while it ran
-TICK_SLACK_S = 0.05
+# start times come from /proc in clock ticks since boot (10 ms), which no step of the wall clock
+# moves: an orphan made right at a task's start or end still counts as made while it ran
+TICK_SLACK = int(0.05 * TICKS_PER_S)
 SWEEP_INTERVAL_S = 0.2
 SCAN_INTERVAL_S = 1.0
 
@@ -75,6 +75,10 @@ def _children_by_parent(parent: int) -> list[int]:
     return pids
 
 
+def _ticks_now() -> int:
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * TICKS_PER_S)
+
+
 def _state_and_session(pid: int) -> tuple[bytes, int] | None:
     """The process's state letter and session id, from /proc/<pid>/stat (fields 3 and 6)."""
     try:
@@ -94,13 +98,14 @@ class Orphans:
         self._listed = children_listed()
         self._due = False  # a task ended since the last sweep
         self._before = set(own_children(self._listed))  # children this process had already: none is an orphan
-        self._running: dict[int, float] = {}  # task root pid -> its start (create time)
+        self._running: dict[int, int] = {}  # task root pid -> its start (ticks since boot)
         self._last_sweep = 0.0
         self.killed: list[int] = []
 
     def task_started(self, pid: int) -> None:
         if self.enabled:
-            self._running[pid] = process_create_time(pid) or time.time()
+            started = process_start_ticks(pid)
+            self._running[pid] = started if started is not None else _ticks_now()
 
     def task_ended(self, pid: int) -> None:
         """After the task's root was reaped: what it left is judged at the next sweep (within
@@ -125,7 +130,7 @@ class Orphans:
             if seen[0] == b"Z":
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
-            elif everything or not self._made_while_running(process_create_time(pid)):
+            elif everything or not self._made_while_running(process_start_ticks(pid)):
                 self._kill_tree(pid)
 
     def _adopted(self) -> list[int]:
@@ -139,8 +144,10 @@ class Orphans:
                 found.append(pid)
         return found
 
-    def _made_while_running(self, created: float) -> bool:
-        return any(start - TICK_SLACK_S <= created for start in self._running.values())
+    def _made_while_running(self, created: int | None) -> bool:
+        if created is None:  # gone already
+            return True
+        return any(start - TICK_SLACK <= created for start in self._running.values())
 
     def _kill_tree(self, pid: int) -> None:
         import psutil
