@@ -217,7 +217,10 @@ def in_new_pid_namespace() -> list[str] | None:
     prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
     if shutil.which("unshare") is None:
         return None
-    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+    try:
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     return prefix if probe.returncode == 0 else None
 
 
