@@ -199,8 +199,11 @@ def test_ctrl_c_commits_what_the_task_left_and_removes_its_worktree(repo: Path, 
     assert git(repo, "show", f"{branch}:part.txt") == "partial\n"
 
 
-def test_sigkill_then_resume_and_a_second_run_leave_no_stale_worktree(cli, repo: Path, state_dir: Path) -> None:
-    script = "if [ -f started ]; then echo second; else touch started; echo wip > wip.txt; sleep 30; fi"
+def test_sigkill_then_resume_and_a_second_run_leave_no_stale_worktree(
+    cli, repo: Path, state_dir: Path, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    script = f"if [ -f {started} ]; then echo second; else touch {started}; echo wip > wip.txt; sleep 30; fi"
     proc = start_orchestrator(orjson.loads(worktree_config(task("t", script))))
     try:
         wait_for(lambda: (state_dir / "current").exists() and (_worktree_of(state_dir, "t") / "wip.txt").exists())
@@ -211,9 +214,11 @@ def test_sigkill_then_resume_and_a_second_run_leave_no_stale_worktree(cli, repo:
     resumed = cli("delegate-parallel", "resume", "-q")
     assert resumed.code == 0, resumed.stderr
     first_run = run_id_of(state_dir)
-    assert results(state_dir)["t"]["result"] == "second"  # the same worktree, reused: the work was kept
+    assert results(state_dir)["t"]["result"] == "second"
     assert registered_worktrees(repo) == [str(repo)]
-    assert git(repo, "show", f"awoc/{first_run}/t:wip.txt") == "wip\n"
+    # the killed attempt's work is kept beside the branch, which holds only the attempt that ended the task
+    assert git(repo, "show", f"refs/awoc/{first_run}/t/attempt-1:wip.txt") == "wip\n"
+    assert "wip.txt" not in git(repo, "ls-tree", "--name-only", f"awoc/{first_run}/t")
     assert not awoc_processes(state_dir)
 
     # a run killed and never resumed: the next run commits its leftovers on its branch and removes it
@@ -300,3 +305,27 @@ def test_agent_tasks_run_claude_in_their_worktree(cli, repo: Path, state_dir: Pa
     tree = results(state_dir)["workforce-1"]["worktree"]
     assert [c["cwd"] for c in calls] == [tree["path"]]
     assert tree["session_id"] and len(tree["session_id"]) == 36
+
+
+def test_a_retry_starts_from_the_base_and_the_failed_attempts_work_is_kept(
+    cli, repo: Path, state_dir: Path, tmp_path: Path
+) -> None:
+    """A failed attempt's commits and leftovers would otherwise be on the branch of a task that
+    "succeeded", and a script that is not idempotent would meet its own half-done work."""
+    tried = tmp_path / "tried"
+    first = (
+        f"touch {tried}; echo half > half.txt; git add half.txt; "
+        "git -c user.name=a -c user.email=a@a commit -qm half; echo edited >> shared.txt; exit 1"
+    )
+    script = f"if [ -f {tried} ]; then test ! -e half.txt && echo done > done.txt; else {first}; fi"
+    result = cli("delegate-parallel", "run", "-q", worktree_config(task("t", script), retries=1))
+    assert result.code == 0, result.stdout + result.stderr
+    run_id = run_id_of(state_dir)
+    tree = results(state_dir)["t"]["worktree"]
+    assert [f["path"] for f in tree["files_changed"]] == ["done.txt"] and len(tree["commits"]) == 1
+    (earlier,) = tree["earlier_attempts"]
+    assert earlier["ref"] == f"refs/awoc/{run_id}/t/attempt-1"
+    assert git(repo, "show", f"{earlier['ref']}:half.txt") == "half\n"
+    assert git(repo, "show", f"{earlier['ref']}:shared.txt").endswith("edited\n")  # its uncommitted edit too
+    report = (state_dir / "runs" / run_id / "report.md").read_text()
+    assert f"`{earlier['ref']}`" in report

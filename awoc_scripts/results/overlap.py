@@ -28,6 +28,9 @@ def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> dict[s
                 "commits": len(tree.get("commits", [])),
                 "files": [f["path"] for f in tree.get("files_changed", [])],
                 "files_changed": tree.get("files_changed", []),
+                "earlier_attempts": [
+                    str(a["ref"]) for a in tree.get("earlier_attempts", []) if isinstance(a, dict) and "ref" in a
+                ],
             }
     ids = sorted(tasks, key=lambda tid: [t["task_id"] for t in plan["tasks"]].index(tid))
     pairs = []
@@ -71,6 +74,13 @@ def overlap_markdown(overlap: Mapping[str, Any], run_id: str) -> list[str]:
         more = f" and {len(task['files']) - 10} more" if len(task["files"]) > 10 else ""
         lines.append(f"| {tid} | {task['status']} | `{task['branch']}` | {task['commits']} | {changed or '-'}{more} |")
     lines.append("")
+    set_aside = {
+        tid: task["earlier_attempts"] for tid, task in overlap["tasks"].items() if task.get("earlier_attempts")
+    }
+    if set_aside:
+        lines += ["Earlier attempts' work, kept out of the branches (each attempt starts from the task's base):", ""]
+        lines += [f"- {tid}: {', '.join(f'`{ref}`' for ref in refs)}" for tid, refs in set_aside.items()]
+        lines.append("")
     if overlap["overlaps"]:
         lines += ["Tasks that changed the same files:", ""]
         for pair in overlap["overlaps"]:

@@ -2,8 +2,11 @@
 
 A task without worktree dependencies starts from the HEAD recorded in the plan; one whose
 dependencies ran in worktrees starts from a merge of their branches, made in the object store
-(a conflict there means it cannot start: it is skipped, naming the files). Whatever a task leaves
-uncommitted is committed on its branch when it ends. Worktrees are removed when the run's
+(a conflict there means it cannot start: it is skipped, naming the files). Every attempt starts
+from that base: what an earlier attempt left (a failure, a timeout, a run killed) is committed and
+set aside under refs/awoc/<run id>/<task id>/attempt-<n>, never lost, and the branch holds only
+the work of the attempt that ended the task. Whatever a task leaves uncommitted is committed on
+its branch when it ends. Worktrees are removed when the run's
 execution ends (the branches stay), never one that holds uncommitted work; a later run sweeps
 the worktrees of dead runs the same way, committing their leftovers first.
 """
@@ -54,13 +57,20 @@ class WorktreeIsolation:
         return self.run.task_dir(task_id) / RECORD_FILE
 
     def record(self, task_id: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = read_json(self._record_file(task_id), default=None)
+        """What worktree.json says of the task's branch, or None before its first attempt."""
+        path = self._record_file(task_id)
+        if not path.exists():
+            return None
+        found: dict[str, Any] = read_json(path)
         return found
 
     def workdir(self, task: Task) -> Path:
         tid = task["task_id"]
         path = self.path_of(tid)
         branch = branch_name(self.run.run_id, tid)
+        record = self.record(tid)
+        if record is not None and git.branch_commit(self.repo, branch) is not None:
+            self._set_aside_earlier_attempt(tid, record, path)
         if not (path / ".git").exists():
             if git.branch_commit(self.repo, branch) is None:
                 base, merged = self._base_for(task)
@@ -70,6 +80,26 @@ class WorktreeIsolation:
             self._copy_included(path)
             self.events.add("worktree-created", task_id=tid, branch=branch, path=str(path))
         return path / self.subdir if self.subdir not in ("", ".") else path
+
+    def _set_aside_earlier_attempt(self, tid: str, record: dict[str, Any], path: Path) -> None:
+        """A later attempt starts where the first did: the earlier one's work (its commits and what it
+        left uncommitted) goes to a ref of its own, and the branch goes back to the base."""
+        checked_out = (path / ".git").exists()
+        if checked_out:
+            git.commit_all(path, f"awoc: run {self.run.run_id}, task {tid}: left uncommitted by an earlier attempt")
+        head = git.branch_commit(self.repo, record["branch"])
+        if head is None or head == record["base"]:
+            return
+        earlier = record.setdefault("earlier_attempts", [])
+        ref = f"refs/awoc/{self.run.run_id}/{tid}/attempt-{len(earlier) + 1}"
+        git.run_git(self.repo, "update-ref", ref, head)
+        if checked_out:
+            git.run_git(path, "reset", "--quiet", "--hard", record["base"])
+        else:
+            git.run_git(self.repo, "branch", "--force", record["branch"], record["base"])
+        earlier.append({"ref": ref, "head": head})
+        self._save_record(tid, record)
+        self.events.add("worktree-attempt-set-aside", task_id=tid, ref=ref, head=head)
 
     def _save_record(self, tid: str, record: dict[str, Any]) -> None:
         self.run.task_dir(tid).mkdir(parents=True, exist_ok=True)
