@@ -36,6 +36,20 @@ class AbortedError(AwocError):
     exit_code = ABORTED
 
 
+class DiskFull(AbortedError):
+    """The disk (or quota) holding a file awoc writes is full: the run stops, and it is not a bug."""
+
+
+def disk_full(exc: BaseException) -> DiskFull | None:
+    """EXC as a DiskFull when it is one (ENOSPC, EDQUOT), else None."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" (writing {exc.filename})" if exc.filename else ""
+        return DiskFull(f"no space left on device{where}")
+    return None
+
+
 def located(source: str | None, path: str | None, message: str) -> str:
     """`file: json.path: message`, leaving out the parts that are unknown."""
     parts = [p for p in (source, path) if p]

@@ -7,10 +7,12 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from conftest import awoc_processes, start_orchestrator, wait_for
 
@@ -96,3 +98,49 @@ def test_a_live_orchestrator_is_known_after_the_clock_is_stepped(cli, state_dir:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A state folder on a 600 KB tmpfs of its own (skipped where this machine may not mount one)."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    monkeypatch.setenv("AWOC_STATE_DIR", str(disk / "state"))
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_stops_the_run_by_name_and_resume_keeps_the_task_it_could_not_record(cli, small_disk: Path) -> None:
+    """The result of a task that printed 400 KB cannot be written on a disk with less room: not a bug
+    (exit 3, no traceback), nothing left running, and once there is room `resume` writes that
+    result from state.json and the task's output instead of running the task again."""
+    state_dir = small_disk / "state"
+    config = {
+        "tasks": [
+            {"task_id": "big", "agent": "qa", "description": "x", "command": ["sh", "-c", "head -c 400000 /dev/zero"]},
+            {"task_id": "slow", "agent": "qa", "description": "y", "command": ["sh", "-c", "sleep 30"]},
+        ]
+    }
+    result = cli("delegate-parallel", "run", "-q", orjson.dumps(config).decode())
+    assert result.code == 3, result.stdout + result.stderr
+    run_id = (state_dir / "current").read_text().strip()
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: no space left on device (writing ") and "tasks/big/result.json" in line
+    assert f"`delegate-parallel resume {run_id}` continues it" in line
+    assert not awoc_processes(state_dir)
+
+    subprocess.run(["mount", "-o", "remount,size=50m", str(small_disk)], check=True)
+    resumed = cli("delegate-parallel", "resume", "-q")
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    run_dir = state_dir / "runs" / run_id
+    big = orjson.loads((run_dir / "tasks/big/result.json").read_bytes())
+    assert big["status"] == "succeeded" and len(big["result"]) == 400000 and big["started_at"]
+    starts = [
+        e for e in map(orjson.loads, (run_dir / "events.jsonl").read_bytes().splitlines()) if e["event"] == "task-start"
+    ]
+    assert [e["task_id"] for e in starts].count("big") == 1

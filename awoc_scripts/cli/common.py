@@ -11,7 +11,7 @@ import typer
 import typer.main
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer vendors click (pinned <0.29)
 
-from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError, InputError
+from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError, InputError, disk_full
 
 StateDirOption = Annotated[
     str | None,
@@ -92,6 +92,9 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     except ClickException as exc:
         fail(f"{exc.format_message()} (see {app.info.name} --help)", exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place a bug becomes exit code 4
+        full = disk_full(exc)
+        if full is not None:
+            fail(full.message, full.exit_code)
         _report_bug(exc)
     finally:
         signal.signal(signal.SIGINT, previous)

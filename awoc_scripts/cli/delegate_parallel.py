@@ -142,7 +142,8 @@ def run(
     \b
     Exit codes: 0 every task succeeded; 1 the run finished but some task did not succeed (failed,
     timed out, over budget, cancelled by a policy or a lever, skipped); 2 bad input; 3 aborted
-    (failure tolerance exceeded, total timeout, token budget exhausted); 4 internal error; 130 interrupted.
+    (failure tolerance exceeded, total timeout, token or money budget exhausted, disk full); 4 internal
+    error; 130 interrupted.
     """
     from awoc_scripts.execution.display import make_display
     from awoc_scripts.execution.executors.base import Executor

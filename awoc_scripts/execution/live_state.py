@@ -11,13 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 from awoc_scripts.errors import StateError
+from awoc_scripts.execution.outcomes import attempt_outcome
 from awoc_scripts.execution.records import TaskRecord
 from awoc_scripts.execution.runners import Tokens
 from awoc_scripts.launcher import command_for
+from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import kill_marked, process_create_time, process_start_ticks
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.run_tasks import result_from_state
 from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
-from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, read_json
+from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, parse_iso, read_json
 from awoc_scripts.state.task_states import CANCELLED, PENDING, RUNNING, SUCCEEDED, TERMINAL
 
 
@@ -48,7 +51,12 @@ class LiveState:
         return state
 
     def prepare_resume(
-        self, records: dict[str, TaskRecord], plan_budgets: dict[str, int], only: set[str] | None, events: EventBuffer
+        self,
+        records: dict[str, TaskRecord],
+        by_id: dict[str, Task],
+        plan_budgets: dict[str, int],
+        only: set[str] | None,
+        events: EventBuffer,
     ) -> tuple[dict[str, str], list[str]]:
         """Keep what succeeded; everything else runs again (or, with `only`, just those tasks).
         Kill whatever a dead orchestrator left running. Returns the statuses to start from and
@@ -72,6 +80,9 @@ class LiveState:
             rec = records[tid]
             if task_status == SUCCEEDED or (only is not None and tid not in only and task_status in TERMINAL):
                 fresh[tid] = task_status
+                if self._result_lost(tid):
+                    self._write_lost_result(by_id[tid])
+                    events.add("resume-rewrote-result", task_id=tid)
                 self._restore_record(tid, rec)
             elif only is not None and tid not in only:
                 fresh[tid] = CANCELLED  # not part of this retry, and it cannot have a result now
@@ -92,6 +103,22 @@ class LiveState:
         return (
             isinstance(result, dict) and result.get("status") == SUCCEEDED and result.get("run_id") == self.run.run_id
         )
+
+    def _result_lost(self, tid: str) -> bool:
+        """The task ran and ended, but its result file is not there: writing it failed (a full disk)."""
+        return self.tasks[tid].get("started_at") is not None and not self.run.task_files(tid).result.exists()
+
+    def _write_lost_result(self, task: Task) -> None:
+        """The lost result file again, from state.json and the output the task left: its work is kept,
+        so the report must show what it produced and how long it took, not an empty 0 s."""
+        saved = self.tasks[task["task_id"]]
+        outcome, _tokens = attempt_outcome(int(saved.get("exit_code") or 0), self.run.task_files(task["task_id"]), None)
+        result = result_from_state(self.run, task, saved)
+        result["result"] = outcome.result
+        started, finished = parse_iso(saved.get("started_at")), parse_iso(saved.get("finished_at"))
+        if started is not None and finished is not None:
+            result["duration_s"] = round(max(0.0, finished - started), 3)
+        self.run.write_task_result(task["agent"], task["task_id"], result)
 
     def _restore_record(self, tid: str, rec: TaskRecord) -> None:
         """A task that keeps its outcome: what it produced, from its result file."""

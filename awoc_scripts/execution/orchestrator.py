@@ -12,7 +12,7 @@ import signal
 import time
 from typing import Any
 
-from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, AwocError
+from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, AwocError, DiskFull, disk_full
 from awoc_scripts.execution.attempts import AttemptMaker, dependency_results
 from awoc_scripts.execution.concurrency import AdaptiveConcurrency, Change
 from awoc_scripts.execution.controls import apply_pending_controls
@@ -33,6 +33,7 @@ from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.runners import agent_command
 from awoc_scripts.execution.task_book import TaskBook
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, MB_PER_AGENT, START_UP_S, WarmPool, default_size
+from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
 from awoc_scripts.state.store import Run, parse_iso
@@ -96,7 +97,7 @@ class Orchestrator:
         )
         status, self.orphans = dict(self.book.saved_status), list[str]()
         if resume:
-            status, self.orphans = self.live.prepare_resume(self.records, budgets, only, self.events)
+            status, self.orphans = self.live.prepare_resume(self.records, self.by_id, budgets, only, self.events)
         self.scheduler = self.book.start_scheduling(status)
         self.max_concurrent = int(self.live.data.get("max_concurrent") or self.config["max_concurrent"])
         self.batch_token_limit = int(self.config["batch_token_limit"])
@@ -201,8 +202,12 @@ class Orchestrator:
             self._begin()
             self._loop()
         except BaseException as exc:
-            self.stop_reason = self.stop_reason or f"orchestrator error: {exc!r}"
+            full = disk_full(exc)
+            self.stop_reason = self.stop_reason or (full.message if full else f"orchestrator error: {exc!r}")
             self.exit_code = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ABORTED
+            if full is not None:
+                resume = command_for("delegate-parallel", "resume", self.run.run_id)
+                raise DiskFull(f"{full.message}: the run stopped; once there is room, `{resume}` continues it") from exc
             raise
         finally:
             try:

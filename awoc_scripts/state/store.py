@@ -78,9 +78,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # os.write names no file: a full disk, say
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -301,8 +303,13 @@ class Run:
         return record
 
     def append_event_lines(self, lines: list[bytes]) -> None:
-        with file_lock(self.events_file), open(self.events_file, "ab") as fh:
-            fh.write(b"".join(lines))
+        try:
+            with file_lock(self.events_file), open(self.events_file, "ab") as fh:
+                fh.write(b"".join(lines))
+        except OSError as exc:
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(self.events_file)) from exc
+            raise
 
     def buffered_events(self) -> EventBuffer:
         return EventBuffer(self)
