@@ -329,3 +329,20 @@ def test_a_retry_starts_from_the_base_and_the_failed_attempts_work_is_kept(
     assert git(repo, "show", f"{earlier['ref']}:shared.txt").endswith("edited\n")  # its uncommitted edit too
     report = (state_dir / "runs" / run_id / "report.md").read_text()
     assert f"`{earlier['ref']}`" in report
+
+
+def test_setting_aside_never_overwrites_an_attempt_ref_the_record_missed(
+    cli, repo: Path, state_dir: Path, tmp_path: Path
+) -> None:
+    """An orchestrator killed between making attempt-1 and recording it leaves a ref the record does not
+    name: the next attempt set aside goes to attempt-2, and attempt-1 keeps what it held."""
+    tried = tmp_path / "tried"
+    first = f'touch {tried}; git update-ref "refs/awoc/$AWOC_RUN_ID/t/attempt-1" HEAD; echo half > half.txt; exit 1'
+    script = f"if [ -f {tried} ]; then echo done > done.txt; else {first}; fi"
+    result = cli("delegate-parallel", "run", "-q", worktree_config(task("t", script), retries=1))
+    assert result.code == 0, result.stdout + result.stderr
+    run_id = run_id_of(state_dir)
+    (earlier,) = results(state_dir)["t"]["worktree"]["earlier_attempts"]
+    assert earlier["ref"] == f"refs/awoc/{run_id}/t/attempt-2"
+    assert git(repo, "show", f"{earlier['ref']}:half.txt") == "half\n"
+    assert git(repo, "rev-parse", f"refs/awoc/{run_id}/t/attempt-1") == git(repo, "rev-parse", "main")

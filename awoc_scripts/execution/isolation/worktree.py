@@ -82,8 +82,8 @@ class WorktreeIsolation:
         return path / self.subdir if self.subdir not in ("", ".") else path
 
     def _set_aside_earlier_attempt(self, tid: str, record: dict[str, Any], path: Path) -> None:
-        """A later attempt starts where the first did: the earlier one's work (its commits and what it
-        left uncommitted) goes to a ref of its own, and the branch goes back to the base."""
+        """A later attempt starts from the same base as the first: the earlier one's work (its commits
+        and what it left uncommitted) goes to a ref of its own, and the branch goes back to the base."""
         checked_out = (path / ".git").exists()
         if checked_out:
             git.commit_all(path, f"awoc: run {self.run.run_id}, task {tid}: left uncommitted by an earlier attempt")
@@ -91,7 +91,11 @@ class WorktreeIsolation:
         if head is None or head == record["base"]:
             return
         earlier = record.setdefault("earlier_attempts", [])
-        ref = f"refs/awoc/{self.run.run_id}/{tid}/attempt-{len(earlier) + 1}"
+        number = len(earlier) + 1
+        # a ref made just before a kill may be missing from the record: never overwrite one
+        while git.run_git(self.repo, "rev-parse", "--verify", "--quiet", self._attempt_ref(tid, number), check=False):
+            number += 1
+        ref = self._attempt_ref(tid, number)
         git.run_git(self.repo, "update-ref", ref, head)
         if checked_out:
             git.run_git(path, "reset", "--quiet", "--hard", record["base"])
@@ -100,6 +104,9 @@ class WorktreeIsolation:
         earlier.append({"ref": ref, "head": head})
         self._save_record(tid, record)
         self.events.add("worktree-attempt-set-aside", task_id=tid, ref=ref, head=head)
+
+    def _attempt_ref(self, tid: str, number: int) -> str:
+        return f"refs/awoc/{self.run.run_id}/{tid}/attempt-{number}"
 
     def _save_record(self, tid: str, record: dict[str, Any]) -> None:
         self.run.task_dir(tid).mkdir(parents=True, exist_ok=True)
