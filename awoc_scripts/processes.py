@@ -161,14 +161,22 @@ def _read_boot_time() -> float:
     return float(psutil.boot_time())
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """When the process started, in clock ticks since boot (field 22 of its stat): unlike a wall-clock
-    start time, no step of the clock changes it. None when it is gone."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name, so that [0] is its state letter (the
+    stat's third field), [1] its parent, [3] its session and [19] its start; None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+    return fields if len(fields) > 19 else None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot: unlike a wall-clock start time, no step
+    of the clock changes it. None when it is gone."""
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def process_create_time(pid: int) -> float:
@@ -207,7 +215,8 @@ def same_process_alive(pid: int, create_time: float, start_ticks: int | None = N
     time that turns ticks into a wall-clock create time moves whenever the clock is stepped (a
     virtual machine resumed from a snapshot, say), and a live process would look like another."""
     if start_ticks is not None:
-        return process_start_ticks(pid) == start_ticks and not process_gone(pid)
+        fields = stat_fields(pid)
+        return fields is not None and fields[0] != b"Z" and int(fields[19]) == start_ticks
     import psutil
 
     try:
@@ -242,11 +251,8 @@ def marked_processes(run_id: str, task_id: str | None = None) -> list[int]:
 
 def process_gone(pid: int) -> bool:
     """Dead, or a zombie: it runs no more."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return True
+    fields = stat_fields(pid)
+    return fields is None or fields[0] == b"Z"
 
 
 def signal_group(pgid: int, sig: int) -> bool:

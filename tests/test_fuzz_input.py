@@ -26,13 +26,21 @@ scalars = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["qa", "a\n", "critical", "partial", "worktree", "x\x00y", "", "qa-1"]),
 )
-values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
+
+
+def nested(leaves: st.SearchStrategy[Any], keys: list[str], width: int, max_leaves: int) -> st.SearchStrategy[Any]:
+    """JSON-like documents of LEAVES: lists and objects up to WIDTH wide, keyed mostly by KEYS."""
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=width)
+            | st.dictionaries(st.sampled_from(keys) | st.text(max_size=width + 2), inner, max_size=width + 1)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+values = nested(scalars, KEYS, width=4, max_leaves=20)
 task = st.fixed_dictionaries(
     {"agent": st.sampled_from(["qa", "architect", "BAD", "a\n"]), "description": st.text(max_size=20)},
     optional={k: values for k in KEYS if k not in ("agent", "description")},
@@ -89,13 +97,7 @@ RESULT_KEYS = [
     *("started_at", "finished_at", "error", "reason", "dependencies", "warnings", "task", "duration", "total"),
 ]
 result_scalars = scalars | st.sampled_from(["succeeded", "failed", "qa", "2026-12-02T10:00:00Z", "a"])
-junk = st.recursive(
-    result_scalars,
-    lambda i: (
-        st.lists(i, max_size=3) | st.dictionaries(st.sampled_from(RESULT_KEYS) | st.text(max_size=4), i, max_size=4)
-    ),
-    max_leaves=10,
-)
+junk = nested(result_scalars, RESULT_KEYS, width=3, max_leaves=10)
 # mostly well-formed documents with a few fields of anything: the checks must let the first
 # through to the report and refuse the rest by name
 results = st.fixed_dictionaries(

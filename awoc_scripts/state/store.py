@@ -21,11 +21,11 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
-from awoc_scripts.errors import StateError
+from awoc_scripts.errors import StateError, disk_full
 from awoc_scripts.plan_types import Plan
 
 STATE_DIR_ENV = "AWOC_STATE_DIR"
@@ -81,9 +81,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # os.write names no file: a full disk, say
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        if isinstance(exc, OSError):
+            _raise_naming(exc, path)
         raise
+
+
+def _raise_naming(exc: OSError, path: Path) -> NoReturn:
+    """Raise EXC, naming PATH if it names no file (a write that fails on a full disk names none)."""
+    if exc.filename is None:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    raise exc
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -307,9 +314,7 @@ class Run:
             with file_lock(self.events_file), open(self.events_file, "ab") as fh:
                 fh.write(b"".join(lines))
         except OSError as exc:
-            if exc.filename is None:
-                raise OSError(exc.errno, exc.strerror, str(self.events_file)) from exc
-            raise
+            _raise_naming(exc, self.events_file)
 
     def buffered_events(self) -> EventBuffer:
         return EventBuffer(self)
@@ -448,6 +453,9 @@ class StateStore:
             if not ignore.exists():
                 atomic_write_bytes(ignore, b"# written by awoc: its run state is not part of the project\n*\n")
         except OSError as exc:
+            full = disk_full(exc)
+            if full is not None:  # not a directory to choose differently: room to make
+                raise full from None
             raise StateError(
                 f"cannot make the state directory {self.root} ({exc.strerror or exc}): choose another with --state-dir"
             ) from None

@@ -21,7 +21,7 @@ import os
 import signal
 import time
 
-from awoc_scripts.processes import TICKS_PER_S, process_start_ticks
+from awoc_scripts.processes import TICKS_PER_S, process_start_ticks, stat_fields
 
 PR_SET_CHILD_SUBREAPER = 36
 # start times come from /proc in clock ticks since boot (10 ms), which no step of the wall clock
@@ -65,12 +65,8 @@ def _children_by_parent(parent: int) -> list[int]:
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as fh:
-                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == parent:
+            fields = stat_fields(int(name))
+            if fields is not None and int(fields[1]) == parent:
                 pids.append(int(name))
     return pids
 
@@ -80,13 +76,9 @@ def _ticks_now() -> int:
 
 
 def _state_and_session(pid: int) -> tuple[bytes, int] | None:
-    """The process's state letter and session id, from /proc/<pid>/stat (fields 3 and 6)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()  # fields[0] is the stat's third field
-        return fields[0], int(fields[3])
-    except (OSError, IndexError, ValueError):
-        return None
+    """The process's state letter and session id."""
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[3]))
 
 
 class Orphans:
