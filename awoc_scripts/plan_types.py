@@ -19,6 +19,18 @@ class Condition(TypedDict):
     when: Literal["success", "failure", "any"]
 
 
+class Permissions(TypedDict):
+    """What an agent task may do with nobody to approve (planning/permissions.py decides)."""
+
+    mode: str  # the claude CLI's --permission-mode
+    allowed_tools: list[str]  # permission rules that need no approval
+    disallowed_tools: list[str]  # rules that are always refused
+    add_dirs: list[str]  # directories its file tools may work in besides its own
+    on_denied: Literal["fail", "warn"]
+    writes: bool  # its tools can change files
+    sandbox: bool  # its Bash runs in Claude Code's sandbox: writes only in its directory
+
+
 class Task(TypedDict):
     """One task of a normalized plan: every default filled in, dependencies resolved to task ids."""
 
@@ -43,6 +55,7 @@ class Task(TypedDict):
     isolation: Isolation
     index: int
     cost_budget_usd: NotRequired[float | None]  # plans made before money budgets have none
+    permissions: NotRequired[Permissions | None]  # None for a command task; plans made before have none
 
 
 class BudgetSummary(TypedDict):

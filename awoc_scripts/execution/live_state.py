@@ -136,6 +136,8 @@ class LiveState:
         rec.exit_code = previous.get("exit_code")
         rec.error = previous.get("error")
         rec.reason = previous.get("reason")
+        rec.denials = list(previous.get("permission_denials") or [])
+        rec.warnings = [str(w) for w in previous.get("warnings") or []]
 
     def begin_execution(self) -> None:
         me = os.getpid()

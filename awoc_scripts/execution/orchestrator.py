@@ -30,7 +30,7 @@ from awoc_scripts.execution.policies.task_limits import TaskLimits
 from awoc_scripts.execution.records import Options, TaskRecord
 from awoc_scripts.execution.retries import TransientWaits, reduced_budget
 from awoc_scripts.execution.run_end import final_status
-from awoc_scripts.execution.runners import agent_command
+from awoc_scripts.execution.runners import agent_command, describe_denials
 from awoc_scripts.execution.task_book import TaskBook
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, MB_PER_AGENT, START_UP_S, WarmPool, default_size
 from awoc_scripts.launcher import command_for
@@ -406,6 +406,10 @@ class Orchestrator:
         rec = self.records[tid]
         outcome, attempt_tokens = attempt_outcome(end.exit_code, rec.files or self.run.task_files(tid), rec.stream)
         rec.absorb(end.exit_code, outcome, attempt_tokens)
+        if outcome.denials:
+            denied = describe_denials(outcome.denials)
+            self.events.add("permission-denied", task_id=tid, attempt=rec.attempts, denials=outcome.denials[:20])
+            self.display.note(f"{tid}: permission denied: {denied}")
         self.book.spent += attempt_tokens.total
         self.book.cost_spent += float(outcome.cost_usd or 0)
         limited = outcome.usage_limit and not end.stopped and self.stop_reason is None

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from awoc_scripts.execution.records import TaskRecord
-from awoc_scripts.execution.runners import Outcome, Tokens, TurnCounter, read_outcome
+from awoc_scripts.execution.runners import Outcome, Tokens, TurnCounter, describe_denials, read_outcome
 from awoc_scripts.state.store import TaskFiles
 from awoc_scripts.state.task_states import BUDGET_EXCEEDED, FAILED, SUCCEEDED
 
@@ -65,10 +65,26 @@ def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, tokens: Tokens, may_
         bound = f"its budget of ${rec.cost_budget:g}" if over_task_budget else f"its cap of ${rec.cost_cap_usd or 0:g}"
         rec.error = f"spent ${rec.cost_usd:.4f}, over {bound}" + (f" ({outcome.error})" if not outcome.ok else "")
         return BUDGET_EXCEEDED
+    denied = denial_text(outcome.denials)
     if outcome.ok:
         rec.error = None
         if tokens.total > rec.budget:
             rec.warnings.append(f"used {tokens.total} tokens, over its budget of {rec.budget}")
+        if denied and rec.on_denied == "fail":
+            rec.error = denied
+            return FAILED
+        if denied:
+            rec.warnings.append(f"attempt {rec.attempts}: {denied}")
         return SUCCEEDED
-    rec.error = outcome.error
+    rec.error = f"{outcome.error}; {denied}" if denied else outcome.error
     return WAIT if outcome.transient and may_wait else FAILED
+
+
+def denial_text(denials: list[dict[str, str]]) -> str | None:
+    """The reason a task with refused tool calls names (and its retry's prompt quotes)."""
+    if not denials:
+        return None
+    return (
+        f"permission denied for {len(denials)} tool call(s), and nobody can approve in this run: "
+        f"{describe_denials(denials)}. Work inside the task's directory with the tools it has."
+    )

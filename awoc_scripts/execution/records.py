@@ -51,6 +51,8 @@ class TaskRecord:
     session_id: str | None = None
     cost_budget: float | None = None  # dollars for the whole task (all attempts), when it has a budget
     cost_cap_usd: float | None = None  # what the current attempt may spend: set at its start
+    on_denied: str = "fail"  # what a refused tool call does to it: "fail" or "warn"
+    denials: list[dict[str, object]] = field(default_factory=list)  # refused tool calls of every attempt
 
     def cost_left(self) -> float | None:
         return None if self.cost_budget is None else self.cost_budget - self.cost_usd
@@ -71,3 +73,4 @@ class TaskRecord:
         self.cost_usd += float(outcome.cost_usd or 0)
         self.result = outcome.result
         self.session_id = outcome.session_id or self.session_id
+        self.denials += [{**denial, "attempt": self.attempts} for denial in outcome.denials]

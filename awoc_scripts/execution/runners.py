@@ -20,7 +20,8 @@ import orjson
 from awoc_scripts.errors import InputError
 from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time
 from awoc_scripts.input.agents import AgentDefinition
-from awoc_scripts.plan_types import Task
+from awoc_scripts.plan_types import Permissions, Task
+from awoc_scripts.planning.permissions import resolve_permissions, sandbox_available
 
 AGENT_COMMAND_ENV = "AWOC_AGENT_COMMAND"
 CLAUDE_BIN_ENV = "AWOC_CLAUDE_BIN"
@@ -80,8 +81,14 @@ def build_invocation(
     tools = task.get("tools") or agent.tools
     if isinstance(tools, list):
         tools = ",".join(tools)
+    permissions = task_permissions(task, agent, environ)
     if custom:
-        extra = {"AWOC_AGENT": task["agent"], "AWOC_MODEL": model or "", "AWOC_TOOLS": tools or ""}
+        extra = {
+            "AWOC_AGENT": task["agent"],
+            "AWOC_MODEL": model or "",
+            "AWOC_TOOLS": tools or "",
+            **permission_environment(permissions),
+        }
         return Invocation(custom, {**env, **extra}, "agent-command", role_in_prompt=True)
     binary = claude_binary(environ)
     if binary is None:
@@ -102,7 +109,47 @@ def build_invocation(
         argv.append(f"--tools={tools}")  # `--tools X` would swallow every following word
     if cost_cap_usd is not None:
         argv += ["--max-budget-usd", money(cost_cap_usd)]
+    argv += permission_arguments(permissions)
     return Invocation(argv, env, "claude", role_in_prompt=False, stream=stream)
+
+
+# Claude Code's Bash sandbox: every command runs confined (writes only in the working directory),
+# with no fall-back to running unconfined, and needs no approval
+SANDBOX_SETTINGS = '{"sandbox":{"enabled":true,"autoAllowBashIfSandboxed":true,"allowUnsandboxedCommands":false}}'
+
+
+def task_permissions(task: Task, agent: AgentDefinition, environ: Mapping[str, str]) -> Permissions:
+    """The plan's; a plan saved before permissions existed gets the defaults."""
+    saved = task.get("permissions")
+    if saved is not None:
+        return saved
+    return resolve_permissions(task, {}, agent, "fail", sandbox_available(environ))
+
+
+def permission_arguments(permissions: Permissions) -> list[str]:
+    """The claude CLI's flags. The rule lists are variadic (they would swallow a prompt after
+    them), so they come last, each rule its own word; the prompt goes on stdin."""
+    argv = ["--permission-mode", permissions["mode"]]
+    if permissions["sandbox"]:
+        argv += ["--settings", SANDBOX_SETTINGS]
+    for flag, key in (("--allowedTools", "allowed_tools"), ("--disallowedTools", "disallowed_tools")):
+        rules = permissions[key]  # type: ignore[literal-required]
+        if rules:
+            argv += [flag, *rules]
+    for directory in permissions["add_dirs"]:
+        argv += ["--add-dir", directory]
+    return argv
+
+
+def permission_environment(permissions: Permissions) -> dict[str, str]:
+    """The same for an agent command: lists one item a line."""
+    return {
+        "AWOC_PERMISSION_MODE": permissions["mode"],
+        "AWOC_ALLOWED_TOOLS": "\n".join(permissions["allowed_tools"]),
+        "AWOC_DISALLOWED_TOOLS": "\n".join(permissions["disallowed_tools"]),
+        "AWOC_ADD_DIRS": "\n".join(permissions["add_dirs"]),
+        "AWOC_BASH_SANDBOXED": "1" if permissions["sandbox"] else "0",
+    }
 
 
 @dataclass
@@ -156,6 +203,71 @@ class Outcome:
     money_cap_reached: bool = False  # the CLI stopped at --max-budget-usd
     usage_limit: bool = False  # a subscription's usage limit: the whole run pauses
     resets_at: float | None = None  # when that limit resets (Unix time), if the text says
+    denials: list[dict[str, str]] = field(default_factory=list)  # refused tool calls: {"tool", "input"}
+
+
+DENIAL_INPUT_CHARS = 300
+UNAVAILABLE = "No such tool available"  # what the CLI answers a call of a tool the agent was not given
+UNAVAILABLE_TOOL = UNAVAILABLE.encode()
+
+
+def short_input(tool_input: Any) -> str:
+    """What a denied call wanted, in a few words: the file or the command, else its arguments."""
+    if isinstance(tool_input, dict):
+        for key in ("file_path", "notebook_path", "command", "url", "query", "path", "pattern"):
+            if isinstance(tool_input.get(key), str):
+                text = tool_input[key]
+                break
+        else:
+            text = orjson.dumps(tool_input).decode()
+    else:
+        text = str(tool_input)
+    text = " ".join(text.split())
+    return text if len(text) <= DENIAL_INPUT_CHARS else text[: DENIAL_INPUT_CHARS - 3] + "..."
+
+
+def read_denials(obj: Mapping[str, Any] | None, stdout: bytes) -> list[dict[str, str]]:
+    """The tool calls the agent was refused: what the CLI lists as permission denials, and (from a
+    stream-json transcript) calls of a tool the agent was not given."""
+    denials: list[dict[str, str]] = []
+    listed = obj.get("permission_denials") if obj else None
+    for entry in listed if isinstance(listed, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("tool_name"), str):
+            denials.append({"tool": entry["tool_name"][:100], "input": short_input(entry.get("tool_input"))})
+    if UNAVAILABLE_TOOL in stdout:
+        denials += _unavailable_tool_calls(stdout)
+    return denials
+
+
+def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
+    calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
+    refused: list[str] = []
+    for line in stdout.splitlines():
+        if b'"tool_use' not in line:
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        message = obj.get("message") if isinstance(obj, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use":
+                calls[str(block.get("id"))] = (str(block.get("name"))[:100], block.get("input"))
+            elif block.get("type") == "tool_result" and block.get("is_error"):
+                refused += [str(block.get("tool_use_id"))] if UNAVAILABLE in str(block.get("content")) else []
+    return [
+        {"tool": calls[i][0], "input": short_input(calls[i][1])} if i in calls else {"tool": "?", "input": ""}
+        for i in refused
+    ]
+
+
+def describe_denials(denials: list[dict[str, str]]) -> str:
+    shown = [f"{d['tool']}({d['input']})" if d["input"] else d["tool"] for d in denials[:5]]
+    more = f" and {len(denials) - 5} more" if len(denials) > 5 else ""
+    return ", ".join(shown) + more
 
 
 def _result_object(stdout: bytes) -> dict[str, Any] | None:
@@ -173,6 +285,12 @@ def _result_object(stdout: bytes) -> dict[str, Any] | None:
 
 def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
     obj = _result_object(stdout)
+    outcome = _read_outcome(obj, exit_code, stdout, stderr_tail)
+    outcome.denials = read_denials(obj, stdout)
+    return outcome
+
+
+def _read_outcome(obj: dict[str, Any] | None, exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
     if obj is None:
         text = stdout.decode("utf-8", "replace").strip("\n").rstrip()
         if exit_code == 0:

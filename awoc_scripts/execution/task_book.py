@@ -45,6 +45,8 @@ class TaskBook:
         self.scheduler: Scheduler | None = None
         for tid, rec in self.records.items():
             rec.cost_budget = self.by_id[tid].get("cost_budget_usd")
+            permissions = self.by_id[tid].get("permissions")
+            rec.on_denied = permissions["on_denied"] if permissions else "fail"
         self.spent = 0  # tokens, kept as a sum: summing every record at each end is quadratic
         self.cost_spent = 0.0  # dollars, the same way
         self.results: dict[str, dict[str, Any]] = {}  # the result files written by this execution
@@ -163,6 +165,7 @@ class TaskBook:
             "error": rec.error if status != SUCCEEDED else None,
             "reason": rec.reason,
             "warnings": rec.warnings,
+            "permission_denials": rec.denials,
             "dependencies": task["dependencies"],
         }
         if rec.started_at:

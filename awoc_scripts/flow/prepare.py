@@ -15,6 +15,7 @@ from typing import Any
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.planning.policy_settings import policy_lines
 from awoc_scripts.planning.validation import save_new_run, validate_request
 from awoc_scripts.state.history import History
@@ -47,16 +48,29 @@ def prepare_run(
     return run, plan, execution
 
 
-def next_commands(run_id: str) -> dict[str, str]:
-    """What to run after `prepare`, in the form that works where the user is."""
+def next_commands(run_id: str, worktrees: bool = False) -> dict[str, str]:
+    """What to run after `prepare`, in the form that works where the user is. With WORKTREES
+    (some task changes code on a branch of its own), how that work lands in the checkout."""
     dp = "delegate-parallel"
-    return {
+    commands = {
         "start": command_for(dp, "start", run_id, "--quiet"),
         "wait": command_for(dp, "wait", run_id, "--timeout", str(WAIT_TIMEOUT_S)),
         "status": command_for(dp, "status", run_id, "--format", "text"),
         "report": command_for(dp, "report", run_id),
         "resume": command_for(dp, "resume", run_id, "--quiet"),
     }
+    if worktrees:
+        commands["merge_dry_run"] = command_for(dp, "merge", run_id, "--dry-run")
+        commands["merge"] = command_for(dp, "merge", run_id)
+    return commands
+
+
+def permission_groups(plan: Plan) -> list[dict[str, Any]]:
+    """What the tasks may do with nobody to approve, one entry per distinct answer."""
+    groups: dict[str, list[str]] = {}
+    for task in plan["tasks"]:
+        groups.setdefault(describe_permissions(task.get("permissions")), []).append(task["task_id"])
+    return [{"may": may, "tasks": ids} for may, ids in groups.items()]
 
 
 def prepared_summary(run: Run, plan: Plan, execution: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +89,11 @@ def prepared_summary(run: Run, plan: Plan, execution: dict[str, Any]) -> dict[st
             | {"cost_budget_usd": t.get("cost_budget_usd"), "description": t["description"]}
             for t in plan["tasks"]
         ],
+        "permissions": permission_groups(plan),
         "warnings": execution["warnings"],
         "policies": execution["policies"],
         "run_dir": str(run.dir),
-        "next": next_commands(run.run_id),
+        "next": next_commands(run.run_id, any(t["isolation"] == "worktree" for t in plan["tasks"])),
     }
 
 
@@ -124,6 +139,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         )
     if summary["task_count"] > SUMMARY_TASKS:
         lines.append(f"| ... | {summary['task_count'] - SUMMARY_TASKS} more | | | | |")
+    lines += ["", "What the tasks may do, with nobody there to approve (a refused tool call fails its task):"]
+    for group in summary["permissions"]:
+        ids = group["tasks"]
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        lines.append(f"- {shown}: {group['may']}")
     for warning in summary["warnings"]:
         lines.append(f"\nWarning: {warning}")
     lines += ["", "Policies that may act by themselves (turn one off in parallel_config.policies):"]
@@ -136,10 +156,20 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"- REPORT (when the run has ended): `{commands['report']}`",
         f"- STATUS (any time): `{commands['status']}`",
         f"- RESUME (if the run was interrupted): `{commands['resume']}`",
+        *_merge_lines(commands),
         "",
         f"The full report will be `{summary['run_dir']}/report.md`.",
     ]
     return "\n".join(lines)
+
+
+def _merge_lines(commands: dict[str, str]) -> list[str]:
+    if "merge" not in commands:
+        return []
+    return [
+        f"- MERGE-DRY-RUN (after the run: what would merge, what conflicts): `{commands['merge_dry_run']}`",
+        f"- MERGE (lands the succeeded tasks' branches in this checkout): `{commands['merge']}`",
+    ]
 
 
 USAGE_HINT = (

@@ -19,11 +19,39 @@ class AgentDefinition:
     tools: str | None = None  # comma-separated, as the claude CLI's --tools takes them
     model: str | None = None
     source: str = "generic"
+    # what Claude Code's subagent frontmatter says the agent may do (None: the file does not say)
+    permission_mode: str | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    disallowed_tools: tuple[str, ...] | None = None
+    add_dirs: tuple[str, ...] | None = None
+
+
+# frontmatter key -> AgentDefinition field, for the lists of permission rules
+RULE_LISTS = {
+    "allowedTools": "allowed_tools",
+    "disallowedTools": "disallowed_tools",
+    "additionalDirectories": "add_dirs",
+}
+
+
+def split_rules(text: str) -> tuple[str, ...]:
+    """`Bash(git diff:*), Edit` -> its rules: commas inside a rule's parentheses do not split it."""
+    rules, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth <= 0:
+            rules.append(current)
+            current, depth = "", 0
+        else:
+            current += char
+    rules.append(current)
+    return tuple(rule.strip().strip("'\"").strip() for rule in rules if rule.strip().strip("'\""))
 
 
 def parse_agent_file(text: str, path: str) -> AgentDefinition | None:
-    """Claude Code's subagent format: `---` frontmatter (name, description, tools, model), then the
-    body. Like Claude Code, a file without a name and description is not an agent definition."""
+    """Claude Code's subagent format: `---` frontmatter (name, description, tools, model,
+    permissionMode, allowedTools, disallowedTools, additionalDirectories), then the body. Like
+    Claude Code, a file without a name and description is not an agent definition."""
     if not text.startswith("---"):
         return None
     end = text.find("\n---", 3)
@@ -47,7 +75,17 @@ def parse_agent_file(text: str, path: str) -> AgentDefinition | None:
         if fields.get("tools")
         else None
     )
-    return AgentDefinition(fields["name"], fields["description"], body, tools, fields.get("model") or None, path)
+    rule_lists = {field: split_rules(fields[key]) for key, field in RULE_LISTS.items() if key in fields}
+    return AgentDefinition(
+        fields["name"],
+        fields["description"],
+        body,
+        tools,
+        fields.get("model") or None,
+        path,
+        permission_mode=fields.get("permissionMode") or None,
+        **rule_lists,
+    )
 
 
 def search_dirs(cwd: Path, home: Path) -> list[Path]:

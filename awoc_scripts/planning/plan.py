@@ -15,6 +15,7 @@ from awoc_scripts.input.dependencies import TaskRef, find_cycle, format_cycle, r
 from awoc_scripts.input.request import Request, default_task_id
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
+from awoc_scripts.planning.permissions import with_permissions
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "max_concurrent": 5,
@@ -30,6 +31,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "runner": {},
     "isolation": "process",  # each task's default: "worktree" runs it in its own git worktree
     "keep_worktrees": False,
+    "on_permission_denied": "fail",  # a task with a denied tool call fails ("warn": it only warns)
 }
 HIGH_PRIORITIES = ("critical", "high")
 
@@ -69,6 +71,7 @@ def build_plan(request: Request) -> Plan:
         if task["command"] is None and "command" in override:
             task["command"] = override["command"]
     settings["total_token_budget"] = allocation.total
+    with_permissions(tasks, raw_tasks, settings)
 
     return {
         "schema": PLAN_SCHEMA,

@@ -8,6 +8,7 @@ from typing import Any
 
 from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.plan_types import Plan
+from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.state.store import Run, StateStore, now_iso
 
 
@@ -37,7 +38,17 @@ def save_new_run(store: StateStore, plan: Plan) -> Run:
     return store.create_run(write)
 
 
-NORMALIZED_ONLY_KEYS = ("index", "budget_source")
+NORMALIZED_ONLY_KEYS = ("index", "budget_source", "permissions")
+
+
+# a task's config key -> the field of its plan's permissions
+PERMISSION_KEYS = {
+    "permission_mode": "mode",
+    "allowed_tools": "allowed_tools",
+    "disallowed_tools": "disallowed_tools",
+    "add_dirs": "add_dirs",
+    "on_permission_denied": "on_denied",
+}
 
 
 def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +63,9 @@ def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
             config_task.pop("token_budget", None)
         if config_task.get("dependency_mode", "all_complete") != "partial":
             config_task.pop("critical_dependencies", None)
+        permissions = task.get("permissions")
+        if isinstance(permissions, dict):  # what was decided stays decided
+            config_task |= {key: permissions[field] for key, field in PERMISSION_KEYS.items() if field in permissions}
         tasks.append(config_task)
     config: dict[str, Any] = {"tasks": tasks}
     if isinstance(plan.get("parallel_config"), dict):
@@ -103,7 +117,7 @@ def brief_plan(plan: Plan) -> dict[str, Any]:
         },
         "tasks": [
             {k: t[k] for k in ("task_id", "agent", "priority", "token_budget", "dependencies")}
-            | {"description": t["description"][:200]}
+            | {"description": t["description"][:200], "may": describe_permissions(t.get("permissions"))}
             for t in plan["tasks"][:BRIEF_TASKS]
         ],
         "more_tasks": max(0, len(plan["tasks"]) - BRIEF_TASKS),

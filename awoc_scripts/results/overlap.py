@@ -97,7 +97,12 @@ def overlap_markdown(overlap: Mapping[str, Any], run_id: str) -> list[str]:
     else:
         lines += ["No two tasks changed the same file.", ""]
     check = command_for("delegate-parallel", "merge", run_id, "--dry-run")
-    lines += [f"To merge the succeeded branches: `{check}`, then without `--dry-run`.", ""]
+    merge = command_for("delegate-parallel", "merge", run_id)
+    lines += [
+        f"To land the succeeded branches in your checkout: `{check}` shows what would merge and what "
+        f"conflicts, then `{merge}` merges them.",
+        "",
+    ]
     return lines
 
 

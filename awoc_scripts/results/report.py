@@ -298,6 +298,10 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
                 "finished_at": t.get("finished_at"),
                 "error": t.get("error") or (t.get("reason") if t["status"] != SUCCEEDED else None),
                 "retry_command": retry_of.get(t["task_id"]),
+                "warnings": list(t.get("warnings") or []),
+                "permission_denials": list(t.get("permission_denials") or []),
+                "worktree": t.get("worktree"),
+                "executed_on": t.get("executed_on"),
             }
             for t in tasks
         ],
@@ -471,10 +475,25 @@ def _failures(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _denials(report: Mapping[str, Any]) -> list[str]:
+    """Every tool call an agent was refused, one line each: never a silent success."""
+    lines = []
+    for task in report["task_results"]:
+        for denial in task.get("permission_denials") or []:
+            attempt = f" (attempt {denial['attempt']})" if denial.get("attempt") else ""
+            call = f"{denial['tool']}({denial['input']})" if denial["input"] else denial["tool"]
+            lines.append(f"- {task['task_id']}{attempt}: {_cell(call)}")
+    if not lines:
+        return []
+    intro = "Tool calls that were refused (nobody can approve in a run; widen a task's permissions to allow them):"
+    return ["## Permission denials", "", intro, "", *lines, ""]
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     title = f"# delegate-parallel report: {report.get('workflow') or 'run'} `{report['run_id']}`"
     lines = [title, "", *_summary_table(report), "", "## Timeline", "", *_gantt(report), ""]
     lines += _failures(report)
+    lines += _denials(report)
     lines += _policy_section(report)
     if report.get("worktrees"):
         from awoc_scripts.results.overlap import overlap_markdown

@@ -95,6 +95,7 @@ def result_from_state(run: Run, task: Task, saved: dict[str, Any]) -> dict[str, 
         "error": saved.get("error"),
         "reason": saved.get("reason"),
         "warnings": [],
+        "permission_denials": [],
         "dependencies": task["dependencies"],
     }
 

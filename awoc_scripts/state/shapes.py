@@ -82,8 +82,10 @@ RESULT_FIELDS: dict[str, frozenset[type]] = {
     "error": _OPTIONAL_TEXT,
     "reason": _OPTIONAL_TEXT,
     "warnings": frozenset({list}),
+    "permission_denials": frozenset({list}),
     "dependencies": frozenset({list}),
 }
+DENIAL_FIELDS: dict[str, frozenset[type]] = {"tool": _TEXT, "input": _TEXT, "attempt": _OPTIONAL_INT}
 # what the seed's own bash loop writes (results/aggregate.py reads both)
 SEED_RESULT_FIELDS: dict[str, frozenset[type]] = {
     "task_id": _OPTIONAL_TEXT,
@@ -133,6 +135,10 @@ def result_problem(data: object, fields: dict[str, frozenset[type]] | None = Non
             _status("$.status", data["status"])
         if type(data.get("tokens_used")) is dict:
             _token_counts("$.tokens_used", data["tokens_used"])
+        for n, denial in enumerate(data.get("permission_denials") or []):
+            if type(denial) is not dict:
+                _wrong(f"$.permission_denials[{n}]", _OBJECT, denial)
+            _fields(f"$.permission_denials[{n}]", denial, DENIAL_FIELDS, ("tool", "input"))
     except _Misshapen as exc:
         return str(exc)
     return None

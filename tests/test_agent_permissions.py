@@ -1,0 +1,301 @@
+"""Agents that can do their work: the real, pinned `claude` CLI, offline, against a fake model that
+calls tools (Write; Read then Edit; Bash), driven by awoc in real git repositories.
+
+What is checked is what the agent's tools did (files on branches, in the project, absent outside),
+and that a refused tool call is never a silent success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import FAKES, task_results
+
+sys.path.insert(0, str(FAKES))
+
+from fake_messages_api import FakeMessagesAPI
+from tool_model import ToolModel, script_line
+
+from awoc_scripts.input.agents import parse_agent_file
+from awoc_scripts.planning.permissions import describe_permissions, resolve_permissions, sandbox_available
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.fixture
+def model(claude_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    tool_model = ToolModel()
+    with FakeMessagesAPI(tool_model.respond) as api:
+        for name in list(os.environ):
+            if name.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE")):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+        monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
+        monkeypatch.setenv("DISABLE_TELEMETRY", "1")
+        monkeypatch.setenv("DISABLE_AUTOUPDATER", "1")
+        monkeypatch.setenv("AWOC_CLAUDE_BIN", str(claude_bin))
+        yield tool_model
+
+
+@pytest.fixture
+def repo(isolated: Path) -> Path:
+    work = isolated / "work"
+    git(work, "init", "-q", "-b", "main")
+    (work / "readme.txt").write_text("hello\n")
+    git(work, "add", ".")
+    git(work, "commit", "-qm", "start")
+    return work
+
+
+def agent_task(task_id: str, calls: list[dict[str, Any]], agent: str = "workforce", **more: Any) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "agent": agent,
+        "description": f"Do the {task_id} work.\n{script_line(calls)}",
+        "token_budget": 5000,
+        **more,
+    }
+
+
+def config(*tasks: dict[str, Any], **settings: Any) -> str:
+    parallel = {"max_concurrent": 3, "total_timeout": 240, "retries": 0, "failure_tolerance": 5, **settings}
+    return orjson.dumps({"parallel_config": parallel, "tasks": list(tasks)}).decode()
+
+
+def run_dir(state_dir: Path) -> Path:
+    return state_dir / "runs" / (state_dir / "current").read_text().strip()
+
+
+WRITE = {"tool": "Write", "input": {"file_path": "{cwd}/hello.txt", "content": "written by an agent\n"}}
+READ_THEN_EDIT = [
+    {"tool": "Read", "input": {"file_path": "{cwd}/readme.txt"}},
+    {"tool": "Edit", "input": {"file_path": "{cwd}/readme.txt", "old_string": "hello", "new_string": "hello, edited"}},
+]
+BASH = {"tool": "Bash", "input": {"command": "mkdir -p out && echo built > out/built.txt", "description": "build"}}
+
+
+def test_workforce_agents_in_worktrees_write_edit_and_run_commands_and_merge_lands_it(
+    cli, model: ToolModel, repo: Path, state_dir: Path
+) -> None:
+    tasks = [agent_task("new", [WRITE]), agent_task("edit", READ_THEN_EDIT), agent_task("bash", [BASH])]
+    result = cli("delegate-parallel", "run", "-q", config(*tasks, isolation="worktree"))
+    done = task_results(run_dir(state_dir))
+    assert result.code == 0, (result.stderr, {t: r.get("error") for t, r in done.items()}, model.finals)
+    assert {t: r["status"] for t, r in done.items()} == dict.fromkeys(["new", "edit", "bash"], "succeeded")
+    assert all(r["permission_denials"] == [] for r in done.values())
+    branch = {t: r["worktree"]["branch"] for t, r in done.items()}
+    assert git(repo, "show", f"{branch['new']}:hello.txt") == "written by an agent\n"
+    assert git(repo, "show", f"{branch['edit']}:readme.txt") == "hello, edited\n"
+    assert git(repo, "show", f"{branch['bash']}:out/built.txt") == "built\n"
+    assert "hello.txt" not in git(repo, "ls-tree", "--name-only", branch["edit"])  # each on its own branch
+
+    report = orjson.loads((run_dir(state_dir) / "report.json").read_bytes())
+    for row in report["task_results"]:
+        assert row["worktree"]["branch"] == branch[row["task_id"]] and row["permission_denials"] == []
+        assert "executed_on" in row
+    markdown = (run_dir(state_dir) / "report.md").read_text()
+    assert "merge" in markdown and "--dry-run" in markdown
+
+    merged = cli("delegate-parallel", "merge")
+    assert merged.code == 0, merged.stderr + merged.stdout
+    assert (repo / "hello.txt").read_text() == "written by an agent\n"
+    assert (repo / "readme.txt").read_text() == "hello, edited\n"
+    assert (repo / "out" / "built.txt").read_text() == "built\n"
+
+
+def test_a_workforce_agent_in_process_isolation_writes_in_the_project(
+    cli, model: ToolModel, isolated: Path, state_dir: Path
+) -> None:
+    result = cli("delegate-parallel", "run", "-q", config(agent_task("make", [WRITE, BASH])))
+    assert result.code == 0, (result.stderr, model.finals)
+    work = isolated / "work"
+    assert (work / "hello.txt").read_text() == "written by an agent\n"
+    assert (work / "out" / "built.txt").read_text() == "built\n"
+
+
+def test_a_write_outside_its_directory_is_refused_fails_the_task_and_is_reported(
+    cli, model: ToolModel, isolated: Path, state_dir: Path
+) -> None:
+    outside = isolated / "outside.txt"
+    escape = {"tool": "Write", "input": {"file_path": str(outside), "content": "escaped\n"}}
+    tasks = [
+        agent_task("escape", [escape], retries=1),
+        agent_task("tolerated", [escape], on_permission_denied="warn"),
+        agent_task("architect", [WRITE], agent="architect"),
+    ]
+    result = cli("delegate-parallel", "run", "-q", config(*tasks))
+    assert result.code == 1, result.stderr
+    assert not outside.exists() and not (isolated / "work" / "hello.txt").exists()
+    done = task_results(run_dir(state_dir))
+    assert done["escape"]["status"] == "failed" and done["escape"]["attempts"] == 2
+    assert "permission denied" in done["escape"]["error"] and str(outside) in done["escape"]["error"]
+    assert done["escape"]["permission_denials"] == [
+        {"tool": "Write", "input": str(outside), "attempt": 1},
+        {"tool": "Write", "input": str(outside), "attempt": 2},
+    ]
+    # the retry's prompt quotes the denial, so the agent can do without it
+    retry_prompt = (run_dir(state_dir) / "tasks" / "escape" / "prompt.md").read_text()
+    assert "A previous attempt failed" in retry_prompt and f"Write({outside})" in retry_prompt
+
+    assert done["tolerated"]["status"] == "succeeded"
+    assert any("permission denied" in w and str(outside) in w for w in done["tolerated"]["warnings"])
+    # the architect is read-only: it has no Write tool, and trying is a denial like any other
+    assert done["architect"]["status"] == "failed"
+    assert [d["tool"] for d in done["architect"]["permission_denials"]] == ["Write"]
+
+    report = orjson.loads((run_dir(state_dir) / "report.json").read_bytes())
+    rows = {r["task_id"]: r for r in report["task_results"]}
+    assert rows["escape"]["permission_denials"] == done["escape"]["permission_denials"]
+    assert report["status"] != "succeeded"
+    markdown = (run_dir(state_dir) / "report.md").read_text()
+    assert "## Permission denials" in markdown
+    assert f"- escape (attempt 1): Write({outside})" in markdown
+    assert f"- tolerated (attempt 1): Write({outside})" in markdown
+    assert "- architect (attempt 1): Write(" in markdown
+
+
+@pytest.mark.skipif(not sandbox_available(os.environ), reason="Claude Code's sandbox needs bubblewrap and socat here")
+def test_a_workforce_agents_bash_writes_only_in_its_directory(
+    cli, model: ToolModel, isolated: Path, state_dir: Path
+) -> None:
+    outside = isolated / "bash-outside.txt"
+    calls = [
+        {"tool": "Bash", "input": {"command": f"echo x > {outside}", "description": "escape"}},
+        {"tool": "Bash", "input": {"command": "echo inside > inside.txt", "description": "stay"}},
+    ]
+    result = cli("delegate-parallel", "run", "-q", config(agent_task("confined", calls)))
+    assert result.code == 0, (result.stderr, model.finals)
+    assert not outside.exists()
+    assert (isolated / "work" / "inside.txt").read_text() == "inside\n"
+    assert "Read-only file system" in model.finals["confined"][0]
+
+
+def test_the_live_view_names_each_denial(cli, model: ToolModel, isolated: Path, state_dir: Path) -> None:
+    escape = {"tool": "Write", "input": {"file_path": str(isolated / "nope.txt"), "content": "x"}}
+    result = cli("delegate-parallel", "run", config(agent_task("t", [escape])))
+    assert result.code == 1
+    assert f"t: permission denied: Write({isolated / 'nope.txt'})" in result.stderr
+
+
+# -- what each task may do: resolved at planning, without a model ------------------------------------
+
+
+def _agent(text: str) -> Any:
+    definition = parse_agent_file(text, "/agents/x.md")
+    assert definition is not None
+    return definition
+
+
+WRITER = _agent("---\nname: w\ndescription: d\ntools: Read, Write, Bash\n---\nbody\n")
+READER = _agent("---\nname: r\ndescription: d\ntools: Read, Grep, WebFetch\n---\nbody\n")
+
+
+def test_defaults_let_writers_work_and_keep_readers_read_only() -> None:
+    writer = resolve_permissions({}, {}, WRITER, "fail", sandbox=True)
+    assert writer == {
+        "mode": "acceptEdits",
+        "allowed_tools": ["Bash"],
+        "disallowed_tools": [],
+        "add_dirs": [],
+        "on_denied": "fail",
+        "writes": True,
+        "sandbox": True,
+    }
+    reader = resolve_permissions({}, {}, READER, "fail", sandbox=True)
+    assert reader["mode"] == "default" and reader["allowed_tools"] == ["WebFetch"] and not reader["writes"]
+    assert not reader["sandbox"]
+    assert "read-only" in describe_permissions(reader)
+    assert "sandboxed" in describe_permissions(writer)
+    assert "not confined" in describe_permissions(resolve_permissions({}, {}, WRITER, "fail", sandbox=False))
+
+
+def test_task_over_agent_override_over_agent_file_over_default(tmp_path: Path) -> None:
+    from_file = _agent(
+        "---\nname: w\ndescription: d\ntools: Read, Edit\npermissionMode: dontAsk\n"
+        'allowedTools: "Bash(npm test:*)", Bash(git diff, --stat)\ndisallowedTools:\n  - WebFetch\n---\nbody\n'
+    )
+    assert from_file.allowed_tools == ("Bash(npm test:*)", "Bash(git diff, --stat)")
+    assert from_file.disallowed_tools == ("WebFetch",)
+    only_file = resolve_permissions({}, {}, from_file, "fail", sandbox=False)
+    assert only_file["mode"] == "dontAsk"
+    assert only_file["allowed_tools"] == ["Bash(npm test:*)", "Bash(git diff, --stat)"]
+    override = {"permission_mode": "plan", "allowed_tools": ["Edit"], "on_permission_denied": "warn"}
+    over = resolve_permissions({}, override, from_file, "fail", sandbox=False)
+    assert (over["mode"], over["allowed_tools"], over["disallowed_tools"], over["on_denied"]) == (
+        "plan",
+        ["Edit"],
+        ["WebFetch"],
+        "warn",
+    )
+    task = {"permission_mode": "acceptEdits", "add_dirs": [str(tmp_path)], "on_permission_denied": "fail"}
+    top = resolve_permissions(task, override, from_file, "warn", sandbox=False)
+    assert (top["mode"], top["add_dirs"], top["on_denied"]) == ("acceptEdits", [str(tmp_path)], "fail")
+
+
+def test_validate_and_the_prepare_summary_show_what_each_task_may_do(
+    cli, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWOC_AGENT_COMMAND", "true")
+    tasks = [
+        {"task_id": "impl", "agent": "workforce", "description": "x", "isolation": "worktree"},
+        {"task_id": "look", "agent": "architect", "description": "y", "permission_mode": "plan"},
+        {"task_id": "sh", "agent": "workforce", "description": "z", "command": ["true"]},
+    ]
+    git(isolated / "work", "init", "-q")
+    git(isolated / "work", "commit", "-q", "--allow-empty", "-m", "start")
+    validated = cli("parallel-task-parser", "validate", orjson.dumps({"tasks": tasks}).decode())
+    assert validated.code == 0, validated.stderr
+    plan = validated.json()
+    may = {t["task_id"]: t["permissions"] for t in plan["tasks"]}
+    assert may["impl"]["mode"] == "acceptEdits" and may["look"]["mode"] == "plan" and may["sh"] is None
+    prepared = cli("delegate-parallel", "prepare", "--for-claude", orjson.dumps({"tasks": tasks}).decode())
+    assert prepared.code == 0, prepared.stderr
+    assert "What the tasks may do" in prepared.stdout
+    assert "- impl: edits files in its directory [acceptEdits]" in prepared.stdout
+    assert "- look: read-only [plan]" in prepared.stdout
+    assert "- sh: runs its command" in prepared.stdout
+    assert "MERGE-DRY-RUN" in prepared.stdout and "merge" in prepared.stdout
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"permission_mode": "yolo"}, "tasks[0].permission_mode: 'yolo' is not one of"),
+        ({"allowed_tools": "Bash"}, "tasks[0].allowed_tools: expected a list"),
+        ({"allowed_tools": [" "]}, "tasks[0].allowed_tools[0]: ' ' must not be blank"),
+        ({"add_dirs": [1]}, "tasks[0].add_dirs[0]: expected a string"),
+        ({"on_permission_denied": "ignore"}, "tasks[0].on_permission_denied: 'ignore' is not one of"),
+    ],
+)
+def test_bad_permissions_are_exit_2_naming_the_path(cli, state_dir: Path, edit: dict[str, Any], expected: str) -> None:
+    task = {"agent": "workforce", "description": "x", **edit}
+    result = cli("parallel-task-parser", "validate", json.dumps({"tasks": [task]}))
+    assert result.code == 2 and expected in result.stderr, result.stderr
+    assert not (state_dir / "runs").exists() or not any((state_dir / "runs").iterdir())
+
+
+def test_a_bad_permission_mode_in_an_agent_file_is_exit_2_naming_the_file(cli, isolated: Path) -> None:
+    agents = isolated / "work" / ".claude" / "agents"
+    agents.mkdir(parents=True)
+    (agents / "odd.md").write_text("---\nname: odd\ndescription: d\npermissionMode: yolo\n---\nbody\n")
+    result = cli("parallel-task-parser", "validate", "odd:do it")
+    assert result.code == 2 and "odd.md: permissionMode 'yolo' is not one of" in result.stderr, result.stderr
