@@ -299,3 +299,26 @@ def test_a_bad_permission_mode_in_an_agent_file_is_exit_2_naming_the_file(cli, i
     (agents / "odd.md").write_text("---\nname: odd\ndescription: d\npermissionMode: yolo\n---\nbody\n")
     result = cli("parallel-task-parser", "validate", "odd:do it")
     assert result.code == 2 and "odd.md: permissionMode 'yolo' is not one of" in result.stderr, result.stderr
+
+
+def test_an_agent_command_gets_its_permissions_in_its_environment(
+    cli, isolated: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dump = "import json, os; print(json.dumps({k: v for k, v in os.environ.items() if k.startswith('AWOC_')}))"
+    monkeypatch.setenv("AWOC_AGENT_COMMAND", f'{sys.executable} -c "{dump}"')
+    tasks = [
+        {
+            "task_id": "t",
+            "agent": "workforce",
+            "description": "x",
+            "allowed_tools": ["Bash(npm test:*)", "Edit"],
+            "add_dirs": [str(isolated)],
+        }
+    ]
+    result = cli("delegate-parallel", "run", "-q", orjson.dumps({"tasks": tasks}).decode())
+    assert result.code == 0, result.stderr
+    seen = json.loads(task_results(run_dir(state_dir))["t"]["result"])
+    assert seen["AWOC_PERMISSION_MODE"] == "acceptEdits"
+    assert seen["AWOC_ALLOWED_TOOLS"] == "Bash(npm test:*)\nEdit"
+    assert seen["AWOC_DISALLOWED_TOOLS"] == "" and seen["AWOC_ADD_DIRS"] == str(isolated)
+    assert seen["AWOC_BASH_SANDBOXED"] == ("1" if sandbox_available(os.environ) else "0")

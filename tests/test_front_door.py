@@ -106,8 +106,9 @@ def run_slash_command(
     plugin_dir: Path | None = None,
     path: str | None = None,
     extra_env: dict[str, str] | None = None,
+    tools: Any = None,
 ) -> Outcome:
-    session = OuterSession(command_name)
+    session = OuterSession(command_name, tools)
     home = project.parent / "home"
     home.mkdir(exist_ok=True)
     with FakeMessagesAPI(session.respond) as api:
@@ -283,3 +284,54 @@ def test_plugin_without_awoc_makes_its_own_environment_once(
     assert "first use of the plugin" not in second.session.command_text
     assert_run_reported(second)
     assert re.search(r"prepared, not started", second.session.command_text)
+
+
+def test_workforce_agents_in_worktrees_through_the_slash_command(
+    claude_bin: Path, installed: Path, marked_processes: str
+) -> None:
+    """Three workforce tasks in worktrees, c after a, each writing a file with its Write tool."""
+    from tool_model import ToolModel, script_line
+
+    def writes(name: str) -> str:
+        call = {"tool": "Write", "input": {"file_path": "{cwd}/" + f"{name}.txt", "content": f"from {name}\n"}}
+        return f"Write {name}.txt.\n{script_line([call])}"
+
+    project = installed
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "start"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True)
+    config = {
+        "parallel_config": {"isolation": "worktree", "failure_tolerance": 0, "retries": 0, "total_timeout": 200},
+        "tasks": [
+            {"task_id": "a", "agent": "workforce", "description": writes("a"), "token_budget": 5000},
+            {"task_id": "b", "agent": "workforce", "description": writes("b"), "token_budget": 5000},
+            {
+                "task_id": "c",
+                "agent": "workforce",
+                "description": writes("c"),
+                "token_budget": 5000,
+                "dependencies": ["a"],
+            },
+        ],
+    }
+    (project / "agents.json").write_text(json.dumps(config))
+    outcome = run_slash_command(
+        claude_bin, project, "/delegate-parallel agents.json", marked_processes, tools=ToolModel()
+    )
+    assert outcome.answer.startswith(FINAL_PREFIX), outcome.answer[:3000]
+    assert outcome.task_states() == dict.fromkeys("abc", "succeeded"), outcome.answer[-3000:]
+    assert {t: len(p) for t, p in outcome.session.task_prompts.items()} == dict.fromkeys("abc", 1)
+
+    def files_on(branch: str) -> set[str]:
+        listing = subprocess.run(
+            ["git", "ls-tree", "-r", "--name-only", branch], cwd=project, capture_output=True, text=True, check=True
+        )
+        return {name for name in listing.stdout.split() if name.endswith(".txt") and len(name) == 5}
+
+    (run,) = outcome.run_dirs()
+    branches = {t: json.loads((run / "tasks" / t / "result.json").read_text())["worktree"]["branch"] for t in "abc"}
+    assert files_on(branches["a"]) == {"a.txt"}
+    assert files_on(branches["b"]) == {"b.txt"}
+    assert files_on(branches["c"]) == {"a.txt", "c.txt"}  # it started from its dependency's branch
+    # the session was told to offer the merge, and the dry run it ran is in its answer
+    assert "MERGE-DRY-RUN" in outcome.session.command_text
+    assert "merge" in outcome.answer.split("# delegate-parallel report", 1)[1]

@@ -16,9 +16,10 @@ import uuid
 from typing import Any
 
 from fake_messages_api import Reply
+from tool_model import ToolModel, tool_results
 
 TASK_HEADING = re.compile(r"^# Task (\S+) \(", re.MULTILINE)
-LISTED_COMMAND = re.compile(r"^- (START|WAIT|REPORT)\b[^`]*`([^`]+)`", re.MULTILINE)
+LISTED_COMMAND = re.compile(r"^- (START|WAIT|REPORT|MERGE-DRY-RUN)\b[^`]*`([^`]+)`", re.MULTILINE)
 FINAL_PREFIX = "FINAL ANSWER FROM THE OUTER SESSION"
 REFUSED_PREFIX = "REFUSED, AS THE COMMAND SAID"
 MAX_WAITS = 20
@@ -40,8 +41,9 @@ def _tool_result_text(block: dict[str, Any]) -> str:
 
 
 class OuterSession:
-    def __init__(self, command_name: str = "delegate-parallel") -> None:
+    def __init__(self, command_name: str = "delegate-parallel", tools: ToolModel | None = None) -> None:
         self.command_name = command_name
+        self.tools = tools  # plays the tasks whose prompt holds a tool script
         self.lock = threading.Lock()
         self.task_prompts: dict[str, list[str]] = {}
         self.outer_calls = 0
@@ -58,6 +60,11 @@ class OuterSession:
             return self._outer(messages, user_text)
         task = TASK_HEADING.search(user_text)
         if task:
+            if self.tools is not None and self.tools.handles(body):
+                if not tool_results(body):
+                    with self.lock:
+                        self.task_prompts.setdefault(task.group(1), []).append(user_text)
+                return self.tools.respond(body)
             with self.lock:
                 self.task_prompts.setdefault(task.group(1), []).append(user_text)
             # a small fixed usage: the CLI's own system prompt is large and differs between versions
@@ -75,8 +82,12 @@ class OuterSession:
             return self._bash(listed["START"], background=True)
         command, output = steps[-1]
         waits = sum(1 for c, _ in steps if c == listed["WAIT"])
+        if command == listed["REPORT"] and "MERGE-DRY-RUN" in listed:
+            return self._bash(listed["MERGE-DRY-RUN"])  # the command says: offer the merge
         if command == listed["REPORT"]:
             return Reply(f"{FINAL_PREFIX}\n{output}")
+        if command == listed.get("MERGE-DRY-RUN"):
+            return Reply(f"{FINAL_PREFIX}\n{steps[-2][1]}\n{output}")
         if command == listed["WAIT"] and "has ended" in output:
             return self._bash(listed["REPORT"])
         if waits >= MAX_WAITS:
