@@ -95,6 +95,10 @@ TASK_RESULT_KEYS = {
     "finished_at",
     "error",
     "retry_command",
+    "warnings",
+    "permission_denials",
+    "worktree",
+    "executed_on",
 }
 
 

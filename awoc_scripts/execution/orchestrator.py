@@ -83,6 +83,18 @@ class Orchestrator:
             }
             for t in plan["tasks"]
         ]
+        # one owner per run: a second run, start or resume of it stops here with exit 2
+        self.claim = run.claim("executed")
+        try:
+            self._set_up(run, plan, execution, display, resume, only)
+        except BaseException:
+            self.claim.release()
+            raise
+
+    def _set_up(
+        self, run: Run, plan: Plan, execution: dict[str, Any], display: Any, resume: bool, only: set[str] | None
+    ) -> None:
+        budgets = {t["task_id"]: int(t["token_budget"]) for t in execution["tasks"]}
         self.live = LiveState(run, resume)
         self.book = TaskBook(run, self.tasks, self.live.tasks, self.events, display, self._result_extras)
         self.by_id, self.records = self.book.by_id, self.book.records
@@ -213,6 +225,7 @@ class Orchestrator:
             try:
                 self._shutdown()
             finally:
+                self.claim.release()
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
         return self.exit_code

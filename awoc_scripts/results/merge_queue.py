@@ -14,7 +14,7 @@ from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.overlap import worktree_overlap
-from awoc_scripts.state.store import Run
+from awoc_scripts.state.store import Run, take_claim
 from awoc_scripts.state.task_states import SUCCEEDED
 
 
@@ -37,11 +37,26 @@ def merge_order(plan: Plan, merge: set[str]) -> list[str]:
 
 
 def merge_run(run: Run, dry_run: bool) -> tuple[int, dict[str, Any]]:
+    """Merge the run's succeeded branches, holding the run's claim (a run being executed is
+    refused) and the repository's (two merges into one checkout never interleave)."""
     plan = run.read_plan()
     base = plan.get("git")
     if base is None:
         raise InputError(f"run {run.run_id} has no worktree tasks: nothing to merge")
     repo = Path(base["repo"])
+    run_claim = run.claim("merged")
+    try:
+        common = Path(git.run_git(repo, "rev-parse", "--git-common-dir").strip())
+        repo_claim = take_claim(repo / common / "awoc-merge.lock", f"repository {repo}", "merged")
+        try:
+            return _merge(run, plan, repo, dry_run)
+        finally:
+            repo_claim.release()
+    finally:
+        run_claim.release()
+
+
+def _merge(run: Run, plan: Plan, repo: Path, dry_run: bool) -> tuple[int, dict[str, Any]]:
     results = run_results(run)
     overlap = worktree_overlap(plan, results)
     branches = {

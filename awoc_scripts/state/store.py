@@ -171,6 +171,55 @@ def _acquire(fd: int, path: Path, timeout_s: float) -> None:
             pause = min(pause * 2, 0.02)
 
 
+class RunClaim:
+    """The exclusive right to execute a run (or merge it), held as a lock on an open file: the
+    kernel lets go of it when the holder dies, however it dies, so a claim is never stale and
+    never compared against a pid that may have been reused."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def take_claim(path: Path, what: str, doing: str) -> RunClaim:
+    """The claim of PATH for DOING (executing, merging...); a second claimant gets exit 2 at once,
+    naming the holder's pid and what it is doing."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        _raise_naming(exc, path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+        os.close(fd)
+        pid, their = (holder[0], holder[1]) if len(holder) >= 2 else ("?", "using")
+        raise StateError(f"{what} is being {their} right now by process {pid}: wait for it to end") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {doing}\n".encode(), 0)
+    return RunClaim(fd)
+
+
+def claim_is_held(path: Path) -> bool:
+    """Someone holds PATH's claim right now (a run being executed or merged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing lets go of a lock we took
+    return False
+
+
 def make_run_id() -> str:
     now = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
@@ -227,6 +276,17 @@ class Run:
         self.report_md_file = self.reports.report_md
         self._task_files: dict[str, TaskFiles] = {}
         self._plan: Plan | None = None
+
+    @property
+    def claim_file(self) -> Path:
+        return self.dir / "owner.lock"
+
+    def claim(self, doing: str = "executed") -> RunClaim:
+        """Held by whoever executes the run (run, start, resume) or merges it, for as long as it does."""
+        return take_claim(self.claim_file, f"run {self.run_id}", doing)
+
+    def claimed(self) -> bool:
+        return claim_is_held(self.claim_file)
 
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id

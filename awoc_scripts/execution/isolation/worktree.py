@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from awoc_scripts import git
+from awoc_scripts.errors import StateError
 from awoc_scripts.execution.isolation.base import CannotStart
 from awoc_scripts.plan_types import GitBase, Task
 from awoc_scripts.planning.git_base import branch_name
@@ -215,8 +216,15 @@ class WorktreeIsolation:
             owner = Run(self.run.root, parts[0])
             if orchestrator_alive(read_json(owner.state_file, default={})):
                 continue
-            committed = git.commit_all(tree.path, f"awoc: run {parts[0]}, task {parts[2]}: left uncommitted")
-            git.run_git(self.repo, "worktree", "remove", str(tree.path))
+            try:  # held while sweeping: a resume of that run cannot start making worktrees meanwhile
+                claim = owner.claim("cleaned up")
+            except StateError:
+                continue  # being executed or merged right now: never touched
+            try:
+                committed = git.commit_all(tree.path, f"awoc: run {parts[0]}, task {parts[2]}: left uncommitted")
+                git.run_git(self.repo, "worktree", "remove", str(tree.path))
+            finally:
+                claim.release()
             notes.append(
                 f"removed {tree.path} of run {parts[0]}" + (f", leftovers in {committed[:12]}" if committed else "")
             )
