@@ -313,9 +313,11 @@ def test_abort_a_run_nothing_executes_kills_leftovers_and_cancels_the_rest(cli, 
     assert result_of(run, "check")["status"] == "cancelled"
     assert "2 task(s) cancelled" in result.stderr
 
+    # the run has ended: aborting it again is refused, and changes nothing
+    before = run.state_file.read_bytes()
     again = cli("parallel-execution-aborter", "abort-with-partial-results")
-    assert again.code == 0 and again.json()["aborted"] is False
-    assert "nothing to abort" in again.stderr
+    assert again.code == 2 and "has ended (aborted)" in again.stderr, again.stderr
+    assert run.state_file.read_bytes() == before
 
 
 def test_abort_while_an_orchestrator_runs(cli, state_dir, tmp_path) -> None:

@@ -121,7 +121,7 @@ def test_merge_of_a_run_being_executed_is_refused(cli, isolated: Path, state_dir
 
 def test_a_claim_is_let_go_when_its_holder_dies(tmp_path: Path) -> None:
     from awoc_scripts.errors import StateError
-    from awoc_scripts.state.store import claim_is_held, take_claim
+    from awoc_scripts.state.store import claim_holder, take_claim
 
     path = tmp_path / "owner.lock"
     holder = subprocess.Popen(
@@ -136,12 +136,12 @@ def test_a_claim_is_let_go_when_its_holder_dies(tmp_path: Path) -> None:
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-    assert claim_is_held(path)
+    assert claim_holder(path) == "executed"
     with pytest.raises(StateError, match=f"x is being executed right now by process {holder.pid}"):
         take_claim(path, "x", "executed")
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     deadline = time.monotonic() + 5
-    while claim_is_held(path) and time.monotonic() < deadline:
+    while claim_holder(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     take_claim(path, "x", "executed").release()

@@ -104,8 +104,12 @@ def wait(
     else:
         print(status_text(data))
         rid = data["run_id"]
-        if outcome.ended:
-            print(f"The run has ended ({data['status']}). Next: {command_for('delegate-parallel', 'report', rid)}")
+        report = command_for("delegate-parallel", "report", rid)
+        if outcome.ended and data.get("next"):
+            status = data["status"]
+            print(f"The run has ended ({status}) before its tasks did. Continue it: {data['next']}; so far: {report}")
+        elif outcome.ended:
+            print(f"The run has ended ({data['status']}). Next: {report}")
         else:
             again = command_for("delegate-parallel", "wait", rid, "--timeout", f"{timeout:g}")
             print(f"Still not ended after {timeout:g} s. Wait again: {again}")

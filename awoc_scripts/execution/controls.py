@@ -11,11 +11,12 @@ import os
 import time
 from typing import Any
 
-from awoc_scripts.errors import AwocError
-from awoc_scripts.execution.levers import LeverTarget, apply_lever
+from awoc_scripts.errors import AwocError, StateError
+from awoc_scripts.execution.levers import ABORT, RETRY, LeverTarget, apply_lever
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
-from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.reconcile import reconcile, require_open
+from awoc_scripts.state.run_state import initial_state, run_executing
 from awoc_scripts.state.store import Run, now_iso
 from awoc_scripts.state.task_states import CANCELLED, PENDING, TERMINAL
 
@@ -91,24 +92,24 @@ class SavedStateTarget:
 
 
 def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Apply a lever to a run, whether or not an orchestrator is running it right now.
+    """Apply a lever to a run: through its orchestrator if one executes it right now, else to the
+    saved state of a run not started yet (where it holds when it starts), or, for the aborter, of
+    an interrupted run (which it ends). On an ended run, or another lever on an interrupted one,
+    it is refused (reconcile.require_open).
 
     An orchestrator that ends without applying the request (it was already shutting down)
-    leaves it to us: the request is withdrawn and applied to the saved state instead.
+    leaves it to us: the request is withdrawn and the saved state decides.
     """
     while True:
+        if not run_executing(run, run.read_state()):
+            applied = _apply_to_saved_state(run, action, args)
+            if applied is not None:
+                return applied
+            continue  # an orchestrator took the run meanwhile: ask it
         control = {"id": os.urandom(4).hex(), "action": action, "args": args, "requested_at": now_iso()}
         with run.locked_state() as state:
-            if not state:
-                state.update(initial_state(run))
-            if not orchestrator_alive(state):
-                control["changed"] = apply_lever(action, args, SavedStateTarget(state, run.read_plan()))
-                control["applied_at"] = now_iso()
-                control["applied_by"] = f"{action} (pid {os.getpid()})"
-                control["applied_to"] = "saved state"
-                state.setdefault("controls", []).append(control)
-                run.append_event("lever", action=action, args=args, changed=control["changed"])
-                return control
+            if not run_executing(run, state):
+                continue
             state.setdefault("controls", []).append(control)
         answer = _wait_for_control(run, str(control["id"]), action)
         if answer is not None:
@@ -121,6 +122,33 @@ def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]
                     return dict(saved)  # applied at the last moment
 
 
+def _apply_to_saved_state(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The lever on state.json, holding the run's claim; None if an orchestrator holds it now."""
+    try:
+        claim = run.claim("changed by a lever")
+    except StateError:
+        if run.claimed_for() == "executed":
+            return None
+        raise
+    try:
+        with run.locked_state() as state:
+            if not state:
+                state.update(initial_state(run))
+            reconcile(run, state)
+            if action != RETRY:  # a retry reopens ended tasks of an ended run: that is its job
+                require_open(run, state, action, allow_interrupted=action == ABORT)
+            control = {"id": os.urandom(4).hex(), "action": action, "args": args, "requested_at": now_iso()}
+            control["changed"] = apply_lever(action, args, SavedStateTarget(state, run.read_plan()))
+            control["applied_at"] = now_iso()
+            control["applied_by"] = f"{action} (pid {os.getpid()})"
+            control["applied_to"] = "saved state"
+            state.setdefault("controls", []).append(control)
+            run.append_event("lever", action=action, args=args, changed=control["changed"])
+            return control
+    finally:
+        claim.release()
+
+
 def _wait_for_control(run: Run, control_id: str, action: str) -> dict[str, Any] | None:
     """The control once applied; None if the orchestrator went away without applying it."""
     deadline = time.monotonic() + CONTROL_WAIT_S
@@ -130,7 +158,7 @@ def _wait_for_control(run: Run, control_id: str, action: str) -> dict[str, Any] 
         for saved in state.get("controls", []):
             if saved["id"] == control_id and saved.get("applied_at"):
                 return dict(saved)
-        if not orchestrator_alive(state):
+        if not run_executing(run, state):
             return None
     raise AwocError(
         f"asked the orchestrator of run {run.run_id} to apply {action}, but it did not confirm within "

@@ -17,6 +17,7 @@ from awoc_scripts.execution.runners import Tokens
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import kill_marked, process_create_time, process_start_ticks
+from awoc_scripts.state.reconcile import task_ends
 from awoc_scripts.state.run_state import initial_state, orchestrator_alive
 from awoc_scripts.state.run_tasks import result_from_state
 from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
@@ -67,7 +68,7 @@ class LiveState:
         # A task's result file is written the moment it ends; state.json follows up to a flush
         # later. Killed in between, state.json still says running (or pending): the result wins,
         # so finished work never runs twice.
-        ended = [tid for tid, s in status.items() if s in (RUNNING, PENDING) and self._result_says_succeeded(tid)]
+        ended = [tid for tid, end in task_ends(self.run, self.data).items() if end == SUCCEEDED]
         for tid in ended:
             status[tid] = SUCCEEDED
         if ended:
@@ -94,15 +95,6 @@ class LiveState:
                     rec.budget = plan_budgets[tid]
             saved[tid]["status"] = fresh[tid]
         return fresh, orphans
-
-    def _result_says_succeeded(self, tid: str) -> bool:
-        path = self.run.task_files(tid).result
-        if not path.exists():
-            return False
-        result = read_json(path, default={})
-        return (
-            isinstance(result, dict) and result.get("status") == SUCCEEDED and result.get("run_id") == self.run.run_id
-        )
 
     def _result_lost(self, tid: str) -> bool:
         """The task ran and ended, but its result file is not there: writing it failed (a full disk)."""

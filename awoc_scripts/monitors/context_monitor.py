@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from awoc_scripts.plan_types import Plan
-from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.run_state import initial_state, run_executing
 from awoc_scripts.state.run_tasks import run_config, tasks_named
 from awoc_scripts.state.store import Run
 
@@ -182,7 +182,7 @@ def token_status(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "status": state.get("status"),
-        "executing": orchestrator_alive(state),
+        "executing": run_executing(run, state),
         "total": {
             "tokens_used": used_total,
             "token_budget": budget_total,

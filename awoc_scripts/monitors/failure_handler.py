@@ -16,7 +16,7 @@ from awoc_scripts.monitors.run_aborter import abort_with_partial_results
 from awoc_scripts.monitors.task_retry import retry_reduced
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
-from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.run_state import initial_state, run_executing
 from awoc_scripts.state.run_tasks import require_tasks, run_config, write_ended_result
 from awoc_scripts.state.store import Run, StateStore, now_iso
 from awoc_scripts.state.task_states import FAILED, FAILURES, RUNNING, TERMINAL
@@ -69,7 +69,7 @@ def record_failure(run: Run, name: str, exit_code: int, message: str | None) -> 
         tid = failed_task(plan, state, name, run.run_id)
         saved = state["tasks"][tid]
         error = message or saved.get("error") or _stderr_tail(run, tid) or f"exited with code {exit_code}"
-        owned = orchestrator_alive(state)
+        owned = run_executing(run, state)
         skipped: list[tuple[str, str]] = []
         if not owned:
             status = {t: s["status"] for t, s in state["tasks"].items()}

@@ -256,7 +256,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
     """The run's running tasks: their pids, CPU, memory and process state (and the orchestrator's)."""
     import psutil
 
-    from awoc_scripts.state.run_state import orchestrator_alive
+    from awoc_scripts.state.run_state import run_executing
 
     state = run.read_state()
     items = []
@@ -288,7 +288,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "status": state.get("status"),
-        "orchestrator": {"pid": orchestrator["pid"], "alive": orchestrator_alive(state)} if orchestrator else None,
+        "orchestrator": {"pid": orchestrator["pid"], "alive": run_executing(run, state)} if orchestrator else None,
         "tasks": tasks + stale,
     }
 

@@ -15,7 +15,7 @@ from awoc_scripts.execution.controls import request_lever
 from awoc_scripts.execution.levers import ABORT
 from awoc_scripts.processes import kill_marked
 from awoc_scripts.results.aggregate import retry_command
-from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.run_state import initial_state, run_executing
 from awoc_scripts.state.run_tasks import excerpt, read_result, write_ended_result
 from awoc_scripts.state.store import Run
 from awoc_scripts.state.task_states import CANCELLED, FAILURES, PENDING, RUNNING, SUCCEEDED
@@ -39,7 +39,7 @@ def partial_results(run: Run) -> dict[str, Any]:
     """Which tasks succeeded (with an excerpt of each result), which did not and why."""
     plan = run.read_plan()
     state = run.read_state() or initial_state(run)
-    executing = orchestrator_alive(state)
+    executing = run_executing(run, state)
     succeeded, not_succeeded = [], []
     counts: dict[str, int] = {}
     tokens = 0
@@ -85,7 +85,7 @@ def partial_results(run: Run) -> dict[str, Any]:
 def _wait_until_finished(run: Run, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not orchestrator_alive(run.read_state()):
+        if not run_executing(run, run.read_state()):
             return True
         time.sleep(0.05)
     return False

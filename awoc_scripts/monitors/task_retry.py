@@ -13,7 +13,7 @@ from awoc_scripts.errors import OK, InputError, StateError
 from awoc_scripts.execution.controls import request_lever
 from awoc_scripts.execution.levers import RETRY
 from awoc_scripts.plan_types import Plan
-from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+from awoc_scripts.state.run_state import initial_state, run_executing
 from awoc_scripts.state.run_tasks import require_tasks
 from awoc_scripts.state.store import Run, StateStore
 from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL
@@ -47,7 +47,7 @@ def retry_reduced(
     Returns (the resumed run's exit code, or 0; what was done)."""
     ids, is_agent = retry_targets(run, name)
     resume = None
-    if execute and not orchestrator_alive(run.read_state()):
+    if execute and not run_executing(run, run.read_state()):
         from awoc_scripts.flow.runs import load_for_resume
 
         resume = load_for_resume(store, run.run_id)  # checks the runner exists before anything changes
@@ -105,7 +105,7 @@ def _resume(
             only=only,
         )
     except StateError:
-        if not orchestrator_alive(run.read_state()):
+        if not run_executing(run, run.read_state()):
             raise
         # another process began executing the run meanwhile: it reruns what is pending, ours included
         out["executed_by"] = "orchestrator"

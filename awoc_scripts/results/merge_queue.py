@@ -14,6 +14,7 @@ from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.overlap import worktree_overlap
+from awoc_scripts.state.reconcile import reconcile_saved_run
 from awoc_scripts.state.store import Run, take_claim
 from awoc_scripts.state.task_states import SUCCEEDED
 
@@ -46,6 +47,7 @@ def merge_run(run: Run, dry_run: bool) -> tuple[int, dict[str, Any]]:
     repo = Path(base["repo"])
     run_claim = run.claim("merged")
     try:
+        reconcile_saved_run(run, holding_claim=True)
         common = Path(git.run_git(repo, "rev-parse", "--git-common-dir").strip())
         repo_claim = take_claim(repo / common / "awoc-merge.lock", f"repository {repo}", "merged")
         try:

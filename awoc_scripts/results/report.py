@@ -617,5 +617,8 @@ def generate_report_command(
 def load_or_create_report(run: Run) -> tuple[dict[str, Any], str]:
     report: dict[str, Any] = read_json(run.report_json_file, default={})
     if not report or not run.report_md_file.exists():
+        from awoc_scripts.state.reconcile import reconcile_saved_run
+
+        reconcile_saved_run(run)  # a run killed before its report: each task as it really ended
         report = report_run(run)
     return report, run.report_md_file.read_text(encoding="utf-8")

@@ -39,3 +39,12 @@ def orchestrator_alive(state: dict[str, Any]) -> bool:
     from awoc_scripts.processes import same_process_alive  # subprocess is not needed until here
 
     return same_process_alive(int(info["pid"]), float(info["create_time"]), info.get("start_ticks"))
+
+
+def run_executing(run: Run, state: dict[str, Any]) -> bool:
+    """An orchestrator executes RUN right now: the kernel says it holds the run's claim. For a run
+    saved before claims existed (no claim file), its recorded orchestrator is alive."""
+    holder = run.claimed_for()
+    if holder is not None:
+        return holder == "executed"
+    return not run.claim_file.exists() and orchestrator_alive(state)

@@ -8,10 +8,19 @@ from awoc_scripts.state.store import StateStore
 
 
 def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
-    from awoc_scripts.state.run_state import initial_state, orchestrator_alive
+    from awoc_scripts.launcher import command_for
+    from awoc_scripts.state.reconcile import INTERRUPTED, reconcile
+    from awoc_scripts.state.run_state import initial_state, run_executing
+    from awoc_scripts.state.task_states import RUNNING
 
     run = store.open_run(run_id)
     state = run.read_state(against_plan=False) or initial_state(run)  # what it shows is the state's own
+    executing = run_executing(run, state)
+    if not executing:
+        reconcile(run, state)  # as it stands, not as the last flush before a kill left it (nothing is written)
+        for task in state["tasks"].values():
+            if task["status"] == RUNNING:  # no process runs it: shown for what it is
+                task.update(status=INTERRUPTED, reason="was running when its orchestrator stopped")
     tasks = state["tasks"]
     counts: dict[str, int] = {}
     for task in tasks.values():
@@ -22,8 +31,11 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "status": state.get("status"),
-        "executing": orchestrator_alive(state),
+        "executing": executing,
         "stop_reason": state.get("stop_reason"),
+        "next": command_for("delegate-parallel", "resume", run.run_id)
+        if not executing and state.get("status") in (INTERRUPTED, "aborted")
+        else None,
         "counts": counts,
         "tokens_used": used,
         "total_token_budget": total,
@@ -64,6 +76,10 @@ def status_text(data: dict[str, Any]) -> str:
         + (f"; paused until {data['paused_until']}" if data.get("paused_until") else "")
         + (f"; {data['warm_agents']} warm" if data["executing"] and data.get("warm_agents") else "")
     ]
+    if data.get("stop_reason") and not data["executing"]:
+        lines.append(f"  stopped: {data['stop_reason']}")
+    if data.get("next"):
+        lines.append(f"  to continue it: {data['next']}")
     for task in data["tasks"]:
         lines.append(
             f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_used']:>7}/{task['token_budget']:<7} "

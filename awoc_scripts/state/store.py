@@ -16,6 +16,7 @@ import fcntl
 import itertools
 import os
 import re
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -174,7 +175,9 @@ def _acquire(fd: int, path: Path, timeout_s: float) -> None:
 class RunClaim:
     """The exclusive right to execute a run (or merge it), held as a lock on an open file: the
     kernel lets go of it when the holder dies, however it dies, so a claim is never stale and
-    never compared against a pid that may have been reused."""
+    never compared against a pid that may have been reused. Open-file-description locks, where
+    the kernel has them, can be tested without being taken: a `status` that looks never gets in
+    the way of a `start`."""
 
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
@@ -182,42 +185,78 @@ class RunClaim:
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            os.close(fd)  # closing the description lets go of its lock
+
+
+_OFD_SET = getattr(fcntl, "F_OFD_SETLK", None)
+_OFD_GET = getattr(fcntl, "F_OFD_GETLK", None)
+
+
+def _whole_file(kind: int) -> bytes:
+    return struct.pack("@hhqqi4x", kind, os.SEEK_SET, 0, 0, 0)  # struct flock: type, whence, start, len, pid
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        if _OFD_SET is not None:
+            fcntl.fcntl(fd, _OFD_SET, _whole_file(fcntl.F_WRLCK))
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+# claims held for as long as a run executes or merges: a second claimant is refused at once. Any
+# other (a lever on a saved run, a sweep, one just taken whose holder has not said why yet) is
+# held for a moment: a claimant waits for it to end.
+LASTING_CLAIMS = ("executed", "merged")
+BRIEF_CLAIM_WAIT_S = 10.0
 
 
 def take_claim(path: Path, what: str, doing: str) -> RunClaim:
-    """The claim of PATH for DOING (executing, merging...); a second claimant gets exit 2 at once,
-    naming the holder's pid and what it is doing."""
+    """The claim of PATH for DOING (executed, merged...). A second claimant gets exit 2 at once,
+    naming the holder's pid and what it is doing; a claim held for a moment is waited for."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         _raise_naming(exc, path)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+    deadline = time.monotonic() + BRIEF_CLAIM_WAIT_S
+    while not _try_lock(fd):
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split(maxsplit=1)
+        pid, their = (holder[0], holder[1].strip()) if len(holder) >= 2 else ("?", "used")
+        if their not in LASTING_CLAIMS and time.monotonic() < deadline:
+            time.sleep(0.01)
+            continue
         os.close(fd)
-        pid, their = (holder[0], holder[1]) if len(holder) >= 2 else ("?", "using")
         raise StateError(f"{what} is being {their} right now by process {pid}: wait for it to end") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {doing}\n".encode(), 0)
     return RunClaim(fd)
 
 
-def claim_is_held(path: Path) -> bool:
-    """Someone holds PATH's claim right now (a run being executed or merged)."""
+def claim_holder(path: Path) -> str | None:
+    """What the holder of PATH's claim is doing ("executed", "merged"...), or None when nobody holds it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        if _OFD_GET is not None:
+            answer = fcntl.fcntl(fd, _OFD_GET, _whole_file(fcntl.F_WRLCK))
+            held = struct.unpack("@hhqqi4x", answer)[0] != fcntl.F_UNLCK
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = False
+            except BlockingIOError:
+                held = True
+        if not held:
+            return None
+        words = os.pread(fd, 200, 0).decode("utf-8", "replace").split(maxsplit=1)
+        return words[1].strip() if len(words) >= 2 else "used"
     finally:
-        os.close(fd)  # closing lets go of a lock we took
-    return False
+        os.close(fd)
 
 
 def make_run_id() -> str:
@@ -285,8 +324,9 @@ class Run:
         """Held by whoever executes the run (run, start, resume) or merges it, for as long as it does."""
         return take_claim(self.claim_file, f"run {self.run_id}", doing)
 
-    def claimed(self) -> bool:
-        return claim_is_held(self.claim_file)
+    def claimed_for(self) -> str | None:
+        """What the run's owner is doing right now ("executed", "merged"...), or None."""
+        return claim_holder(self.claim_file)
 
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id

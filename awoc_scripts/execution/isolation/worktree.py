@@ -23,7 +23,7 @@ from awoc_scripts.errors import StateError
 from awoc_scripts.execution.isolation.base import CannotStart
 from awoc_scripts.plan_types import GitBase, Task
 from awoc_scripts.planning.git_base import branch_name
-from awoc_scripts.state.run_state import orchestrator_alive
+from awoc_scripts.state.run_state import run_executing
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, read_json
 from awoc_scripts.state.task_states import SUCCEEDED
 
@@ -214,7 +214,7 @@ class WorktreeIsolation:
             if len(parts) != 3 or parts[0] == self.run.run_id or parts[1] != "worktrees":
                 continue
             owner = Run(self.run.root, parts[0])
-            if orchestrator_alive(read_json(owner.state_file, default={})):
+            if run_executing(owner, read_json(owner.state_file, default={})):
                 continue
             try:  # held while sweeping: a resume of that run cannot start making worktrees meanwhile
                 claim = owner.claim("cleaned up")
