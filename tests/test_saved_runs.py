@@ -127,3 +127,28 @@ def test_a_lever_on_a_prepared_run_holds_when_it_starts(cli, tmp_path: Path) -> 
     assert started.code == 0, started.stderr
     state = StateStore().open_run(run_id).read_state()
     assert state["max_concurrent"] == 1
+
+
+def test_tasks_that_ended_while_the_orchestrator_was_stopped_are_not_timed_out(tmp_path: Path, state_dir: Path) -> None:
+    """A laptop that sleeps: SIGSTOP the orchestrator past its tasks' deadlines, while they end in time."""
+    marker = tmp_path / "started"
+    tasks = [
+        {
+            "task_id": f"t{i}",
+            "agent": "workforce",
+            "description": "x",
+            "timeout": 3,
+            "command": ["sh", "-c", f"touch {marker}-{i}; sleep 1"],
+        }
+        for i in range(3)
+    ]
+    proc = start_orchestrator({"parallel_config": {"retries": 0, "failure_tolerance": 5}, "tasks": tasks})
+    wait_for(lambda: all(Path(f"{marker}-{i}").exists() for i in range(3)))
+    proc.send_signal(signal.SIGSTOP)
+    import time
+
+    time.sleep(5)  # the tasks ended after 1 s, well within their 3 s; the orchestrator wakes after 5 s
+    proc.send_signal(signal.SIGCONT)
+    assert proc.wait(timeout=60) == 0, proc.communicate()[1][-2000:]
+    state = StateStore().open_run().read_state()
+    assert {t: s["status"] for t, s in state["tasks"].items()} == dict.fromkeys(["t0", "t1", "t2"], "succeeded")

@@ -282,12 +282,25 @@ class Orchestrator:
             if ended and self.stop_reason is None:
                 self.token_policy.check(self, time.monotonic())
                 self.cost_policy.check(self, time.monotonic())
+            self._collect_ends_before_deadlines(time.monotonic())
             self.task_limits.check(self, time.monotonic())
             if self.book.dirty and time.monotonic() - self._last_flush >= self._flush_every:
                 self._flush()
             else:
                 self.events.flush()
             self.display.tick(self)
+
+    def _collect_ends_before_deadlines(self, now: float) -> None:
+        """A timeout is only for a task still running at its deadline. After the orchestrator was
+        stopped (SIGSTOP, a laptop asleep) its wait may return before looking at the tasks that
+        ended meanwhile; look once more, so that none of them is taken for one still running."""
+        overdue = any(
+            rec.deadline is not None and now >= rec.deadline and not rec.stop_status
+            for rec in (self.records[t] for t in self.executor.running())
+        )
+        if overdue:
+            for end in self.executor.wait(0):
+                self._on_ended(end)
 
     def _start_possible(self) -> bool:
         return not self.no_new_starts and bool(self.scheduler.ready_ids())
