@@ -55,6 +55,7 @@ def monitor(
 def status(run: RunOption = None, state_dir: StateDirOption = None) -> None:
     """The current run's running tasks: pid, CPU %, RSS MB and process state of each task's tree."""
     from awoc_scripts.input.documents import print_json
+    from awoc_scripts.launcher import command_for
     from awoc_scripts.monitors.process_monitor import running_tasks
     from awoc_scripts.state.store import StateStore
 
@@ -62,8 +63,11 @@ def status(run: RunOption = None, state_dir: StateDirOption = None) -> None:
     print_json(data)
     sys.stderr.write(f"run {data['run_id']} ({data['status']}): {len(data['tasks'])} running task(s)\n")
     for task in data["tasks"]:
-        if task.get("status") == "gone":
-            sys.stderr.write(f"  {task['task_id']}: pid {task['pid']} is gone (orchestrator died?)\n")
+        if task.get("status") == "ended":
+            sys.stderr.write(f"  {task['task_id']}: pid {task['pid']} has just ended (its end is being recorded)\n")
+        elif task.get("status") == "gone":
+            resume = command_for("delegate-parallel", "resume", data["run_id"])
+            sys.stderr.write(f"  {task['task_id']}: pid {task['pid']} is gone and no orchestrator runs it: {resume}\n")
         else:
             sys.stderr.write(
                 f"  {task['task_id']}: pid {task['pid']} {task['status']}, {task.get('cpu_percent', 0):g}% CPU, "

@@ -259,6 +259,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
     from awoc_scripts.state.run_state import run_executing
 
     state = run.read_state()
+    executing = run_executing(run, state)
     items = []
     stale = []
     for tid, saved in state.get("tasks", {}).items():
@@ -273,7 +274,9 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
                 continue
             except psutil.Error:
                 pass
-        stale.append({"task_id": tid, "pid": pid, "status": "gone"})
+        # with its orchestrator alive, a task whose process is gone has just ended: its end is on the
+        # way to state.json. Without it, nothing will record it: resume does
+        stale.append({"task_id": tid, "pid": pid, "status": "ended" if executing else "gone"})
     for item in items:  # prime every process of every tree, then measure over one short span
         _sample(item)
     if items:
@@ -288,7 +291,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "status": state.get("status"),
-        "orchestrator": {"pid": orchestrator["pid"], "alive": run_executing(run, state)} if orchestrator else None,
+        "orchestrator": {"pid": orchestrator["pid"], "alive": executing} if orchestrator else None,
         "tasks": tasks + stale,
     }
 
