@@ -292,3 +292,30 @@ def test_scratch_folders_of_dead_workers_are_swept(tmp_path: Path) -> None:
         (folder / "stdout").write_text("x")
     assert sweep_dead_scratch(str(tmp_path)) == [dead.name]
     assert live.exists() and not dead.exists()
+
+
+def test_worktree_tasks_on_dask_are_refused_before_anything_is_written(
+    cli, state_dir: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker has no worktree of the repository: never run such a task in its own directory."""
+    for args in (
+        ["init", "-q"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+    ):
+        subprocess.run(["git", *args], cwd=isolated / "work", check=True)
+    monkeypatch.setenv("AWOC_AGENT_COMMAND", "true")
+    config = {
+        "parallel_config": {"executor": "dask", "dask": {"scheduler": f"tcp://127.0.0.1:{free_port()}"}},
+        "tasks": [
+            {"task_id": "edit", "agent": "qa", "description": "t", "command": ["true"], "isolation": "worktree"},
+            {"task_id": "look", "agent": "qa", "description": "t", "command": ["true"]},
+        ],
+    }
+    result = cli("delegate-parallel", "run", "-q", orjson.dumps(config).decode())
+    assert result.code == 2 and "1 task(s) (edit) run in git worktrees" in result.stderr, result.stderr
+    assert "--executor local" in result.stderr and not state_dir.exists()
+    inline = cli(
+        "delegate-parallel", "run", "-q", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1",
+        "--isolation=worktree", "qa:t",
+    )  # fmt: skip
+    assert inline.code == 2 and "run in git worktrees" in inline.stderr and not state_dir.exists()

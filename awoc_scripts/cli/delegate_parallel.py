@@ -158,7 +158,7 @@ def run(
     made: list[Executor] = []  # connected (to a Dask scheduler, say) before the run is saved
     choice = ExecutorChoice(executor, scheduler)
     run_files, plan, execution = prepare_run(
-        StateStore(state_dir), ctx.args, lambda p: made.append(make_executor(choice, p["parallel_config"]))
+        StateStore(state_dir), ctx.args, lambda p: made.append(make_executor(choice, p))
     )
     chosen = made[0]
     for warning in execution["warnings"]:
@@ -234,7 +234,7 @@ def _execute_saved_run(
     from awoc_scripts.state.store import StateStore
 
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
-    chosen = make_executor(ExecutorChoice(executor, scheduler), plan["parallel_config"])
+    chosen = make_executor(ExecutorChoice(executor, scheduler), plan)
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=resume)
     _finish(summary, code, quiet, as_json)
 

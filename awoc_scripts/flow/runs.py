@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +25,21 @@ class ExecutorChoice:
     scheduler: str | None = None
 
 
-def make_executor(choice: ExecutorChoice, config: Mapping[str, Any]) -> Executor:
+def make_executor(choice: ExecutorChoice, plan: Plan) -> Executor:
+    config = plan["parallel_config"]
     name = choice.name or config.get("executor") or "local"
     if name == "local":
         return LocalExecutor()
     if name == "dask":
+        in_worktrees = [t["task_id"] for t in plan["tasks"] if t["isolation"] == "worktree"]
+        if in_worktrees:
+            more = f" and {len(in_worktrees) - 5} more" if len(in_worktrees) > 5 else ""
+            shown = ", ".join(in_worktrees[:5]) + more
+            raise InputError(
+                f"{len(in_worktrees)} task(s) ({shown}) run in git worktrees, which the Dask executor cannot give "
+                "them (a worker has no worktree of your repository, and its own directory is not one): run them "
+                "with the local executor (--executor local), or without worktree isolation"
+            )
         dask = config.get("dask") or {}
         scheduler = choice.scheduler or dask.get("scheduler")
         if not scheduler:

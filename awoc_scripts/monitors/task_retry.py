@@ -99,7 +99,7 @@ def _resume(
             run_files,
             plan,
             execution,
-            make_executor(ExecutorChoice(), plan["parallel_config"]),
+            make_executor(ExecutorChoice(), plan),
             PlainDisplay(quiet=quiet),
             resume=True,
             only=only,
