@@ -264,13 +264,15 @@ def report(
     from awoc_scripts.input.documents import print_json
     from awoc_scripts.results.report import load_or_create_report, markdown_for
     from awoc_scripts.state.store import StateStore
+    from awoc_scripts.terminal_text import shown_safely
 
     one_of("--format", output, ("markdown", "json", "research_report"))
     data, markdown = load_or_create_report(StateStore(state_dir).open_run(run_id))
     if output == "json":
         print_json(data)
     else:
-        sys.stdout.write((markdown if output == "markdown" else markdown_for(data, output)) + "\n")
+        text = markdown if output == "markdown" else markdown_for(data, output)
+        sys.stdout.write(shown_safely(text) + "\n")
 
 
 @app.command()

@@ -7,6 +7,7 @@ import time
 from typing import Any, TextIO
 
 from awoc_scripts.state.task_states import PENDING, RUNNING, SUCCEEDED
+from awoc_scripts.terminal_text import shown_safely
 
 LIVE_REFRESH_S = 0.25
 
@@ -21,7 +22,7 @@ class PlainDisplay:
 
     def _line(self, text: str) -> None:
         if not self.quiet:
-            self.stream.write(f"[{time.monotonic() - self.t0:7.2f}s] {text}\n")
+            self.stream.write(f"[{time.monotonic() - self.t0:7.2f}s] {shown_safely(text)}\n")
             self.stream.flush()
 
     def begin(self, orch: Any) -> None:
@@ -72,7 +73,8 @@ class LiveDisplay(PlainDisplay):
     def _line(self, text: str) -> None:
         from rich.text import Text
 
-        self.console.print(Text.assemble((f"{time.monotonic() - self.t0:7.2f}s ", "dim"), text), highlight=False)
+        line = shown_safely(text)
+        self.console.print(Text.assemble((f"{time.monotonic() - self.t0:7.2f}s ", "dim"), line), highlight=False)
 
     def begin(self, orch: Any) -> None:
         self.live.start()

@@ -104,7 +104,8 @@ class LiveState:
         """The lost result file again, from state.json and the output the task left: its work is kept,
         so the report must show what it produced and how long it took, not an empty 0 s."""
         saved = self.tasks[task["task_id"]]
-        outcome, _tokens = attempt_outcome(int(saved.get("exit_code") or 0), self.run.task_files(task["task_id"]), None)
+        files = self.run.task_files(task["task_id"])
+        outcome, _tokens = attempt_outcome(int(saved.get("exit_code") or 0), files, None, not task.get("command"))
         result = result_from_state(self.run, task, saved)
         result["result"] = outcome.result
         started, finished = parse_iso(saved.get("started_at")), parse_iso(saved.get("finished_at"))

@@ -430,7 +430,8 @@ class Orchestrator:
     def _on_ended(self, end: Ended) -> None:
         tid = end.task_id
         rec = self.records[tid]
-        outcome, attempt_tokens = attempt_outcome(end.exit_code, rec.files or self.run.task_files(tid), rec.stream)
+        files = rec.files or self.run.task_files(tid)
+        outcome, attempt_tokens = attempt_outcome(end.exit_code, files, rec.stream, not self.by_id[tid].get("command"))
         rec.absorb(end.exit_code, outcome, attempt_tokens)
         if outcome.denials:
             denied = describe_denials(outcome.denials)

@@ -12,16 +12,44 @@ from awoc_scripts.state.store import TaskFiles
 from awoc_scripts.state.task_states import BUDGET_EXCEEDED, FAILED, SUCCEEDED
 
 STDERR_TAIL_BYTES = 4000
+# what of a task's output is read: its end, where an agent's result line is. The whole output
+# stays in its stdout.log, however much a task prints; memory and the run's documents stay bounded.
+OUTPUT_TAIL_BYTES = 4 * 1024 * 1024
+RESULT_CHARS = 64_000
 
 
-def attempt_outcome(exit_code: int, files: TaskFiles, stream: TurnCounter | None) -> tuple[Outcome, Tokens]:
-    stdout = _read_bytes(files.stdout)
+def attempt_outcome(
+    exit_code: int, files: TaskFiles, stream: TurnCounter | None, agent: bool = True
+) -> tuple[Outcome, Tokens]:
+    """What the attempt's files say. Token and cost numbers are an AGENT runner's alone: a
+    command's output is its text, whatever it claims to have used."""
+    stdout, size = _read_end(files.stdout, OUTPUT_TAIL_BYTES)
     stderr_tail = _read_tail(files.stderr, STDERR_TAIL_BYTES) if exit_code != 0 else ""
-    outcome = read_outcome(exit_code, stdout, stderr_tail)
+    outcome = read_outcome(exit_code, stdout, stderr_tail, agent)
+    outcome.result = bounded_result(outcome.result, size, files.stdout)
     tokens = outcome.tokens
-    if stream is not None and stream.total().total > tokens.total:
+    if agent and stream is not None and stream.total().total > tokens.total:
         tokens = stream.total()  # stopped before its final result line
     return outcome, tokens
+
+
+def bounded_result(text: str, output_bytes: int, path: Path) -> str:
+    """TEXT, or its end with a line saying where the rest is, when it is longer than RESULT_CHARS
+    or comes from an output too long to read whole."""
+    if len(text) <= RESULT_CHARS and output_bytes <= OUTPUT_TAIL_BYTES:
+        return text
+    return f"[output cut: the whole {output_bytes} bytes are in {path}]\n" + text[-RESULT_CHARS:]
+
+
+def _read_end(path: Path, size: int) -> tuple[bytes, int]:
+    """The last SIZE bytes of PATH, and its whole size."""
+    try:
+        with open(path, "rb") as fh:
+            total = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, total - size))
+            return fh.read(), total
+    except FileNotFoundError:
+        return b"", 0
 
 
 def read_from(path: Path, offset: int) -> bytes:
@@ -29,13 +57,6 @@ def read_from(path: Path, offset: int) -> bytes:
         fh.seek(offset)
         return fh.read()
     return b""
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
 
 
 def _read_tail(path: Path, size: int) -> str:

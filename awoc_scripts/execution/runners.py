@@ -152,6 +152,38 @@ def permission_environment(permissions: Permissions) -> dict[str, str]:
     }
 
 
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+# more than any one agent session can use: a number past these is a report that cannot be true
+MAX_PLAUSIBLE_TOKENS = 100_000_000
+MAX_PLAUSIBLE_COST_USD = 100_000.0
+
+
+def _count(value: Any) -> int | None:
+    """VALUE as a token count, or None when it is none (missing, not a whole number, negative, absurd)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value != value or not 0 <= value <= MAX_PLAUSIBLE_TOKENS or int(value) != value:
+        return None
+    return int(value)
+
+
+def usage_problem(obj: Mapping[str, Any]) -> str | None:
+    """What in a result object's usage and cost cannot be true, or None."""
+    usage = obj.get("usage")
+    if usage is not None and not isinstance(usage, Mapping):
+        return f"usage is {str(usage)[:60]!r}"
+    for key in USAGE_KEYS:
+        value = (usage or {}).get(key)
+        if value is not None and _count(value) is None:
+            return f"usage.{key} is {str(value)[:60]}"
+    cost = obj.get("total_cost_usd")
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost <= MAX_PLAUSIBLE_COST_USD
+    ):
+        return f"total_cost_usd is {str(cost)[:60]}"
+    return None
+
+
 @dataclass
 class Tokens:
     input: int = 0
@@ -174,13 +206,10 @@ class Tokens:
 
     @classmethod
     def from_usage(cls, usage: Mapping[str, Any] | None) -> Tokens:
-        usage = usage or {}
-        return cls(
-            int(usage.get("input_tokens") or 0),
-            int(usage.get("output_tokens") or 0),
-            int(usage.get("cache_read_input_tokens") or 0),
-            int(usage.get("cache_creation_input_tokens") or 0),
-        )
+        """The counts of an API usage object; a count that is no plausible number counts 0
+        (usage_problem says which, where it matters)."""
+        usage = usage if isinstance(usage, Mapping) else {}
+        return cls(*(_count(usage.get(key)) or 0 for key in USAGE_KEYS))
 
     def __add__(self, other: Tokens) -> Tokens:
         return Tokens(
@@ -283,14 +312,19 @@ def _result_object(stdout: bytes) -> dict[str, Any] | None:
     return None
 
 
-def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
-    obj = _result_object(stdout)
+def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str, agent: bool = True) -> Outcome:
+    """What an attempt's output means. A command's output is its text: only an agent runner's
+    result object is read for its tokens, cost, errors and refused tool calls."""
+    obj = _result_object(stdout) if agent else None
     outcome = _read_outcome(obj, exit_code, stdout, stderr_tail)
-    outcome.denials = read_denials(obj, stdout)
+    outcome.denials = read_denials(obj, stdout) if agent else []
     return outcome
 
 
 def _read_outcome(obj: dict[str, Any] | None, exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
+    if obj is not None and (problem := usage_problem(obj)):
+        text = str(obj.get("result") or "")
+        return Outcome(False, text, error=f"the agent reported a usage that cannot be true ({problem}): not counted")
     if obj is None:
         text = stdout.decode("utf-8", "replace").strip("\n").rstrip()
         if exit_code == 0:

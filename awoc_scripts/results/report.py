@@ -548,12 +548,13 @@ def markdown_for(report: Mapping[str, Any], result_format: str) -> str:
 
 def write_reports(files: ReportFiles, report: dict[str, Any], markdown: str, aggregated: Any = None) -> None:
     from awoc_scripts.state.store import atomic_write_bytes, atomic_write_json
+    from awoc_scripts.terminal_text import shown_safely
 
     files.dir.mkdir(parents=True, exist_ok=True)
     if aggregated is not None:
         atomic_write_json(files.aggregate, aggregated)
     atomic_write_json(files.report_json, report)
-    atomic_write_bytes(files.report_md, markdown.encode("utf-8") + b"\n")
+    atomic_write_bytes(files.report_md, shown_safely(markdown).encode("utf-8") + b"\n")
 
 
 def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -85,4 +85,6 @@ def status_text(data: dict[str, Any]) -> str:
             f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_used']:>7}/{task['token_budget']:<7} "
             f"{task['reason'] or ''}".rstrip()
         )
-    return "\n".join(lines)
+    from awoc_scripts.terminal_text import shown_safely
+
+    return shown_safely("\n".join(lines))
