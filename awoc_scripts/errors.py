@@ -50,6 +50,25 @@ def disk_full(exc: BaseException) -> DiskFull | None:
     return None
 
 
+def unwritable(exc: BaseException) -> InputError | None:
+    """EXC as bad input when it says a file cannot be written where the user put it (a read-only
+    file system, no permission, a name too long), else None."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG):
+        where = f" {shorten(str(exc.filename))}" if exc.filename else ""
+        return InputError(f"cannot write{where}: {exc.strerror}")
+    return None
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """TEXT for a message: a long one keeps its start and end, and says how much was left out."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 30) // 2
+    return f"{text[:half]}[... {len(text) - 2 * half} characters ...]{text[-half:]}"
+
+
 def located(source: str | None, path: str | None, message: str) -> str:
     """`file: json.path: message`, leaving out the parts that are unknown."""
     parts = [p for p in (source, path) if p]

@@ -208,3 +208,98 @@ def test_a_state_directory_that_cannot_be_made_is_exit_2(cli) -> None:
     )
     assert result.code == 2, result.stderr
     assert "cannot make the state directory /proc/self/awoc-state" in result.stderr
+
+
+# -- inputs that crashed with exit 4 ----------------------------------------------------------------
+
+
+def test_a_task_that_runs_only_when_its_dependency_fails_is_planned(cli, state_dir: Path) -> None:
+    config = {
+        "parallel_config": {"failure_tolerance": 1},
+        "tasks": [
+            task("a", sleep(0)),
+            task("b", sleep(0), dependencies=["a"], dependency_mode="conditional", condition={"when": "failure"}),
+        ],
+    }
+    text = orjson.dumps(config).decode()
+    planned = cli("parallel-resource-planner", "plan-execution", text)
+    assert planned.code == 0, planned.stderr
+    assert {t["task_id"]: t["estimated_start_s"] for t in planned.json()["tasks"]}["b"] is None
+    assert cli("delegate-parallel", "prepare", text).code == 0
+    ran = cli("delegate-parallel", "run", "-q", text)
+    assert ran.code == 1 and ran.json()["counts"] == {"succeeded": 1, "skipped": 1}, ran.stderr
+
+
+@pytest.mark.parametrize("name", ["current", "history.json"])
+def test_a_folder_where_awoc_keeps_a_file_is_exit_2_and_writes_nothing(cli, state_dir: Path, name: str) -> None:
+    (state_dir / name).mkdir(parents=True)
+    result = cli("delegate-parallel", "run", "-q", orjson.dumps({"tasks": [task("a", sleep(0))]}).decode())
+    assert result.code == 2 and f"{state_dir / name} is not a file" in result.stderr, result.stderr
+    assert sorted(p.name for p in state_dir.iterdir()) == [name]
+
+
+def test_an_over_long_path_is_exit_2_named_shortly(cli, tmp_path: Path) -> None:
+    long_dir = str(tmp_path / ("d" * 5000))
+    config = orjson.dumps({"tasks": [task("a", sleep(0))]}).decode()
+    result = cli("delegate-parallel", "run", "-q", "--state-dir", long_dir, config)
+    assert result.code == 2 and "File name too long" in result.stderr and len(result.stderr) < 1000, result.stderr
+    install = cli("delegate-parallel", "install", str(tmp_path / ("p/" * 3000)))
+    assert install.code == 2 and len(install.stderr) < 1000, install.stderr
+
+
+@pytest.mark.parametrize("address", ["tcp://", "tcp://[::1", "inproc://x", "tcp://" + "h" * 300 + ":8786", "ucx://h:1"])
+def test_a_malformed_scheduler_is_exit_2(cli, state_dir: Path, address: str) -> None:
+    config = orjson.dumps({"tasks": [task("a", sleep(0))]}).decode()
+    result = cli("delegate-parallel", "run", "-q", "--executor", "dask", "--scheduler", address, config)
+    assert result.code == 2 and "--scheduler" in result.stderr and len(result.stderr) < 500, result.stderr
+    assert not state_dir.exists()
+
+
+def test_a_huge_bad_argument_is_not_echoed_back_whole(cli, state_dir: Path) -> None:
+    result = cli("delegate-parallel", "run", "-q", "--bogus=" + "x" * 100_000)
+    assert result.code == 2 and len(result.stderr) < 5000, len(result.stderr)
+
+
+def test_every_command_that_names_a_run_takes_dash_dash_run(cli, state_dir: Path) -> None:
+    prepared = cli("delegate-parallel", "prepare", orjson.dumps({"tasks": [task("a", sleep(0))]}).decode())
+    run_id = prepared.json()["run_id"]
+    cli("delegate-parallel", "prepare", orjson.dumps({"tasks": [task("b", sleep(0))]}).decode())  # now current
+    assert cli("delegate-parallel", "status", "--run", run_id, "--format", "json").json()["run_id"] == run_id
+    started = cli("delegate-parallel", "start", "--run", run_id, "-q")
+    assert started.code == 0 and started.json()["run_id"] == run_id, started.stderr
+    assert cli("delegate-parallel", "wait", "--run", run_id, "--timeout", "5").code == 0
+    assert cli("delegate-parallel", "resume", "--run", run_id, "-q").code == 0
+    assert f"`{run_id}`" in cli("delegate-parallel", "report", "--run", run_id).stdout
+    both = cli("delegate-parallel", "status", run_id, "--run", "other")
+    assert both.code == 2 and "two runs named" in both.stderr
+
+
+def _read_only(path: Path) -> bool:
+    for command in (["mount", "--bind", str(path), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]):
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if done.returncode != 0:
+            subprocess.run(["umount", str(path)], capture_output=True, timeout=10)
+            return False
+    return True
+
+
+def test_a_read_only_state_directory_is_exit_2_naming_the_file(cli, state_dir: Path) -> None:
+    assert cli("delegate-parallel", "run", "-q", orjson.dumps({"tasks": [task("a", FAIL)]}).decode()).code == 1
+    if not _read_only(state_dir):
+        pytest.skip("cannot mount a read-only state directory here")
+    try:
+        for command in [
+            ("delegate-parallel", "resume", "-q"),
+            ("token-budget-reducer", "reduce-remaining-tasks", "10"),
+            ("parallel-execution-aborter", "abort-with-partial-results"),
+            ("parallel-report-generator", "create-report"),
+            ("parallel-result-aggregator", "aggregate"),
+        ]:
+            result = cli(*command)
+            assert result.code == 2 and "Read-only file system" in result.stderr, (command, result.stderr)
+            assert "internal error" not in result.stderr
+    finally:
+        subprocess.run(["umount", str(state_dir)], capture_output=True, timeout=10)

@@ -133,10 +133,12 @@ def finished_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from awoc_scripts.cli import delegate_parallel, levers
 
     root = tmp_path_factory.mktemp("shape") / "state"
-    with pytest.raises(SystemExit):
-        delegate_parallel.main(["run", "-q", "--state-dir", str(root), CONFIG])
+    with pytest.raises(SystemExit):  # a lever on the prepared run, which holds when it starts
+        delegate_parallel.main(["prepare", "--state-dir", str(root), CONFIG])
     with pytest.raises(SystemExit):
         levers.sequential_main(["convert-remaining-tasks", "--state-dir", str(root)])
+    with pytest.raises(SystemExit):
+        delegate_parallel.main(["start", "-q", "--state-dir", str(root)])
     run = root / "runs" / (root / "current").read_text().strip()
     state: dict[str, Any] = orjson.loads((run / "state.json").read_bytes())
     assert state["controls"] and state["executions"]

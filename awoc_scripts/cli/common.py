@@ -11,7 +11,7 @@ import typer
 import typer.main
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer vendors click (pinned <0.29)
 
-from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError, InputError, disk_full
+from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError, InputError, disk_full, unwritable
 
 StateDirOption = Annotated[
     str | None,
@@ -56,7 +56,15 @@ def finite_seconds(option: str, value: float) -> None:
         raise InputError(f"{option}: expected a number of seconds, got nan")
 
 
+MESSAGE_LINE_CHARS = 2000
+
+
 def fail(message: str, code: int) -> NoReturn:
+    from awoc_scripts.errors import shorten
+    from awoc_scripts.terminal_text import shown_safely
+
+    # an argument of 100 KB is named, not echoed back whole; what it holds never drives the terminal
+    message = "\n".join(shorten(line, MESSAGE_LINE_CHARS) for line in shown_safely(message).split("\n"))
     sys.stderr.write(f"error: {message}\n")
     raise SystemExit(code)
 
@@ -92,9 +100,9 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     except ClickException as exc:
         fail(f"{exc.format_message()} (see {app.info.name} --help)", exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place a bug becomes exit code 4
-        full = disk_full(exc)
-        if full is not None:
-            fail(full.message, full.exit_code)
+        expected = disk_full(exc) or unwritable(exc)
+        if expected is not None:
+            fail(expected.message, expected.exit_code)
         _report_bug(exc)
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from awoc_scripts.cli.common import RAW_ARGS, StateDirOption, finite_seconds, new_app, one_of, run_app
+from awoc_scripts.cli.common import RAW_ARGS, RunOption, StateDirOption, finite_seconds, new_app, one_of, run_app
 
 app = new_app("delegate-parallel", "Run many agent tasks at once: dependencies, budgets, timeouts, one report.")
 
@@ -18,6 +18,17 @@ SchedulerOption = Annotated[
     str | None, typer.Option("--scheduler", help="The Dask scheduler, tcp://HOST:PORT (with --executor dask).")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+
+
+def one_run(argument: str | None, option: str | None) -> str | None:
+    """RUN as an argument or as --run RUN (as every other script takes it); not two different ones."""
+    from awoc_scripts.errors import InputError
+
+    if argument and option and argument != option:
+        raise InputError(f"two runs named: {argument} and --run {option}; name one")
+    return argument or option
+
+
 RunArgument = Annotated[str | None, typer.Argument(help="Run id (default: the current run).", show_default=False)]
 FormatOption = Annotated[str, typer.Option("--format", help="json or text.")]
 StatusFormatOption = Annotated[
@@ -79,7 +90,8 @@ def prepare(
 
 @app.command()
 def wait(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (default: the current run).", show_default=False)] = None,
+    run_id: RunArgument = None,
+    run_option: RunOption = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait at most.", min=0, max=86400)] = 100,
     state_dir: StateDirOption = None,
     output: FormatOption = "text",
@@ -97,7 +109,7 @@ def wait(
 
     finite_seconds("--timeout", timeout)
     one_of("--format", output, ("text", "json"))
-    outcome = wait_for_run(StateStore(state_dir), run_id, timeout)
+    outcome = wait_for_run(StateStore(state_dir), one_run(run_id, run_option), timeout)
     data = outcome.status
     if output == "json":
         print_json({**data, "ended": outcome.ended})
@@ -197,6 +209,7 @@ def human_summary(summary: dict[str, Any]) -> str:
 @app.command()
 def start(
     run_id: RunArgument = None,
+    run_option: RunOption = None,
     state_dir: StateDirOption = None,
     executor: ExecutorOption = None,
     scheduler: SchedulerOption = None,
@@ -204,12 +217,13 @@ def start(
     as_json: JsonOption = False,
 ) -> None:
     """Execute a run that `prepare` (or `parallel-task-parser validate`) saved. Exit codes as for `run`."""
-    _execute_saved_run(run_id, state_dir, executor, scheduler, quiet, as_json, resume=False)
+    _execute_saved_run(one_run(run_id, run_option), state_dir, executor, scheduler, quiet, as_json, resume=False)
 
 
 @app.command()
 def resume(
     run_id: RunArgument = None,
+    run_option: RunOption = None,
     state_dir: StateDirOption = None,
     executor: ExecutorOption = None,
     scheduler: SchedulerOption = None,
@@ -217,7 +231,7 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Run again every task of RUN that did not succeed; finished tasks keep their results."""
-    _execute_saved_run(run_id, state_dir, executor, scheduler, quiet, as_json, resume=True)
+    _execute_saved_run(one_run(run_id, run_option), state_dir, executor, scheduler, quiet, as_json, resume=True)
 
 
 def _execute_saved_run(
@@ -240,14 +254,19 @@ def _execute_saved_run(
 
 
 @app.command()
-def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output: StatusFormatOption = None) -> None:
+def status(
+    run_id: RunArgument = None,
+    run_option: RunOption = None,
+    state_dir: StateDirOption = None,
+    output: StatusFormatOption = None,
+) -> None:
     """Where a run stands: each task's state, tokens against budgets, whether it is executing."""
     from awoc_scripts.input.documents import print_json
     from awoc_scripts.state.run_status import run_status, status_text
     from awoc_scripts.state.store import StateStore
 
     one_of("--format", output, ("text", "json"))
-    data = run_status(StateStore(state_dir), run_id)
+    data = run_status(StateStore(state_dir), one_run(run_id, run_option))
     if (output or ("text" if sys.stdout.isatty() else "json")) == "text":
         print(status_text(data))
     else:
@@ -257,6 +276,7 @@ def status(run_id: RunArgument = None, state_dir: StateDirOption = None, output:
 @app.command()
 def report(
     run_id: RunArgument = None,
+    run_option: RunOption = None,
     state_dir: StateDirOption = None,
     output: Annotated[str, typer.Option("--format", help="json, markdown or research_report.")] = "markdown",
 ) -> None:
@@ -267,7 +287,7 @@ def report(
     from awoc_scripts.terminal_text import shown_safely
 
     one_of("--format", output, ("markdown", "json", "research_report"))
-    data, markdown = load_or_create_report(StateStore(state_dir).open_run(run_id))
+    data, markdown = load_or_create_report(StateStore(state_dir).open_run(one_run(run_id, run_option)))
     if output == "json":
         print_json(data)
     else:
@@ -278,6 +298,7 @@ def report(
 @app.command()
 def merge(
     run_id: RunArgument = None,
+    run_option: RunOption = None,
     state_dir: StateDirOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would merge or conflict; change nothing.")
@@ -295,7 +316,7 @@ def merge(
     from awoc_scripts.results.merge_queue import merge_run, merge_text
     from awoc_scripts.state.store import StateStore
 
-    code, summary = merge_run(StateStore(state_dir).open_run(run_id), dry_run)
+    code, summary = merge_run(StateStore(state_dir).open_run(one_run(run_id, run_option)), dry_run)
     print_json(summary)
     sys.stderr.write(merge_text(summary) + "\n")
     raise typer.Exit(code)

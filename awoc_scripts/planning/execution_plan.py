@@ -93,8 +93,10 @@ def plan_execution(
                 "duration_s": task_duration(t),
                 "duration_source": duration_source[t["task_id"]],
                 "remaining_path_s": metrics.remaining[t["task_id"]],
-                "estimated_start_s": schedule.slots[t["task_id"]].start,
-                "estimated_end_s": schedule.slots[t["task_id"]].end,
+                # none for a task the estimate skips: it runs only if a dependency fails (a
+                # "conditional" task with "when": "failure"), and the estimate has every task succeed
+                "estimated_start_s": slot.start if (slot := schedule.slots.get(t["task_id"])) else None,
+                "estimated_end_s": slot.end if slot else None,
             }
             for t in tasks
         ],

@@ -80,7 +80,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never hides why the write failed
             os.unlink(tmp)
         if isinstance(exc, OSError):
             _raise_naming(exc, path)
@@ -257,6 +257,9 @@ def claim_holder(path: Path) -> str | None:
         return words[1].strip() if len(words) >= 2 else "used"
     finally:
         os.close(fd)
+
+
+STATE_ROOT_FILES = ("current", "history.json")  # what the state root holds besides runs/
 
 
 def make_run_id() -> str:
@@ -536,6 +539,10 @@ class StateStore:
             )
         if runs.exists() and not runs.is_dir():
             raise StateError(f"{runs} is not a folder")
+        for name in STATE_ROOT_FILES:
+            path = self.root / name
+            if path.exists() and not path.is_file():
+                raise StateError(f"{path} is not a file (awoc keeps a file there): move it away, or use --state-dir")
 
     def _sweep_staging(self, runs: Path) -> None:
         """Half-made runs of killed processes (a new run is renamed into place within milliseconds)."""
@@ -565,6 +572,8 @@ class StateStore:
             run_id = self.current_file.read_text().strip()
         except FileNotFoundError:
             raise StateError(f"no runs yet in {self.root} (validate or run a task list first)") from None
+        except (IsADirectoryError, UnicodeDecodeError):
+            raise StateError(f"{self.current_file} is not a run id: name the run (--run RUN_ID)") from None
         return run_id
 
     def open_run(self, run_id: str | None = None) -> Run:

@@ -11,16 +11,30 @@ default); after that the attempt fails with the reason Dask gives (KilledWorker)
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from awoc_scripts.errors import InputError
+from awoc_scripts.errors import InputError, shorten
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
 from awoc_scripts.processes import KILL_GRACE_S
 
 CONNECT_TIMEOUT_S = 10.0
+_ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
+
+
+def check_scheduler_address(address: str) -> None:
+    """A scheduler this process can reach: tcp:// or tls://, a host and a port."""
+    shown = shorten(address, 100)
+    found = _ADDRESS.match(address)
+    if found is None:
+        raise InputError(f"--scheduler {shown!r}: expected tcp://HOST:PORT or tls://HOST:PORT (IPv6: tcp://[::1]:PORT)")
+    host, port = found.group(2), int(found.group(3))
+    labels = host.strip("[]").split(".")
+    if len(host) > 253 or any(len(label) > 63 for label in labels) or not 0 < port < 65536:
+        raise InputError(f"--scheduler {shown!r}: not a host name and port that can be reached")
 
 
 @dataclass
@@ -43,6 +57,7 @@ class DaskExecutor(Executor):
             from distributed import Client
         except ImportError:
             raise InputError("--executor dask needs the dask extra: pip install 'awoc[dask]'") from None
+        check_scheduler_address(scheduler)
         try:
             self.client = Client(scheduler, timeout=connect_timeout_s, set_as_default=False)
         except (OSError, TimeoutError) as exc:
