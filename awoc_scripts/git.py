@@ -57,6 +57,31 @@ def run_git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | No
     return done.stdout
 
 
+def attempt(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A git command that may fail for reasons the caller reads (a merge that conflicts, say)."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **GIT_ENV, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed") from None
+
+
+def has_commit(repo: Path, commit: str) -> bool:
+    return _ok(repo, "cat-file", "-e", f"{commit}^{{commit}}")
+
+
+def current_branch(repo: Path) -> str | None:
+    """The branch checked out at REPO, or None when its HEAD is detached."""
+    ref = run_git(repo, "symbolic-ref", "--quiet", "HEAD", check=False).strip()
+    return ref.removeprefix("refs/heads/") or None
+
+
 def _ok(repo: Path, *args: str) -> bool:
     try:
         subprocess.run(

@@ -72,6 +72,7 @@ class GitBase(TypedDict):
     head: str
     subdir: str  # the working directory inside the repository; worktree tasks run in the same one
     uncommitted: int  # changes in the user's checkout then, which worktree tasks do not see
+    branch: NotRequired[str | None]  # the branch checked out then (None: detached); merge goes into it
 
 
 class Plan(TypedDict):

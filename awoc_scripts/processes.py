@@ -427,3 +427,28 @@ def process_ended(proc: psutil.Process) -> bool:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
+
+
+def run_bounded(argv: list[str], cwd: Path, timeout_s: float, tail_chars: int) -> tuple[int | None, str]:
+    """Run ARGV in a process group of its own; its exit code (None when it outlived TIMEOUT_S and
+    its whole group was killed) and the last TAIL_CHARS of its output, stdout and stderr together."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            code: int | None = proc.wait(timeout=timeout_s)
+        except BaseException:  # the timeout, or Ctrl-C: nothing it started lives on
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
+        signal_group(proc.pid, signal.SIGKILL)  # what it left behind in its group
+        size = output.seek(0, os.SEEK_END)
+        output.seek(max(0, size - 4 * tail_chars))
+        text = output.read().decode("utf-8", "replace")
+    return code, text[-tail_chars:]

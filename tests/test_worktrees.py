@@ -114,7 +114,7 @@ def test_parallel_changes_their_overlap_and_the_merge_queue(cli, repo: Path, sta
         "a": "would merge",
         "b": "would merge",
         "c": "would merge",
-        "e": "would conflict",
+        "e": "conflict",
     }
     assert "overlap: d and e changed shared.txt (conflict)" in dry.stderr
     assert git(repo, "for-each-ref") == refs_before and git(repo, "rev-parse", "HEAD").strip() == head
@@ -124,13 +124,16 @@ def test_parallel_changes_their_overlap_and_the_merge_queue(cli, repo: Path, sta
     assert merged.code == 1
     summary = merged.json()
     assert [s["task_id"] for s in summary["steps"]] == ["d", "a", "b", "c", "e"]  # high priority first
-    assert summary["stopped_at"] == "e" and summary["steps"][-1]["conflicting_files"] == ["shared.txt"]
-    assert "git add shared.txt && git commit --no-edit" in summary["steps"][-1]["to_finish"]
+    assert summary["landed"] == ["d", "a", "b", "c"] and summary["set_aside"] == ["e"]
+    assert summary["steps"][-1]["conflicting_files"] == ["shared.txt"]
     assert (repo / "a.txt").read_text() == "a\n" and (repo / "sub" / "c.txt").exists()
-    assert "UU shared.txt" in git(repo, "status", "--porcelain")
-    git(repo, "merge", "--abort")
+    assert git(repo, "status", "--porcelain") == ""  # the conflicting merge was undone, not left half-done
+    assert "e: conflict" in merged.stderr and "set aside: e" in merged.stderr
+    merge_json = orjson.loads((state_dir / "runs" / run_id / "merge.json").read_bytes())
+    assert merge_json["merges"][-1]["set_aside"] == ["e"]
+    assert "## Merge" in (state_dir / "runs" / run_id / "report.md").read_text()
     again = cli("delegate-parallel", "merge", "--dry-run")
-    assert [s["outcome"] for s in again.json()["steps"]][:4] == ["already merged"] * 4
+    assert [s["outcome"] for s in again.json()["steps"]] == ["already merged"] * 4 + ["conflict"]
 
 
 def test_a_dependent_sees_its_dependencies_and_conflicting_ones_skip_it(cli, repo: Path, state_dir: Path) -> None:

@@ -150,6 +150,7 @@ def run(
       --retries=N            retries per failed task
       --isolation=MODE       process (default) or worktree: each task in its own git worktree and branch
       --keep-worktrees       keep the worktrees when the run ends (their branches always stay)
+      --merge                when the run ends, merge the succeeded branches (parallel_config.merge)
       --priority=LEVEL       critical, high, medium or low for the inline tasks after it
       --then                 the tasks after it wait for every task before it
       --wait-for-research    the tasks after it that are not docs-fetcher wait for every docs-fetcher task
@@ -176,7 +177,29 @@ def run(
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
+    if (plan["parallel_config"].get("merge") or {}).get("auto") and code in (0, 1):
+        code = max(code, _merge_when_ended(run_files, plan, summary))
     _finish(summary, code, quiet, as_json)
+
+
+def _merge_when_ended(run: Any, plan: Any, summary: dict[str, Any]) -> int:
+    """`run --merge`: the succeeded branches land in the checkout, with the gate, as `merge` does."""
+    from awoc_scripts.errors import AwocError
+    from awoc_scripts.results.merge_queue import merge_options, merge_run, merge_text
+    from awoc_scripts.results.report import report_run
+
+    if plan.get("git") is None:
+        return 0
+    try:
+        code, merged = merge_run(run, merge_options(plan, False, None, None))
+    except AwocError as exc:
+        summary["merge"] = {"error": exc.message}
+        sys.stderr.write(f"merge: {exc.message}\n")
+        return 1
+    report_run(run)
+    summary["merge"] = {k: merged[k] for k in ("landed", "set_aside", "head")}
+    sys.stderr.write(merge_text(merged) + "\n")
+    return code
 
 
 def _finish(summary: dict[str, Any], code: int, quiet: bool, as_json: bool) -> None:
@@ -301,22 +324,34 @@ def merge(
     run_option: RunOption = None,
     state_dir: StateDirOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Say what would merge or conflict; change nothing.")
+        bool, typer.Option("--dry-run", help="Work out the same result, gate included; change nothing.")
     ] = False,
+    gate: Annotated[
+        str | None, typer.Option("--gate", help="A shell command that must pass after each merge (sh -c).")
+    ] = None,
+    into: Annotated[
+        str | None, typer.Option("--into", help="Merge into this branch, not the one the run started from.")
+    ] = None,
 ) -> None:
-    """Merge the succeeded worktree tasks' branches into the current branch, one at a time.
+    """Merge the succeeded worktree tasks' branches into the branch the run started from, one at a time.
 
     \b
-    In dependency order, then priority. Stops at the first conflict with the files and the
-    commands to finish or abort. Prints which tasks changed the same files, and whether they conflict.
-    Exit codes: 0 everything merged (or would); 1 stopped at a conflict; 2 bad input (no worktree
-    tasks in the run, uncommitted changes in the checkout).
+    In dependency order, then priority. A branch that conflicts, fails the gate, or depends on a
+    branch set aside is set aside with the reason, and merging goes on; nothing is left half-merged.
+    Defaults from parallel_config.merge (gate, gate_timeout_s). A second merge tries again what was
+    set aside and skips what landed.
+    Exit codes: 0 every succeeded branch landed (or would); 1 some were set aside; 2 bad input
+    (no worktree tasks, uncommitted changes, a merge in progress, another branch checked out).
     """
     from awoc_scripts.input.documents import print_json
-    from awoc_scripts.results.merge_queue import merge_run, merge_text
+    from awoc_scripts.results.merge_queue import merge_options, merge_run, merge_text
+    from awoc_scripts.results.report import report_run
     from awoc_scripts.state.store import StateStore
 
-    code, summary = merge_run(StateStore(state_dir).open_run(one_run(run_id, run_option)), dry_run)
+    run = StateStore(state_dir).open_run(one_run(run_id, run_option))
+    code, summary = merge_run(run, merge_options(run.read_plan(), dry_run, gate, into))
+    if not dry_run:
+        report_run(run)  # its Merge section
     print_json(summary)
     sys.stderr.write(merge_text(summary) + "\n")
     raise typer.Exit(code)

@@ -48,8 +48,9 @@ CONFIG_FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "--retries": ("retries", _whole_number),
     "--isolation": ("isolation", _text),
 }
-# switches that set a parallel_config value, for inline tasks and config files alike
-CONFIG_SWITCHES = {"--keep-worktrees": "keep_worktrees"}
+# switches that set a parallel_config value, for inline tasks and config files alike (a dotted
+# key sets a value inside one of its objects)
+CONFIG_SWITCHES = {"--keep-worktrees": "keep_worktrees", "--merge": "merge.auto"}
 INLINE_FLAGS_WITH_VALUE = ("--priority",)
 INLINE_SWITCHES = ("--then", "--wait-for-research")
 KNOWN_FLAGS = (*CONFIG_FLAGS, *CONFIG_SWITCHES, *INLINE_FLAGS_WITH_VALUE, *INLINE_SWITCHES)
@@ -101,7 +102,11 @@ def parse_request(args: Sequence[str]) -> Request:
             if name in CONFIG_SWITCHES:
                 if has_value:
                     raise InputError(f"{name} takes no value")
-                overrides[CONFIG_SWITCHES[name]] = True
+                key, _, inner = CONFIG_SWITCHES[name].partition(".")
+                if inner:
+                    overrides[key] = {**overrides.get(key, {}), inner: True}
+                else:
+                    overrides[key] = True
                 continue
             if name in INLINE_SWITCHES:
                 if has_value:
@@ -181,7 +186,11 @@ def _config_request(doc_arg: str, overrides: dict[str, Any], flag_paths: dict[st
         raise InputError(f'{doc.source}: expected a JSON object with a "tasks" list, got {kind}')
     if overrides:
         base = config.get("parallel_config")
-        config["parallel_config"] = {**(base if isinstance(base, dict) else {}), **overrides}
+        merged = {**(base if isinstance(base, dict) else {})}
+        for key, value in overrides.items():
+            given = merged.get(key)
+            merged[key] = {**given, **value} if isinstance(value, dict) and isinstance(given, dict) else value
+        config["parallel_config"] = merged
     return Request(config, doc.source, flag_paths)
 
 

@@ -34,7 +34,11 @@ def attach_git_base(plan: Plan, cwd: Path) -> None:
         )
     changed = git.uncommitted(root)
     plan["git"] = GitBase(
-        repo=str(root), head=head, subdir=str(cwd.resolve().relative_to(root.resolve())), uncommitted=len(changed)
+        repo=str(root),
+        head=head,
+        subdir=str(cwd.resolve().relative_to(root.resolve())),
+        uncommitted=len(changed),
+        branch=git.current_branch(root),
     )
     if changed:
         plan["warnings"].append(

@@ -1,13 +1,17 @@
-"""`delegate-parallel merge`: the succeeded tasks' branches into the current branch, one at a time,
-in dependency order then priority; it stops at the first conflict and says how to go on."""
+"""`delegate-parallel merge`: the succeeded tasks' branches into the branch the run started from,
+one at a time, in dependency order then priority. A branch that conflicts, that the gate rejects,
+or whose dependency was set aside is set aside with the reason, and merging goes on: every good
+change lands, the checkout always ends at a commit where the gate passes, and never half-merged."""
 
 from __future__ import annotations
 
 import heapq
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from awoc_scripts import git
+from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.errors import OK, TASKS_FAILED, InputError
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Plan
@@ -15,8 +19,17 @@ from awoc_scripts.planning.scheduling import PRIORITY_RANK
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.overlap import worktree_overlap
 from awoc_scripts.state.reconcile import reconcile_saved_run
-from awoc_scripts.state.store import Run, take_claim
+from awoc_scripts.state.store import Run, atomic_write_json, now_iso, read_json, take_claim
 from awoc_scripts.state.task_states import SUCCEEDED
+
+GATE_TIMEOUT_S = 600.0
+GATE_OUTPUT_CHARS = 4000
+STEP_FILE = "merge-step.json"  # written while a merge step changes the checkout
+MERGE_FILE = "merge.json"
+MERGES_KEPT = 50
+CONFLICT, GATE_FAILED, DEPENDENCY, BLOCKED, LOST = "conflict", "gate failed", "dependency set aside", "blocked", "lost"
+SET_ASIDE = (CONFLICT, GATE_FAILED, DEPENDENCY, BLOCKED, LOST)
+LANDED = ("merged", "would merge")
 
 
 def merge_order(plan: Plan, merge: set[str]) -> list[str]:
@@ -37,7 +50,22 @@ def merge_order(plan: Plan, merge: set[str]) -> list[str]:
     return order
 
 
-def merge_run(run: Run, dry_run: bool) -> tuple[int, dict[str, Any]]:
+@dataclass(frozen=True)
+class MergeOptions:
+    dry_run: bool = False
+    gate: str | None = None  # `sh -c GATE` at the checkout's root after each merge must pass
+    gate_timeout_s: float = GATE_TIMEOUT_S
+    into: str | None = None  # the branch to merge into when it is not the one the run started from
+
+
+def merge_options(plan: Plan, dry_run: bool, gate: str | None, into: str | None) -> MergeOptions:
+    """The command line's, else parallel_config.merge's."""
+    saved = plan["parallel_config"].get("merge") or {}
+    timeout = float(saved.get("gate_timeout_s") or GATE_TIMEOUT_S)
+    return MergeOptions(dry_run, gate or saved.get("gate"), timeout, into or saved.get("into"))
+
+
+def merge_run(run: Run, options: MergeOptions) -> tuple[int, dict[str, Any]]:
     """Merge the run's succeeded branches, holding the run's claim (a run being executed is
     refused) and the repository's (two merges into one checkout never interleave)."""
     plan = run.read_plan()
@@ -51,79 +79,220 @@ def merge_run(run: Run, dry_run: bool) -> tuple[int, dict[str, Any]]:
         common = Path(git.run_git(repo, "rev-parse", "--git-common-dir").strip())
         repo_claim = take_claim(repo / common / "awoc-merge.lock", f"repository {repo}", "merged")
         try:
-            return _merge(run, plan, repo, dry_run)
+            return MergeQueue(run, plan, repo, options).merge_all()
         finally:
             repo_claim.release()
     finally:
         run_claim.release()
 
 
-def _merge(run: Run, plan: Plan, repo: Path, dry_run: bool) -> tuple[int, dict[str, Any]]:
-    results = run_results(run)
-    overlap = worktree_overlap(plan, results)
-    branches = {
-        str(r["task_id"]): str(r["worktree"]["branch"])
-        for r in results
-        if r.get("status") == SUCCEEDED and isinstance(r.get("worktree"), dict)
-    }
-    if not dry_run:
-        _require_clean(repo)
-    current = git.head_commit(repo)
-    if current is None:
-        raise InputError(f"{repo} has no commit to merge into")
-    steps: list[dict[str, Any]] = []
-    stopped = None
-    for tid in merge_order(plan, set(branches)):
-        step: dict[str, Any] = {"task_id": tid, "branch": branches[tid]}
-        steps.append(step)
-        head = git.branch_commit(repo, branches[tid])
-        if head is None:
-            step["outcome"] = "branch missing"
-            continue
-        if git.is_ancestor(repo, head, current):
-            step["outcome"] = "already merged"
-            continue
-        if dry_run:
-            check = git.merge_check(repo, current, head)
-            if check.tree is None:
-                step.update(outcome="would conflict", conflicting_files=check.conflicts)
-                stopped = tid
-                break
-            current = git.commit_tree(repo, check.tree, [current, head], f"awoc dry run: {tid}")
-            step["outcome"] = "would merge"
-            continue
-        message = f"awoc: merge task {tid} of run {run.run_id}"
-        try:
-            git.run_git(repo, "merge", "--no-ff", "--no-edit", "-m", message, branches[tid], env=git.identity_env(repo))
-        except git.GitError:
-            files = git.run_git(repo, "diff", "--name-only", "--diff-filter=U").split()
-            again = command_for("delegate-parallel", "merge", run.run_id)
-            step.update(
-                outcome="conflict",
-                conflicting_files=files,
-                to_finish=f"fix the files, then: git add {' '.join(files)} && git commit --no-edit && {again}",
-                to_abort="git merge --abort",
+class MergeQueue:
+    """One merge of a run's branches: each lands, or is set aside with the reason."""
+
+    def __init__(self, run: Run, plan: Plan, repo: Path, options: MergeOptions) -> None:
+        self.run, self.plan, self.repo, self.options = run, plan, repo, options
+        self.by_id = {t["task_id"]: t for t in plan["tasks"]}
+        self.step_file = run.dir / STEP_FILE
+
+    def merge_all(self) -> tuple[int, dict[str, Any]]:
+        dry = self.options.dry_run
+        if not dry:
+            self._undo_interrupted_step()
+            _require_clean(self.repo)
+        into = self._target_branch()
+        results = run_results(self.run)
+        heads = {
+            str(r["task_id"]): (str(r["worktree"]["branch"]), str(r["worktree"]["head"]))
+            for r in results
+            if r.get("status") == SUCCEEDED and isinstance(r.get("worktree"), dict) and r["worktree"].get("head")
+        }
+        current = git.head_commit(self.repo)
+        if current is None:
+            raise InputError(f"{self.repo} has no commit to merge into")
+        if self.options.gate:
+            passed, output = self._gate(current)
+            if not passed:
+                raise InputError(f"the gate fails before anything is merged, at {current[:12]}: {output[-500:]}")
+        steps: list[dict[str, Any]] = []
+        set_aside: set[str] = set()
+        for tid in merge_order(self.plan, set(heads)):
+            branch, head = heads[tid]
+            step: dict[str, Any] = {"task_id": tid, "branch": branch, "head": head}
+            steps.append(step)
+            current = self._step(step, current, set_aside)
+            if step["outcome"] in SET_ASIDE:
+                set_aside.add(tid)
+        summary = {
+            "run_id": self.run.run_id,
+            "repo": str(self.repo),
+            "into": into,
+            "dry_run": dry,
+            "gate": self.options.gate,
+            "finished_at": now_iso(),
+            "head": current,
+            "steps": steps,
+            "landed": [s["task_id"] for s in steps if s["outcome"] in LANDED],
+            "set_aside": [s["task_id"] for s in steps if s["outcome"] in SET_ASIDE],
+            "overlap": worktree_overlap(self.plan, results),
+        }
+        if not dry:
+            record_merge(self.run, summary)
+        return (TASKS_FAILED if summary["set_aside"] else OK), summary
+
+    def _target_branch(self) -> str | None:
+        """Merges go into the branch the run started from, unless told another (--into)."""
+        started_on = self.plan.get("git", {}).get("branch")
+        now_on = git.current_branch(self.repo)
+        wanted = self.options.into or started_on
+        if wanted is not None and now_on != wanted:
+            told = "" if self.options.into else f" (the run started from {started_on})"
+            raise InputError(
+                f"{self.repo} is on {now_on or 'a detached HEAD'}, not {wanted}{told}: switch to it "
+                f"(git switch {wanted}), or merge into {now_on or 'a branch'} with --into {now_on or 'BRANCH'}"
             )
-            stopped = tid
-            break
-        current = git.head_commit(repo) or current
-        step["outcome"] = "merged"
-    summary = {
-        "run_id": run.run_id,
-        "repo": str(repo),
-        "dry_run": dry_run,
-        "steps": steps,
-        "stopped_at": stopped,
-        "not_reached": [t for t in merge_order(plan, set(branches)) if t not in {s["task_id"] for s in steps}],
-        "overlap": overlap,
-    }
-    return (TASKS_FAILED if stopped else OK), summary
+        return now_on
+
+    def _step(self, step: dict[str, Any], current: str, set_aside: set[str]) -> str:
+        """Merge one branch onto CURRENT; returns the new current commit."""
+        tid, branch, head = step["task_id"], step["branch"], step["head"]
+        held_back = [d for d in self.by_id[tid]["dependencies"] if d in set_aside]
+        if held_back:
+            step.update(outcome=DEPENDENCY, why=f"its dependency {', '.join(held_back)} was set aside")
+            return current
+        tip = git.branch_commit(self.repo, branch)
+        if tip is None:
+            step["note"] = f"branch {branch} is gone; merging the head the task recorded, {head[:12]}"
+        elif tip != head:
+            step["note"] = f"branch {branch} moved to {tip[:12]} after the task ended; merging its recorded head"
+        if not git.has_commit(self.repo, head):
+            step.update(outcome=LOST, why=f"its recorded head {head[:12]} is not in the repository")
+            return current
+        if git.is_ancestor(self.repo, head, current):
+            step["outcome"] = "already merged"
+            return current
+        if self.options.dry_run:
+            return self._try_in_object_store(step, current)
+        return self._merge_in_checkout(step, current)
+
+    def _try_in_object_store(self, step: dict[str, Any], current: str) -> str:
+        check = git.merge_check(self.repo, current, step["head"])
+        if check.tree is None:
+            step.update(outcome=CONFLICT, conflicting_files=check.conflicts)
+            return current
+        merged = git.commit_tree(self.repo, check.tree, [current, step["head"]], f"awoc dry run: {step['task_id']}")
+        if self.options.gate:
+            passed, output = self._gate(merged)
+            if not passed:
+                step.update(outcome=GATE_FAILED, gate_output=output)
+                return current
+        step["outcome"] = "would merge"
+        return merged
+
+    def _merge_in_checkout(self, step: dict[str, Any], current: str) -> str:
+        tid = step["task_id"]
+        atomic_write_json(self.step_file, {"task_id": tid, "before": current})
+        try:
+            message = f"awoc: merge task {tid} of run {self.run.run_id}"
+            done = git.attempt(
+                self.repo, "merge", "--no-ff", "--no-edit", "-m", message, step["head"], env=git.identity_env(self.repo)
+            )
+            if done.returncode != 0:
+                self._set_aside_failed_merge(step, done, current)
+                return current
+            if self.options.gate:
+                passed, output = self._gate(None)
+                if not passed:
+                    git.run_git(self.repo, "reset", "--quiet", "--hard", current)
+                    step.update(outcome=GATE_FAILED, gate_output=output)
+                    return current
+            step["outcome"] = "merged"
+            return git.head_commit(self.repo) or current
+        except BaseException:
+            self._undo_step(current)  # Ctrl-C or a failure in the middle: never a half-merged checkout
+            raise
+        finally:
+            self.step_file.unlink(missing_ok=True)
+
+    def _set_aside_failed_merge(self, step: dict[str, Any], done: Any, current: str) -> None:
+        if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
+            files = git.run_git(self.repo, "diff", "--name-only", "--diff-filter=U").split()
+            git.run_git(self.repo, "merge", "--abort")
+            step.update(outcome=CONFLICT, conflicting_files=files)
+            return
+        self._undo_step(current)
+        blocking = _files_in_the_way(done.stderr)
+        if blocking:
+            again = command_for("delegate-parallel", "merge", self.run.run_id)
+            step.update(
+                outcome=BLOCKED,
+                blocking_files=blocking,
+                why=f"files in the checkout that git will not overwrite: {', '.join(blocking[:10])}",
+                to_fix=f"move or delete them (they are not committed here, and the branch has its own), then: {again}",
+            )
+            return
+        step.update(outcome=BLOCKED, why=(done.stderr.strip() or done.stdout.strip())[-500:])
+
+    def _undo_step(self, before: str) -> None:
+        if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
+            git.attempt(self.repo, "merge", "--abort")
+        if git.head_commit(self.repo) != before:
+            git.run_git(self.repo, "reset", "--quiet", "--hard", before)
+
+    def _undo_interrupted_step(self) -> None:
+        """A merge killed in the middle of a step left its marker: the checkout goes back to before it."""
+        marker = read_json(self.step_file, default={})
+        if isinstance(marker, dict) and isinstance(marker.get("before"), str):
+            self._undo_step(marker["before"])
+        self.step_file.unlink(missing_ok=True)
+
+    def _gate(self, commit: str | None) -> tuple[bool, str]:
+        """`sh -c GATE` at the checkout's root (COMMIT None), or in a scratch worktree at COMMIT."""
+        gate = str(self.options.gate)
+        if commit is None:
+            return run_gate(gate, self.repo, self.options.gate_timeout_s)
+        with tempfile.TemporaryDirectory(prefix="awoc-gate-") as scratch:
+            where = Path(scratch) / "checkout"
+            git.run_git(self.repo, "worktree", "add", "--quiet", "--detach", str(where), commit)
+            try:
+                return run_gate(gate, where, self.options.gate_timeout_s)
+            finally:
+                git.run_git(self.repo, "worktree", "remove", "--force", str(where), check=False)
+
+
+def run_gate(gate: str, where: Path, timeout_s: float) -> tuple[bool, str]:
+    """Whether GATE passes at WHERE, and the tail of what it printed."""
+    from awoc_scripts.processes import run_bounded
+
+    code, output = run_bounded(["sh", "-c", gate], where, timeout_s, GATE_OUTPUT_CHARS)
+    if code is None:
+        return False, f"{output}\n[the gate did not end within {timeout_s:g} s]"
+    return code == 0, output
+
+
+def _files_in_the_way(stderr: str) -> list[str]:
+    """The files git names when a merge would overwrite untracked or changed files."""
+    files, listing = [], False
+    for line in stderr.splitlines():
+        if "would be overwritten by merge" in line:
+            listing = True
+        elif listing and line.startswith("\t"):
+            files.append(line.strip())
+        elif listing and line.strip():
+            listing = False
+    return files
+
+
+def record_merge(run: Run, summary: dict[str, Any]) -> None:
+    """merge.json: every merge of the run, the latest last; the report's Merge section reads it."""
+    path = run.dir / MERGE_FILE
+    history = read_json(path, default={}) or {}
+    merges = [m for m in history.get("merges", []) if isinstance(m, dict)] if isinstance(history, dict) else []
+    merges.append({k: v for k, v in summary.items() if k != "overlap"})
+    atomic_write_json(path, {"schema": PLAN_SCHEMA, "kind": "merge", "merges": merges[-MERGES_KEPT:]})
 
 
 def _require_clean(repo: Path) -> None:
-    if (repo / ".git" / "MERGE_HEAD").exists() or git.run_git(
-        repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False
-    ).strip():
+    if git.run_git(repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
         raise InputError(f"{repo} is in the middle of a merge: finish it (git commit) or abort it (git merge --abort)")
     changed = git.run_git(repo, "status", "--porcelain", "--untracked-files=no")
     if changed.strip():
@@ -131,17 +300,24 @@ def _require_clean(repo: Path) -> None:
 
 
 def merge_text(summary: dict[str, Any]) -> str:
+    """What landed, what was set aside and why, for a person."""
     lines = []
     for step in summary["steps"]:
         line = f"{step['task_id']}: {step['outcome']} ({step['branch']})"
         if step.get("conflicting_files"):
             line += f" in {', '.join(step['conflicting_files'])}"
+        if step.get("why"):
+            line += f": {step['why']}"
         lines.append(line)
-        for key in ("to_finish", "to_abort"):
-            if step.get(key):
-                lines.append(f"  {key.replace('_', ' ')}: {step[key]}")
-    if summary["not_reached"]:
-        lines.append(f"not reached: {', '.join(summary['not_reached'])}")
+        if step.get("note"):
+            lines.append(f"  note: {step['note']}")
+        if step.get("gate_output"):
+            tail = step["gate_output"].strip().splitlines()[-5:]
+            lines += [f"  gate: {text}" for text in tail]
+        if step.get("to_fix"):
+            lines.append(f"  to fix: {step['to_fix']}")
+    if summary["set_aside"]:
+        lines.append(f"set aside: {', '.join(summary['set_aside'])} (a second merge tries them again)")
     overlap = summary.get("overlap") or {}
     for pair in overlap.get("overlaps", []):
         verdict = "conflict" if pair["conflict"] else "no conflict"

@@ -489,6 +489,35 @@ def _denials(report: Mapping[str, Any]) -> list[str]:
     return ["## Permission denials", "", intro, "", *lines, ""]
 
 
+def _merge_section(merge: Mapping[str, Any]) -> list[str]:
+    """The last merge of the run's branches: what landed, what was set aside and why."""
+    gate = f", gate `{merge['gate']}`" if merge.get("gate") else ""
+    lines = ["## Merge", "", f"Into `{merge.get('into') or 'HEAD'}` at {merge.get('finished_at')}{gate}:", ""]
+    for step in merge.get("steps") or []:
+        if not isinstance(step, dict):
+            continue
+        why = step.get("why") or ""
+        if step.get("conflicting_files"):
+            why = "in " + ", ".join(f"`{f}`" for f in step["conflicting_files"])
+        if step.get("gate_output"):
+            why = "gate output: " + _cell(str(step["gate_output"]).strip()[-300:])
+        lines.append(f"- {step.get('task_id')}: **{step.get('outcome')}**" + (f": {_cell(why)}" if why else ""))
+    lines.append("")
+    return lines
+
+
+def _warnings(report: Mapping[str, Any]) -> list[str]:
+    """What a task did that is not a failure but must not go unseen."""
+    lines = []
+    for task in report["task_results"]:
+        notes = list(task.get("warnings") or [])
+        worktree = task.get("worktree")
+        if isinstance(worktree, dict):
+            notes += [str(n) for n in worktree.get("notes") or []]
+        lines += [f"- {task['task_id']}: {_cell(note)}" for note in notes]
+    return ["## Warnings", "", *lines, ""] if lines else []
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     title = f"# delegate-parallel report: {report.get('workflow') or 'run'} `{report['run_id']}`"
     lines = [title, "", *_summary_table(report), "", "## Timeline", "", *_gantt(report), ""]
@@ -499,6 +528,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         from awoc_scripts.results.overlap import overlap_markdown
 
         lines += overlap_markdown(report["worktrees"], report["run_id"])
+    if isinstance(report.get("merge"), dict):
+        lines += _merge_section(report["merge"])
+    lines += _warnings(report)
     lines += ["## Results", ""]
     for task in report["task_results"]:
         if task["status"] != SUCCEEDED:
@@ -571,6 +603,9 @@ def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = No
     overlap = worktree_overlap(plan, results)
     if overlap is not None:
         report["worktrees"] = overlap
+    merges = read_json(run.dir / "merge.json", default={}) or {}
+    if isinstance(merges, dict) and isinstance(merges.get("merges"), list) and merges["merges"]:
+        report["merge"] = merges["merges"][-1]
     write_reports(run.reports, report, markdown_for(report, metadata["result_format"]), aggregated)
     return report
 

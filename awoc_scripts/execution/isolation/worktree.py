@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from awoc_scripts import git
-from awoc_scripts.errors import StateError
+from awoc_scripts.errors import AwocError, StateError
 from awoc_scripts.execution.isolation.base import CannotStart
 from awoc_scripts.plan_types import GitBase, Task
 from awoc_scripts.planning.git_base import branch_name
+from awoc_scripts.state.reconcile import GONE
 from awoc_scripts.state.run_state import run_executing
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, read_json
 from awoc_scripts.state.task_states import SUCCEEDED
 
 RECORD_FILE = "worktree.json"
+KILLED = ("running", "paused")  # what state.json says of a run whose orchestrator died mid-way
 
 
 class WorktreeIsolation:
@@ -48,6 +50,7 @@ class WorktreeIsolation:
         self.status_of = status_of
         self.events = events
         self.keep = keep
+        self._checkout: tuple[str, str, str] | None = None  # the user's checkout, as last seen
 
     # -- where a task runs -----------------------------------------------------------------
 
@@ -171,10 +174,18 @@ class WorktreeIsolation:
         if record is None:
             return {}
         path = Path(record["path"])
+        notes = []
         if (path / ".git").exists():
             committed = git.commit_all(path, f"awoc: run {self.run.run_id}, task {tid} ({status}): left uncommitted")
             if committed:
                 self.events.add("worktree-committed", task_id=tid, commit=committed)
+            moved = self._keep_moved_head(tid, record, path)
+            if moved:
+                notes.append(moved)
+        changed = self._checkout_changed()
+        if changed:
+            notes.append(changed)
+            self.events.add("user-checkout-changed", task_id=tid, change=changed)
         head = git.branch_commit(self.repo, record["branch"]) or record["base"]
         files = git.files_changed(self.repo, record["base"], head)
         return {
@@ -183,8 +194,63 @@ class WorktreeIsolation:
                 "head": head,
                 "commits": git.commits_between(self.repo, record["base"], head),
                 "files_changed": [{"path": f.path, "added": f.added, "removed": f.removed} for f in files],
+                "notes": notes,
             }
         }
+
+    def _keep_moved_head(self, tid: str, record: dict[str, Any], path: Path) -> str | None:
+        """A task that detached its worktree's HEAD or switched it to another branch: what it
+        committed there goes on its branch (or, not descending from it, under a ref of its own), so
+        nothing it made is unreachable, and the worktree is put back on its branch."""
+        branch_ref = f"refs/heads/{record['branch']}"
+        on = git.run_git(path, "symbolic-ref", "--quiet", "HEAD", check=False).strip()
+        if on == branch_ref:
+            return None
+        head = git.run_git(path, "rev-parse", "HEAD").strip()
+        tip = git.branch_commit(self.repo, record["branch"])
+        where = f"branch {on.removeprefix('refs/heads/')}" if on else "a detached HEAD"
+        if tip is None or git.is_ancestor(self.repo, tip, head):
+            git.run_git(self.repo, "update-ref", branch_ref, head)
+            note = f"it moved its worktree to {where}; its commits ({head[:12]}) are on {record['branch']}"
+        else:
+            number = 1
+            while git.run_git(self.repo, "rev-parse", "--verify", "--quiet", self._moved_ref(tid, number), check=False):
+                number += 1
+            git.run_git(self.repo, "update-ref", self._moved_ref(tid, number), head)
+            note = (
+                f"it moved its worktree to {where}, at {head[:12]}, which does not build on its branch: "
+                f"kept under {self._moved_ref(tid, number)}, not merged"
+            )
+        git.run_git(path, "checkout", "--quiet", "--force", record["branch"])
+        self.events.add("worktree-head-moved", task_id=tid, to=on or "detached", head=head)
+        return note
+
+    def _moved_ref(self, tid: str, number: int) -> str:
+        return f"refs/awoc/{self.run.run_id}/{tid}/moved-{number}"
+
+    def checkout_state(self) -> tuple[str, str, str]:
+        """The user's own checkout: its branch, its HEAD and what is changed in it."""
+        on = git.run_git(self.repo, "symbolic-ref", "--quiet", "HEAD", check=False).strip()
+        head = git.head_commit(self.repo) or ""
+        changed = git.run_git(self.repo, "status", "--porcelain=v1", "--untracked-files=all", check=False)
+        return on, head, changed
+
+    def _checkout_changed(self) -> str | None:
+        """What changed in the user's checkout since the last look (a task in a worktree must not
+        touch it), or None."""
+        now = self.checkout_state()
+        before, self._checkout = self._checkout, now
+        if before is None or now == before:
+            return None
+        parts = []
+        if now[0] != before[0]:
+            parts.append(f"its branch went from {before[0] or 'detached'} to {now[0] or 'detached'}")
+        if now[1] != before[1]:
+            parts.append(f"HEAD went from {before[1][:12]} to {now[1][:12]}")
+        if now[2] != before[2]:
+            files = sorted({line[3:] for line in (set(now[2].splitlines()) ^ set(before[2].splitlines()))})
+            parts.append("files changed: " + ", ".join(files[:10]) + (" ..." if len(files) > 10 else ""))
+        return f"the checkout {self.repo} changed while it ran (it, or a task beside it): " + "; ".join(parts)
 
     def run_ended(self) -> list[str]:
         """Remove this run's worktrees (the branches stay), unless kept or holding uncommitted work."""
@@ -201,11 +267,13 @@ class WorktreeIsolation:
         return notes
 
     def run_starting(self) -> list[str]:
+        self._checkout = self.checkout_state()
         return self.sweep_dead_runs()
 
     def sweep_dead_runs(self) -> list[str]:
         """Worktrees left registered by runs whose orchestrator died: their leftovers are committed on
-        their branches, then they are removed. A run that is alive, or this one, is left alone."""
+        their branches, then they are removed. A run that is alive, that ended (its worktrees were
+        kept on purpose, and what a person edits in them is theirs), or this one, is left alone."""
         notes = []
         runs_dir = self.run.root / "runs"
         git.run_git(self.repo, "worktree", "prune")
@@ -214,8 +282,10 @@ class WorktreeIsolation:
             if len(parts) != 3 or parts[0] == self.run.run_id or parts[1] != "worktrees":
                 continue
             owner = Run(self.run.root, parts[0])
-            if run_executing(owner, read_json(owner.state_file, default={})):
-                continue
+            saved = read_json(owner.state_file, default={})
+            died = saved.get("status") in KILLED or saved.get("stop_reason") == GONE
+            if not died or run_executing(owner, saved) or _kept(owner):
+                continue  # a run that ended kept these on purpose (kept, or holding uncommitted work)
             try:  # held while sweeping: a resume of that run cannot start making worktrees meanwhile
                 claim = owner.claim("cleaned up")
             except StateError:
@@ -233,6 +303,14 @@ class WorktreeIsolation:
     def _registered(self, under: Path) -> list[git.Worktree]:
         under = under.resolve()
         return [t for t in git.worktrees(self.repo) if t.path.resolve().is_relative_to(under) and t.path.is_dir()]
+
+
+def _kept(run: Run) -> bool:
+    """The run asked for its worktrees to be kept (--keep-worktrees): no other run touches them."""
+    try:
+        return bool(run.read_plan()["parallel_config"].get("keep_worktrees"))
+    except AwocError:
+        return True  # unreadable: leave its worktrees alone
 
 
 def merged_names(branches: list[tuple[str, str]]) -> str:

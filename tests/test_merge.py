@@ -1,0 +1,221 @@
+"""`delegate-parallel merge` in real git repositories: every good change lands, each one left out
+is named with its reason, the checkout is never left half-merged; and git state a task changes
+(its own HEAD, a sibling's branch, the user's checkout) never loses or fakes work."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import task_results, wait_for
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes")
+
+GATE = "test ! -e BROKEN"
+MERGE = [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()", "merge"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.fixture
+def repo(isolated: Path) -> Path:
+    work = isolated / "work"
+    git(work, "init", "-q", "-b", "main")
+    (work / "shared.txt").write_text("one\ntwo\nthree\n")
+    git(work, "add", ".")
+    git(work, "commit", "-qm", "start")
+    return work
+
+
+def task(task_id: str, script: str, **more: Any) -> dict[str, Any]:
+    return {"task_id": task_id, "agent": "workforce", "description": task_id, "command": ["sh", "-c", script], **more}
+
+
+def run_tasks(cli, *tasks: dict[str, Any], **settings: Any) -> Any:
+    parallel = {"isolation": "worktree", "max_concurrent": 4, "failure_tolerance": 5, "retries": 0, **settings}
+    result = cli(
+        "delegate-parallel", "run", "-q", orjson.dumps({"parallel_config": parallel, "tasks": list(tasks)}).decode()
+    )
+    return result
+
+
+def run_dir(state_dir: Path) -> Path:
+    return state_dir / "runs" / (state_dir / "current").read_text().strip()
+
+
+FIVE_KINDS = [
+    task("first", "echo first > first.txt", priority="critical"),
+    task("clean", "echo clean > clean.txt"),
+    task("c1", "sed -i s/two/C1/ shared.txt", priority="high"),
+    task("c2", "sed -i s/two/C2/ shared.txt"),
+    task("breaks", "touch BROKEN; echo x > breaks.txt"),
+    task("after-first", "echo d > after.txt", dependencies=["first"]),
+    task("after-c2", "echo e > after-c2.txt", dependencies=["c2"]),
+]
+
+
+def test_every_good_branch_lands_and_each_other_is_named_with_its_reason(cli, repo: Path, state_dir: Path) -> None:
+    assert run_tasks(cli, *FIVE_KINDS).code == 0
+    head = git(repo, "rev-parse", "HEAD").strip()
+    refs = git(repo, "for-each-ref")
+
+    dry = cli("delegate-parallel", "merge", "--dry-run", "--gate", GATE)
+    assert dry.code == 1, dry.stderr
+    assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "for-each-ref") == refs
+    assert git(repo, "status", "--porcelain") == "" and not (run_dir(state_dir) / "merge.json").exists()
+
+    merged = cli("delegate-parallel", "merge", "--gate", GATE)
+    assert merged.code == 1, merged.stderr
+    summary = merged.json()
+    outcomes = {s["task_id"]: s["outcome"] for s in summary["steps"]}
+    assert outcomes == {
+        "first": "merged",
+        "c1": "merged",
+        "clean": "merged",
+        "c2": "conflict",
+        "breaks": "gate failed",
+        "after-first": "merged",
+        "after-c2": "dependency set aside",
+    }
+    assert {s["task_id"]: s["outcome"].replace("would merge", "merged") for s in dry.json()["steps"]} == outcomes
+    steps = {s["task_id"]: s for s in summary["steps"]}
+    assert steps["c2"]["conflicting_files"] == ["shared.txt"]
+    assert "after-c2" in summary["set_aside"] and "c2" in steps["after-c2"]["why"]
+    # the checkout ends where the gate passes, with exactly the good changes, and nothing half-done
+    assert git(repo, "status", "--porcelain") == "" and not (repo / "BROKEN").exists()
+    for name in ("first.txt", "clean.txt", "after.txt"):
+        assert (repo / name).exists(), name
+    assert (repo / "shared.txt").read_text() == "one\nC1\nthree\n" and not (repo / "after-c2.txt").exists()
+    assert "c2: conflict (" in merged.stderr and "breaks: gate failed" in merged.stderr
+    markdown = (run_dir(state_dir) / "report.md").read_text()
+    assert "## Merge" in markdown and "- breaks: **gate failed**" in markdown
+
+    again = cli("delegate-parallel", "merge", "--gate", GATE)
+    assert again.code == 1
+    assert [s["outcome"] for s in again.json()["steps"]].count("already merged") == 4
+
+
+def test_a_merge_killed_in_its_gate_leaves_a_clean_checkout_and_the_next_one_finishes(
+    cli, repo: Path, state_dir: Path, isolated: Path
+) -> None:
+    assert run_tasks(cli, task("a", "echo a > a.txt")).code == 0
+    head = git(repo, "rev-parse", "HEAD").strip()
+    marker = isolated / "gate-started"
+    merge = subprocess.Popen(
+        [*MERGE, "--gate", f"touch {marker}; sleep 30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(marker.exists)
+    merge.send_signal(signal.SIGKILL)
+    merge.wait(timeout=10)
+    subprocess.run(["pkill", "-f", f"touch {marker}"], check=False)
+    assert git(repo, "status", "--porcelain") == ""  # a whole merge commit at most, never a half-merge
+    # the next merge undoes the step that was never gated, then merges it again with its own gate
+    again = cli("delegate-parallel", "merge", "--gate", "true")
+    assert again.code == 0, again.stderr
+    assert git(repo, "rev-list", "--count", f"{head}..HEAD").strip() == "2"  # one merge commit and a's commit
+    assert (repo / "a.txt").exists() and git(repo, "status", "--porcelain") == ""
+
+
+def test_ctrl_c_during_the_gate_puts_the_checkout_back(cli, repo: Path, state_dir: Path, isolated: Path) -> None:
+    assert run_tasks(cli, task("a", "echo a > a.txt")).code == 0
+    head = git(repo, "rev-parse", "HEAD").strip()
+    marker = isolated / "gate-started"
+    merge = subprocess.Popen(
+        [*MERGE, "--gate", f"touch {marker}; sleep 30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_for(marker.exists)
+    merge.send_signal(signal.SIGINT)
+    assert merge.wait(timeout=20) == 130
+    assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "status", "--porcelain") == ""
+
+
+def test_an_untracked_file_in_the_way_is_named_with_advice_that_works(cli, repo: Path, state_dir: Path) -> None:
+    assert run_tasks(cli, task("adds", "echo from-task > new.txt")).code == 0
+    (repo / "new.txt").write_text("mine\n")
+    merged = cli("delegate-parallel", "merge")
+    assert merged.code == 1, merged.stderr
+    (step,) = merged.json()["steps"]
+    assert step["outcome"] == "blocked" and step["blocking_files"] == ["new.txt"]
+    assert "move or delete them" in step["to_fix"] and "git merge --abort" not in merged.stderr
+    assert (repo / "new.txt").read_text() == "mine\n" and git(repo, "status", "--porcelain") == "?? new.txt\n"
+    (repo / "new.txt").unlink()
+    assert cli("delegate-parallel", "merge").code == 0 and (repo / "new.txt").read_text() == "from-task\n"
+
+
+# -- git state a task changes -------------------------------------------------------------------------
+
+
+def test_a_task_that_detaches_head_or_switches_branch_keeps_its_commits(cli, repo: Path, state_dir: Path) -> None:
+    commit = "git add -A && git -c user.name=t -c user.email=t@t commit -qm"
+    tasks = [
+        task("detached", f"git checkout -q --detach && echo d > d.txt && {commit} d"),
+        task("switched", f"git checkout -q -b elsewhere && echo s > s.txt && {commit} s"),
+    ]
+    assert run_tasks(cli, *tasks).code == 0
+    done = task_results(run_dir(state_dir))
+    for tid, name in (("detached", "d.txt"), ("switched", "s.txt")):
+        tree = done[tid]["worktree"]
+        assert len(tree["commits"]) == 1 and tree["files_changed"][0]["path"] == name, tree
+        assert git(repo, "show", f"{tree['branch']}:{name}").strip() == name[0]
+        assert any("moved its worktree" in note for note in tree["notes"]), tree["notes"]
+    assert cli("delegate-parallel", "merge").code == 0
+    assert (repo / "d.txt").exists() and (repo / "s.txt").exists()
+
+
+def test_merge_takes_the_recorded_head_when_a_sibling_deletes_or_resets_a_branch(
+    cli, repo: Path, state_dir: Path
+) -> None:
+    assert run_tasks(cli, task("victim", "echo v > v.txt"), task("other", "echo o > o.txt")).code == 0
+    done = task_results(run_dir(state_dir))
+    git(repo, "update-ref", "-d", f"refs/heads/{done['victim']['worktree']['branch']}")  # deleted by a sibling
+    git(repo, "branch", "-f", done["other"]["worktree"]["branch"], done["other"]["worktree"]["base"])  # reset
+    merged = cli("delegate-parallel", "merge")
+    assert merged.code == 0, merged.stderr
+    steps = {s["task_id"]: s for s in merged.json()["steps"]}
+    assert steps["victim"]["outcome"] == "merged" and "is gone" in steps["victim"]["note"]
+    assert steps["other"]["outcome"] == "merged" and "moved" in steps["other"]["note"]
+    assert (repo / "v.txt").exists() and (repo / "o.txt").exists()
+
+
+def test_a_task_that_switches_the_users_checkout_is_named_and_merge_will_not_follow_it(
+    cli, repo: Path, state_dir: Path
+) -> None:
+    assert run_tasks(cli, task("hijack", f'git -C "{repo}" checkout -q -b hijacked; echo h > h.txt')).code == 0
+    (result,) = task_results(run_dir(state_dir)).values()
+    notes = result["worktree"]["notes"]
+    assert any("its branch went from refs/heads/main to refs/heads/hijacked" in n for n in notes), notes
+    markdown = (run_dir(state_dir) / "report.md").read_text()
+    assert "## Warnings" in markdown and "- hijack: the checkout" in markdown
+    refused = cli("delegate-parallel", "merge")
+    assert refused.code == 2 and "is on hijacked, not main" in refused.stderr and "--into" in refused.stderr
+    assert cli("delegate-parallel", "merge", "--into", "hijacked").code == 0
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip() == "hijacked" and (repo / "h.txt").exists()
+
+
+def test_kept_worktrees_are_never_removed_or_committed_by_another_run(cli, repo: Path, state_dir: Path) -> None:
+    assert run_tasks(cli, task("kept", "echo k > k.txt"), keep_worktrees=True).code == 0
+    first = run_dir(state_dir)
+    kept = first / "worktrees" / "kept"
+    branch = task_results(first)["kept"]["worktree"]["branch"]
+    head = git(repo, "rev-parse", branch).strip()
+    (kept / "k.txt").write_text("edited by a person\n")
+    assert run_tasks(cli, task("next", "echo n > n.txt")).code == 0
+    assert kept.is_dir() and (kept / "k.txt").read_text() == "edited by a person\n"
+    assert git(repo, "rev-parse", branch).strip() == head
