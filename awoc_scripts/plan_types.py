@@ -56,6 +56,8 @@ class Task(TypedDict):
     index: int
     cost_budget_usd: NotRequired[float | None]  # plans made before money budgets have none
     permissions: NotRequired[Permissions | None]  # None for a command task; plans made before have none
+    verify: NotRequired[list[str] | None]  # a program that must pass in its directory after it ended with 0
+    verify_timeout: NotRequired[float]
 
 
 class BudgetSummary(TypedDict):

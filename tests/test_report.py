@@ -99,6 +99,7 @@ TASK_RESULT_KEYS = {
     "permission_denials",
     "worktree",
     "executed_on",
+    "verify",
 }
 
 

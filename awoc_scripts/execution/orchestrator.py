@@ -32,6 +32,7 @@ from awoc_scripts.execution.retries import TransientWaits, reduced_budget
 from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.runners import agent_command, describe_denials
 from awoc_scripts.execution.task_book import TaskBook
+from awoc_scripts.execution.verification import failure_reason, verification, verify_attempt
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, MB_PER_AGENT, START_UP_S, WarmPool, default_size
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Plan, Task
@@ -404,6 +405,7 @@ class Orchestrator:
             self._end_task(tid, FAILED, allow_retry=False)
             return
         rec.cost_cap_usd = self.cost_policy.cap_for(rec, self.book.cost_spent)
+        rec.workdir = workdir
         attempt, invocation = self.attempts.make(task, rec, workdir, deps)
         self.scheduler.start(tid)
         rec.begin_attempt(float(task["timeout"]), invocation.stream)
@@ -430,6 +432,9 @@ class Orchestrator:
     def _on_ended(self, end: Ended) -> None:
         tid = end.task_id
         rec = self.records[tid]
+        if rec.verifying_since is not None:
+            self._on_verified(end)
+            return
         files = rec.files or self.run.task_files(tid)
         outcome, attempt_tokens = attempt_outcome(end.exit_code, files, rec.stream, not self.by_id[tid].get("command"))
         rec.absorb(end.exit_code, outcome, attempt_tokens)
@@ -444,6 +449,8 @@ class Orchestrator:
             self._usage_limited(tid, outcome.resets_at, outcome.error or "usage limit reached")
             return
         verdict = judge(end.stopped, rec, outcome, attempt_tokens, self.waits.can_wait(rec) and not self.stop_reason)
+        if verdict == SUCCEEDED and self.by_id[tid].get("verify") and self._start_verification(tid):
+            return  # it succeeds once its verification passes
         if outcome.transient and not end.stopped:
             why = f"{tid}: {(outcome.error or 'rate limited')[:200]}"
             self._concurrency_changed(
@@ -463,6 +470,48 @@ class Orchestrator:
             self.display.note(f"{tid}: rate limited, retrying in {delay:g} s")
         else:
             self._end_task(tid, verdict, allow_retry=self.stop_reason is None)
+
+    def _start_verification(self, tid: str) -> bool:
+        """Run the task's verification where it ran; False when it cannot start (then it failed)."""
+        task, rec = self.by_id[tid], self.records[tid]
+        files = rec.files or self.run.task_files(tid)
+        env = dict(self.options.environ) | {"AWOC_RUN_ID": self.run.run_id, "AWOC_TASK_ID": tid}
+        attempt = verify_attempt(task, self.run.run_id, files, rec.workdir or self.options.cwd, env)
+        rec.verifying_since = time.monotonic()
+        rec.deadline = rec.verifying_since + attempt.timeout_s
+        rec.stream = None
+        try:
+            self.executor.start(attempt)
+        except OSError as exc:
+            rec.verifying_since = rec.deadline = None
+            rec.error = f"verification: cannot start {attempt.invocation.argv[0]!r}: {exc.strerror or exc}"
+            self._end_task(tid, FAILED, allow_retry=self.stop_reason is None)
+            return True
+        self.events.add("task-verify", task_id=tid, attempt=rec.attempts, command=attempt.invocation.argv)
+        self.display.note(f"{tid}: verifying")
+        return True
+
+    def _on_verified(self, end: Ended) -> None:
+        tid = end.task_id
+        task, rec = self.by_id[tid], self.records[tid]
+        started, rec.verifying_since, rec.deadline = rec.verifying_since or time.monotonic(), None, None
+        timed_out = end.stopped and rec.stop_status == TIMED_OUT
+        exit_code = None if timed_out else end.exit_code
+        rec.verify = verification(task, rec.files or self.run.task_files(tid), exit_code, time.monotonic() - started)
+        self.events.add("task-verified", task_id=tid, passed=rec.verify["passed"], exit_code=exit_code)
+        if end.stopped and not timed_out and rec.stop_status:  # cancelled, requeued...: as any stopped attempt
+            if rec.stop_status == REQUEUE:
+                rec.attempts -= 1
+                self.scheduler.requeue(tid)
+                return
+            self._end_task(tid, rec.stop_status, allow_retry=False)
+            return
+        if rec.verify["passed"]:
+            self._end_task(tid, SUCCEEDED, allow_retry=False)
+            return
+        rec.stop_status = None
+        rec.error = failure_reason(rec.verify, float(task.get("verify_timeout") or 600))
+        self._end_task(tid, FAILED, allow_retry=self.stop_reason is None)
 
     def _usage_limited(self, tid: str, resets_at: float | None, error: str) -> None:
         """The provider's usage limit: the whole run pauses until it resets. This attempt and

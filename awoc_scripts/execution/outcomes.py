@@ -24,7 +24,7 @@ def attempt_outcome(
     """What the attempt's files say. Token and cost numbers are an AGENT runner's alone: a
     command's output is its text, whatever it claims to have used."""
     stdout, size = _read_end(files.stdout, OUTPUT_TAIL_BYTES)
-    stderr_tail = _read_tail(files.stderr, STDERR_TAIL_BYTES) if exit_code != 0 else ""
+    stderr_tail = read_tail(files.stderr, STDERR_TAIL_BYTES) if exit_code != 0 else ""
     outcome = read_outcome(exit_code, stdout, stderr_tail, agent)
     outcome.result = bounded_result(outcome.result, size, files.stdout)
     tokens = outcome.tokens
@@ -59,7 +59,7 @@ def read_from(path: Path, offset: int) -> bytes:
     return b""
 
 
-def _read_tail(path: Path, size: int) -> str:
+def read_tail(path: Path, size: int) -> str:
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

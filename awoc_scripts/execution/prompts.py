@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from awoc_scripts.plan_types import Task
 
 MAX_DEPENDENCY_RESULT_CHARS = 4000
+VERIFICATION_FAILED = "verification"  # how the reason of an attempt whose verification failed starts
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,15 @@ def compose_prompt(
         parts.append(f"## Context for this task\n\n{task['context']}\n")
     parts.append(f"Work within about {token_budget} tokens in total; keep the answer focused.\n")
     if previous_error is not None:
+        advice = (
+            "Its work did not pass the verification above: fix what it reports, then stop."
+            if previous_error.startswith(VERIFICATION_FAILED)
+            else "This time, deliver a narrower result: the essential part of the task only, and say what you left out."
+        )
         parts.append(
             "## A previous attempt failed\n\n"
             + "\n".join(f"> {line}" for line in previous_error.strip().splitlines()[:20])
-            + "\n\nThis time, deliver a narrower result: the essential part of the task only, "
-            "and say what you left out.\n"
+            + f"\n\n{advice}\n"
         )
     if dependencies:
         parts.append("# Results of the tasks this one depends on\n")

@@ -52,6 +52,9 @@ class TaskRecord:
     cost_budget: float | None = None  # dollars for the whole task (all attempts), when it has a budget
     cost_cap_usd: float | None = None  # what the current attempt may spend: set at its start
     on_denied: str = "fail"  # what a refused tool call does to it: "fail" or "warn"
+    workdir: Path | None = None  # where its current attempt runs
+    verifying_since: float | None = None  # its verification runs (monotonic start)
+    verify: dict[str, object] | None = None  # what its last verification did
     denials: list[dict[str, object]] = field(default_factory=list)  # refused tool calls of every attempt
 
     def cost_left(self) -> float | None:

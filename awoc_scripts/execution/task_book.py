@@ -166,6 +166,7 @@ class TaskBook:
             "reason": rec.reason,
             "warnings": rec.warnings,
             "permission_denials": rec.denials,
+            "verify": rec.verify,
             "dependencies": task["dependencies"],
         }
         if rec.started_at:

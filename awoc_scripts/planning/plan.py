@@ -32,6 +32,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "isolation": "process",  # each task's default: "worktree" runs it in its own git worktree
     "keep_worktrees": False,
     "on_permission_denied": "fail",  # a task with a denied tool call fails ("warn": it only warns)
+    "verify_timeout": 600,
 }
 HIGH_PRIORITIES = ("critical", "high")
 
@@ -61,6 +62,8 @@ def build_plan(request: Request) -> Plan:
         task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else settings["total_timeout"]
         task["retries"] = raw["retries"] if raw.get("retries") is not None else settings["retries"]
         task["isolation"] = raw.get("isolation") or settings["isolation"]
+        task["verify"] = raw.get("verify") or settings.get("verify")
+        task["verify_timeout"] = float(raw.get("verify_timeout") or settings["verify_timeout"])
         override = settings["agents"].get(task["agent"], {})
         if task["model"] is None and "model" in override:
             task["model"] = override["model"]

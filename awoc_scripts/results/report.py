@@ -302,6 +302,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
                 "permission_denials": list(t.get("permission_denials") or []),
                 "worktree": t.get("worktree"),
                 "executed_on": t.get("executed_on"),
+                "verify": t.get("verify"),
             }
             for t in tasks
         ],
@@ -475,6 +476,23 @@ def _failures(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _verifications(report: Mapping[str, Any]) -> list[str]:
+    """Whether each task with a verification passed it; the output of one that failed."""
+    lines = []
+    for task in report["task_results"]:
+        verify = task.get("verify")
+        if not isinstance(verify, dict):
+            continue
+        command = " ".join(str(part) for part in verify.get("command") or [])
+        if verify.get("passed"):
+            lines.append(f"- {task['task_id']}: `{command}` passed ({verify.get('duration_s')} s)")
+            continue
+        how = "did not end in time" if verify.get("exit_code") is None else f"exited {verify.get('exit_code')}"
+        lines += [f"- {task['task_id']}: `{command}` **failed** ({how}); its output ends:", "", "~~~text"]
+        lines += [str(verify.get("output") or "").strip()[-2000:], "~~~", ""]
+    return ["## Verification", "", *lines, ""] if lines else []
+
+
 def _denials(report: Mapping[str, Any]) -> list[str]:
     """Every tool call an agent was refused, one line each: never a silent success."""
     lines = []
@@ -523,6 +541,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [title, "", *_summary_table(report), "", "## Timeline", "", *_gantt(report), ""]
     lines += _failures(report)
     lines += _denials(report)
+    lines += _verifications(report)
     lines += _policy_section(report)
     if report.get("worktrees"):
         from awoc_scripts.results.overlap import overlap_markdown

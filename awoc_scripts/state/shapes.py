@@ -83,6 +83,7 @@ RESULT_FIELDS: dict[str, frozenset[type]] = {
     "reason": _OPTIONAL_TEXT,
     "warnings": frozenset({list}),
     "permission_denials": frozenset({list}),
+    "verify": frozenset({dict, _NONE}),
     "dependencies": frozenset({list}),
 }
 DENIAL_FIELDS: dict[str, frozenset[type]] = {"tool": _TEXT, "input": _TEXT, "attempt": _OPTIONAL_INT}

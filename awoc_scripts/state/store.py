@@ -277,6 +277,8 @@ class TaskFiles:
         self.stdout = directory / "stdout.log"
         self.stderr = directory / "stderr.log"
         self.result = directory / "result.json"
+        self.verify_log = directory / "verify.log"  # what its verification printed (stdout)
+        self.verify_errors = directory / "verify.err.log"
 
     def prepare(self, prompt: str) -> None:
         """The task's directory (its parent exists: see Run.make_dirs) and its prompt."""

@@ -67,6 +67,7 @@ class ToolModel:
         self.lock = threading.Lock()
         self.calls: dict[str, list[dict[str, Any]]] = {}  # task id -> the tool calls made
         self.finals: dict[str, list[str]] = {}  # task id -> the final answer of each attempt
+        self.prompts: dict[str, list[str]] = {}  # task id -> the prompt of each attempt
 
     def handles(self, body: dict[str, Any]) -> bool:
         return SCRIPT_LINE.search(_user_text(body)) is not None
@@ -80,6 +81,9 @@ class ToolModel:
             return Reply(f"DONE-{task}: no tool script", USAGE)
         steps = json.loads(script.group(1))
         results = tool_results(body)
+        if not results:
+            with self.lock:
+                self.prompts.setdefault(task, []).append(text)
         if len(results) < len(steps):
             step = steps[len(results)]
             cwd = working_directory(body)
