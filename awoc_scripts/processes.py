@@ -429,15 +429,29 @@ def process_ended(proc: psutil.Process) -> bool:
         return True
 
 
-def run_bounded(argv: list[str], cwd: Path, timeout_s: float, tail_chars: int) -> tuple[int | None, str]:
-    """Run ARGV in a process group of its own; its exit code (None when it outlived TIMEOUT_S and
-    its whole group was killed) and the last TAIL_CHARS of its output, stdout and stderr together."""
+def run_bounded(
+    argv: list[str],
+    cwd: Path,
+    timeout_s: float,
+    tail_chars: int,
+    stdin: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int | None, str]:
+    """Run ARGV in a process group of its own (STDIN: a file for its input); its exit code (None
+    when it outlived TIMEOUT_S and its whole group was killed) and the last TAIL_CHARS of its
+    output, stdout and stderr together."""
     import sys
     import tempfile
 
-    with tempfile.TemporaryFile() as output:
+    with tempfile.TemporaryFile() as output, open(stdin or os.devnull, "rb") as given:
         proc = subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=cwd,
+            stdin=given,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
         )
         try:
             code: int | None = proc.wait(timeout=timeout_s)

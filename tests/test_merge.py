@@ -4,6 +4,7 @@ is named with its reason, the checkout is never left half-merged; and git state 
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -219,3 +220,100 @@ def test_kept_worktrees_are_never_removed_or_committed_by_another_run(cli, repo:
     assert run_tasks(cli, task("next", "echo n > n.txt")).code == 0
     assert kept.is_dir() and (kept / "k.txt").read_text() == "edited by a person\n"
     assert git(repo, "rev-parse", branch).strip() == head
+
+
+# -- --resolve-with: an agent resolves what conflicts -----------------------------------------------
+
+# passes before any merge, and after one only where no marker is left and C2 came with C1
+BOTH_SIDES_GATE = "! grep -q '<<<<<<<' shared.txt && { ! grep -q C2 shared.txt || grep -q C1 shared.txt; }"
+KEEP_BOTH = """
+import re, sys
+prompt = sys.stdin.read()
+files = re.findall(r"^- (/.*)$", prompt.split("## Conflicted files", 1)[1].split("##", 1)[0], re.MULTILINE)
+for name in files:
+    lines = open(name).read().splitlines(keepends=True)
+    open(name, "w").writelines(l for l in lines if not re.match(r"^(<{7}|={7}|>{7})( |$)", l))
+print("kept both sides in", ", ".join(files))
+"""
+
+
+def conflicting_pair(cli) -> None:
+    tasks = [task("c1", "sed -i s/two/C1/ shared.txt", priority="high"), task("c2", "sed -i s/two/C2/ shared.txt")]
+    assert run_tasks(cli, *tasks).code == 0
+
+
+def test_an_agent_command_resolves_a_conflict_keeping_both_sides(
+    cli, repo: Path, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conflicting_pair(cli)
+    resolver = tmp_path / "resolver.py"
+    resolver.write_text(KEEP_BOTH)
+    monkeypatch.setenv("AWOC_AGENT_COMMAND", f"{sys.executable} {resolver}")
+    merged = cli("delegate-parallel", "merge", "--gate", BOTH_SIDES_GATE, "--resolve-with", "workforce")
+    assert merged.code == 0, merged.stderr
+    steps = {s["task_id"]: s for s in merged.json()["steps"]}
+    assert steps["c1"]["outcome"] == "merged" and steps["c2"]["outcome"] == "merged after resolving"
+    assert "kept both sides" in steps["c2"]["resolution"]
+    assert (repo / "shared.txt").read_text() == "one\nC1\nC2\nthree\n"
+    assert git(repo, "status", "--porcelain") == "" and len(git(repo, "worktree", "list").splitlines()) == 1
+
+
+def test_a_resolver_that_leaves_markers_keeps_the_branch_set_aside(
+    cli, repo: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conflicting_pair(cli)
+    monkeypatch.setenv("AWOC_AGENT_COMMAND", "cat")
+    merged = cli("delegate-parallel", "merge", "--resolve-with", "workforce")
+    assert merged.code == 1
+    step = merged.json()["steps"][-1]
+    assert step["outcome"] == "conflict" and "left conflict markers in shared.txt" in step["resolution"]
+    assert (repo / "shared.txt").read_text() == "one\nC1\nthree\n" and git(repo, "status", "--porcelain") == ""
+
+
+def test_the_real_cli_resolves_a_conflict_with_its_edit_tool(
+    cli, repo: Path, state_dir: Path, claude_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import FAKES
+
+    sys.path.insert(0, str(FAKES))
+    from fake_messages_api import FakeMessagesAPI, Reply
+    from tool_model import tool_results
+
+    conflicting_pair(cli)
+
+    def respond(body: dict[str, Any]) -> Reply:
+        text = orjson.dumps(body).decode()
+        found = re.search(r"- (/[^\s\\\\\"]+/shared\.txt)", text)
+        if found is None:
+            return Reply("no conflict found")
+        path = found.group(1)
+        done = tool_results(body)
+        if not done:
+            return Reply(content=[_tool("Read", {"file_path": path})], stop_reason="tool_use")
+        if len(done) == 1:
+            merged = "one\nC1\nC2\nthree\n"
+            return Reply(content=[_tool("Write", {"file_path": path, "content": merged})], stop_reason="tool_use")
+        return Reply("Resolved: kept C1 and C2.")
+
+    with FakeMessagesAPI(respond) as api:
+        for name, value in {
+            "ANTHROPIC_BASE_URL": api.url,
+            "ANTHROPIC_API_KEY": "sk-test",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "AWOC_CLAUDE_BIN": str(claude_bin),
+        }.items():
+            monkeypatch.setenv(name, value)
+        merged = cli("delegate-parallel", "merge", "--gate", BOTH_SIDES_GATE, "--resolve-with", "workforce")
+    assert merged.code == 0, merged.stderr
+    step = merged.json()["steps"][-1]
+    assert step["outcome"] == "merged after resolving" and "kept C1 and C2" in step["resolution"]
+    assert (repo / "shared.txt").read_text() == "one\nC1\nC2\nthree\n"
+
+
+def _tool(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+    import uuid
+
+    return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": name, "input": tool_input}

@@ -332,14 +332,20 @@ def merge(
     into: Annotated[
         str | None, typer.Option("--into", help="Merge into this branch, not the one the run started from.")
     ] = None,
+    resolve_with: Annotated[
+        str | None,
+        typer.Option("--resolve-with", help="An agent that resolves each branch set aside by a conflict or the gate."),
+    ] = None,
 ) -> None:
     """Merge the succeeded worktree tasks' branches into the branch the run started from, one at a time.
 
     \b
     In dependency order, then priority. A branch that conflicts, fails the gate, or depends on a
     branch set aside is set aside with the reason, and merging goes on; nothing is left half-merged.
-    Defaults from parallel_config.merge (gate, gate_timeout_s). A second merge tries again what was
-    set aside and skips what landed.
+    With --resolve-with AGENT, each branch set aside by a conflict or the gate goes to that agent in
+    a scratch worktree holding the conflict; its resolution lands if the gate passes on it.
+    Defaults from parallel_config.merge. A second merge tries again what was set aside and skips
+    what landed.
     Exit codes: 0 every succeeded branch landed (or would); 1 some were set aside; 2 bad input
     (no worktree tasks, uncommitted changes, a merge in progress, another branch checked out).
     """
@@ -349,7 +355,7 @@ def merge(
     from awoc_scripts.state.store import StateStore
 
     run = StateStore(state_dir).open_run(one_run(run_id, run_option))
-    code, summary = merge_run(run, merge_options(run.read_plan(), dry_run, gate, into))
+    code, summary = merge_run(run, merge_options(run.read_plan(), dry_run, gate, into, resolve_with))
     if not dry_run:
         report_run(run)  # its Merge section
     print_json(summary)

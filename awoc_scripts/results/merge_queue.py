@@ -17,6 +17,7 @@ from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
 from awoc_scripts.results.aggregate import run_results
+from awoc_scripts.results.conflict_resolver import Resolver, Side, resolve
 from awoc_scripts.results.overlap import worktree_overlap
 from awoc_scripts.state.reconcile import reconcile_saved_run
 from awoc_scripts.state.store import Run, atomic_write_json, now_iso, read_json, take_claim
@@ -29,7 +30,10 @@ MERGE_FILE = "merge.json"
 MERGES_KEPT = 50
 CONFLICT, GATE_FAILED, DEPENDENCY, BLOCKED, LOST = "conflict", "gate failed", "dependency set aside", "blocked", "lost"
 SET_ASIDE = (CONFLICT, GATE_FAILED, DEPENDENCY, BLOCKED, LOST)
-LANDED = ("merged", "would merge")
+RESOLVED = "merged after resolving"
+LANDED = ("merged", "would merge", RESOLVED)
+RESOLVE_TIMEOUT_S = 900.0
+RESOLVE_TOKEN_BUDGET = 50_000
 
 
 def merge_order(plan: Plan, merge: set[str]) -> list[str]:
@@ -56,13 +60,25 @@ class MergeOptions:
     gate: str | None = None  # `sh -c GATE` at the checkout's root after each merge must pass
     gate_timeout_s: float = GATE_TIMEOUT_S
     into: str | None = None  # the branch to merge into when it is not the one the run started from
+    resolver: Resolver | None = None  # an agent for the branches set aside by a conflict or the gate
 
 
-def merge_options(plan: Plan, dry_run: bool, gate: str | None, into: str | None) -> MergeOptions:
+def merge_options(
+    plan: Plan, dry_run: bool, gate: str | None, into: str | None, resolve_with: str | None = None
+) -> MergeOptions:
     """The command line's, else parallel_config.merge's."""
     saved = plan["parallel_config"].get("merge") or {}
     timeout = float(saved.get("gate_timeout_s") or GATE_TIMEOUT_S)
-    return MergeOptions(dry_run, gate or saved.get("gate"), timeout, into or saved.get("into"))
+    agent = resolve_with or saved.get("resolve_with")
+    resolver = None
+    if agent:
+        resolver = Resolver(
+            agent,
+            float(saved.get("resolve_timeout_s") or RESOLVE_TIMEOUT_S),
+            int(saved.get("resolve_token_budget") or RESOLVE_TOKEN_BUDGET),
+            saved.get("resolve_cost_budget_usd"),
+        )
+    return MergeOptions(dry_run, gate or saved.get("gate"), timeout, into or saved.get("into"), resolver)
 
 
 def merge_run(run: Run, options: MergeOptions) -> tuple[int, dict[str, Any]]:
@@ -101,6 +117,7 @@ class MergeQueue:
             _require_clean(self.repo)
         into = self._target_branch()
         results = run_results(self.run)
+        self.results = {str(r["task_id"]): r for r in results}
         heads = {
             str(r["task_id"]): (str(r["worktree"]["branch"]), str(r["worktree"]["head"]))
             for r in results
@@ -120,6 +137,8 @@ class MergeQueue:
             step: dict[str, Any] = {"task_id": tid, "branch": branch, "head": head}
             steps.append(step)
             current = self._step(step, current, set_aside)
+            if step["outcome"] in (CONFLICT, GATE_FAILED) and self.options.resolver is not None:
+                current = self._resolve(step, current, [s["task_id"] for s in steps if s["outcome"] in LANDED])
             if step["outcome"] in SET_ASIDE:
                 set_aside.add(tid)
         summary = {
@@ -232,6 +251,46 @@ class MergeQueue:
             return
         step.update(outcome=BLOCKED, why=(done.stderr.strip() or done.stdout.strip())[-500:])
 
+    def _resolve(self, step: dict[str, Any], current: str, landed: list[str]) -> str:
+        """Give the branch to the resolver; on success the checkout moves forward to its merge commit."""
+        resolver = self.options.resolver
+        assert resolver is not None
+        if self.options.dry_run:
+            step["resolution"] = f"not tried in a dry run (a merge would ask {resolver.agent})"
+            return current
+        tid = step["task_id"]
+        touched = {f["path"] for f in self._files_of(tid)}
+        ours = [self._side(t) for t in landed if touched & {f["path"] for f in self._files_of(t)}]
+        why = step.get("why") or (
+            f"conflict in {', '.join(step.get('conflicting_files') or [])}"
+            if step["outcome"] == CONFLICT
+            else f"the gate failed after the merge: {str(step.get('gate_output') or '')[-1500:]}"
+        )
+        gate = (lambda commit: self._gate(commit)) if self.options.gate else None
+        message = f"awoc: merge task {tid} of run {self.run.run_id} (conflict resolved by {resolver.agent})"
+        commit, said = resolve(self.repo, current, step["head"], ours, self._side(tid), why, resolver, gate, message)
+        step["resolution"] = said
+        if commit is None:
+            return current
+        atomic_write_json(self.step_file, {"task_id": tid, "before": current})
+        try:
+            git.run_git(self.repo, "merge", "--quiet", "--ff-only", commit)
+        except BaseException:
+            self._undo_step(current)
+            raise
+        finally:
+            self.step_file.unlink(missing_ok=True)
+        step["outcome"] = RESOLVED
+        return commit
+
+    def _files_of(self, tid: str) -> list[dict[str, Any]]:
+        worktree = self.results.get(tid, {}).get("worktree") or {}
+        return [f for f in worktree.get("files_changed") or [] if isinstance(f, dict)]
+
+    def _side(self, tid: str) -> Side:
+        result = self.results.get(tid, {})
+        return Side(tid, str(self.by_id[tid]["description"]), str(result.get("result") or ""))
+
     def _undo_step(self, before: str) -> None:
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
             git.attempt(self.repo, "merge", "--abort")
@@ -316,6 +375,8 @@ def merge_text(summary: dict[str, Any]) -> str:
             lines += [f"  gate: {text}" for text in tail]
         if step.get("to_fix"):
             lines.append(f"  to fix: {step['to_fix']}")
+        if step.get("resolution"):
+            lines.append(f"  resolution: {step['resolution']}")
     if summary["set_aside"]:
         lines.append(f"set aside: {', '.join(summary['set_aside'])} (a second merge tries them again)")
     overlap = summary.get("overlap") or {}
