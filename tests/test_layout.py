@@ -61,4 +61,13 @@ def test_imports_never_reach_into_a_later_stage() -> None:
 
 def test_the_top_level_holds_only_shared_basics() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "errors.py", "gc_pause.py", "git.py", "launcher.py", "plan_types.py", "processes.py"]
+    assert top == [
+        "__init__.py",
+        "errors.py",
+        "gc_pause.py",
+        "git.py",
+        "launcher.py",
+        "plan_types.py",
+        "processes.py",
+        "terminal_text.py",
+    ]

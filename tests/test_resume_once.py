@@ -144,7 +144,9 @@ def test_a_full_disk_stops_the_run_by_name_and_resume_keeps_the_task_it_could_no
     assert resumed.code == 0, resumed.stdout + resumed.stderr
     run_dir = state_dir / "runs" / run_id
     big = orjson.loads((run_dir / "tasks/big/result.json").read_bytes())
-    assert big["status"] == "succeeded" and len(big["result"]) == 400000 and big["started_at"]
+    # its output kept whole in stdout.log; the result holds its end and names the log
+    assert big["status"] == "succeeded" and big["started_at"]
+    assert "the whole 400000 bytes are in" in big["result"] and len(big["result"]) < 70_000
     starts = [
         e for e in map(orjson.loads, (run_dir / "events.jsonl").read_bytes().splitlines()) if e["event"] == "task-start"
     ]
