@@ -91,3 +91,4 @@ class Plan(TypedDict):
     warnings: list[str]
     tasks: list[Task]
     git: NotRequired[GitBase]  # only when some task runs in a worktree
+    fan_out: NotRequired[list[dict[str, Any]]]  # each for_each: its template id, count and first items

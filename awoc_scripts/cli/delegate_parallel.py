@@ -153,6 +153,7 @@ def run(
       --merge                when the run ends, merge the succeeded branches (parallel_config.merge)
       --priority=LEVEL       critical, high, medium or low for the inline tasks after it
       --then                 the tasks after it wait for every task before it
+      --for-each=GLOB        the agent:task after it becomes one task per file ({item}, {index})
       --wait-for-research    the tasks after it that are not docs-fetcher wait for every docs-fetcher task
     Both --flag=value and --flag value work.
 

@@ -29,6 +29,9 @@ def validate(ctx: typer.Context, state_dir: StateDirOption = None, brief: BriefO
     print_json(brief_plan(plan) if brief else plan)
     for warning in plan["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
+    for fan in plan.get("fan_out", []):
+        first = ", ".join(fan["first_items"]) + (", ..." if fan["count"] > len(fan["first_items"]) else "")
+        sys.stderr.write(f"fan-out: {fan['template']} is {fan['count']} task(s): {first}\n")
     sys.stderr.write(f"validated {len(plan['tasks'])} task(s); run {run.run_id} saved in {run.dir}\n")
 
 

@@ -90,6 +90,7 @@ def prepared_summary(run: Run, plan: Plan, execution: dict[str, Any]) -> dict[st
             for t in plan["tasks"]
         ],
         "permissions": permission_groups(plan),
+        "fan_out": plan.get("fan_out", []),
         "warnings": execution["warnings"],
         "policies": execution["policies"],
         "run_dir": str(run.dir),
@@ -139,6 +140,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         )
     if summary["task_count"] > SUMMARY_TASKS:
         lines.append(f"| ... | {summary['task_count'] - SUMMARY_TASKS} more | | | | |")
+    for fan in summary.get("fan_out") or []:
+        first = ", ".join(fan["first_items"]) + (", ..." if fan["count"] > len(fan["first_items"]) else "")
+        lines.append(f"\nFan-out: {fan['template']} is {fan['count']} task(s), one per item: {_cell(first)}")
     lines += ["", "What the tasks may do, with nobody there to approve (a refused tool call fails its task):"]
     for group in summary["permissions"]:
         ids = group["tasks"]

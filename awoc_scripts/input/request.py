@@ -51,7 +51,7 @@ CONFIG_FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 # switches that set a parallel_config value, for inline tasks and config files alike (a dotted
 # key sets a value inside one of its objects)
 CONFIG_SWITCHES = {"--keep-worktrees": "keep_worktrees", "--merge": "merge.auto"}
-INLINE_FLAGS_WITH_VALUE = ("--priority",)
+INLINE_FLAGS_WITH_VALUE = ("--priority", "--for-each")
 INLINE_SWITCHES = ("--then", "--wait-for-research")
 KNOWN_FLAGS = (*CONFIG_FLAGS, *CONFIG_SWITCHES, *INLINE_FLAGS_WITH_VALUE, *INLINE_SWITCHES)
 
@@ -84,6 +84,7 @@ def parse_request(args: Sequence[str]) -> Request:
     ids: list[str] = []
     waits: list[str] = []  # what every following inline task depends on (--then, --wait-for-research)
     priority: str | None = None
+    for_each: str | None = None  # --for-each=GLOB: the next inline task becomes one task per file
     research_wait_from: int | None = None  # tasks from this index on (but research) wait for research
     counts: dict[str, int] = {}
     only_positional = False
@@ -122,6 +123,12 @@ def parse_request(args: Sequence[str]) -> Request:
                     raise InputError(f"{name} needs a value ({name}=VALUE or {name} VALUE)")
                 value = args[i]
                 i += 1
+            if name == "--for-each":
+                if not value:
+                    raise InputError("--for-each needs a glob, e.g. --for-each='src/**/*.py'")
+                for_each = value
+                inline_flags_used.append(name)
+                continue
             if name == "--priority":
                 if value not in PRIORITIES:
                     raise InputError(f"--priority: {value!r} is not one of {', '.join(PRIORITIES)}")
@@ -142,11 +149,16 @@ def parse_request(args: Sequence[str]) -> Request:
         ids.append(default_task_id(agent, counts[agent]))
         if priority:
             task["priority"] = priority
+        if for_each is not None:  # the next task only
+            task["for_each"] = {"glob": for_each}
+            for_each = None
         if waits:
             task["dependencies"] = list(waits)
         tasks.append(task)
         arg_of_task.append(arg)
 
+    if for_each is not None:
+        raise InputError("--for-each applies to the agent:task after it, and none follows")
     if documents and tasks:
         raise InputError("give either one config file or inline agent:description tasks, not both")
     if len(documents) > 1:

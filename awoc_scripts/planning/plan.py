@@ -6,6 +6,7 @@ so later steps never have to guess.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
@@ -15,6 +16,7 @@ from awoc_scripts.input.dependencies import TaskRef, find_cycle, format_cycle, r
 from awoc_scripts.input.request import Request, default_task_id
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
+from awoc_scripts.planning.fan_out import expand_fan_outs
 from awoc_scripts.planning.permissions import with_permissions
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -47,6 +49,7 @@ def build_plan(request: Request) -> Plan:
     settings = {**DEFAULT_CONFIG, **given}
     raw_tasks: list[dict[str, Any]] = config["tasks"]
     ids = _assign_ids(raw_tasks, request)
+    raw_tasks, ids, request, fans = expand_fan_outs(raw_tasks, ids, request, Path.cwd())
     tasks = _resolve_dependencies(raw_tasks, ids, request)
 
     allocation = allocate_budgets(
@@ -76,7 +79,7 @@ def build_plan(request: Request) -> Plan:
     settings["total_token_budget"] = allocation.total
     with_permissions(tasks, raw_tasks, settings)
 
-    return {
+    plan: Plan = {
         "schema": PLAN_SCHEMA,
         "kind": "plan",
         "run_id": None,  # set when the plan is saved as a run
@@ -93,11 +96,12 @@ def build_plan(request: Request) -> Plan:
         "warnings": allocation.warnings + _agent_warnings(tasks),
         "tasks": tasks,
     }
+    if fans:
+        plan["fan_out"] = [fan.summary() for fan in fans]
+    return plan
 
 
 def _agent_warnings(tasks: list[Task]) -> list[str]:
-    from pathlib import Path
-
     from awoc_scripts.input.agents import misspelled_agent_warnings
 
     agents = [t["agent"] for t in tasks if t.get("command") is None]  # a command task needs no agent definition
