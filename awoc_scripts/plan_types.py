@@ -58,6 +58,7 @@ class Task(TypedDict):
     permissions: NotRequired[Permissions | None]  # None for a command task; plans made before have none
     verify: NotRequired[list[str] | None]  # a program that must pass in its directory after it ended with 0
     verify_timeout: NotRequired[float]
+    cache: NotRequired[bool]  # false: never reused from an earlier run
 
 
 class BudgetSummary(TypedDict):

@@ -76,6 +76,9 @@ USAGE_KEYS = {
     "tokens_by_kind",
     "cost_usd",
     "total_cost_budget_usd",
+    "reused_tasks",
+    "tokens_saved",
+    "cost_saved_usd",
 }
 TASK_RESULT_KEYS = {
     "task_id",
@@ -100,6 +103,7 @@ TASK_RESULT_KEYS = {
     "worktree",
     "executed_on",
     "verify",
+    "cached_from",
 }
 
 

@@ -35,6 +35,18 @@ class AttemptMaker:
         """Write the attempt's prompt file and return what the executor starts."""
         tid = task["task_id"]
         files = rec.files = self.run.task_files(tid)
+        invocation, prompt = self.invocation_and_prompt(task, rec, dependencies)
+        files.prepare(prompt)
+        marker = task_marker(self.run.run_id, tid)
+        attempt = Attempt(
+            tid, invocation, cwd, files.prompt, files.stdout, files.stderr, marker, float(task["timeout"])
+        )
+        return attempt, invocation
+
+    def invocation_and_prompt(
+        self, task: Task, rec: TaskRecord, dependencies: list[DependencyResult]
+    ) -> tuple[Invocation, str]:
+        """What the attempt would run, and the prompt it would be sent."""
         agent = self._agent(task["agent"])
         invocation = self._invocation(task, rec, agent)
         prompt = compose_prompt(
@@ -45,12 +57,7 @@ class AttemptMaker:
             dependencies=dependencies,
             previous_error=rec.previous_error,
         )
-        files.prepare(prompt)
-        marker = task_marker(self.run.run_id, tid)
-        attempt = Attempt(
-            tid, invocation, cwd, files.prompt, files.stdout, files.stderr, marker, float(task["timeout"])
-        )
-        return attempt, invocation
+        return invocation, prompt
 
     def make_warm(self, task: Task, rec: TaskRecord, cwd: Path) -> Attempt | None:
         """The attempt as it will start, before its prompt exists: for an agent whose runner reads

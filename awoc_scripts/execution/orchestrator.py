@@ -7,10 +7,13 @@ and kills what is left.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
 from typing import Any
+
+import orjson
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, AwocError, DiskFull, disk_full
 from awoc_scripts.execution.attempts import AttemptMaker, dependency_results
@@ -28,6 +31,7 @@ from awoc_scripts.execution.policies import run_policies
 from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.policies.task_limits import TaskLimits
 from awoc_scripts.execution.records import Options, TaskRecord
+from awoc_scripts.execution.result_cache import ResultCache, cache_key
 from awoc_scripts.execution.retries import TransientWaits, reduced_budget
 from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.runners import agent_command, describe_denials
@@ -37,7 +41,7 @@ from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, MB_PER_AGENT, STA
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
-from awoc_scripts.state.store import Run, parse_iso
+from awoc_scripts.state.store import Run, now_iso, parse_iso
 from awoc_scripts.state.task_states import (
     BUDGET_EXCEEDED,
     CANCELLED,
@@ -126,6 +130,7 @@ class Orchestrator:
         self.task_limits = TaskLimits(self.by_id)
         self._last_check = {p.name: 0.0 for p in self.policies}
         self.attempts = AttemptMaker(run, self.config, self.options)
+        self.cache = ResultCache(run.root) if self.config.get("cache") else None
         self.waits = TransientWaits(self.options)
         self.levers = LiveLevers(self.book, self, CANCELLED)
         self.stop_reason: str | None = None  # set once: nothing new starts after it
@@ -389,6 +394,8 @@ class Orchestrator:
 
     def _launch(self, tid: str) -> None:
         task, rec = self.by_id[tid], self.records[tid]
+        if self.cache is not None and rec.attempts == 0 and task.get("cache") is not False and self._reused(tid):
+            return
         rec.attempts += 1
         rec.stop_status = None
         deps = dependency_results(self.run, task, self.by_id, self.scheduler.status, self.records)
@@ -428,6 +435,38 @@ class Orchestrator:
             token_budget=rec.budget,
         )
         self.display.task_started(tid, rec)
+
+    def _reused(self, tid: str) -> bool:
+        """A task whose key matches a success of an earlier run ends with that result, unstarted."""
+        assert self.cache is not None
+        task, rec = self.by_id[tid], self.records[tid]
+        deps = dependency_results(self.run, task, self.by_id, self.scheduler.status, self.records)
+        try:
+            files = self.workspaces.files_key(task, self.options.cwd)
+        except (AwocError, CannotStart):
+            return False
+        if files is None:
+            return False
+        invocation, prompt = self.attempts.invocation_and_prompt(task, rec, deps)
+        prompt = prompt.replace(str(self.run.dir), "<run>")  # where its dependencies' files are this time
+        depended = [[d.task_id, hashlib.sha256(d.result.encode()).hexdigest()] for d in deps]
+        rec.cache_key = cache_key(task, invocation, prompt + orjson.dumps(depended).decode(), files)
+        hit = self.cache.lookup(rec.cache_key)
+        if hit is None or not self.workspaces.adopt(task, hit["result"]):
+            return False
+        cached = hit["result"]
+        rec.result, rec.exit_code = str(cached.get("result") or ""), cached.get("exit_code")
+        rec.cached_from, rec.verify = str(hit.get("run_id")), cached.get("verify")
+        rec.saved = {
+            "tokens": int((cached.get("tokens_used") or {}).get("total") or 0),
+            "cost_usd": float(cached.get("cost_usd") or 0),
+        }
+        rec.started_at = now_iso()
+        self.scheduler.start(tid)
+        self.events.add("task-reused", task_id=tid, cached_from=rec.cached_from, saved=rec.saved)
+        self.display.note(f"{tid}: reused from run {rec.cached_from}")
+        self.book.finish(tid, SUCCEEDED)
+        return True
 
     def _on_ended(self, end: Ended) -> None:
         tid = end.task_id
@@ -559,6 +598,8 @@ class Orchestrator:
             self.book.dirty = True
             return
         self.book.finish(tid, status)
+        if status == SUCCEEDED and self.cache is not None and rec.cache_key and not rec.cached_from:
+            self.cache.store(rec.cache_key, self.run.run_id, self.book.results[tid])
         if self.book.failed_count > self.failure_tolerance and self.stop_reason is None:
             failed, tolerated = self.book.failed_count, self.failure_tolerance
             self.abort(f"failure tolerance exceeded: {failed} tasks failed, {tolerated} tolerated", CANCELLED)

@@ -55,6 +55,9 @@ class TaskRecord:
     workdir: Path | None = None  # where its current attempt runs
     verifying_since: float | None = None  # its verification runs (monotonic start)
     verify: dict[str, object] | None = None  # what its last verification did
+    cache_key: str | None = None  # under which its result is stored once it succeeds
+    cached_from: str | None = None  # the earlier run whose result it reuses
+    saved: dict[str, object] | None = None  # what reusing it saved: tokens, cost_usd
     denials: list[dict[str, object]] = field(default_factory=list)  # refused tool calls of every attempt
 
     def cost_left(self) -> float | None:

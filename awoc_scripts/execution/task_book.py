@@ -169,6 +169,8 @@ class TaskBook:
             "verify": rec.verify,
             "dependencies": task["dependencies"],
         }
+        if rec.cached_from:
+            result.update(cached=True, cached_from=rec.cached_from, saved=rec.saved)
         if rec.started_at:
             result.update(self.extras(task, status))
         # A task that never started produced nothing: no file (an abort may end 100,000 such

@@ -50,7 +50,7 @@ CONFIG_FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 }
 # switches that set a parallel_config value, for inline tasks and config files alike (a dotted
 # key sets a value inside one of its objects)
-CONFIG_SWITCHES = {"--keep-worktrees": "keep_worktrees", "--merge": "merge.auto"}
+CONFIG_SWITCHES = {"--keep-worktrees": "keep_worktrees", "--merge": "merge.auto", "--cache": "cache"}
 INLINE_FLAGS_WITH_VALUE = ("--priority", "--for-each")
 INLINE_SWITCHES = ("--then", "--wait-for-research")
 KNOWN_FLAGS = (*CONFIG_FLAGS, *CONFIG_SWITCHES, *INLINE_FLAGS_WITH_VALUE, *INLINE_SWITCHES)

@@ -67,6 +67,8 @@ def build_plan(request: Request) -> Plan:
         task["isolation"] = raw.get("isolation") or settings["isolation"]
         task["verify"] = raw.get("verify") or settings.get("verify")
         task["verify_timeout"] = float(raw.get("verify_timeout") or settings["verify_timeout"])
+        if raw.get("cache") is False:
+            task["cache"] = False
         override = settings["agents"].get(task["agent"], {})
         if task["model"] is None and "model" in override:
             task["model"] = override["model"]

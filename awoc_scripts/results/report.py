@@ -213,6 +213,17 @@ def _estimate_vs_actual(
     }
 
 
+def _reuse_savings(tasks: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Tasks whose result came from an earlier run (the cache): their tokens and cost were saved."""
+    reused = [t for t in tasks if t.get("cached")]
+    saved: list[Mapping[str, Any]] = [s if isinstance(s := t.get("saved"), dict) else {} for t in reused]
+    return {
+        "reused_tasks": len(reused),
+        "tokens_saved": sum(int(s.get("tokens") or 0) for s in saved),
+        "cost_saved_usd": round(sum(float(s.get("cost_usd") or 0) for s in saved), 9),
+    }
+
+
 def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
     tasks: list[Mapping[str, Any]] = aggregated["tasks"]
     total_time, wall_clock = _run_times(metadata, tasks)
@@ -269,6 +280,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
             "tokens_by_kind": tokens_by_kind,
             "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
             "total_cost_budget_usd": metadata.get("total_cost_budget_usd"),
+            **_reuse_savings(tasks),
         },
         "critical_path": list(metadata.get("critical_path") or []),
         "critical_path_planned": list(metadata.get("critical_path") or []),
@@ -303,6 +315,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
                 "worktree": t.get("worktree"),
                 "executed_on": t.get("executed_on"),
                 "verify": t.get("verify"),
+                "cached_from": t.get("cached_from"),
             }
             for t in tasks
         ],
@@ -381,6 +394,14 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
         )
     if report["critical_path"] and report["critical_path"] != report.get("critical_path_actual"):
         rows.append(("Critical path, as planned", " → ".join(report["critical_path"])))
+    if usage.get("reused_tasks"):
+        rows.append(
+            (
+                "Reused from earlier runs",
+                f"{usage['reused_tasks']} task(s): {usage['tokens_saved']} tokens and "
+                f"${usage['cost_saved_usd']:.4f} not spent again",
+            )
+        )
     rows += _estimate_row(report.get("estimate_vs_actual"))
     rows += _concurrency_row(report.get("concurrency"))
     rows += _warm_row(report.get("warm_pool"))

@@ -84,6 +84,9 @@ RESULT_FIELDS: dict[str, frozenset[type]] = {
     "warnings": frozenset({list}),
     "permission_denials": frozenset({list}),
     "verify": frozenset({dict, _NONE}),
+    "cached": frozenset({bool}),
+    "cached_from": _OPTIONAL_TEXT,
+    "saved": frozenset({dict, _NONE}),
     "dependencies": frozenset({list}),
 }
 DENIAL_FIELDS: dict[str, frozenset[type]] = {"tool": _TEXT, "input": _TEXT, "attempt": _OPTIONAL_INT}

@@ -35,6 +35,23 @@ class Workspaces:
         """Raises CannotStart (the task is skipped) or AwocError (it fails)."""
         return self.modes[task["isolation"]].workdir(task)
 
+    def files_key(self, task: Task, cwd: Path) -> str | None:
+        """What the files a task works on are, for its cache key (None: not cacheable)."""
+        from awoc_scripts.execution.result_cache import directory_files, worktree_files
+
+        mode = self.modes[task["isolation"]]
+        if isinstance(mode, WorktreeIsolation):
+            return worktree_files(mode.repo, mode.starting_point(task))
+        return directory_files(cwd)
+
+    def adopt(self, task: Task, cached_result: dict[str, Any]) -> bool:
+        """Make what a reused result needs in this run (a worktree task's branch)."""
+        mode = self.modes[task["isolation"]]
+        if not isinstance(mode, WorktreeIsolation):
+            return True
+        worktree = cached_result.get("worktree")
+        return isinstance(worktree, dict) and mode.adopt(task, worktree)
+
     def task_ended(self, task: Task, status: str, session_id: str | None) -> dict[str, Any]:
         try:
             extras = self.modes[task["isolation"]].task_ended(task, status)

@@ -85,6 +85,23 @@ class WorktreeIsolation:
             self.events.add("worktree-created", task_id=tid, branch=branch, path=str(path))
         return path / self.subdir if self.subdir not in ("", ".") else path
 
+    def starting_point(self, task: Task) -> str:
+        """The commit the task would start from (CannotStart when its dependencies conflict)."""
+        record = self.record(task["task_id"])
+        return str(record["base"]) if record is not None else self._base_for(task)[0]
+
+    def adopt(self, task: Task, cached: dict[str, Any]) -> bool:
+        """A result reused from an earlier run: its branch in this run, at the same head. False
+        when that head is no longer in the repository (then the task runs)."""
+        tid, head = task["task_id"], cached.get("head")
+        if not isinstance(head, str) or not git.has_commit(self.repo, head):
+            return False
+        base, merged = self._base_for(task)
+        branch = branch_name(self.run.run_id, tid)
+        git.run_git(self.repo, "branch", "--force", branch, head)
+        self._save_record(tid, {"branch": branch, "base": base, "merged": merged, "path": str(self.path_of(tid))})
+        return True
+
     def _set_aside_earlier_attempt(self, tid: str, record: dict[str, Any], path: Path) -> None:
         """A later attempt starts from the same base as the first: the earlier one's work (its commits
         and what it left uncommitted) goes to a ref of its own, and the branch goes back to the base."""

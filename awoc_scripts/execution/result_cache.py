@@ -1,0 +1,158 @@
+"""Never pay twice for the same work: a task that succeeded in an earlier run with the same key
+is not started again; its result is reused.
+
+The key is a hash of everything that decides a task's result: the runner and the agent's
+definition as the command line carries them (program, system prompt, model, tools, permissions),
+the prompt as it would be sent (shared context, description, context, dependency results), the
+command and verify argv, awoc's variables for the task, and the files it works on: for a worktree
+task the tree of the commit it starts from; for a process task in a git repository HEAD's tree
+with every uncommitted change (tracked or not, ignored files aside); outside git, the names, sizes
+and modification times of the files under its directory (past MAX_LISTED files it is not cached).
+
+Entries live in <state root>/cache/, one file each, written under the cache's lock; at most
+MAX_ENTRIES are kept (the oldest go). An entry that cannot be read costs only itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from awoc_scripts import PLAN_SCHEMA, git
+from awoc_scripts.execution.runners import Invocation
+from awoc_scripts.plan_types import Task
+from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
+
+MAX_ENTRIES = 10_000
+MAX_LISTED = 20_000
+KEY_VERSION = 1
+# awoc's variables that name this run's files, not what the task is asked: left out of the key
+PER_RUN_VARIABLES = frozenset(
+    {"AWOC_RUN_ID", "AWOC_TASK_ID", "AWOC_PROMPT_FILE", "AWOC_TASK_DIR", "AWOC_COST_BUDGET_USD"}
+)
+
+
+class ResultCache:
+    def __init__(self, state_root: Path) -> None:
+        self.dir = state_root / "cache"
+
+    def _entry(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.json"
+
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        path = self._entry(key)
+        try:
+            entry = read_json(path, default=None) if path.exists() else None
+        except Exception:  # noqa: BLE001 - a damaged entry costs only itself
+            entry = None
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("result"), dict):
+            return None
+        return entry
+
+    def store(self, key: str, run_id: str, result: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.dir / "index"):
+            path = self._entry(key)
+            path.parent.mkdir(exist_ok=True)
+            entry = {
+                "schema": PLAN_SCHEMA,
+                "kind": "cached-result",
+                "key": key,
+                "run_id": run_id,
+                "stored_at": now_iso(),
+            }
+            atomic_write_json(path, {**entry, "result": result})
+            self._bound()
+
+    def _bound(self) -> None:
+        entries = list(self.dir.glob("??/*.json"))
+        if len(entries) <= MAX_ENTRIES:
+            return
+
+        def age(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except FileNotFoundError:
+                return 0.0
+
+        for old in sorted(entries, key=age)[: len(entries) - MAX_ENTRIES + MAX_ENTRIES // 10]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def cache_key(task: Task, invocation: Invocation, prompt: str, files: str) -> str:
+    """The hash of what decides the task's result (see the module's docstring)."""
+    argv = list(invocation.argv)
+    if "--max-budget-usd" in argv:  # what is left of the money changes from run to run
+        at = argv.index("--max-budget-usd")
+        del argv[at : at + 2]
+    variables = {k: v for k, v in invocation.env.items() if k.startswith("AWOC_") and k not in PER_RUN_VARIABLES}
+    parts = {
+        "version": KEY_VERSION,
+        "runner": invocation.kind,
+        "program": _program(argv[0]) if argv else None,
+        "argv": argv,
+        "prompt": prompt,
+        "verify": task.get("verify"),
+        "variables": variables,
+        "files": files,
+    }
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _program(name: str) -> list[Any]:
+    """The program as a file: its path, size and time (a new version of the CLI is another runner)."""
+    path = shutil.which(name) or name
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [path]
+    return [path, info.st_size, info.st_mtime_ns]
+
+
+def worktree_files(repo: Path, base: str) -> str:
+    return "tree " + git.run_git(repo, "rev-parse", f"{base}^{{tree}}").strip()
+
+
+def directory_files(cwd: Path) -> str | None:
+    """What the files a process task sees are: a git tree where it is a repository, else a listing.
+    None: too many files to list (such a task is not cached)."""
+    root = git.repo_root(cwd)
+    if root is not None:
+        return f"worktree {_working_tree(root)} at {os.path.relpath(cwd, root)}"
+    listing = []
+    for folder, dirs, names in os.walk(cwd):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                listing.append((str(path.relative_to(cwd)), info.st_size, info.st_mtime_ns))
+            if len(listing) > MAX_LISTED:
+                return None
+    return "listing " + hashlib.sha256(orjson.dumps(listing)).hexdigest()
+
+
+def _working_tree(root: Path) -> str:
+    """The tree of the checkout as it is: HEAD with every change, untracked files too (not ignored
+    ones), written from a copy of its index so the checkout's own index is never touched."""
+    index = Path(git.run_git(root, "rev-parse", "--git-path", "index").strip())
+    index = index if index.is_absolute() else root / index
+    with tempfile.TemporaryDirectory(prefix="awoc-cache-") as scratch:
+        copy = Path(scratch) / "index"
+        if index.exists():
+            shutil.copyfile(index, copy)
+        env = {"GIT_INDEX_FILE": str(copy)}
+        if not index.exists():
+            git.run_git(root, "read-tree", "HEAD", env=env)
+        git.run_git(root, "add", "-A", env=env)
+        return git.run_git(root, "write-tree", env=env).strip()
