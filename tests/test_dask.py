@@ -319,3 +319,42 @@ def test_worktree_tasks_on_dask_are_refused_before_anything_is_written(
         "--isolation=worktree", "qa:t",
     )  # fmt: skip
     assert inline.code == 2 and "run in git worktrees" in inline.stderr and not state_dir.exists()
+
+
+def test_a_run_whose_only_worker_dies_ends_by_timeout_sigterm_or_no_worker(
+    cli, tmp_path: Path, state_dir: Path
+) -> None:
+    """Its only worker SIGKILLed mid-task: the task's timeout, a SIGTERM, or the lack of any worker
+    ends the run, with its exit code, never a hang."""
+    for case in ("timeout", "sigterm", "no worker"):
+        logs = tmp_path / case.replace(" ", "-")
+        logs.mkdir()
+        own = Cluster(logs, workers=1)
+        try:
+            timeout = 4 if case == "timeout" else 300
+            config = {
+                "parallel_config": {"executor": "dask", "dask": {"scheduler": own.address}, "retries": 0},
+                "tasks": [{"task_id": "t", "agent": "qa", "description": "t", "timeout": timeout,
+                           "command": ["sh", "-c", "sleep 60"]}],
+            }  # fmt: skip
+            proc = start_orchestrator(config)
+            wait_for(lambda: awoc_processes(state_dir), timeout=30)
+            os.kill(own.workers[0].pid, signal.SIGKILL)
+            started = time.monotonic()
+            if case == "sigterm":
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+            assert time.monotonic() - started < 45, case
+            run_dir = state_dir / "runs" / (state_dir / "current").read_text().strip()
+            result = orjson.loads((run_dir / "tasks" / "t" / "result.json").read_bytes())
+            if case == "timeout":
+                assert code in (1, 3) and result["status"] == "timed_out", (case, result)
+            elif case == "sigterm":
+                assert code == 130 and result["status"] == "cancelled", (case, result)
+            else:
+                assert code in (1, 3) and result["status"] == "failed", (case, result)
+                assert "no worker is left" in result["error"], result["error"]
+            assert not awoc_processes(state_dir)
+        finally:
+            own.stop()

@@ -10,6 +10,7 @@ default); after that the attempt fails with the reason Dask gives (KilledWorker)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -37,12 +38,21 @@ def check_scheduler_address(address: str) -> None:
         raise InputError(f"--scheduler {shown!r}: not a host name and port that can be reached")
 
 
+# a stop its worker does not confirm within this (past the grace) ends the attempt here: the worker
+# is gone, or cannot be reached, and nothing else would ever end it
+STOP_CONFIRM_S = 5.0
+# with no worker at all for this long, what runs cannot run anywhere: it fails
+NO_WORKER_S = 10.0
+WORKER_CHECK_S = 1.0
+
+
 @dataclass
 class _Remote:
     attempt: Attempt
     future: Any
     stop_event: str
     stop_requested: bool = False
+    stop_requested_at: float | None = None
 
 
 class DaskExecutor(Executor):
@@ -66,6 +76,8 @@ class DaskExecutor(Executor):
         self.grace_s = grace_s
         self._running: dict[str, _Remote] = {}
         self.where: dict[str, dict[str, Any]] = {}  # task id: where its last attempt ran
+        self._last_worker_check = 0.0
+        self._no_worker_since: float | None = None
 
     def start(self, attempt: Attempt) -> Started:
         inv = attempt.invocation
@@ -104,10 +116,48 @@ class DaskExecutor(Executor):
         futures = [r.future for r in self._running.values()]
         try:
             with self.client.as_current():  # wait() looks for the default client; ours is not made default
-                dask_wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+                dask_wait(futures, timeout=min(timeout, WORKER_CHECK_S), return_when="FIRST_COMPLETED")
         except TimeoutError:
+            pass
+        ended = [self._collect(tid, r) for tid, r in list(self._running.items()) if r.future.done()]
+        return ended + self._unconfirmed_stops() + self._stranded()
+
+    def _unconfirmed_stops(self) -> list[Ended]:
+        """Attempts asked to stop whose worker never said they did: ended here."""
+        now = time.monotonic()
+        late = [
+            tid
+            for tid, r in self._running.items()
+            if r.stop_requested_at is not None and now - r.stop_requested_at > self.grace_s + STOP_CONFIRM_S
+        ]
+        why = "dask: its worker did not confirm the stop (the worker is gone or cannot be reached); ended here"
+        return [self._end_here(tid, why, stopped=True) for tid in late]
+
+    def _stranded(self) -> list[Ended]:
+        """With no worker left for NO_WORKER_S, the running attempts fail: nothing can run them."""
+        now = time.monotonic()
+        if now - self._last_worker_check < WORKER_CHECK_S:
             return []
-        return [self._collect(tid, r) for tid, r in list(self._running.items()) if r.future.done()]
+        self._last_worker_check = now
+        try:
+            workers = len(self.client.nthreads())
+        except Exception:  # noqa: BLE001 - a scheduler that cannot answer has no worker for us either
+            workers = 0
+        if workers:
+            self._no_worker_since = None
+            return []
+        self._no_worker_since = self._no_worker_since or now
+        if now - self._no_worker_since < NO_WORKER_S or not self._running:
+            return []
+        why = f"dask: no worker is left to run it (none for {NO_WORKER_S:g} s: its worker died, and none joined)"
+        return [self._end_here(tid, why, stopped=False) for tid in list(self._running)]
+
+    def _end_here(self, task_id: str, why: str, stopped: bool) -> Ended:
+        remote = self._running.pop(task_id)
+        remote.future.cancel()
+        remote.attempt.stderr_file.write_text(why + "\n")
+        remote.attempt.stdout_file.write_bytes(b"")
+        return Ended(task_id, 1, stopped=stopped or remote.stop_requested)
 
     def _collect(self, task_id: str, remote: _Remote) -> Ended:
         del self._running[task_id]
@@ -130,7 +180,10 @@ class DaskExecutor(Executor):
         from distributed import Event
 
         remote.stop_requested = True
-        Event(remote.stop_event, client=self.client).set()
+        remote.stop_requested_at = time.monotonic()
+        # a scheduler that is gone cannot pass it on: the attempt then ends here after the grace
+        with contextlib.suppress(Exception):
+            Event(remote.stop_event, client=self.client).set()
 
     def shutdown(self) -> None:
         for task_id in list(self._running):
@@ -140,7 +193,8 @@ class DaskExecutor(Executor):
             self.wait(0.2)
         for remote in self._running.values():
             remote.future.cancel()
-        self.client.close()
+        with contextlib.suppress(Exception):  # a scheduler that is gone cannot be said goodbye to
+            self.client.close(timeout=5)
 
     def where_ran(self, task_id: str) -> dict[str, Any] | None:
         return self.where.get(task_id)
