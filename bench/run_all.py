@@ -32,6 +32,7 @@ MODULES = (
     "bench_abort",
     "bench_history",
     "bench_warm_pool",
+    "bench_fan_out",
 )
 MODULE_TIMEOUT_S = 600
 

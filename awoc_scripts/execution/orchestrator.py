@@ -188,7 +188,8 @@ class Orchestrator:
 
     def _result_extras(self, task: Task, status: str) -> dict[str, Any]:
         """What a started task's result adds: its worktree, and where it ran when not here."""
-        extras = self.workspaces.task_ended(task, status, self.records[task["task_id"]].session_id)
+        rec = self.records[task["task_id"]]
+        extras = self.workspaces.task_ended(task, status, rec.session_id, ran=rec.cached_from is None)
         where = self.executor.where_ran(task["task_id"])
         return {**extras, "executed_on": where} if where else extras
 

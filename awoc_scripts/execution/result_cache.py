@@ -31,6 +31,7 @@ from awoc_scripts.plan_types import Task
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
 
 MAX_ENTRIES = 10_000
+BOUND_EVERY = 500  # stores between two counts of the entries (a count lists the whole folder)
 MAX_LISTED = 20_000
 KEY_VERSION = 1
 # awoc's variables that name this run's files, not what the task is asked: left out of the key
@@ -42,6 +43,7 @@ PER_RUN_VARIABLES = frozenset(
 class ResultCache:
     def __init__(self, state_root: Path) -> None:
         self.dir = state_root / "cache"
+        self._stored = 0  # by this process: the bound is checked at the first store and every BOUND_EVERY
 
     def _entry(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.json"
@@ -71,7 +73,9 @@ class ResultCache:
                 "stored_at": now_iso(),
             }
             atomic_write_json(path, {**entry, "result": result})
-            self._bound()
+            if self._stored % BOUND_EVERY == 0:
+                self._bound()
+            self._stored += 1
 
     def _bound(self) -> None:
         entries = list(self.dir.glob("??/*.json"))

@@ -27,6 +27,8 @@ class Workspaces:
     ) -> None:
         self.events = events
         self.modes: dict[str, Isolation] = {"process": ProcessIsolation(cwd)}
+        # the shared directory's files as last seen, for cache keys: seen again once a process task ended
+        self._directory_files: tuple[Path, str | None] | None = None
         base = plan.get("git")
         if base is not None:
             self.modes["worktree"] = WorktreeIsolation(run, base, by_id, status_of, events, keep_worktrees)
@@ -42,7 +44,9 @@ class Workspaces:
         mode = self.modes[task["isolation"]]
         if isinstance(mode, WorktreeIsolation):
             return worktree_files(mode.repo, mode.starting_point(task))
-        return directory_files(cwd)
+        if self._directory_files is None or self._directory_files[0] != cwd:
+            self._directory_files = (cwd, directory_files(cwd))
+        return self._directory_files[1]
 
     def adopt(self, task: Task, cached_result: dict[str, Any]) -> bool:
         """Make what a reused result needs in this run (a worktree task's branch)."""
@@ -52,7 +56,10 @@ class Workspaces:
         worktree = cached_result.get("worktree")
         return isinstance(worktree, dict) and mode.adopt(task, worktree)
 
-    def task_ended(self, task: Task, status: str, session_id: str | None) -> dict[str, Any]:
+    def task_ended(self, task: Task, status: str, session_id: str | None, ran: bool = True) -> dict[str, Any]:
+        if task["isolation"] == "process" and ran:
+            # what it wrote in the shared directory changes the files the next tasks see
+            self._directory_files = None
         try:
             extras = self.modes[task["isolation"]].task_ended(task, status)
         except AwocError as exc:  # a broken repository must not lose the task's result
