@@ -113,7 +113,7 @@ assert_usage_error() {
   assert_usage_error "EXIT_CODE: expected a whole number, got 'nope'"
 }
 
-@test "parallel-task-retry refuses a task that did not fail; the aborter cancels the rest and exits 3" {
+@test "parallel-task-retry refuses a task that did not fail; the aborter cancels the rest, exits 3, then refuses" {
   new_run
   run --separate-stderr retry retry-reduced design
   assert_usage_error "nothing to retry: task design has not ended with a failure"
@@ -124,7 +124,8 @@ assert_usage_error() {
   json_assert 'd["aborted"] and d["cancelled"] == ["design", "build", "check"]'
   json_assert 'd["partial_results"]["status"] == "aborted" and d["partial_results"]["succeeded"] == []'
   [[ $stderr == *"0 of 3 task(s) succeeded"* ]]
+  # the run has ended: aborting it again is refused
   run --separate-stderr aborter abort-with-partial-results
-  [ "$status" -eq 0 ]
-  [[ $stderr == *"nothing to abort"* ]]
+  [ "$status" -eq 2 ]
+  [[ $stderr == *"has ended (aborted)"* ]]
 }
