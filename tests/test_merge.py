@@ -317,3 +317,15 @@ def _tool(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
     import uuid
 
     return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": name, "input": tool_input}
+
+
+def test_run_with_merge_lands_the_good_branches_when_it_ends(cli, repo: Path, state_dir: Path) -> None:
+    tasks = [task("good", "echo g > g.txt"), task("breaks", "touch BROKEN")]
+    parallel = {"isolation": "worktree", "failure_tolerance": 5, "retries": 0, "merge": {"gate": GATE}}
+    config = orjson.dumps({"parallel_config": parallel, "tasks": tasks}).decode()
+    done = cli("delegate-parallel", "run", "-q", "--merge", config)
+    assert done.code == 1, done.stderr  # every task succeeded, but one branch stayed out
+    assert done.json()["merge"]["landed"] == ["good"] and done.json()["merge"]["set_aside"] == ["breaks"]
+    assert (repo / "g.txt").exists() and not (repo / "BROKEN").exists()
+    assert "breaks: gate failed" in done.stderr
+    assert "## Merge" in (run_dir(state_dir) / "report.md").read_text()
