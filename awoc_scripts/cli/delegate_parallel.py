@@ -274,6 +274,8 @@ def _execute_saved_run(
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
     chosen = make_executor(ExecutorChoice(executor, scheduler), plan)
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=resume)
+    if (plan["parallel_config"].get("merge") or {}).get("auto") and code in (0, 1):
+        code = max(code, _merge_when_ended(run_files, plan, summary))
     _finish(summary, code, quiet, as_json)
 
 
