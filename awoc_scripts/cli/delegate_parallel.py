@@ -178,9 +178,14 @@ def run(
     for warning in execution["warnings"]:
         sys.stderr.write(f"warning: {warning}\n")
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet))
-    if (plan["parallel_config"].get("merge") or {}).get("auto") and code in (0, 1):
-        code = max(code, _merge_when_ended(run_files, plan, summary))
-    _finish(summary, code, quiet, as_json)
+    _finish(summary, _merged_if_asked(run_files, plan, summary, code), quiet, as_json)
+
+
+def _merged_if_asked(run: Any, plan: Any, summary: dict[str, Any], code: int) -> int:
+    """With merge.auto (run --merge), a run that finished merges: its exit code becomes 1 if a branch stayed out."""
+    if not (plan["parallel_config"].get("merge") or {}).get("auto") or code not in (0, 1):
+        return code
+    return max(code, _merge_when_ended(run, plan, summary))
 
 
 def _merge_when_ended(run: Any, plan: Any, summary: dict[str, Any]) -> int:
@@ -274,9 +279,7 @@ def _execute_saved_run(
     run_files, plan, execution = load_for_resume(StateStore(state_dir), run_id)
     chosen = make_executor(ExecutorChoice(executor, scheduler), plan)
     code, summary = execute_run(run_files, plan, execution, chosen, make_display(quiet), resume=resume)
-    if (plan["parallel_config"].get("merge") or {}).get("auto") and code in (0, 1):
-        code = max(code, _merge_when_ended(run_files, plan, summary))
-    _finish(summary, code, quiet, as_json)
+    _finish(summary, _merged_if_asked(run_files, plan, summary, code), quiet, as_json)
 
 
 @app.command()
