@@ -41,17 +41,7 @@ class MergeCheck:
 
 
 def run_git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **GIT_ENV, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise GitError("git is not installed (isolation worktree needs it)") from None
+    done = attempt(repo, *args, env=env)
     if check and done.returncode != 0:
         raise GitError(f"git {' '.join(args[:3])} in {repo}: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout
@@ -69,7 +59,7 @@ def attempt(repo: Path, *args: str, env: dict[str, str] | None = None) -> subpro
             check=False,
         )
     except FileNotFoundError:
-        raise GitError("git is not installed") from None
+        raise GitError("git is not installed (isolation worktree needs it)") from None
 
 
 def has_commit(repo: Path, commit: str) -> bool:

@@ -307,3 +307,24 @@ def offline_claude_env(api_url: str, home: Path) -> dict[str, str]:
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
     }
+
+
+def git(repo: Path, *args: str) -> str:
+    """A git command in REPO with an identity, failing the test if git fails; its stdout."""
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def use_fake_api(monkeypatch: pytest.MonkeyPatch, api_url: str, claude: Path) -> None:
+    """Agent tasks of this test run the real claude CLI offline, against the fake Messages API at API_URL."""
+    for name in list(os.environ):
+        if name.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE")):
+            monkeypatch.delenv(name)
+    env = offline_claude_env(api_url, Path(os.environ["HOME"])) | {"AWOC_CLAUDE_BIN": str(claude)}
+    for name, value in env.items():
+        if name not in ("PATH", "HOME"):
+            monkeypatch.setenv(name, value)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import FAKES, task_results
+from conftest import FAKES, git, task_results, use_fake_api
 
 sys.path.insert(0, str(FAKES))
 
@@ -30,29 +29,11 @@ from awoc_scripts.planning.permissions import describe_permissions, resolve_perm
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
 @pytest.fixture
 def model(claude_bin: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     tool_model = ToolModel()
     with FakeMessagesAPI(tool_model.respond) as api:
-        for name in list(os.environ):
-            if name.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE")):
-                monkeypatch.delenv(name)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
-        monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "0")
-        monkeypatch.setenv("DISABLE_TELEMETRY", "1")
-        monkeypatch.setenv("DISABLE_AUTOUPDATER", "1")
-        monkeypatch.setenv("AWOC_CLAUDE_BIN", str(claude_bin))
+        use_fake_api(monkeypatch, api.url, claude_bin)
         yield tool_model
 
 

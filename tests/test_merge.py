@@ -14,21 +14,12 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import task_results, wait_for
+from conftest import git, task_results, use_fake_api, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
 GATE = "test ! -e BROKEN"
 MERGE = [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()", "merge"]
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 @pytest.fixture
@@ -296,16 +287,7 @@ def test_the_real_cli_resolves_a_conflict_with_its_edit_tool(
         return Reply("Resolved: kept C1 and C2.")
 
     with FakeMessagesAPI(respond) as api:
-        for name, value in {
-            "ANTHROPIC_BASE_URL": api.url,
-            "ANTHROPIC_API_KEY": "sk-test",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "CLAUDE_CODE_MAX_RETRIES": "0",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_AUTOUPDATER": "1",
-            "AWOC_CLAUDE_BIN": str(claude_bin),
-        }.items():
-            monkeypatch.setenv(name, value)
+        use_fake_api(monkeypatch, api.url, claude_bin)
         merged = cli("delegate-parallel", "merge", "--gate", BOTH_SIDES_GATE, "--resolve-with", "workforce")
     assert merged.code == 0, merged.stderr
     step = merged.json()["steps"][-1]

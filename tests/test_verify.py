@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import FAKES, task_results
+from conftest import FAKES, task_results, use_fake_api
 
 sys.path.insert(0, str(FAKES))
 
@@ -91,16 +91,7 @@ def test_an_agents_retry_prompt_quotes_the_verification_output(
         "verify": verify,
     }
     with FakeMessagesAPI(model.respond) as api:
-        for name, value in {
-            "ANTHROPIC_BASE_URL": api.url,
-            "ANTHROPIC_API_KEY": "sk-test",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "CLAUDE_CODE_MAX_RETRIES": "0",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_AUTOUPDATER": "1",
-            "AWOC_CLAUDE_BIN": str(claude_bin),
-        }.items():
-            monkeypatch.setenv(name, value)
+        use_fake_api(monkeypatch, api.url, claude_bin)
         done = run(cli, task, total_timeout=200)
     assert done.code == 0, (done.stderr, results()["agent"].get("error"))
     prompts = model.prompts["agent"]

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from conftest import awoc_processes, start_orchestrator, task_results, wait_for
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+from conftest import awoc_processes, git, start_orchestrator, task_results, wait_for
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,18 +268,25 @@ def read_denials(obj: Mapping[str, Any] | None, stdout: bytes) -> list[dict[str,
     return denials
 
 
-def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
-    calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
-    refused: list[str] = []
-    for line in stdout.splitlines():
-        if b'"tool_use' not in line:
+def stream_messages(lines: Iterable[bytes], marker: bytes) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(line object, its message) of each stream-json line holding MARKER (the others are not parsed)."""
+    for line in lines:
+        if marker not in line:
             continue
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
         message = obj.get("message") if isinstance(obj, dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(message, dict):
+            yield obj, message
+
+
+def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
+    calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
+    refused: list[str] = []
+    for _line, message in stream_messages(stdout.splitlines(), b'"tool_use'):
+        content = message.get("content")
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
@@ -381,15 +388,8 @@ class TurnCounter:
         self.offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        for line in lines:
-            if b'"assistant"' not in line:
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            message = obj.get("message") if isinstance(obj, dict) else None
-            if obj.get("type") == "assistant" and isinstance(message, dict) and message.get("usage"):
+        for obj, message in stream_messages(lines, b'"assistant"'):
+            if obj.get("type") == "assistant" and message.get("usage"):
                 self._by_message[str(message.get("id") or len(self._by_message))] = Tokens.from_usage(message["usage"])
         return self.total()
 
