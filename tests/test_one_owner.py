@@ -145,3 +145,36 @@ def test_a_claim_is_let_go_when_its_holder_dies(tmp_path: Path) -> None:
     while claim_holder(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     take_claim(path, "x", "executed").release()
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_resume_and_a_new_worktree_run_in_one_repository_never_touch_each_others_worktrees(
+    cli, tmp_path: Path, state_dir: Path, isolated: Path, round_: int
+) -> None:
+    from conftest import git
+
+    work = isolated / "work"
+    git(work, "init", "-q", "-b", "main")
+    git(work, "commit", "-q", "--allow-empty", "-m", "start")
+    count_dir = tmp_path / "counts"
+    count_dir.mkdir()
+    killed = counting_tasks(count_dir, 6, 0.5)
+    killed["parallel_config"]["isolation"] = "worktree"
+    proc = start_orchestrator(killed)
+    wait_for(lambda: sum(executions(count_dir, 6).values()) >= 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    other = {"parallel_config": {"isolation": "worktree"}, "tasks": [
+        {"task_id": "b", "agent": "workforce", "description": "b", "command": ["sh", "-c", "echo b > b.txt"]}
+    ]}  # fmt: skip
+    command = [sys.executable, "-c", "from awoc_scripts.cli.delegate_parallel import main; main()"]
+    killed_run = (state_dir / "current").read_text().strip()
+    both = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in ([*command, "resume", killed_run, "-q"], [*command, "run", "-q", orjson.dumps(other).decode()])
+    ]
+    for p in both:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        assert "cannot make its working directory" not in out + err
+    assert all(1 <= n <= 2 for n in executions(count_dir, 6).values())
