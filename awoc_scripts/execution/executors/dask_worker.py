@@ -144,11 +144,14 @@ def _cancelled(worker: Any, key: Any) -> bool:
 
 
 def _bounded(path: Path) -> bytes:
+    """What comes back through Dask: the output, or its last MAX_OUTPUT_BYTES (an agent's result
+    line is at the end) after a line saying how much stayed on the worker."""
     with open(path, "rb") as fh:
-        data = fh.read(MAX_OUTPUT_BYTES + 1)
-    if len(data) > MAX_OUTPUT_BYTES:
-        size = path.stat().st_size
-        return data[:MAX_OUTPUT_BYTES] + f"\n[awoc: output cut at {MAX_OUTPUT_BYTES} of {size} bytes]\n".encode()
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - MAX_OUTPUT_BYTES))
+        data = fh.read()
+    if size > MAX_OUTPUT_BYTES:
+        return f"[awoc: the first {size - MAX_OUTPUT_BYTES} of {size} bytes stayed on the worker]\n".encode() + data
     return data
 
 
