@@ -17,6 +17,8 @@ KEYS = [
     *("tools", "context", "isolation", "max_concurrent", "total_timeout", "total_token_budget", "agents", "when"),
     *("cost_budget_usd", "total_cost_budget_usd", "ramp_up_s", "warm_agents", "runner", "warm_start", "executor"),
     *("dask", "scheduler", "resources", "connect_timeout_s", "keep_worktrees", "max_turns", "min_free_memory_mb"),
+    *("permission_mode", "allowed_tools", "disallowed_tools", "add_dirs", "on_permission_denied", "verify"),
+    *("verify_timeout", "for_each", "items", "glob", "lines", "cache", "merge", "gate", "auto", "resolve_with"),
 ]
 scalars = st.one_of(
     st.none(),
@@ -24,7 +26,7 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=12),
-    st.sampled_from(["qa", "a\n", "critical", "partial", "worktree", "x\x00y", "", "qa-1"]),
+    st.sampled_from(["qa", "a\n", "critical", "partial", "worktree", "x\x00y", "", "qa-1", "acceptEdits", "warn"]),
 )
 
 
@@ -95,6 +97,7 @@ def test_any_argument_list_is_accepted_or_refused_cleanly(cli, args: list[str]) 
 RESULT_KEYS = [
     *("task_id", "agent", "status", "result", "exit_code", "attempts", "tokens_used", "cost_usd", "duration_s"),
     *("started_at", "finished_at", "error", "reason", "dependencies", "warnings", "task", "duration", "total"),
+    *("permission_denials", "tool", "input", "verify", "cached", "cached_from", "saved", "worktree"),
 ]
 result_scalars = scalars | st.sampled_from(["succeeded", "failed", "qa", "2026-12-02T10:00:00Z", "a"])
 junk = nested(result_scalars, RESULT_KEYS, width=3, max_leaves=10)
