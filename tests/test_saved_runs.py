@@ -152,3 +152,17 @@ def test_tasks_that_ended_while_the_orchestrator_was_stopped_are_not_timed_out(t
     assert proc.wait(timeout=60) == 0, proc.communicate()[1][-2000:]
     state = StateStore().open_run().read_state()
     assert {t: s["status"] for t, s in state["tasks"].items()} == dict.fromkeys(["t0", "t1", "t2"], "succeeded")
+
+
+def test_status_shows_what_a_lever_changed_at_once(cli, tmp_path: Path, state_dir: Path) -> None:
+    """The lever's change is in state.json as soon as the lever returns, with no task ending meanwhile
+    (during a usage-limit pause, say, nothing else would write it)."""
+    proc = start_orchestrator(tasks_config(tmp_path))
+    try:
+        wait_for(lambda: (tmp_path / "slow-started").exists())
+        assert cli("parallel-to-sequential", "convert-remaining-tasks").code == 0
+        status = cli("delegate-parallel", "status", "--format", "json").json()
+        assert status["max_concurrent"] == 1 and status["executing"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

@@ -152,7 +152,7 @@ class LiveState:
         active_s: float,
         apply_controls: Callable[[dict[str, Any]], None],
         snapshot: Callable[[], dict[str, Any]],
-        fields: dict[str, Any],
+        fields: Callable[[], dict[str, Any]],
     ) -> None:
         """Write our view to state.json, keeping (and, unless final, applying) lever requests made meanwhile."""
         with file_lock(self.run.state_file):
@@ -170,7 +170,7 @@ class LiveState:
                 tasks=snapshot(),
                 revision=(disk["revision"] if type(disk.get("revision")) is int else self.data.get("revision", 0)) + 1,
                 updated_at=now_iso(),
-                **fields,
+                **fields(),  # after the levers: what they changed is what is written
             )
             if final:
                 self.data["orchestrator"] = None

@@ -334,7 +334,7 @@ class Orchestrator:
             snapshot=lambda: task_snapshot(
                 self.records, self.scheduler.status, self.scheduler.budget, self.scheduler.reason
             ),
-            fields={
+            fields=lambda: {
                 "max_concurrent": self.max_concurrent,
                 "effective_concurrency": self.concurrency.limit(self.max_concurrent, time.monotonic()),
                 "stop_reason": self.stop_reason,
