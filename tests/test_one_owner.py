@@ -73,8 +73,8 @@ def at_once(*args: str) -> list[subprocess.CompletedProcess[str]]:
 def one_proceeded(done: list[subprocess.CompletedProcess[str]]) -> subprocess.CompletedProcess[str]:
     refused = [d for d in done if d.returncode == 2]
     assert len(refused) == CLAIMANTS - 1, [(d.returncode, d.stderr[-300:]) for d in done]
-    for d in refused:
-        assert "is being executed right now by process" in d.stderr, d.stderr
+    for d in refused:  # it found the owner at work (or, on a very slow machine, the run already ended)
+        assert "is being executed right now by process" in d.stderr or "has already run" in d.stderr, d.stderr
     (owner,) = [d for d in done if d.returncode != 2]
     return owner
 
@@ -83,7 +83,7 @@ def one_proceeded(done: list[subprocess.CompletedProcess[str]]) -> subprocess.Co
 def test_starts_of_one_prepared_run_at_once_run_each_task_once(cli, tmp_path: Path, round_: int) -> None:
     count_dir = tmp_path / "counts"
     count_dir.mkdir()
-    prepared = cli("delegate-parallel", "prepare", orjson.dumps(counting_tasks(count_dir, 6, 0.2)).decode())
+    prepared = cli("delegate-parallel", "prepare", orjson.dumps(counting_tasks(count_dir, 6, 0.6)).decode())
     assert prepared.code == 0, prepared.stderr
     run_id = prepared.json()["run_id"]
     owner = one_proceeded(at_once("start", run_id, "-q"))
