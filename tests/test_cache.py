@@ -223,3 +223,16 @@ def test_inline_cache_flag(cli, counts: Path, monkeypatch: pytest.MonkeyPatch, t
     for _ in range(2):
         assert cli("delegate-parallel", "run", "-q", "--cache", "architect:Look at it").code == 0
     assert runs_of(counts, "agent") == 1
+
+
+def test_an_entry_of_the_wrong_shape_costs_only_itself(cli, counts: Path, state_dir: Path) -> None:
+    tasks = [counting("a", counts), counting("b", counts)]
+    run(cli, tasks)
+    for path in (state_dir / "cache").glob("??/*.json"):
+        entry = orjson.loads(path.read_bytes())
+        if entry["result"]["task_id"] == "a":
+            entry["result"]["tokens_used"] = "many"
+            path.write_bytes(orjson.dumps(entry))
+    done, results = run(cli, tasks)
+    assert done.code == 0, done.stderr
+    assert [runs_of(counts, t) for t in "ab"] == [2, 1] and results["b"]["cached"]

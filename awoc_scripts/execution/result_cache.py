@@ -28,6 +28,7 @@ import orjson
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.execution.runners import Invocation
 from awoc_scripts.plan_types import Task
+from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
 
 MAX_ENTRIES = 10_000
@@ -56,8 +57,10 @@ class ResultCache:
             entry = None
             with contextlib.suppress(OSError):
                 path.unlink()
-        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("result"), dict):
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("run_id"), str):
             return None
+        if result_problem(entry.get("result")) is not None or entry["result"].get("status") != "succeeded":
+            return None  # damaged: it costs only itself
         return entry
 
     def store(self, key: str, run_id: str, result: dict[str, Any]) -> None:
