@@ -151,15 +151,12 @@ def directory_files(cwd: Path) -> str | None:
 
 def _working_tree(root: Path) -> str:
     """The tree of the checkout as it is: HEAD with every change, untracked files too (not ignored
-    ones), written from a copy of its index so the checkout's own index is never touched."""
-    index = Path(git.run_git(root, "rev-parse", "--git-path", "index").strip())
-    index = index if index.is_absolute() else root / index
+    ones), from an index of its own that knows no file's size or time, so every file is read
+    (trusting what the checkout's index remembers of sizes and times missed changes made in the
+    same instant), and the checkout's own index is never touched."""
     with tempfile.TemporaryDirectory(prefix="awoc-cache-") as scratch:
-        copy = Path(scratch) / "index"
-        if index.exists():
-            shutil.copyfile(index, copy)
-        env = {"GIT_INDEX_FILE": str(copy)}
-        if not index.exists():
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        if git.head_commit(root) is not None:
             git.run_git(root, "read-tree", "HEAD", env=env)
         git.run_git(root, "add", "-A", env=env)
         return git.run_git(root, "write-tree", env=env).strip()
