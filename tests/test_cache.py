@@ -93,7 +93,8 @@ def test_a_changed_file_committed_or_not_reruns_what_sees_it_and_its_dependents(
     assert [runs_of(counts, t) for t in ("reader", "after")] == [2, 2] and results["reader"]["result"] == "two"
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two"], cwd=work, check=True)
     _, results = run(cli, tasks)  # the same files, committed now: nothing to do again
-    assert [runs_of(counts, t) for t in ("reader", "after")] == [2, 2] and results["after"]["cached"]
+    misses = [e for e in StateStore().open_run().read_events(only=("task-cache-miss",))]
+    assert [runs_of(counts, t) for t in ("reader", "after")] == [2, 2] and results["after"]["cached"], misses
     (work / "new.txt").write_text("untracked\n")
     run(cli, tasks)
     assert runs_of(counts, "reader") == 3

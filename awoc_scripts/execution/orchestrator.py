@@ -454,6 +454,7 @@ class Orchestrator:
         rec.cache_key = cache_key(task, invocation, prompt + orjson.dumps(depended).decode(), files)
         hit = self.cache.lookup(rec.cache_key)
         if hit is None or not self.workspaces.adopt(task, hit["result"]):
+            self.events.add("task-cache-miss", task_id=tid, key=rec.cache_key, files=files)
             return False
         cached = hit["result"]
         rec.result, rec.exit_code = str(cached.get("result") or ""), cached.get("exit_code")
