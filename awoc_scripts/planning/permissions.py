@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from awoc_scripts.errors import InputError
@@ -37,13 +38,27 @@ def tool_names(tools: list[str] | str | None) -> list[str] | None:
 
 
 def sandbox_available(environ: Mapping[str, str]) -> bool:
-    """Claude Code's Bash sandbox runs here: Linux with bubblewrap and socat (macOS has its own)."""
+    """Claude Code's Bash sandbox runs here: Linux with bubblewrap and socat, where bubblewrap can
+    really make its namespaces (macOS has a sandbox of its own)."""
     if environ.get(SANDBOX_ENV) == "0":
         return False
     if sys.platform == "darwin":
         return True
     path = environ.get("PATH")
-    return sys.platform.startswith("linux") and all(shutil.which(p, path=path) for p in ("bwrap", "socat"))
+    found = [shutil.which(p, path=path) for p in ("bwrap", "socat")]
+    return sys.platform.startswith("linux") and all(found) and _bubblewrap_works(str(found[0]))
+
+
+@cache
+def _bubblewrap_works(bwrap: str) -> bool:
+    """A container may forbid the namespaces bubblewrap needs: then Bash would fail in the sandbox."""
+    import subprocess
+
+    try:
+        probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "true"]
+        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def resolve_permissions(
@@ -119,7 +134,7 @@ def with_permissions(tasks: list[Task], raw_tasks: list[dict[str, Any]], setting
 
     from awoc_scripts.input.agents import find_agent
 
-    sandbox = sandbox_available(os.environ)
+    sandbox: bool | None = None  # looked at once, and only when some agent task needs it
     agents: dict[str, AgentDefinition] = {}
     shared: dict[str, Permissions] = {}  # tasks that set nothing of their own share their agent's
     for task, raw in zip(tasks, raw_tasks, strict=True):
@@ -134,6 +149,7 @@ def with_permissions(tasks: list[Task], raw_tasks: list[dict[str, Any]], setting
         if name not in agents:
             agents[name] = find_agent(name, Path.cwd(), Path.home())
         override = settings["agents"].get(name, {})
+        sandbox = sandbox_available(os.environ) if sandbox is None else sandbox
         permissions = resolve_permissions(raw, override, agents[name], settings["on_permission_denied"], sandbox)
         task["permissions"] = permissions
         if not own:
