@@ -53,6 +53,9 @@ class TaskBook:
         self.failed_count = 0
         self.finished: set[str] = {tid for tid, s in self.saved_status.items() if s in TERMINAL}
         self.dirty = True
+        # the task folders earlier executions left, before this one makes any: a task that never
+        # starts now has one only if it is there (an abort may end 100,000 such tasks at once)
+        self.earlier_dirs = run.task_dirs()
 
     def start_scheduling(self, status: dict[str, str]) -> Scheduler:
         """With the statuses to start from (and, on resume, the records restored)."""
@@ -176,7 +179,7 @@ class TaskBook:
         # A task that never started produced nothing: no file (an abort may end 100,000 such
         # tasks at once); state.json says how it ended, and readers build its result from there.
         # Unless an earlier execution left one: that one would say something else.
-        if rec.started_at or self.run.has_task_dir(tid):
+        if rec.started_at or tid in self.earlier_dirs:
             self.run.write_task_result(task["agent"], tid, result)
         self.results[tid] = result
         self.events.add(

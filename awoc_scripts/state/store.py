@@ -336,8 +336,12 @@ class Run:
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
 
-    def has_task_dir(self, task_id: str) -> bool:
-        return os.path.isdir(f"{self.tasks_dir}/{task_id}")  # no Path: called for every task at scale
+    def task_dirs(self) -> set[str]:
+        """The tasks with a folder now: one listing instead of a look at each task's."""
+        try:
+            return set(os.listdir(self.tasks_dir))
+        except FileNotFoundError:
+            return set()
 
     def result_file(self, agent: str, task_id: str) -> Path:
         return self.results_dir / f"task_{agent}_{task_id}_result.json"
