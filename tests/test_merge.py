@@ -280,10 +280,12 @@ def test_the_real_cli_resolves_a_conflict_with_its_edit_tool(
         path = found.group(1)
         done = tool_results(body)
         if not done:
-            return Reply(content=[_tool("Read", {"file_path": path})], stop_reason="tool_use")
+            read = {"type": "tool_use", "id": _tool_id(), "name": "Read", "input": {"file_path": path}}
+            return Reply(content=[read], stop_reason="tool_use")
         if len(done) == 1:
-            merged = "one\nC1\nC2\nthree\n"
-            return Reply(content=[_tool("Write", {"file_path": path, "content": merged})], stop_reason="tool_use")
+            merged = {"file_path": path, "content": "one\nC1\nC2\nthree\n"}
+            write = {"type": "tool_use", "id": _tool_id(), "name": "Write", "input": merged}
+            return Reply(content=[write], stop_reason="tool_use")
         return Reply("Resolved: kept C1 and C2.")
 
     with FakeMessagesAPI(respond) as api:
@@ -295,10 +297,10 @@ def test_the_real_cli_resolves_a_conflict_with_its_edit_tool(
     assert (repo / "shared.txt").read_text() == "one\nC1\nC2\nthree\n"
 
 
-def _tool(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+def _tool_id() -> str:
     import uuid
 
-    return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": name, "input": tool_input}
+    return "toolu_" + uuid.uuid4().hex[:24]
 
 
 def test_run_with_merge_lands_the_good_branches_when_it_ends(cli, repo: Path, state_dir: Path) -> None:
