@@ -4,6 +4,7 @@ is named with its reason, the checkout is never left half-merged; and git state 
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -100,21 +101,27 @@ def test_every_good_branch_lands_and_each_other_is_named_with_its_reason(cli, re
     assert [s["outcome"] for s in again.json()["steps"]].count("already merged") == 4
 
 
-def test_a_merge_killed_in_its_gate_leaves_a_clean_checkout_and_the_next_one_finishes(
-    cli, repo: Path, state_dir: Path, isolated: Path
-) -> None:
+def merging_in_a_slow_gate(cli, repo: Path, isolated: Path) -> tuple[str, subprocess.Popen[bytes], int]:
+    """A run with one branch, and a merge of it waiting in its gate: the head before, the merge, the gate's group."""
     assert run_tasks(cli, task("a", "echo a > a.txt")).code == 0
     head = git(repo, "rev-parse", "HEAD").strip()
     marker = isolated / "gate-started"
     merge = subprocess.Popen(
-        [*MERGE, "--gate", f"touch {marker}; sleep 30"],
+        [*MERGE, "--gate", f"echo $$ > {marker}.tmp && mv {marker}.tmp {marker}; sleep 30"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for(marker.exists)
+    return head, merge, int(marker.read_text())
+
+
+def test_a_merge_killed_in_its_gate_leaves_a_clean_checkout_and_the_next_one_finishes(
+    cli, repo: Path, state_dir: Path, isolated: Path
+) -> None:
+    head, merge, gate_group = merging_in_a_slow_gate(cli, repo, isolated)
     merge.send_signal(signal.SIGKILL)
     merge.wait(timeout=10)
-    subprocess.run(["pkill", "-f", f"touch {marker}"], check=False)
+    os.killpg(gate_group, signal.SIGKILL)  # the gate, in a session of its own, outlives a SIGKILLed merge
     assert git(repo, "status", "--porcelain") == ""  # a whole merge commit at most, never a half-merge
     # the next merge undoes the step that was never gated, then merges it again with its own gate
     again = cli("delegate-parallel", "merge", "--gate", "true")
@@ -124,15 +131,7 @@ def test_a_merge_killed_in_its_gate_leaves_a_clean_checkout_and_the_next_one_fin
 
 
 def test_ctrl_c_during_the_gate_puts_the_checkout_back(cli, repo: Path, state_dir: Path, isolated: Path) -> None:
-    assert run_tasks(cli, task("a", "echo a > a.txt")).code == 0
-    head = git(repo, "rev-parse", "HEAD").strip()
-    marker = isolated / "gate-started"
-    merge = subprocess.Popen(
-        [*MERGE, "--gate", f"touch {marker}; sleep 30"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    wait_for(marker.exists)
+    head, merge, _ = merging_in_a_slow_gate(cli, repo, isolated)
     merge.send_signal(signal.SIGINT)
     assert merge.wait(timeout=20) == 130
     assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "status", "--porcelain") == ""
