@@ -49,7 +49,7 @@ def test_a_reset_in_the_past_or_none_pauses_for_the_default() -> None:
 
 
 def test_status_says_how_many_run_at_once_whether_paused_and_how_many_are_warm() -> None:
-    from awoc_scripts.state.run_status import status_text
+    from awoc_scripts.state.status_command import status_text
 
     data = {
         "run_id": "r",

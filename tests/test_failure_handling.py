@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from awoc_scripts.execution.controls import SavedStateTarget, apply_pending_controls
+from awoc_scripts.levers.requests import apply_pending_controls
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
-from awoc_scripts.state.run_state import initial_state
+from awoc_scripts.state.owner import initial_state
 from awoc_scripts.state.store import Run, StateStore
 
 from conftest import awoc_processes, start_orchestrator, wait_for
@@ -129,7 +129,7 @@ def test_a_bad_control_never_stops_the_orchestrator(cli) -> None:
         {"id": "1", "action": "retry", "args": {"task_ids": ["nope"]}},
         {"id": "2", "action": "x", "args": {}},
     ]
-    done = apply_pending_controls(state, SavedStateTarget(state, run.read_plan()), "test")
+    done = apply_pending_controls(run.read_plan(), state, "test")
     assert [c["changed"] for c in done] == [{"error": "KeyError: 'nope'"}, {"error": "unknown lever 'x'"}]
 
 

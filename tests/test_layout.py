@@ -9,14 +9,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "awoc_scripts"
 
 # earliest first; a module may import from its own layer and the ones before it, never after
 LAYERS = [
-    ("",),  # awoc_scripts/*.py: errors, launcher, gc_pause, the plan types, the wrappers of git and processes
+    ("",),  # awoc_scripts/*.py: errors, launcher, gc_pause, the plan and run document types, git and processes
     ("state",),
     ("input",),
     ("planning",),
     ("execution",),
     ("results",),
     ("flow",),
-    ("monitors",),
+    ("monitors", "levers"),
     ("claude_code",),
     ("cli",),
 ]
@@ -69,5 +69,6 @@ def test_the_top_level_holds_only_shared_basics() -> None:
         "launcher.py",
         "plan_types.py",
         "processes.py",
+        "run_documents.py",
         "terminal_text.py",
     ]

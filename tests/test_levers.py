@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import psutil
 
-from awoc_scripts.execution.controls import SavedStateTarget, apply_pending_controls
+from awoc_scripts.levers.requests import apply_pending_controls
 from awoc_scripts.state.store import StateStore
 
 INLINE = [
@@ -109,7 +109,7 @@ def test_a_running_orchestrator_applies_the_lever_and_confirms(cli, state_dir) -
     run = StateStore(state_dir).open_run(run_id)
     me = psutil.Process()
     with run.locked_state() as state:
-        from awoc_scripts.state.run_state import initial_state
+        from awoc_scripts.state.owner import initial_state
 
         state.update(initial_state(run))
         state["orchestrator"] = {"pid": me.pid, "create_time": me.create_time()}
@@ -119,7 +119,7 @@ def test_a_running_orchestrator_applies_the_lever_and_confirms(cli, state_dir) -
     def orchestrate() -> None:
         while not stop.is_set():
             with run.locked_state() as state:
-                apply_pending_controls(state, SavedStateTarget(state, run.read_plan()), "test orchestrator")
+                apply_pending_controls(run.read_plan(), state, "test orchestrator")
             time.sleep(0.02)
 
     thread = threading.Thread(target=orchestrate)

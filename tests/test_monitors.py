@@ -103,7 +103,7 @@ def test_track_and_status_need_a_run(cli) -> None:
 def test_status_counts_the_orchestrators_tokens_and_the_reported_ones_with_warnings(cli, state_dir) -> None:
     run_id = make_run(cli)
     run = StateStore(state_dir).open_run(run_id)
-    from awoc_scripts.state.run_state import initial_state
+    from awoc_scripts.state.owner import initial_state
 
     with run.locked_state() as state:
         state.update(initial_state(run))
@@ -251,7 +251,7 @@ def test_monitor_ends_when_the_processes_exit_by_themselves(cli) -> None:
 
 def running_architect(state: dict[str, Any], run: Any, pid: int, **saved: object) -> None:
     """A fresh state in which architect-1 is running as PID, as the orchestrator saves it."""
-    from awoc_scripts.state.run_state import initial_state
+    from awoc_scripts.state.owner import initial_state
 
     state.update(initial_state(run))
     state["tasks"]["architect-1"].update(

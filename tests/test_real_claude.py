@@ -31,9 +31,9 @@ sys.path.insert(0, str(FAKES))
 
 from fake_messages_api import FakeMessagesAPI, Reply
 
+from awoc_scripts.execution.claude_cli import Tokens, TurnCounter
 from awoc_scripts.execution.display import PlainDisplay
 from awoc_scripts.execution.executors.local import LocalExecutor
-from awoc_scripts.execution.runners import Tokens, TurnCounter
 from awoc_scripts.flow.prepare import prepare_run
 from awoc_scripts.flow.runs import execute_run
 from awoc_scripts.input.agents import find_agent

@@ -163,8 +163,8 @@ def test_any_damage_is_refused_by_name_or_leaves_a_state_its_readers_can_use(fin
         assert str(exc).startswith("state.json: $") and "\n" not in str(exc)
         return
     # what passes is what the readers rely on, read the way they read it
-    from awoc_scripts.execution.controls import SavedStateTarget
-    from awoc_scripts.state.run_state import orchestrator_alive
+    from awoc_scripts.levers.requests import SavedStateTarget
+    from awoc_scripts.state.owner import orchestrator_alive
 
     orchestrator_alive(checked)
     target = SavedStateTarget(checked, {"tasks": [{"task_id": t, "priority": "high"} for t in ("a", "b")]})

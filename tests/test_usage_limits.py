@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from awoc_scripts.execution.runners import read_outcome
+from awoc_scripts.execution.claude_cli import read_outcome
 from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()

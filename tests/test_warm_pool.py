@@ -10,7 +10,7 @@ import orjson
 
 from awoc_scripts.execution.display import PlainDisplay
 from awoc_scripts.execution.executors.local import LocalExecutor
-from awoc_scripts.execution.orchestrator import Options
+from awoc_scripts.execution.run_options import Options
 from awoc_scripts.flow.prepare import prepare_run
 from awoc_scripts.flow.runs import execute_run
 from awoc_scripts.state.store import StateStore

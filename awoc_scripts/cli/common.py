@@ -35,7 +35,7 @@ def new_app(name: str, help_text: str) -> typer.Typer:
         rich_markup_mode=None,  # plain usage errors and help: rich is imported only to draw the live view
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    # A group even with one command: the seed's words stay subcommands (`validate`, `track`...).
+    # A group even with one command: the scripts' words stay subcommands (`validate`, `track`...).
     app.callback()(_no_group_options)
     return app
 

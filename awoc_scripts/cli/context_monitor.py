@@ -1,4 +1,4 @@
-"""context-monitor: record the seed's progress events; tokens used against budgets."""
+"""context-monitor: record the scripts' progress events; tokens used against budgets."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def track(
     run: RunOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Append EVENT [ARGS...] to the run's events.jsonl, with what the seed's events mean:
+    """Append EVENT [ARGS...] to the run's events.jsonl, with what those events mean:
 
     parallel-start [TOTAL_TASKS TOTAL_TOKEN_BUDGET] (default: the plan's);
     parallel-task-start AGENT_OR_TASK [DESCRIPTION...]; parallel-task-complete AGENT_OR_TASK TOKENS;

@@ -103,9 +103,9 @@ def wait(
     """
     from awoc_scripts.input.documents import print_json
     from awoc_scripts.launcher import command_for
-    from awoc_scripts.state.run_status import status_text
-    from awoc_scripts.state.run_wait import wait_for_run
+    from awoc_scripts.state.status_command import status_text
     from awoc_scripts.state.store import StateStore
+    from awoc_scripts.state.wait_command import wait_for_run
 
     finite_seconds("--timeout", timeout)
     one_of("--format", output, ("text", "json"))
@@ -291,7 +291,7 @@ def status(
 ) -> None:
     """Where a run stands: each task's state, tokens against budgets, whether it is executing."""
     from awoc_scripts.input.documents import print_json
-    from awoc_scripts.state.run_status import run_status, status_text
+    from awoc_scripts.state.status_command import run_status, status_text
     from awoc_scripts.state.store import StateStore
 
     one_of("--format", output, ("text", "json"))

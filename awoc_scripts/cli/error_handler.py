@@ -28,8 +28,8 @@ def handle_task_failure(
     Exit codes: those of the retried run (0, 1, 3), 0 when a running orchestrator retries it, 3 aborted.
     """
     from awoc_scripts.input.documents import print_json
-    from awoc_scripts.monitors.failure_handler import handle_task_failure as handle
-    from awoc_scripts.monitors.failure_handler import parse_exit_code
+    from awoc_scripts.levers.failure import handle_task_failure as handle
+    from awoc_scripts.levers.failure import parse_exit_code
     from awoc_scripts.state.store import StateStore
 
     code_value = parse_exit_code(exit_code)

@@ -23,8 +23,8 @@ def abort_with_partial_results(
     Exit codes: 3 the run was aborted, 0 it had already ended (nothing to abort).
     """
     from awoc_scripts.input.documents import print_json
-    from awoc_scripts.monitors.run_aborter import ABORT_REASON
-    from awoc_scripts.monitors.run_aborter import abort_with_partial_results as abort
+    from awoc_scripts.levers.abort import ABORT_REASON
+    from awoc_scripts.levers.abort import abort_with_partial_results as abort
     from awoc_scripts.state.store import StateStore
 
     code, data = abort(StateStore(state_dir).open_run(run), reason or ABORT_REASON)

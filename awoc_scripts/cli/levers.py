@@ -19,8 +19,8 @@ prioritizer_app = new_app("task-prioritizer", "Cancel not-started low and medium
 
 
 def _apply(action: str, args: dict[str, Any], run_id: str | None, state_dir: str | None) -> None:
-    from awoc_scripts.execution.controls import request_lever
     from awoc_scripts.input.documents import print_json
+    from awoc_scripts.levers.requests import request_lever
     from awoc_scripts.state.store import StateStore
 
     run = StateStore(state_dir).open_run(run_id)
@@ -36,7 +36,7 @@ def reduce_remaining_tasks(
     state_dir: StateDirOption = None,
 ) -> None:
     """Cut the budget of every task not yet started by PERCENT."""
-    from awoc_scripts.execution.levers import REDUCE, parse_percent
+    from awoc_scripts.execution.machine.levers import REDUCE, parse_percent
 
     _apply(REDUCE, {"percent": parse_percent(percent)}, run, state_dir)
 
@@ -44,7 +44,7 @@ def reduce_remaining_tasks(
 @sequential_app.command("convert-remaining-tasks")
 def convert_remaining_tasks(run: RunOption = None, state_dir: StateDirOption = None) -> None:
     """From now on, start the remaining tasks one at a time."""
-    from awoc_scripts.execution.levers import SEQUENTIAL
+    from awoc_scripts.execution.machine.levers import SEQUENTIAL
 
     _apply(SEQUENTIAL, {}, run, state_dir)
 
@@ -52,7 +52,7 @@ def convert_remaining_tasks(run: RunOption = None, state_dir: StateDirOption = N
 @prioritizer_app.command("emergency-prioritization")
 def emergency_prioritization(run: RunOption = None, state_dir: StateDirOption = None) -> None:
     """Cancel every not-started low and medium task (and what depends on it); print what was cancelled."""
-    from awoc_scripts.execution.levers import EMERGENCY
+    from awoc_scripts.execution.machine.levers import EMERGENCY
 
     _apply(EMERGENCY, {}, run, state_dir)
 

@@ -16,7 +16,7 @@ app = new_app("parallel-task-monitor", "Watch task processes: CPU, memory, state
 def monitor(
     pids: Annotated[
         list[str],
-        typer.Argument(help='Process ids, task ids or agents of the run; also the seed\'s "PID PID" TIMEOUT form.'),
+        typer.Argument(help='Process ids, task ids or agents of the run; also the "PID PID" TIMEOUT form.'),
     ],
     timeout: Annotated[
         float | None,

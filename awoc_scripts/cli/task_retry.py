@@ -32,7 +32,7 @@ def retry_reduced(
     (0, 1, 3), 0 when a running orchestrator takes it, 2 nothing to retry.
     """
     from awoc_scripts.input.documents import print_json
-    from awoc_scripts.monitors.task_retry import retry_reduced as retry
+    from awoc_scripts.levers.retry import retry_reduced as retry
     from awoc_scripts.state.store import StateStore
 
     store = StateStore(state_dir)

@@ -6,15 +6,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from awoc_scripts.execution.claude_cli import Invocation, build_invocation, task_environment
 from awoc_scripts.execution.executors.base import Attempt
 from awoc_scripts.execution.prompts import DependencyResult, compose_prompt
-from awoc_scripts.execution.records import Options, TaskRecord
-from awoc_scripts.execution.runners import Invocation, build_invocation, task_environment
+from awoc_scripts.execution.run_options import Options
+from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.input.agents import AgentDefinition, find_agent
 from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import task_marker
+from awoc_scripts.state.statuses import SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run
-from awoc_scripts.state.task_states import SUCCEEDED, TERMINAL
 
 
 class AttemptMaker:
@@ -34,7 +35,7 @@ class AttemptMaker:
     ) -> tuple[Attempt, Invocation]:
         """Write the attempt's prompt file and return what the executor starts."""
         tid = task["task_id"]
-        files = rec.files = self.run.task_files(tid)
+        files = self.run.task_files(tid)
         invocation, prompt = self.invocation_and_prompt(task, rec, dependencies)
         files.prepare(prompt)
         marker = task_marker(self.run.run_id, tid)

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from awoc_scripts.state.task_states import PENDING, RUNNING, SUCCEEDED
+from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED
 from awoc_scripts.terminal_text import shown_safely
 
 LIVE_REFRESH_S = 0.25
@@ -26,10 +26,11 @@ class PlainDisplay:
             self.stream.flush()
 
     def begin(self, orch: Any) -> None:
-        self.t0 = orch.started_mono
+        machine = orch.machine
+        self.t0 = machine.started_mono
         self._line(
-            f"run {orch.run.run_id}: {len(orch.tasks)} task(s), {orch.max_concurrent} at a time, "
-            f"{orch.total_budget} tokens in total"
+            f"run {orch.run.run_id}: {len(orch.tasks)} task(s), {machine.max_concurrent} at a time, "
+            f"{machine.settings.total_token_budget} tokens in total"
         )
 
     def task_started(self, tid: str, rec: Any) -> None:
@@ -94,7 +95,7 @@ class LiveDisplay(PlainDisplay):
         from rich.table import Table
         from rich.text import Text
 
-        status = orch.scheduler.status
+        status = orch.machine.scheduler.status
         counts: dict[str, int] = {}
         for s in status.values():
             counts[s] = counts.get(s, 0) + 1
@@ -115,8 +116,8 @@ class LiveDisplay(PlainDisplay):
             f"{counts.get(PENDING, 0)} waiting",
             f"{counts.get(SUCCEEDED, 0)} done",
             f"{other} other",
-            f"tokens {spent}/{orch.total_budget}",
-            f"{now - orch.started_mono:.1f}s",
+            f"tokens {spent}/{orch.machine.settings.total_token_budget}",
+            f"{now - orch.machine.started_mono:.1f}s",
         ]
         return Group(table, Text(fit_footer(parts, self.console.width), no_wrap=True, overflow="ellipsis"))
 

@@ -6,10 +6,10 @@ import contextlib
 import os
 from pathlib import Path
 
-from awoc_scripts.execution.records import TaskRecord
-from awoc_scripts.execution.runners import Outcome, Tokens, TurnCounter, describe_denials, read_outcome
+from awoc_scripts.execution.claude_cli import Outcome, Tokens, TurnCounter, describe_denials, read_outcome
+from awoc_scripts.execution.task_record import TaskRecord
+from awoc_scripts.state.statuses import BUDGET_EXCEEDED, FAILED, SUCCEEDED
 from awoc_scripts.state.store import TaskFiles
-from awoc_scripts.state.task_states import BUDGET_EXCEEDED, FAILED, SUCCEEDED
 
 STDERR_TAIL_BYTES = 4000
 # what of a task's output is read: its end, where an agent's result line is. The whole output

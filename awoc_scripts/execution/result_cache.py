@@ -20,13 +20,14 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from awoc_scripts import PLAN_SCHEMA, git
-from awoc_scripts.execution.runners import Invocation
+from awoc_scripts.execution.claude_cli import Invocation
 from awoc_scripts.plan_types import Task
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
@@ -63,7 +64,7 @@ class ResultCache:
             return None  # damaged: it costs only itself
         return entry
 
-    def store(self, key: str, run_id: str, result: dict[str, Any]) -> None:
+    def store(self, key: str, run_id: str, result: Mapping[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.dir / "index"):
             path = self._entry(key)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from awoc_scripts.execution.records import Options, TaskRecord
-
 MAX_TRANSIENT_WAITS = 8
 RETRY_BUDGET_FACTOR_TENTHS = 8  # a retry after a failure gets 80% of the previous budget
 
@@ -13,19 +11,17 @@ def reduced_budget(budget: int) -> int:
 
 
 class TransientWaits:
-    def __init__(self, options: Options) -> None:
-        self.base_s = options.backoff_base_s
-        self.max_s = options.backoff_max_s
+    def __init__(self, base_s: float, max_s: float) -> None:
+        self.base_s = base_s
+        self.max_s = max_s
         self.until: dict[str, float] = {}  # task id: when it may start again
 
-    def can_wait(self, rec: TaskRecord) -> bool:
-        return rec.transient_waits < MAX_TRANSIENT_WAITS
+    def can_wait(self, waits_so_far: int) -> bool:
+        return waits_so_far < MAX_TRANSIENT_WAITS
 
-    def wait(self, tid: str, rec: TaskRecord, now: float) -> float:
-        """Back off exponentially; the attempt does not count. Returns the delay."""
-        delay = min(self.max_s, self.base_s * float(2**rec.transient_waits))
-        rec.transient_waits += 1
-        rec.attempts -= 1
+    def wait(self, tid: str, waits_so_far: int, now: float) -> float:
+        """Back off exponentially. Returns the delay."""
+        delay = min(self.max_s, self.base_s * float(2**waits_so_far))
         self.until[tid] = now + delay
         return delay
 

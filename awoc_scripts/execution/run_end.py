@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED
-from awoc_scripts.state.task_states import FAILURES, SUCCEEDED
+from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
 
 
 def final_status(exit_code: int, statuses: Iterable[str]) -> tuple[str, int]:

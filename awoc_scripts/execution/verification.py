@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Any
 
+from awoc_scripts.execution.claude_cli import Invocation
 from awoc_scripts.execution.executors.base import Attempt
 from awoc_scripts.execution.outcomes import read_tail
 from awoc_scripts.execution.prompts import VERIFICATION_FAILED
-from awoc_scripts.execution.runners import Invocation
 from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import task_marker
+from awoc_scripts.run_documents import Verification
 from awoc_scripts.state.store import TaskFiles
 
 OUTPUT_CHARS = 4000  # the tail of its output kept in the result
@@ -32,9 +32,12 @@ def verify_attempt(task: Task, run_id: str, files: TaskFiles, cwd: Path, env: di
     )
 
 
-def verification(task: Task, files: TaskFiles, exit_code: int | None, duration_s: float) -> dict[str, Any]:
+def verification_output(files: TaskFiles) -> str:
+    return read_tail(files.verify_log, OUTPUT_CHARS) + read_tail(files.verify_errors, OUTPUT_CHARS)
+
+
+def verification_record(task: Task, exit_code: int | None, output: str, duration_s: float) -> Verification:
     """What result.json says of it: command, exit code (None: stopped at its timeout), output, time."""
-    output = read_tail(files.verify_log, OUTPUT_CHARS) + read_tail(files.verify_errors, OUTPUT_CHARS)
     return {
         "command": list(task.get("verify") or []),
         "exit_code": exit_code,
@@ -44,7 +47,7 @@ def verification(task: Task, files: TaskFiles, exit_code: int | None, duration_s
     }
 
 
-def failure_reason(verify: dict[str, Any], timeout_s: float) -> str:
+def failure_reason(verify: Verification, timeout_s: float) -> str:
     """The attempt's error: names the verification, and ends with the last lines it printed."""
     command = shlex.join(verify["command"])
     how = f"did not end within {timeout_s:g} s" if verify["exit_code"] is None else f"exited {verify['exit_code']}"

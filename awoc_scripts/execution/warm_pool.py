@@ -14,12 +14,18 @@ run stopping or paused, memory short) is stopped at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from awoc_scripts.execution.claude_cli import agent_command
 from awoc_scripts.execution.executors.base import Attempt, Executor
+from awoc_scripts.plan_types import Task
 from awoc_scripts.planning.scheduling import Scheduler
+from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED
 from awoc_scripts.state.store import EventBuffer
-from awoc_scripts.state.task_states import PENDING, RUNNING, SUCCEEDED
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.machine.machine import RunMachine
 
 MB_PER_AGENT = 300  # the claude CLI's peak RSS, measured against the fake API (notes/claude-cli.md)
 CHECK_INTERVAL_S = 0.25
@@ -31,6 +37,25 @@ CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os
 
 def default_size(max_concurrent: int, free_mb: float) -> int:
     return max(0, min(max_concurrent, int(free_mb / 2 / MB_PER_AGENT)))
+
+
+def pool_size(
+    tasks: Sequence[Task],
+    config: Mapping[str, Any],
+    environ: Mapping[str, str],
+    max_concurrent: int,
+    free_memory_mb: Callable[[], float],
+) -> int:
+    """How many warm agents a run keeps: none where no task could use one."""
+    if not any(not t.get("command") and t["isolation"] == "process" for t in tasks):
+        return 0  # nothing here could use a warm agent
+    runner = config.get("runner") or {}
+    if agent_command(config, environ) and not runner.get("warm_start"):
+        return 0  # an agent command that reads its prompt at once
+    configured = config.get("warm_agents")
+    if configured is not None:
+        return int(configured)
+    return default_size(max_concurrent, free_memory_mb())
 
 
 class WarmPool:
@@ -99,6 +124,17 @@ class WarmPool:
             self.events.add("task-warmed", task_id=tid, pid=pid)
             changed = True
         return changed
+
+    def tend_for(self, machine: RunMachine, now: float, free_mb: float, make: Callable[[str], Attempt | None]) -> bool:
+        """tend() for the run MACHINE executes: all held while memory is short or the run stops or pauses."""
+        holding = None
+        if free_mb < machine.settings.min_free_mb + MB_PER_AGENT:
+            holding = "memory short"  # memory pressure stops warm processes first
+        elif machine.stop_reason is not None or machine.no_new_starts or machine.pause.active:
+            holding = "run stopping or paused"
+        records = machine.records
+        starting = sum(1 for t in machine.running() if now - (records[t].start_mono or 0.0) < START_UP_S)
+        return self.tend(now, machine.scheduler, machine.limit(now), starting, holding, make)
 
     def discard(self, tid: str, why: str) -> None:
         self.executor.discard_warm(tid)

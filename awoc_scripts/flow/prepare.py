@@ -27,7 +27,7 @@ DESCRIPTION_CHARS = 160
 
 
 def check_executable(plan: Plan) -> None:
-    from awoc_scripts.execution.runners import check_runner_available
+    from awoc_scripts.execution.claude_cli import check_runner_available
 
     check_runner_available(plan["tasks"], plan["parallel_config"], os.environ)
 

@@ -9,7 +9,8 @@ from awoc_scripts.errors import InputError
 from awoc_scripts.execution.display import PlainDisplay
 from awoc_scripts.execution.executors.base import Executor
 from awoc_scripts.execution.executors.local import LocalExecutor
-from awoc_scripts.execution.orchestrator import Options, Orchestrator
+from awoc_scripts.execution.run_loop import RunLoop
+from awoc_scripts.execution.run_options import Options
 from awoc_scripts.flow.prepare import check_executable
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.execution_plan import plan_execution
@@ -65,7 +66,7 @@ def execute_run(
     `only` (with resume): run just these tasks again; the others keep what they have."""
     from awoc_scripts.results.report import report_run
 
-    orchestrator = Orchestrator(run, plan, execution, executor, display, options, resume=resume, only=only)
+    orchestrator = RunLoop(run, plan, execution, executor, display, options, resume=resume, only=only)
     code = orchestrator.execute()
     report = report_run(run, orchestrator.results)
     record_run(run.root, run.run_id, orchestrator.results.values())

@@ -76,111 +76,126 @@ class Request:
         return path
 
 
+@dataclass
+class _Arguments:
+    """What the arguments said so far, read left to right."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    documents: list[str] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    arg_of_task: list[str] = field(default_factory=list)
+    inline_flags_used: list[str] = field(default_factory=list)
+    config_flags_used: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    waits: list[str] = field(default_factory=list)  # what every following inline task depends on
+    priority: str | None = None
+    for_each: str | None = None  # --for-each=GLOB: the next inline task becomes one task per file
+    research_wait_from: int | None = None  # tasks from this index on (but research) wait for research
+    counts: dict[str, int] = field(default_factory=dict)
+
+
 def parse_request(args: Sequence[str]) -> Request:
     for n, arg in enumerate(args, 1):
         if "\x00" in arg:  # not on a real command line, but text split from stdin can hold one
             raise InputError(f"argument {n}: contains a NUL character")
-    overrides: dict[str, Any] = {}
-    documents: list[str] = []
-    tasks: list[dict[str, Any]] = []
-    arg_of_task: list[str] = []
-    inline_flags_used: list[str] = []
-    config_flags_used: list[str] = []
-    ids: list[str] = []
-    waits: list[str] = []  # what every following inline task depends on (--then, --wait-for-research)
-    priority: str | None = None
-    for_each: str | None = None  # --for-each=GLOB: the next inline task becomes one task per file
-    research_wait_from: int | None = None  # tasks from this index on (but research) wait for research
-    counts: dict[str, int] = {}
+    parsed = _Arguments()
     only_positional = False
-
     i = 0
     while i < len(args):
         arg = args[i]
         i += 1
         if not only_positional and arg == "--":
             only_positional = True
-            continue
-        if not only_positional and arg.startswith("--"):
-            name, has_value, value = arg.partition("=")
-            if name not in KNOWN_FLAGS:
-                raise InputError(f"unknown option {name!r}{_did_you_mean(name)} (known: {', '.join(KNOWN_FLAGS)})")
-            if name in CONFIG_SWITCHES:
-                if has_value:
-                    raise InputError(f"{name} takes no value")
-                key, _, inner = CONFIG_SWITCHES[name].partition(".")
-                if inner:
-                    overrides[key] = {**overrides.get(key, {}), inner: True}
-                else:
-                    overrides[key] = True
-                continue
-            if name in INLINE_SWITCHES:
-                if has_value:
-                    raise InputError(f"{name} takes no value")
-                inline_flags_used.append(name)
-                if name == "--then":
-                    waits = list(dict.fromkeys([*waits, *ids]))
-                elif research_wait_from is None:
-                    research_wait_from = len(tasks)
-                continue
-            if not has_value:
-                if i >= len(args):
-                    raise InputError(f"{name} needs a value ({name}=VALUE or {name} VALUE)")
-                value = args[i]
-                i += 1
-            if name == "--for-each":
-                if not value:
-                    raise InputError("--for-each needs a glob, e.g. --for-each='src/**/*.py'")
-                for_each = value
-                inline_flags_used.append(name)
-                continue
-            if name == "--priority":
-                if value not in PRIORITIES:
-                    raise InputError(f"--priority: {value!r} is not one of {', '.join(PRIORITIES)}")
-                priority = value
-                inline_flags_used.append(name)
-                continue
-            key, parse = CONFIG_FLAGS[name]
-            overrides[key] = parse(name, value)
-            config_flags_used.append(name)
-            continue
-        if _is_document(arg):
-            documents.append(arg)
-            continue
-        agent, _, description = arg.partition(":")
-        counts[agent] = counts.get(agent, 0) + 1
-        # no task_id: normalization gives the same default id, `<agent>-<n>`, that --then uses
-        task: dict[str, Any] = {"agent": agent, "description": description}
-        ids.append(default_task_id(agent, counts[agent]))
-        if priority:
-            task["priority"] = priority
-        if for_each is not None:  # the next task only
-            task["for_each"] = {"glob": for_each}
-            for_each = None
-        if waits:
-            task["dependencies"] = list(waits)
-        tasks.append(task)
-        arg_of_task.append(arg)
+        elif not only_positional and arg.startswith("--"):
+            i = _flag(parsed, arg, args, i)
+        elif _is_document(arg):
+            parsed.documents.append(arg)
+        else:
+            _inline_task(parsed, arg)
+    return _request(parsed)
 
-    if for_each is not None:
+
+def _flag(parsed: _Arguments, arg: str, args: Sequence[str], i: int) -> int:
+    """One --flag (its value the next argument, unless given with =); returns where reading goes on."""
+    name, has_value, value = arg.partition("=")
+    if name not in KNOWN_FLAGS:
+        raise InputError(f"unknown option {name!r}{_did_you_mean(name)} (known: {', '.join(KNOWN_FLAGS)})")
+    if name in CONFIG_SWITCHES or name in INLINE_SWITCHES:
+        if has_value:
+            raise InputError(f"{name} takes no value")
+        _switch(parsed, name)
+        return i
+    if not has_value:
+        if i >= len(args):
+            raise InputError(f"{name} needs a value ({name}=VALUE or {name} VALUE)")
+        value = args[i]
+        i += 1
+    if name == "--for-each":
+        if not value:
+            raise InputError("--for-each needs a glob, e.g. --for-each='src/**/*.py'")
+        parsed.for_each = value
+        parsed.inline_flags_used.append(name)
+    elif name == "--priority":
+        if value not in PRIORITIES:
+            raise InputError(f"--priority: {value!r} is not one of {', '.join(PRIORITIES)}")
+        parsed.priority = value
+        parsed.inline_flags_used.append(name)
+    else:
+        key, parse = CONFIG_FLAGS[name]
+        parsed.overrides[key] = parse(name, value)
+        parsed.config_flags_used.append(name)
+    return i
+
+
+def _switch(parsed: _Arguments, name: str) -> None:
+    if name in CONFIG_SWITCHES:
+        key, _, inner = CONFIG_SWITCHES[name].partition(".")
+        parsed.overrides[key] = {**parsed.overrides.get(key, {}), inner: True} if inner else True
+        return
+    parsed.inline_flags_used.append(name)
+    if name == "--then":
+        parsed.waits = list(dict.fromkeys([*parsed.waits, *parsed.ids]))
+    elif parsed.research_wait_from is None:
+        parsed.research_wait_from = len(parsed.tasks)
+
+
+def _inline_task(parsed: _Arguments, arg: str) -> None:
+    agent, _, description = arg.partition(":")
+    parsed.counts[agent] = parsed.counts.get(agent, 0) + 1
+    # no task_id: normalization gives the same default id, `<agent>-<n>`, that --then uses
+    task: dict[str, Any] = {"agent": agent, "description": description}
+    parsed.ids.append(default_task_id(agent, parsed.counts[agent]))
+    if parsed.priority:
+        task["priority"] = parsed.priority
+    if parsed.for_each is not None:  # the next task only
+        task["for_each"] = {"glob": parsed.for_each}
+        parsed.for_each = None
+    if parsed.waits:
+        task["dependencies"] = list(parsed.waits)
+    parsed.tasks.append(task)
+    parsed.arg_of_task.append(arg)
+
+
+def _request(parsed: _Arguments) -> Request:
+    if parsed.for_each is not None:
         raise InputError("--for-each applies to the agent:task after it, and none follows")
-    if documents and tasks:
+    if parsed.documents and parsed.tasks:
         raise InputError("give either one config file or inline agent:description tasks, not both")
-    if len(documents) > 1:
-        raise InputError(f"expected one config file, got {len(documents)}: {', '.join(documents)}")
-    flag_paths = {f"parallel_config.{CONFIG_FLAGS[flag][0]}": flag for flag in config_flags_used}
-    if documents:
-        if inline_flags_used:
-            raise InputError(f"{inline_flags_used[0]} applies to inline tasks, not to a config file")
-        return _config_request(documents[0], overrides, flag_paths)
-    if not tasks:
+    if len(parsed.documents) > 1:
+        raise InputError(f"expected one config file, got {len(parsed.documents)}: {', '.join(parsed.documents)}")
+    flag_paths = {f"parallel_config.{CONFIG_FLAGS[flag][0]}": flag for flag in parsed.config_flags_used}
+    if parsed.documents:
+        if parsed.inline_flags_used:
+            raise InputError(f"{parsed.inline_flags_used[0]} applies to inline tasks, not to a config file")
+        return _config_request(parsed.documents[0], parsed.overrides, flag_paths)
+    if not parsed.tasks:
         raise InputError('no tasks given: pass a config file or "agent:description" arguments')
-    if research_wait_from is not None:
-        _wait_for_research(tasks, ids, research_wait_from)
-    config: dict[str, Any] = {"tasks": tasks}
-    if overrides:
-        config["parallel_config"] = overrides
-    path_names = {f"tasks[{n}]": f"task {n + 1} {arg!r}" for n, arg in enumerate(arg_of_task)}
+    if parsed.research_wait_from is not None:
+        _wait_for_research(parsed.tasks, parsed.ids, parsed.research_wait_from)
+    config: dict[str, Any] = {"tasks": parsed.tasks}
+    if parsed.overrides:
+        config["parallel_config"] = parsed.overrides
+    path_names = {f"tasks[{n}]": f"task {n + 1} {arg!r}" for n, arg in enumerate(parsed.arg_of_task)}
     return Request(config, "inline tasks", {**path_names, **flag_paths}, inline=True)
 
 

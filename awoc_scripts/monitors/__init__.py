@@ -1,1 +1,2 @@
-"""The cores of the seed's single-purpose scripts: context monitor, process monitor, failure handler, retry, aborter."""
+"""The monitors: what a run used against its budgets (context monitor), and whether its
+processes live (process monitor)."""

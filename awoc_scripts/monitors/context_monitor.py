@@ -1,20 +1,21 @@
-"""context-monitor: the seed's progress events in the run's events.jsonl, and tokens against budgets.
+"""context-monitor: the scripts' progress events in the run's events.jsonl, and tokens against budgets.
 
 `track` never loses an event: each is one line appended under the events file's lock. Bad
 arguments (a name the run does not have, a count that is not a number) are refused, and nothing
-is written; what the seed leaves out (it calls `track parallel-start` with variables it never
+is written; what a caller leaves out (it calls `track parallel-start` with variables it never
 sets) is taken from the run's plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from awoc_scripts.plan_types import Plan
-from awoc_scripts.state.run_state import initial_state, run_executing
-from awoc_scripts.state.run_tasks import run_config, tasks_named
+from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.store import Run
+from awoc_scripts.state.task_results import run_config, tasks_named
 
 PARALLEL_START = "parallel-start"
 TASK_START = "parallel-task-start"
@@ -66,7 +67,7 @@ def interpret(plan: Plan, event: str, args: Sequence[str]) -> tuple[dict[str, An
     fields.update(_name_fields(plan, args[0], problems))
     if event == TASK_START:
         if len(args) > 1:
-            fields["description"] = " ".join(args[1:])  # the seed passes it unquoted: one word per argument
+            fields["description"] = " ".join(args[1:])  # callers pass it unquoted: one word per argument
     elif len(args) < 2:
         problems.append(
             "expected AGENT_OR_TASK TOKENS" if event == TASK_COMPLETE else "expected AGENT_OR_TASK EXIT_CODE"
@@ -117,36 +118,79 @@ def token_status(run: Run) -> dict[str, Any]:
     """Tokens used against budgets, per task and in total, with 70/80/90% warnings.
 
     A task's tokens are the orchestrator's count; for a task the orchestrator did not account
-    (the seed's own flow ran it), the sum of its `parallel-task-complete` reports.
+    (a flow of script calls ran it), the sum of its `parallel-task-complete` reports.
     """
     plan = run.read_plan()
     state = run.read_state() or initial_state(run)
     config = run_config(run)
-    events = run.read_events()
-    tracked: dict[str, int] = {}
-    by_agent: dict[str, int] = {}
-    unknown: dict[str, int] = {}
+    reports = _reports(run.read_events())
+    rows, warnings, accounted_agents = _task_rows(plan, state, reports.tracked)
+    unattributed: list[dict[str, Any]] = [
+        {"agent": agent, "tokens": tokens}
+        for agent, tokens in reports.by_agent.items()
+        if agent not in accounted_agents
+    ]
+    unattributed += [{"name": name, "tokens": tokens} for name, tokens in reports.unknown.items()]
+    used_total = sum(int(r["tokens_used"]) for r in rows) + sum(int(u["tokens"]) for u in unattributed)
+    budget_total = int(config["total_token_budget"])
+    total_warning = _warning("total", used_total, budget_total)
+    if total_warning:
+        warnings.append(total_warning)
+    return {
+        "run_id": run.run_id,
+        "status": state.get("status"),
+        "executing": run_executing(run, state),
+        "total": {
+            "tokens_used": used_total,
+            "token_budget": budget_total,
+            "percent": _percent(used_total, budget_total),
+            "remaining": budget_total - used_total,
+        },
+        "tasks": rows,
+        "unattributed": unattributed,
+        "tracked": {"parallel_start": reports.start, **{k.replace("-", "_"): n for k, n in reports.counts.items()}},
+        "warnings": warnings,
+    }
+
+
+@dataclass
+class _Reports:
+    """What a flow of script calls reported in events (parallel-task-complete and the like)."""
+
+    tracked: dict[str, int] = field(default_factory=dict)  # tokens by task id
+    by_agent: dict[str, int] = field(default_factory=dict)
+    unknown: dict[str, int] = field(default_factory=dict)
     start: dict[str, Any] | None = None
-    counts = {TASK_START: 0, TASK_COMPLETE: 0, TASK_FAILED: 0}
+    counts: dict[str, int] = field(default_factory=lambda: {TASK_START: 0, TASK_COMPLETE: 0, TASK_FAILED: 0})
+
+
+def _reports(events: list[dict[str, Any]]) -> _Reports:
+    reports = _Reports()
     for record in events:
         kind = record.get("event")
-        if kind in counts:
-            counts[kind] += 1
+        if kind in reports.counts:
+            reports.counts[kind] += 1
         if kind == PARALLEL_START:
-            start = {k: record.get(k) for k in ("ts", "total_tasks", "total_token_budget")}
+            reports.start = {k: record.get(k) for k in ("ts", "total_tasks", "total_token_budget")}
         if kind != TASK_COMPLETE or not isinstance(record.get("tokens"), int):
             continue
         if record.get("task_id"):
-            tracked[record["task_id"]] = tracked.get(record["task_id"], 0) + record["tokens"]
+            reports.tracked[record["task_id"]] = reports.tracked.get(record["task_id"], 0) + record["tokens"]
         elif record.get("agent"):
-            by_agent[record["agent"]] = by_agent.get(record["agent"], 0) + record["tokens"]
+            reports.by_agent[record["agent"]] = reports.by_agent.get(record["agent"], 0) + record["tokens"]
         else:
             name = str(record.get("name"))
-            unknown[name] = unknown.get(name, 0) + record["tokens"]
+            reports.unknown[name] = reports.unknown.get(name, 0) + record["tokens"]
+    return reports
 
-    rows = []
-    warnings = []
-    accounted_agents = set()
+
+def _task_rows(
+    plan: Plan, state: dict[str, Any], tracked: dict[str, int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    """Each task's tokens against its budget; the warnings; the agents the orchestrator accounted."""
+    rows: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = []
+    accounted_agents: set[str] = set()
     for task in plan["tasks"]:
         tid = task["task_id"]
         saved = state["tasks"].get(tid, {})
@@ -170,27 +214,4 @@ def token_status(run: Run) -> dict[str, Any]:
         warning = _warning("task", used, budget, tid)
         if warning:
             warnings.append(warning)
-    unattributed: list[dict[str, Any]] = [
-        {"agent": agent, "tokens": tokens} for agent, tokens in by_agent.items() if agent not in accounted_agents
-    ]
-    unattributed += [{"name": name, "tokens": tokens} for name, tokens in unknown.items()]
-    used_total = sum(int(r["tokens_used"]) for r in rows) + sum(int(u["tokens"]) for u in unattributed)
-    budget_total = int(config["total_token_budget"])
-    total_warning = _warning("total", used_total, budget_total)
-    if total_warning:
-        warnings.append(total_warning)
-    return {
-        "run_id": run.run_id,
-        "status": state.get("status"),
-        "executing": run_executing(run, state),
-        "total": {
-            "tokens_used": used_total,
-            "token_budget": budget_total,
-            "percent": _percent(used_total, budget_total),
-            "remaining": budget_total - used_total,
-        },
-        "tasks": rows,
-        "unattributed": unattributed,
-        "tracked": {"parallel_start": start, **{k.replace("-", "_"): n for k, n in counts.items()}},
-        "warnings": warnings,
-    }
+    return rows, warnings, accounted_agents

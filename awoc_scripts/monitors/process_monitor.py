@@ -21,8 +21,8 @@ from awoc_scripts.processes import (
     process_ended,
     same_process_alive,
 )
-from awoc_scripts.state.run_tasks import known_names, tasks_named
 from awoc_scripts.state.store import Run, StateStore
+from awoc_scripts.state.task_results import known_names, tasks_named
 
 if TYPE_CHECKING:
     import psutil
@@ -51,7 +51,7 @@ class Watched:
 
 
 def split_monitor_args(args: Sequence[str], timeout: float | None) -> tuple[list[str], float | None]:
-    """PIDS... as given, or the seed's `"PID PID" TIMEOUT` form: an argument with spaces is a list,
+    """PIDS... as given, or the `"PID PID" TIMEOUT` form: an argument with spaces is a list,
     and a bare number after a list or a name (which cannot be a pid) is the timeout."""
     args = list(args)
     if timeout is None and len(args) >= 2 and NUMBER.match(args[-1].strip()):
@@ -256,7 +256,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
     """The run's running tasks: their pids, CPU, memory and process state (and the orchestrator's)."""
     import psutil
 
-    from awoc_scripts.state.run_state import run_executing
+    from awoc_scripts.state.owner import run_executing
 
     state = run.read_state()
     executing = run_executing(run, state)

@@ -1,4 +1,4 @@
-"""Token budgets (SPEC 4): base by agent times the priority multiplier, scaled to the total.
+"""Token budgets: base by agent times the priority multiplier, scaled to the total.
 
 Integer arithmetic throughout, so `floor(6000 * 1.1)` is exactly 6600 and a scaled sum can
 never exceed the total by a rounding error.

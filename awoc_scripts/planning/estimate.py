@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from awoc_scripts.plan_types import Task
 from awoc_scripts.planning.scheduling import Scheduler, task_duration
-from awoc_scripts.state.task_states import SUCCEEDED
+from awoc_scripts.state.statuses import SUCCEEDED
 
 
 @dataclass

@@ -9,9 +9,9 @@ from awoc_scripts.errors import InputError
 from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
-from awoc_scripts.planning.estimate import estimate_schedule
+from awoc_scripts.planning.estimate import EstimatedSchedule, estimate_schedule
 from awoc_scripts.planning.policy_settings import describe_policies
-from awoc_scripts.planning.scheduling import PRIORITY_RANK, graph_metrics, task_duration
+from awoc_scripts.planning.scheduling import PRIORITY_RANK, GraphMetrics, graph_metrics, task_duration
 
 if TYPE_CHECKING:
     from awoc_scripts.state.history import History
@@ -37,21 +37,7 @@ def plan_execution(
     duration_source, expected = _expectations(tasks, history)
     budget = dict(plan.get("budget", {}))
     if total_token_budget is not None:
-        if total_token_budget < 1:
-            raise InputError(f"TOTAL_TOKEN_BUDGET: expected a positive whole number, got {total_token_budget}")
-        explicit = {t["task_id"]: t["token_budget"] for t in tasks if t["budget_source"] == "explicit"}
-        requests = [BudgetRequest(t["task_id"], t["agent"], t["priority"], explicit.get(t["task_id"])) for t in tasks]
-        allocation = allocate_budgets(requests, total_token_budget, config.get("agents"))
-        for task in tasks:
-            task["token_budget"] = allocation.budgets[task["task_id"]]
-        warnings = [w for w in warnings if "token budget" not in w] + allocation.warnings
-        config["total_token_budget"] = allocation.total
-        budget = {
-            "total": allocation.total,
-            "total_given": True,
-            "allocated": allocation.allocated,
-            "scale_factor": allocation.scale_factor,
-        }
+        budget, warnings = _rebudget(tasks, config, total_token_budget, warnings)
 
     limit = int(config["batch_token_limit"])
     for task in tasks:
@@ -80,26 +66,49 @@ def plan_execution(
         "warnings": warnings,
         "policies": describe_policies(config),
         "expected_usage": expected,
-        "tasks": [
-            {
-                "task_id": t["task_id"],
-                "agent": t["agent"],
-                "priority": t["priority"],
-                "priority_rank": PRIORITY_RANK[t["priority"]],
-                "level": metrics.level[t["task_id"]],
-                "token_budget": t["token_budget"],
-                "budget_source": t["budget_source"],
-                "cost_budget_usd": t.get("cost_budget_usd"),
-                "duration_s": task_duration(t),
-                "duration_source": duration_source[t["task_id"]],
-                "remaining_path_s": metrics.remaining[t["task_id"]],
-                # none for a task the estimate skips: it runs only if a dependency fails (a
-                # "conditional" task with "when": "failure"), and the estimate has every task succeed
-                "estimated_start_s": slot.start if (slot := schedule.slots.get(t["task_id"])) else None,
-                "estimated_end_s": slot.end if slot else None,
-            }
-            for t in tasks
-        ],
+        "tasks": [_planned_task(t, metrics, schedule, duration_source[t["task_id"]]) for t in tasks],
+    }
+
+
+def _rebudget(
+    tasks: list[Task], config: dict[str, Any], total: int, warnings: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """A new total token budget: every task's budget allocated again (explicit ones kept in proportion)."""
+    if total < 1:
+        raise InputError(f"TOTAL_TOKEN_BUDGET: expected a positive whole number, got {total}")
+    explicit = {t["task_id"]: t["token_budget"] for t in tasks if t["budget_source"] == "explicit"}
+    requests = [BudgetRequest(t["task_id"], t["agent"], t["priority"], explicit.get(t["task_id"])) for t in tasks]
+    allocation = allocate_budgets(requests, total, config.get("agents"))
+    for task in tasks:
+        task["token_budget"] = allocation.budgets[task["task_id"]]
+    config["total_token_budget"] = allocation.total
+    budget = {
+        "total": allocation.total,
+        "total_given": True,
+        "allocated": allocation.allocated,
+        "scale_factor": allocation.scale_factor,
+    }
+    return budget, [w for w in warnings if "token budget" not in w] + allocation.warnings
+
+
+def _planned_task(t: Task, metrics: GraphMetrics, schedule: EstimatedSchedule, duration_source: str) -> dict[str, Any]:
+    slot = schedule.slots.get(t["task_id"])
+    return {
+        "task_id": t["task_id"],
+        "agent": t["agent"],
+        "priority": t["priority"],
+        "priority_rank": PRIORITY_RANK[t["priority"]],
+        "level": metrics.level[t["task_id"]],
+        "token_budget": t["token_budget"],
+        "budget_source": t["budget_source"],
+        "cost_budget_usd": t.get("cost_budget_usd"),
+        "duration_s": task_duration(t),
+        "duration_source": duration_source,
+        "remaining_path_s": metrics.remaining[t["task_id"]],
+        # none for a task the estimate skips: it runs only if a dependency fails (a
+        # "conditional" task with "when": "failure"), and the estimate has every task succeed
+        "estimated_start_s": slot.start if slot else None,
+        "estimated_end_s": slot.end if slot else None,
     }
 
 

@@ -1,4 +1,4 @@
-"""A request, validated and normalized into a plan (SPEC 3, "Validated plan").
+"""A request, validated and normalized into a plan.
 
 Every default is filled in, dependencies are resolved to task ids and token budgets are set,
 so later steps never have to guess.
@@ -18,6 +18,7 @@ from awoc_scripts.plan_types import Plan, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.fan_out import expand_fan_outs
 from awoc_scripts.planning.permissions import with_permissions
+from awoc_scripts.planning.policy_settings import DEFAULT_MIN_FREE_MEMORY_MB
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "max_concurrent": 5,
@@ -28,7 +29,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "batch_token_limit": 25000,
     "retries": 1,
     "shared_context": "",
-    "min_free_memory_mb": 256,  # under it the rest runs one at a time; under half, the youngest task waits
+    "min_free_memory_mb": DEFAULT_MIN_FREE_MEMORY_MB,
     "agents": {},
     "runner": {},
     "isolation": "process",  # each task's default: "worktree" runs it in its own git worktree
@@ -62,22 +63,7 @@ def build_plan(request: Request) -> Plan:
     )
     for task, raw in zip(tasks, raw_tasks, strict=True):
         task["token_budget"] = allocation.budgets[task["task_id"]]
-        task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else settings["total_timeout"]
-        task["retries"] = raw["retries"] if raw.get("retries") is not None else settings["retries"]
-        task["isolation"] = raw.get("isolation") or settings["isolation"]
-        task["verify"] = raw.get("verify") or settings.get("verify")
-        task["verify_timeout"] = float(raw.get("verify_timeout") or settings["verify_timeout"])
-        if raw.get("cache") is False:
-            task["cache"] = False
-        override = settings["agents"].get(task["agent"], {})
-        if task["model"] is None and "model" in override:
-            task["model"] = override["model"]
-        if task["tools"] is None and "tools" in override:
-            task["tools"] = override["tools"]
-        if task["max_turns"] is None and "max_turns" in override:
-            task["max_turns"] = override["max_turns"]
-        if task["command"] is None and "command" in override:
-            task["command"] = override["command"]
+        _apply_settings(task, raw, settings)
     settings["total_token_budget"] = allocation.total
     with_permissions(tasks, raw_tasks, settings)
 
@@ -101,6 +87,26 @@ def build_plan(request: Request) -> Plan:
     if fans:
         plan["fan_out"] = [fan.summary() for fan in fans]
     return plan
+
+
+def _apply_settings(task: Task, raw: dict[str, Any], settings: dict[str, Any]) -> None:
+    """What the task does not say itself: from parallel_config, and its agent's overrides there."""
+    task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else settings["total_timeout"]
+    task["retries"] = raw["retries"] if raw.get("retries") is not None else settings["retries"]
+    task["isolation"] = raw.get("isolation") or settings["isolation"]
+    task["verify"] = raw.get("verify") or settings.get("verify")
+    task["verify_timeout"] = float(raw.get("verify_timeout") or settings["verify_timeout"])
+    if raw.get("cache") is False:
+        task["cache"] = False
+    override = settings["agents"].get(task["agent"], {})
+    if task["model"] is None and "model" in override:
+        task["model"] = override["model"]
+    if task["tools"] is None and "tools" in override:
+        task["tools"] = override["tools"]
+    if task["max_turns"] is None and "max_turns" in override:
+        task["max_turns"] = override["max_turns"]
+    if task["command"] is None and "command" in override:
+        task["command"] = override["command"]
 
 
 def _agent_warnings(tasks: list[Task]) -> list[str]:
@@ -166,34 +172,39 @@ def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], reque
             condition = raw["condition"]
         elif mode == "conditional":
             condition = {"when": "success"}
-        tasks.append(
-            {
-                "task_id": task_id,
-                "agent": raw["agent"],
-                "description": raw["description"],
-                "priority": raw.get("priority", "medium"),
-                "token_budget": 0,  # set below, with the other tasks' budgets
-                "budget_source": "explicit" if "token_budget" in raw else "computed",
-                "dependencies": deps,
-                "dependency_mode": mode,
-                "critical_dependencies": critical,
-                "condition": condition,
-                "timeout": 0,  # set below, from the settings
-                "estimated_duration": raw.get("estimated_duration"),
-                "retries": 0,  # set below, from the settings
-                "command": raw.get("command"),
-                "model": raw.get("model"),
-                "tools": raw.get("tools"),
-                "max_turns": raw.get("max_turns"),
-                "context": raw.get("context"),
-                "isolation": "process",  # set below, from the settings
-                "index": i,
-                "cost_budget_usd": raw.get("cost_budget_usd"),
-            }
-        )
+        tasks.append(_task_of(raw, task_id, i, deps, mode, critical, condition))
     if problems:
         raise problems_error(request.source, problems)
     cycle = find_cycle({t["task_id"]: t["dependencies"] for t in tasks})
     if cycle:
         raise InputError(f"{request.source}: {format_cycle(cycle)}")
     return tasks
+
+
+def _task_of(
+    raw: dict[str, Any], task_id: str, index: int, deps: list[str], mode: Any, critical: list[str], condition: Any
+) -> Task:
+    """A task as the plan holds it, before budgets and settings are filled in."""
+    return {
+        "task_id": task_id,
+        "agent": raw["agent"],
+        "description": raw["description"],
+        "priority": raw.get("priority", "medium"),
+        "token_budget": 0,  # set below, with the other tasks' budgets
+        "budget_source": "explicit" if "token_budget" in raw else "computed",
+        "dependencies": deps,
+        "dependency_mode": mode,
+        "critical_dependencies": critical,
+        "condition": condition,
+        "timeout": 0,  # set below, from the settings
+        "estimated_duration": raw.get("estimated_duration"),
+        "retries": 0,  # set below, from the settings
+        "command": raw.get("command"),
+        "model": raw.get("model"),
+        "tools": raw.get("tools"),
+        "max_turns": raw.get("max_turns"),
+        "context": raw.get("context"),
+        "isolation": "process",  # set below, from the settings
+        "index": index,
+        "cost_budget_usd": raw.get("cost_budget_usd"),
+    }

@@ -14,6 +14,7 @@ from typing import Any
 TOKEN_PRESSURE = 0.8
 COST_PRESSURE = 0.8
 TIME_PRESSURE = 0.8
+DEFAULT_MIN_FREE_MEMORY_MB = 256  # under it the rest runs one at a time; under half, the youngest task waits
 DEFAULT_POLICIES: dict[str, bool] = {
     "token_pressure": True,
     "token_pressure_counts_in_flight": False,
@@ -32,7 +33,7 @@ def describe_policies(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     total = config["total_token_budget"]
     timeout = config["total_timeout"]
     counted = "spent + budgets of running tasks" if on["token_pressure_counts_in_flight"] else "tokens spent"
-    free_mb = config.get("min_free_memory_mb", 256)
+    free_mb = config.get("min_free_memory_mb", DEFAULT_MIN_FREE_MEMORY_MB)
     return [
         {
             "policy": "token_pressure",

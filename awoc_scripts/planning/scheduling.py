@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from awoc_scripts.plan_types import Task
-from awoc_scripts.state.task_states import (
+from awoc_scripts.state.statuses import (
     CANCELLED,
     PENDING,
     RUNNING,

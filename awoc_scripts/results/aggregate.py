@@ -1,7 +1,7 @@
 """One coherent answer from many task results (aggregate.json).
 
 Results come from a run (results/task_<agent>_<task_id>_result.json) or from files, including
-the ones the seed's own bash loop writes (`task_<agent>_<pid>_result.json` with agent, task,
+the ones a shell loop calling the scripts writes (`task_<agent>_<pid>_result.json` with agent, task,
 result, exit_code, tokens_used, duration). They are put in dependency order, grouped by agent,
 identical results merged, and every failure or skipped task is listed with its reason and the
 exact command that retries it.
@@ -20,17 +20,17 @@ from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import graph_metrics
-from awoc_scripts.state.run_tasks import result_from_state
 from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
+from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, now_iso
-from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL
+from awoc_scripts.state.task_results import result_from_state
 
 SEED_RESULT_NAME = re.compile(r"^task_(?P<agent>.+)_(?P<pid>\d+)_result\.json$")
 STATUS_ORDER = ("succeeded", "failed", "timed_out", "budget_exceeded", "cancelled", "skipped", "pending", "running")
 
 
 def normalize_result(data: Any, source: str) -> dict[str, Any]:
-    """A task result in the run's format, whether awoc or the seed's bash loop wrote it."""
+    """A task result in the run's format, whether awoc or a shell loop calling the scripts wrote it."""
     if not isinstance(data, dict) or not isinstance(data.get("agent"), str):
         raise InputError(f'{source}: expected a task result object with an "agent"')
     ours = "task_id" in data and "status" in data
@@ -44,7 +44,7 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
     tokens = data.get("tokens_used", 0)
     total = tokens.get("total", 0) if isinstance(tokens, dict) else int(tokens or 0)
     return {
-        "task_id": data.get("task_id"),  # the seed's results have none: see assign_task_ids
+        "task_id": data.get("task_id"),  # the scripts' results have none: see assign_task_ids
         "pid": int(match["pid"]) if match else None,
         "agent": data["agent"],
         "task": str(data.get("task", "")),
@@ -63,7 +63,7 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
 
 
 def assign_task_ids(results: list[dict[str, Any]], plan: Plan | None) -> None:
-    """Results the seed's loop wrote carry no task id: take the run's task with the same agent
+    """Results a shell loop calling the scripts wrote carry no task id: take the run's task with the same agent
     and description (so the retry command names a real task), else `<agent>-<pid>`, else
     `<agent>-<n>` in the order given."""
     unused = [(t["agent"], t["description"], t["task_id"]) for t in (plan["tasks"] if plan else [])]
@@ -100,7 +100,7 @@ def load_result_files(paths: Sequence[str]) -> list[dict[str, Any]]:
     return results
 
 
-def run_results(run: Run, known: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def run_results(run: Run, known: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The run's task results, in plan order: `known` ones as given, the others from their files,
     or, for tasks that ended without starting (no file), from state.json."""
     results = []
@@ -108,7 +108,7 @@ def run_results(run: Run, known: Mapping[str, dict[str, Any]] | None = None) -> 
     for task in run.read_plan()["tasks"]:
         tid = task["task_id"]
         if known and tid in known:
-            results.append(known[tid])
+            results.append(dict(known[tid]))
             continue
         file = run.result_file(task["agent"], tid)
         if file.exists():
@@ -118,7 +118,7 @@ def run_results(run: Run, known: Mapping[str, dict[str, Any]] | None = None) -> 
             saved = (run.read_state() or {}).get("tasks", {})
         entry = saved.get(tid, {})
         if entry.get("status") in TERMINAL:
-            results.append(result_from_state(run, task, entry))
+            results.append(dict(result_from_state(run, task, entry)))
     return results
 
 
@@ -147,41 +147,19 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
     for tid in order:
         by_agent.setdefault(by_id[tid]["agent"], []).append(tid)
 
-    merged: list[dict[str, Any]] = []
-    seen: dict[str, dict[str, Any]] = {}
-    for tid in order:
-        result = by_id[tid]
-        if result["status"] != SUCCEEDED:
-            continue
-        key = " ".join(str(result.get("result", "")).split())
-        if key and key in seen:
-            seen[key]["task_ids"].append(tid)
-            continue
-        entry = {
-            "task_ids": [tid],
-            "agent": result["agent"],
-            "task": result.get("task", ""),
-            "result": result.get("result", ""),
+    merged = _merged_successes(order, by_id)
+    problems = [
+        {
+            "task_id": tid,
+            "agent": by_id[tid]["agent"],
+            "task": by_id[tid].get("task", ""),
+            "status": by_id[tid]["status"],
+            "reason": by_id[tid].get("error") or by_id[tid].get("reason") or by_id[tid]["status"],
+            "retry_command": retry_command(run_id, tid),
         }
-        merged.append(entry)
-        if key:
-            seen[key] = entry
-
-    problems = []
-    for tid in order:
-        result = by_id[tid]
-        if result["status"] == SUCCEEDED:
-            continue
-        problems.append(
-            {
-                "task_id": tid,
-                "agent": result["agent"],
-                "task": result.get("task", ""),
-                "status": result["status"],
-                "reason": result.get("error") or result.get("reason") or result["status"],
-                "retry_command": retry_command(run_id, tid),
-            }
-        )
+        for tid in order
+        if by_id[tid]["status"] != SUCCEEDED
+    ]
 
     counts = {status: 0 for status in STATUS_ORDER}
     for result in results:
@@ -204,13 +182,37 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
     }
 
 
+def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The results of the tasks that succeeded, those saying the same thing merged into one."""
+    merged: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for tid in order:
+        result = by_id[tid]
+        if result["status"] != SUCCEEDED:
+            continue
+        key = " ".join(str(result.get("result", "")).split())
+        if key and key in seen:
+            seen[key]["task_ids"].append(tid)
+            continue
+        entry = {
+            "task_ids": [tid],
+            "agent": result["agent"],
+            "task": result.get("task", ""),
+            "result": result.get("result", ""),
+        }
+        merged.append(entry)
+        if key:
+            seen[key] = entry
+    return merged
+
+
 def load_result_args(args: Sequence[str]) -> list[dict[str, Any]]:
     """RESULTS as the command takes them: files, directories of them, - or JSON text."""
     from awoc_scripts.input.documents import load_document, looks_like_json_text
 
     loaded = []
     for arg in args:
-        # JSON text first: the seed passes results as text, often longer than a file name may be
+        # JSON text first: callers pass results as text, often longer than a file name may be
         if arg != "-" and not looks_like_json_text(arg) and _is_directory(arg):
             loaded += load_result_files([arg])
         else:
@@ -230,7 +232,7 @@ def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], outpu
     """Results given (or the run's), aggregated and written to `output`, the run, or the state root."""
     from awoc_scripts.state.store import atomic_write_json
 
-    given = [a for a in args if a]  # the seed passes unset variables as empty strings
+    given = [a for a in args if a]  # callers pass unset variables as empty strings
     run = store.run_if_any(run_id, needed=not given)
     if given:
         results = load_result_args(given)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from awoc_scripts import git
-from awoc_scripts.execution.runners import build_invocation, read_outcome
+from awoc_scripts.execution.claude_cli import build_invocation, read_outcome
 from awoc_scripts.input.agents import find_agent
 from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import run_bounded

@@ -20,8 +20,8 @@ from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.conflict_resolver import Resolver, Side, resolve
 from awoc_scripts.results.overlap import worktree_overlap
 from awoc_scripts.state.reconcile import reconcile_saved_run
+from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import Run, atomic_write_json, now_iso, read_json, take_claim
-from awoc_scripts.state.task_states import SUCCEEDED
 
 GATE_TIMEOUT_S = 600.0
 GATE_OUTPUT_CHARS = 4000

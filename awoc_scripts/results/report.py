@@ -1,4 +1,4 @@
-"""The report: report.json in the seed's format (plus numbers and more), report.md for people.
+"""The report: report.json in the documented format (plus numbers and more), report.md for people.
 
 Times are written as "4m 23s" and percentages as "64%", each with a numeric sibling
 (`total_time_s`, `efficiency_gain_pct`...). The sequential estimate is the sum of the tasks'
@@ -13,8 +13,8 @@ from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.launcher import command_for
+from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
 from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_json
-from awoc_scripts.state.task_states import FAILURES, SUCCEEDED
 
 MAX_RESULT_CHARS_IN_MARKDOWN = 20000
 FORMATS = ("json", "markdown", "research_report")
@@ -182,12 +182,14 @@ def _run_times(metadata: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> t
     if starts and ends:
         span = max(ends) - min(starts)
     else:
-        span = max((float(t.get("duration_s") or 0) for t in tasks), default=0.0)  # the seed's loop starts all at once
+        span = max(
+            (float(t.get("duration_s") or 0) for t in tasks), default=0.0
+        )  # a shell loop starts them all at once
     return span, span
 
 
 def _status_of_results(tasks: list[Mapping[str, Any]]) -> str:
-    """A run no orchestrator executed (the seed's step-by-step flow): its status from its results."""
+    """A run no orchestrator executed (a flow of script calls): its status from its results."""
     statuses = {t["status"] for t in tasks}
     if statuses <= {SUCCEEDED}:
         return "succeeded"
@@ -227,25 +229,12 @@ def _reuse_savings(tasks: list[Mapping[str, Any]]) -> dict[str, Any]:
 def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
     tasks: list[Mapping[str, Any]] = aggregated["tasks"]
     total_time, wall_clock = _run_times(metadata, tasks)
-    # time saved counts only the work that was done: what succeeded, one after another
-    sequential = sum(float(t.get("duration_s") or 0) for t in tasks if t["status"] == SUCCEEDED)
-    meaningful = sequential > 0
-    saved = max(0.0, sequential - total_time) if meaningful else 0.0
-    gain = 100 * saved / sequential if meaningful else 0.0
     actual_path, actual_path_s = actual_critical_path(tasks, metadata.get("dependencies") or {})
     status = metadata.get("status")
     if status in (None, "planned") and tasks and all(t["status"] not in ("pending", "running") for t in tasks):
         status = _status_of_results(tasks)
-    total_tokens = sum(int(t.get("tokens_used", {}).get("total", 0)) for t in tasks)
-    budget = metadata.get("total_token_budget")
-    utilization = 100 * total_tokens / budget if budget else 0.0
-    succeeded = sum(1 for t in tasks if t["status"] == SUCCEEDED)
-    failed = sum(1 for t in tasks if t["status"] in FAILURES)
+    usage = _resource_usage(tasks, metadata)
     retry_of = {p["task_id"]: p["retry_command"] for p in [*aggregated["failures"], *aggregated["not_run"]]}
-    tokens_by_kind = {
-        k: sum(int(t.get("tokens_used", {}).get(k, 0)) for t in tasks)
-        for k in ("input", "output", "cache_read", "cache_creation")
-    }
     return {
         "schema": PLAN_SCHEMA,
         "kind": "report",
@@ -254,34 +243,8 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         "workflow": metadata.get("workflow"),
         "status": status,
         "stop_reason": metadata.get("stop_reason"),
-        "execution_summary": {
-            "total_tasks": len(tasks),
-            "completed_successfully": succeeded,
-            "failed_tasks": failed,
-            "not_run_tasks": len(tasks) - succeeded - failed,
-            "total_time": human_duration(total_time),
-            "total_time_s": round(total_time, 3),
-            "wall_clock_time": human_duration(wall_clock),
-            "wall_clock_time_s": round(wall_clock, 3),
-            "sequential_estimate": human_duration(sequential),
-            "sequential_estimate_s": round(sequential, 3),
-            "time_saved": human_duration(saved) if meaningful else "n/a",
-            "time_saved_s": round(saved, 3) if meaningful else None,
-            "efficiency_gain": percent(gain) if meaningful else "n/a",
-            "efficiency_gain_pct": round(gain, 1) if meaningful else None,
-            "time_saved_counts": "succeeded tasks only" if succeeded < len(tasks) else "all tasks",
-        },
-        "resource_usage": {
-            "total_tokens": total_tokens,
-            "average_per_task": round(total_tokens / len(tasks)) if tasks else 0,
-            "budget_utilization": percent(utilization),
-            "budget_utilization_pct": round(utilization, 1),
-            "total_token_budget": budget,
-            "tokens_by_kind": tokens_by_kind,
-            "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
-            "total_cost_budget_usd": metadata.get("total_cost_budget_usd"),
-            **_reuse_savings(tasks),
-        },
+        "execution_summary": _execution_summary(tasks, total_time, wall_clock),
+        "resource_usage": usage,
         "critical_path": list(metadata.get("critical_path") or []),
         "critical_path_planned": list(metadata.get("critical_path") or []),
         "critical_path_actual": actual_path,
@@ -290,36 +253,85 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         "policy_actions": list(metadata.get("policy_actions") or []),
         "concurrency": metadata.get("concurrency"),
         "warm_pool": warm_pool_summary(metadata.get("warm_events") or [], actual_path),
-        "estimate_vs_actual": _estimate_vs_actual(metadata, total_time, total_tokens, tasks),
-        "task_results": [
-            {
-                "task_id": t["task_id"],
-                "agent": t["agent"],
-                "task": t.get("task", ""),
-                "runner": t.get("runner", "agent"),
-                "status": t["status"],
-                "result": t.get("result", ""),
-                "tokens_used": int(t.get("tokens_used", {}).get("total", 0)),
-                "token_budget": t.get("token_budget"),
-                "cost_usd": float(t.get("cost_usd") or 0),
-                "cost_budget_usd": t.get("cost_budget_usd"),
-                "attempts": t.get("attempts", 1),
-                "duration": human_duration(float(t.get("duration_s") or 0)),
-                "duration_s": float(t.get("duration_s") or 0),
-                "started_at": t.get("started_at"),
-                "finished_at": t.get("finished_at"),
-                "error": t.get("error") or (t.get("reason") if t["status"] != SUCCEEDED else None),
-                "retry_command": retry_of.get(t["task_id"]),
-                "warnings": list(t.get("warnings") or []),
-                "permission_denials": list(t.get("permission_denials") or []),
-                "worktree": t.get("worktree"),
-                "executed_on": t.get("executed_on"),
-                "verify": t.get("verify"),
-                "cached_from": t.get("cached_from"),
-            }
-            for t in tasks
-        ],
+        "estimate_vs_actual": _estimate_vs_actual(metadata, total_time, usage["total_tokens"], tasks),
+        "task_results": [_task_entry(t, retry_of.get(t["task_id"])) for t in tasks],
         "merged_results": [r["task_ids"] for r in aggregated["results"] if len(r["task_ids"]) > 1],
+    }
+
+
+def _execution_summary(tasks: list[Mapping[str, Any]], total_time: float, wall_clock: float) -> dict[str, Any]:
+    # time saved counts only the work that was done: what succeeded, one after another
+    sequential = sum(float(t.get("duration_s") or 0) for t in tasks if t["status"] == SUCCEEDED)
+    meaningful = sequential > 0
+    saved = max(0.0, sequential - total_time) if meaningful else 0.0
+    gain = 100 * saved / sequential if meaningful else 0.0
+    succeeded = sum(1 for t in tasks if t["status"] == SUCCEEDED)
+    failed = sum(1 for t in tasks if t["status"] in FAILURES)
+    return {
+        "total_tasks": len(tasks),
+        "completed_successfully": succeeded,
+        "failed_tasks": failed,
+        "not_run_tasks": len(tasks) - succeeded - failed,
+        "total_time": human_duration(total_time),
+        "total_time_s": round(total_time, 3),
+        "wall_clock_time": human_duration(wall_clock),
+        "wall_clock_time_s": round(wall_clock, 3),
+        "sequential_estimate": human_duration(sequential),
+        "sequential_estimate_s": round(sequential, 3),
+        "time_saved": human_duration(saved) if meaningful else "n/a",
+        "time_saved_s": round(saved, 3) if meaningful else None,
+        "efficiency_gain": percent(gain) if meaningful else "n/a",
+        "efficiency_gain_pct": round(gain, 1) if meaningful else None,
+        "time_saved_counts": "succeeded tasks only" if succeeded < len(tasks) else "all tasks",
+    }
+
+
+def _resource_usage(tasks: list[Mapping[str, Any]], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    total_tokens = sum(int(t.get("tokens_used", {}).get("total", 0)) for t in tasks)
+    budget = metadata.get("total_token_budget")
+    utilization = 100 * total_tokens / budget if budget else 0.0
+    return {
+        "total_tokens": total_tokens,
+        "average_per_task": round(total_tokens / len(tasks)) if tasks else 0,
+        "budget_utilization": percent(utilization),
+        "budget_utilization_pct": round(utilization, 1),
+        "total_token_budget": budget,
+        "tokens_by_kind": {
+            k: sum(int(t.get("tokens_used", {}).get(k, 0)) for t in tasks)
+            for k in ("input", "output", "cache_read", "cache_creation")
+        },
+        "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
+        "total_cost_budget_usd": metadata.get("total_cost_budget_usd"),
+        **_reuse_savings(tasks),
+    }
+
+
+def _task_entry(t: Mapping[str, Any], retry_command: str | None) -> dict[str, Any]:
+    """One task in report.json's task_results."""
+    return {
+        "task_id": t["task_id"],
+        "agent": t["agent"],
+        "task": t.get("task", ""),
+        "runner": t.get("runner", "agent"),
+        "status": t["status"],
+        "result": t.get("result", ""),
+        "tokens_used": int(t.get("tokens_used", {}).get("total", 0)),
+        "token_budget": t.get("token_budget"),
+        "cost_usd": float(t.get("cost_usd") or 0),
+        "cost_budget_usd": t.get("cost_budget_usd"),
+        "attempts": t.get("attempts", 1),
+        "duration": human_duration(float(t.get("duration_s") or 0)),
+        "duration_s": float(t.get("duration_s") or 0),
+        "started_at": t.get("started_at"),
+        "finished_at": t.get("finished_at"),
+        "error": t.get("error") or (t.get("reason") if t["status"] != SUCCEEDED else None),
+        "retry_command": retry_command,
+        "warnings": list(t.get("warnings") or []),
+        "permission_denials": list(t.get("permission_denials") or []),
+        "worktree": t.get("worktree"),
+        "executed_on": t.get("executed_on"),
+        "verify": t.get("verify"),
+        "cached_from": t.get("cached_from"),
     }
 
 
@@ -449,7 +461,7 @@ def _gantt(report: Mapping[str, Any]) -> list[str]:
             start = int(started * 1000)
             end = int((parse_iso(task["finished_at"]) or 0) * 1000)
         elif not timed and task["duration_s"]:
-            start, end = 0, int(task["duration_s"] * 1000)  # the seed's loop starts every task at once
+            start, end = 0, int(task["duration_s"] * 1000)  # a shell loop calling the scripts starts every task at once
         else:
             continue
         by_agent.setdefault(task["agent"], []).append((task, start, max(end, start + 1)))
@@ -593,7 +605,7 @@ def topic_of(task_text: str) -> str:
 
 
 def render_research_report(report: Mapping[str, Any]) -> str:
-    """Findings grouped by agent, then by topic, for the seed's research pipelines."""
+    """Findings grouped by agent, then by topic, for research pipelines."""
     lines = [
         f"# Research report: {report.get('workflow') or 'run'} `{report['run_id']}`",
         "",
@@ -629,7 +641,7 @@ def write_reports(files: ReportFiles, report: dict[str, Any], markdown: str, agg
     atomic_write_bytes(files.report_md, shown_safely(markdown).encode("utf-8") + b"\n")
 
 
-def report_run(run: Run, known_results: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def report_run(run: Run, known_results: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Aggregate a run's results and write aggregate.json, report.json and report.md.
     `known_results`: the ones the caller holds already, so their files are not read again."""
     from awoc_scripts.results.aggregate import aggregate, run_results

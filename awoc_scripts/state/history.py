@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
-from awoc_scripts.state.task_states import SUCCEEDED
 
 HISTORY_FILE = "history.json"
 RUNS_KEPT = 10

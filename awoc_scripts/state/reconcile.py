@@ -13,8 +13,8 @@ from typing import Any
 
 from awoc_scripts.errors import StateError
 from awoc_scripts.launcher import command_for
+from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, read_json
-from awoc_scripts.state.task_states import PENDING, RUNNING, SUCCEEDED, TERMINAL
 
 # what a run's saved status says once its orchestrator finished it
 ENDED = frozenset({"succeeded", "finished_with_failures", "incomplete", "aborted", "failed"})

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from awoc_scripts.errors import StateError
-from awoc_scripts.state.task_states import PENDING, RUNNING, TERMINAL
+from awoc_scripts.state.statuses import PENDING, RUNNING, TERMINAL
 
 STATUSES = frozenset({PENDING, RUNNING, *TERMINAL})
 _NONE: type = type(None)
@@ -90,7 +90,7 @@ RESULT_FIELDS: dict[str, frozenset[type]] = {
     "dependencies": frozenset({list}),
 }
 DENIAL_FIELDS: dict[str, frozenset[type]] = {"tool": _TEXT, "input": _TEXT, "attempt": _OPTIONAL_INT}
-# what the seed's own bash loop writes (results/aggregate.py reads both)
+# what a shell loop calling the scripts writes (results/aggregate.py reads both)
 SEED_RESULT_FIELDS: dict[str, frozenset[type]] = {
     "task_id": _OPTIONAL_TEXT,
     "agent": _TEXT,

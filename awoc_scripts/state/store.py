@@ -6,7 +6,7 @@ processes can work on one run without losing an update.
 
 The lock is `fcntl.flock` on `<file>.lock`, not the filelock package: importing filelock
 costs 12-18 ms at every start of every script and about 240 us per lock (measured in
-bench/), which the seed's flow of short script calls pays again and again.
+bench/), which a flow of short script calls pays again and again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -292,7 +292,7 @@ class TaskFiles:
 
 class ReportFiles:
     """aggregate.json, report.json and report.md: a run's, or (results made outside any run,
-    as the seed's own loop makes them) the state directory's."""
+    as a shell loop calling the scripts makes them) the state directory's."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -351,7 +351,7 @@ class Run:
             self._task_files[task_id] = TaskFiles(self.tasks_dir / task_id)
         return self._task_files[task_id]
 
-    def write_task_result(self, agent: str, task_id: str, result: dict[str, Any]) -> None:
+    def write_task_result(self, agent: str, task_id: str, result: Mapping[str, Any]) -> None:
         """tasks/<id>/result.json, and the same file linked as results/task_<agent>_<id>_result.json."""
         files = self.task_files(task_id)
         if not files.dir.is_dir():  # a task ended outside the orchestrator before it started

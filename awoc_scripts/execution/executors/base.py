@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from awoc_scripts.execution.runners import Invocation
+from awoc_scripts.execution.claude_cli import Invocation
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ before each attempt and tells it when the task has ended; each mode is a module 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from awoc_scripts.plan_types import Task
+from awoc_scripts.run_documents import IsolationExtras
 
 
 class CannotStart(Exception):
@@ -20,7 +21,7 @@ class Isolation(Protocol):
     def workdir(self, task: Task) -> Path:
         """The directory the task's next attempt runs in. Raises CannotStart."""
 
-    def task_ended(self, task: Task, status: str) -> dict[str, Any]:
+    def task_ended(self, task: Task, status: str) -> IsolationExtras:
         """The task's last attempt ended: what its result records of its working directory."""
 
     def run_ended(self) -> list[str]:

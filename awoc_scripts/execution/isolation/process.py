@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from awoc_scripts.plan_types import Task
+from awoc_scripts.run_documents import IsolationExtras
 
 
 class ProcessIsolation:
@@ -18,7 +18,7 @@ class ProcessIsolation:
     def workdir(self, task: Task) -> Path:
         return self.cwd
 
-    def task_ended(self, task: Task, status: str) -> dict[str, Any]:
+    def task_ended(self, task: Task, status: str) -> IsolationExtras:
         return {}
 
     def run_ended(self) -> list[str]:

@@ -11,6 +11,7 @@ from awoc_scripts.execution.isolation.base import Isolation
 from awoc_scripts.execution.isolation.process import ProcessIsolation
 from awoc_scripts.execution.isolation.worktree import WorktreeIsolation
 from awoc_scripts.plan_types import Plan, Task
+from awoc_scripts.run_documents import IsolationExtras
 from awoc_scripts.state.store import EventBuffer, Run
 
 
@@ -56,7 +57,7 @@ class Workspaces:
         worktree = cached_result.get("worktree")
         return isinstance(worktree, dict) and mode.adopt(task, worktree)
 
-    def task_ended(self, task: Task, status: str, session_id: str | None, ran: bool = True) -> dict[str, Any]:
+    def task_ended(self, task: Task, status: str, session_id: str | None, ran: bool = True) -> IsolationExtras:
         if task["isolation"] == "process" and ran:
             # what it wrote in the shared directory changes the files the next tasks see
             self._directory_files = None

@@ -23,10 +23,11 @@ from awoc_scripts.errors import AwocError, StateError
 from awoc_scripts.execution.isolation.base import CannotStart
 from awoc_scripts.plan_types import GitBase, Task
 from awoc_scripts.planning.git_base import branch_name
+from awoc_scripts.run_documents import IsolationExtras
+from awoc_scripts.state.owner import run_executing
 from awoc_scripts.state.reconcile import GONE
-from awoc_scripts.state.run_state import run_executing
+from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, read_json
-from awoc_scripts.state.task_states import SUCCEEDED
 
 RECORD_FILE = "worktree.json"
 KILLED = ("running", "paused")  # what state.json says of a run whose orchestrator died mid-way
@@ -184,7 +185,7 @@ class WorktreeIsolation:
 
     # -- ends ------------------------------------------------------------------------------
 
-    def task_ended(self, task: Task, status: str) -> dict[str, Any]:
+    def task_ended(self, task: Task, status: str) -> IsolationExtras:
         """Commit what the task left; its result records branch, base, head, commits and files."""
         tid = task["task_id"]
         record = self.record(tid)

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from awoc_scripts.execution.records import TaskRecord
-from awoc_scripts.state.store import EventBuffer
+from awoc_scripts.execution.task_record import TaskRecord
 
 
 class Note(Protocol):
     def note(self, text: str) -> None: ...
 
 
+class Events(Protocol):
+    def add(self, kind: str, **fields: Any) -> None: ...
+
+
 class LiveRun(Protocol):
     """What a policy may see of the run and do to it."""
 
-    started_mono: float
-    events: EventBuffer
-    display: Note
-    records: dict[str, TaskRecord]
+    @property
+    def started_mono(self) -> float: ...
+    @property
+    def events(self) -> Events: ...
+    @property
+    def display(self) -> Note: ...
+    @property
+    def records(self) -> dict[str, TaskRecord]: ...
 
     def running(self) -> list[str]: ...
     def budget_of(self, task_id: str) -> int: ...

@@ -5,9 +5,9 @@ its task's budget left and the run's money left (`--max-budget-usd` for the clau
 from __future__ import annotations
 
 from awoc_scripts.execution.policies.base import LiveRun
-from awoc_scripts.execution.records import TaskRecord
+from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.planning.policy_settings import COST_PRESSURE
-from awoc_scripts.state.task_states import PENDING
+from awoc_scripts.state.statuses import PENDING
 
 
 class CostPressure:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from awoc_scripts.execution.levers import SEQUENTIAL
+from awoc_scripts.execution.machine.levers import SEQUENTIAL
 from awoc_scripts.execution.policies.base import LiveRun
 
 

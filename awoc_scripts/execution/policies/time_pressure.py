@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from awoc_scripts.execution.levers import EMERGENCY
+from awoc_scripts.execution.machine.levers import EMERGENCY
 from awoc_scripts.execution.policies.base import LiveRun
 from awoc_scripts.planning.policy_settings import TIME_PRESSURE
-from awoc_scripts.state.task_states import TIMED_OUT
+from awoc_scripts.state.statuses import TIMED_OUT
 
 
 class TimePressure:

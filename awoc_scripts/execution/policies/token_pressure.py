@@ -3,7 +3,7 @@ with the budget spent, nothing new starts."""
 
 from __future__ import annotations
 
-from awoc_scripts.execution.levers import REDUCE
+from awoc_scripts.execution.machine.levers import REDUCE
 from awoc_scripts.execution.policies.base import LiveRun
 from awoc_scripts.planning.policy_settings import TOKEN_PRESSURE
 

@@ -22,6 +22,7 @@ from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time
 from awoc_scripts.input.agents import AgentDefinition
 from awoc_scripts.plan_types import Permissions, Task
 from awoc_scripts.planning.permissions import resolve_permissions, sandbox_available
+from awoc_scripts.run_documents import TokenCounts
 
 AGENT_COMMAND_ENV = "AWOC_AGENT_COMMAND"
 CLAUDE_BIN_ENV = "AWOC_CLAUDE_BIN"
@@ -195,7 +196,7 @@ class Tokens:
     def total(self) -> int:
         return self.input + self.output + self.cache_read + self.cache_creation
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> TokenCounts:
         return {
             "input": self.input,
             "output": self.output,

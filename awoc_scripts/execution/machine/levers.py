@@ -1,7 +1,8 @@
-"""The emergency levers (the seed's resource-exhaustion handlers), one definition each.
+"""The emergency levers, one definition each.
 
-A lever acts on a `LeverTarget`: the run's saved state when no orchestrator is running, or
-the live scheduler of the orchestrator that runs the run. Either way the effect is the same.
+A lever acts on a `LeverTarget`: the run machine, whether it executes the run (a LeverPulled
+event) or was loaded from the run's saved state.json (machine/saved.py). Either way the effect is
+the same.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL
+from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 
 REDUCE = "reduce-remaining-tasks"
 SEQUENTIAL = "convert-remaining-tasks"

@@ -11,21 +11,21 @@ from collections.abc import Callable
 from typing import Any
 
 from awoc_scripts.errors import StateError
+from awoc_scripts.execution.claude_cli import Tokens
 from awoc_scripts.execution.outcomes import attempt_outcome
-from awoc_scripts.execution.records import TaskRecord
-from awoc_scripts.execution.runners import Tokens
+from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import kill_marked, process_create_time, process_start_ticks
+from awoc_scripts.state.owner import initial_state, orchestrator_alive
 from awoc_scripts.state.reconcile import task_ends
-from awoc_scripts.state.run_state import initial_state, orchestrator_alive
-from awoc_scripts.state.run_tasks import result_from_state
 from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
+from awoc_scripts.state.statuses import CANCELLED, PENDING, RUNNING, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, parse_iso, read_json
-from awoc_scripts.state.task_states import CANCELLED, PENDING, RUNNING, SUCCEEDED, TERMINAL
+from awoc_scripts.state.task_results import result_from_state
 
 
-class LiveState:
+class StateFile:
     def __init__(self, run: Run, resume: bool) -> None:
         self.run = run
         self.data = self._load(resume)
@@ -192,32 +192,6 @@ class LiveState:
             return
         self._fd = os.open(self.run.state_file, os.O_RDONLY | os.O_CLOEXEC)
         self._ino = os.fstat(self._fd).st_ino
-
-
-def task_snapshot(
-    records: dict[str, TaskRecord], status: dict[str, str], budget: dict[str, int], reasons: dict[str, str]
-) -> dict[str, Any]:
-    """The tasks part of state.json."""
-    tasks = {}
-    for tid, rec in records.items():
-        tasks[tid] = {
-            "status": status[tid],
-            "token_budget": budget[tid],
-            "attempts": rec.attempts,
-            "pid": rec.pid,
-            "pid_create_time": rec.pid_create_time,
-            "pid_start_ticks": rec.pid_start_ticks,
-            "started_at": rec.started_at,
-            "finished_at": rec.finished_at,
-            "exit_code": rec.exit_code,
-            "error": rec.error,
-            "reason": reasons.get(tid) or rec.reason,
-            "tokens_used": rec.tokens.as_dict(),
-            "cost_usd": round(rec.cost_usd, 9),
-            "cost_budget_usd": rec.cost_budget,
-            "previous_error": rec.previous_error,
-        }
-    return tasks
 
 
 def note_create_times(records: dict[str, TaskRecord], running: list[str]) -> None:

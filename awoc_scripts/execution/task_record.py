@@ -1,27 +1,12 @@
-"""What the run loop knows of each task while it executes, and the options it runs with."""
+"""What the run knows of each task while it executes: one record per task, owned by the run machine."""
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from awoc_scripts.execution.runners import Outcome, Tokens, TurnCounter
-from awoc_scripts.state.store import TaskFiles, now_iso
-
-
-@dataclass
-class Options:
-    backoff_base_s: float = 2.0
-    backoff_max_s: float = 60.0
-    usage_limit_pause_s: float = 300.0  # a usage limit that names no reset: try again after this
-    min_free_memory_mb: int | None = None  # default: parallel_config's
-    cwd: Path = field(default_factory=Path.cwd)
-    home: Path = field(default_factory=Path.home)
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    memory_probe: Callable[[], float] | None = None  # MB available; replaceable for tests
+from awoc_scripts.execution.claude_cli import Outcome, Tokens, TurnCounter
+from awoc_scripts.run_documents import Denial, Saving, Verification
+from awoc_scripts.state.store import TaskFiles, iso_of
 
 
 @dataclass
@@ -52,21 +37,20 @@ class TaskRecord:
     cost_budget: float | None = None  # dollars for the whole task (all attempts), when it has a budget
     cost_cap_usd: float | None = None  # what the current attempt may spend: set at its start
     on_denied: str = "fail"  # what a refused tool call does to it: "fail" or "warn"
-    workdir: Path | None = None  # where its current attempt runs
     verifying_since: float | None = None  # its verification runs (monotonic start)
-    verify: dict[str, object] | None = None  # what its last verification did
+    verify: Verification | None = None  # what its last verification did
     cache_key: str | None = None  # under which its result is stored once it succeeds
     cached_from: str | None = None  # the earlier run whose result it reuses
-    saved: dict[str, object] | None = None  # what reusing it saved: tokens, cost_usd
-    denials: list[dict[str, object]] = field(default_factory=list)  # refused tool calls of every attempt
+    saved: Saving | None = None  # what reusing it saved
+    denials: list[Denial] = field(default_factory=list)  # refused tool calls of every attempt
 
     def cost_left(self) -> float | None:
         return None if self.cost_budget is None else self.cost_budget - self.cost_usd
 
-    def begin_attempt(self, timeout_s: float, stream: bool) -> None:
+    def begin_attempt(self, timeout_s: float, stream: bool, now: float, wall: float) -> None:
         """Its clock starts; the first attempt's start stays the task's start."""
-        self.started_at = self.started_at if self.attempts > 1 and self.started_at else now_iso()
-        self.start_mono = time.monotonic()
+        self.started_at = self.started_at if self.attempts > 1 and self.started_at else iso_of(wall)
+        self.start_mono = now
         self.first_start_mono = self.first_start_mono or self.start_mono
         self.deadline = self.start_mono + timeout_s
         self.stream = TurnCounter() if stream else None
@@ -79,4 +63,4 @@ class TaskRecord:
         self.cost_usd += float(outcome.cost_usd or 0)
         self.result = outcome.result
         self.session_id = outcome.session_id or self.session_id
-        self.denials += [{**denial, "attempt": self.attempts} for denial in outcome.denials]
+        self.denials += [{"tool": d["tool"], "input": d["input"], "attempt": self.attempts} for d in outcome.denials]

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from awoc_scripts.errors import OK, InputError, StateError
-from awoc_scripts.execution.controls import request_lever
-from awoc_scripts.execution.levers import RETRY
+from awoc_scripts.execution.machine.levers import RETRY
+from awoc_scripts.levers.requests import request_lever
 from awoc_scripts.plan_types import Plan
-from awoc_scripts.state.run_state import initial_state, run_executing
-from awoc_scripts.state.run_tasks import require_tasks
+from awoc_scripts.state.owner import initial_state, run_executing
+from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, StateStore
-from awoc_scripts.state.task_states import FAILURES, SUCCEEDED, TERMINAL
+from awoc_scripts.state.task_results import require_tasks
 
 
 def retry_targets(run: Run, name: str) -> tuple[list[str], bool]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from awoc_scripts.errors import ABORTED, INTERNAL_ERROR, INTERRUPTED, OK, TASKS_FAILED
-from awoc_scripts.state.run_status import run_status
+from awoc_scripts.state.status_command import run_status
 from awoc_scripts.state.store import StateStore
 
 POLL_S = 0.2

@@ -11,14 +11,14 @@ import time
 from typing import Any
 
 from awoc_scripts.errors import ABORTED, OK
-from awoc_scripts.execution.controls import request_lever
-from awoc_scripts.execution.levers import ABORT
+from awoc_scripts.execution.machine.levers import ABORT
+from awoc_scripts.levers.requests import request_lever
 from awoc_scripts.processes import kill_marked
 from awoc_scripts.results.aggregate import retry_command
-from awoc_scripts.state.run_state import initial_state, run_executing
-from awoc_scripts.state.run_tasks import excerpt, read_result, write_ended_result
+from awoc_scripts.state.owner import initial_state, run_executing
+from awoc_scripts.state.statuses import CANCELLED, FAILURES, PENDING, RUNNING, SUCCEEDED
 from awoc_scripts.state.store import Run
-from awoc_scripts.state.task_states import CANCELLED, FAILURES, PENDING, RUNNING, SUCCEEDED
+from awoc_scripts.state.task_results import excerpt, read_result, write_ended_result
 
 ABORT_REASON = "aborted by parallel-execution-aborter"
 FINISH_WAIT_S = 15.0

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.state.statuses import PENDING
 from awoc_scripts.state.store import Run
-from awoc_scripts.state.task_states import PENDING
 
 
 def initial_state(run: Run) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """parallel-error-handler: a task failed; record it, then retry it or abort the run.
 
-Like the seed's handle_task_failure: while the run's failed tasks are within
+Like a classic handle_task_failure: while the run's failed tasks are within
 `failure_tolerance`, the task is retried with reduced scope; beyond it, the run is aborted with
 its partial results. The failure is recorded in state.json unless an orchestrator executes the
 run (it owns the task states then, and has recorded the failure itself).
@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from awoc_scripts.errors import ABORTED, OK, InputError
+from awoc_scripts.levers.abort import abort_with_partial_results
+from awoc_scripts.levers.retry import retry_reduced
 from awoc_scripts.monitors.context_monitor import TASK_FAILED
-from awoc_scripts.monitors.run_aborter import abort_with_partial_results
-from awoc_scripts.monitors.task_retry import retry_reduced
 from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
-from awoc_scripts.state.run_state import initial_state, run_executing
-from awoc_scripts.state.run_tasks import require_tasks, run_config, write_ended_result
+from awoc_scripts.state.owner import initial_state, run_executing
+from awoc_scripts.state.statuses import FAILED, FAILURES, RUNNING, TERMINAL
 from awoc_scripts.state.store import Run, StateStore, now_iso
-from awoc_scripts.state.task_states import FAILED, FAILURES, RUNNING, TERMINAL
+from awoc_scripts.state.task_results import require_tasks, run_config, write_ended_result
 
 STDERR_TAIL_CHARS = 2000
 SOURCE = "parallel-error-handler"

@@ -9,9 +9,9 @@ from awoc_scripts.state.store import StateStore
 
 def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
     from awoc_scripts.launcher import command_for
+    from awoc_scripts.state.owner import initial_state, run_executing
     from awoc_scripts.state.reconcile import INTERRUPTED, reconcile
-    from awoc_scripts.state.run_state import initial_state, run_executing
-    from awoc_scripts.state.task_states import RUNNING
+    from awoc_scripts.state.statuses import RUNNING
 
     run = store.open_run(run_id)
     state = run.read_state(against_plan=False) or initial_state(run)  # what it shows is the state's own

@@ -1,4 +1,4 @@
-"""The states a task goes through (SPEC 5), for modules that need the names and nothing else."""
+"""The states a task goes through, for modules that need the names and nothing else."""
 
 PENDING, RUNNING = "pending", "running"
 SUCCEEDED, FAILED, TIMED_OUT, BUDGET_EXCEEDED = "succeeded", "failed", "timed_out", "budget_exceeded"

@@ -1,17 +1,18 @@
-"""A run's tasks as the seed's scripts name them (a task id, or an agent meaning its tasks), and
+"""A run's tasks as the scripts name them (a task id, or an agent meaning its tasks), and
 the result file of a task that ended without the orchestrator (failed as reported, or cancelled).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.plan_types import Plan, Task
+from awoc_scripts.run_documents import NO_TOKENS, TaskResult, task_result
 from awoc_scripts.state.shapes import result_problem
+from awoc_scripts.state.statuses import PENDING
 from awoc_scripts.state.store import Run, now_iso, read_json
-from awoc_scripts.state.task_states import PENDING
 
 EXCERPT_CHARS = 500
 
@@ -69,35 +70,24 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
 
 
-def result_from_state(run: Run, task: Task, saved: dict[str, Any]) -> dict[str, Any]:
+def result_from_state(run: Run, task: Task, saved: Mapping[str, Any]) -> TaskResult:
     """A task's result as state.json tells it: for a task without a result file, which is one
-    that never started (see TaskBook.finalize), or a base for one that ended outside the orchestrator."""
-    return {
-        "schema": PLAN_SCHEMA,
-        "run_id": run.run_id,
-        "task_id": task["task_id"],
-        "agent": task["agent"],
-        "task": task["description"],
-        "priority": task["priority"],
-        "runner": "command" if task.get("command") else "agent",
-        "status": saved.get("status", PENDING),
-        "result": "",
-        "exit_code": saved.get("exit_code"),
-        "attempts": int(saved.get("attempts") or 0),
-        "tokens_used": saved.get("tokens_used")
-        or {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "total": 0},
-        "token_budget": int(saved.get("token_budget") or task["token_budget"]),
-        "cost_usd": float(saved.get("cost_usd") or 0.0),
-        "cost_budget_usd": saved.get("cost_budget_usd", task.get("cost_budget_usd")),
-        "started_at": saved.get("started_at"),
-        "finished_at": saved.get("finished_at"),
-        "duration_s": 0.0,
-        "error": saved.get("error"),
-        "reason": saved.get("reason"),
-        "warnings": [],
-        "permission_denials": [],
-        "dependencies": task["dependencies"],
-    }
+    that never started (see TaskLedger.finalize), or a base for one that ended outside the orchestrator."""
+    return task_result(
+        run.run_id,
+        task,
+        saved.get("status", PENDING),
+        exit_code=saved.get("exit_code"),
+        attempts=int(saved.get("attempts") or 0),
+        tokens=saved.get("tokens_used") or NO_TOKENS.copy(),
+        token_budget=int(saved.get("token_budget") or task["token_budget"]),
+        cost_usd=float(saved.get("cost_usd") or 0.0),
+        cost_budget_usd=saved.get("cost_budget_usd", task.get("cost_budget_usd")),
+        started_at=saved.get("started_at"),
+        finished_at=saved.get("finished_at"),
+        error=saved.get("error"),
+        reason=saved.get("reason"),
+    )
 
 
 def write_ended_result(

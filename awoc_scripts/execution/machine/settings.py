@@ -1,0 +1,42 @@
+"""What the run machine needs of a run's parallel_config and options: plain numbers, read once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from awoc_scripts.execution.run_options import Options
+from awoc_scripts.planning.policy_settings import DEFAULT_MIN_FREE_MEMORY_MB
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    max_concurrent: int
+    batch_token_limit: int
+    total_token_budget: int
+    failure_tolerance: int
+    ramp_up_s: float = 0.0
+    min_free_mb: float = DEFAULT_MIN_FREE_MEMORY_MB
+    cache: bool = False
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 60.0
+    usage_limit_pause_s: float = 300.0
+    config: dict[str, Any] = field(default_factory=dict)  # the policies read their own settings
+
+    @classmethod
+    def of(cls, config: dict[str, Any], options: Options | None = None) -> MachineSettings:
+        options = options or Options()
+        min_free = config.get("min_free_memory_mb", DEFAULT_MIN_FREE_MEMORY_MB)
+        return cls(
+            max_concurrent=int(config["max_concurrent"]),
+            batch_token_limit=int(config["batch_token_limit"]),
+            total_token_budget=int(config["total_token_budget"]),
+            failure_tolerance=int(config["failure_tolerance"]),
+            ramp_up_s=float(config.get("ramp_up_s") or 0),
+            min_free_mb=float(min_free if options.min_free_memory_mb is None else options.min_free_memory_mb),
+            cache=bool(config.get("cache")),
+            backoff_base_s=options.backoff_base_s,
+            backoff_max_s=options.backoff_max_s,
+            usage_limit_pause_s=options.usage_limit_pause_s,
+            config=config,
+        )

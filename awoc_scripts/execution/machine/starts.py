@@ -1,0 +1,128 @@
+"""How the run machine starts tasks: one start asked at a time, and what each answer means.
+
+Part of the run machine (machine.py), kept apart so that each reads in one sitting. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from awoc_scripts.execution.machine.endings import iso as iso_of_moment
+from awoc_scripts.execution.machine.events import (
+    CacheHit,
+    CacheMiss,
+    CannotStart,
+    LookUpCache,
+    OutputRead,
+    Spawned,
+    Start,
+    StartFailed,
+)
+from awoc_scripts.state.statuses import BUDGET_EXCEEDED
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.machine.machine import RunMachine
+
+
+def start_next(m: RunMachine) -> None:
+    """Ask for the next start, one at a time: each answer (Spawned, CannotStart...) asks again."""
+    if m.stop_reason is not None or m.no_new_starts or m.pause.active or m.starting:
+        return
+    decision = m.scheduler.next_start(m.running(), m.limit(m.at.now), m.settings.batch_token_limit)
+    if decision is None:
+        return
+    tid, task, rec = decision.task_id, m.by_id[decision.task_id], m.records[decision.task_id]
+    if decision.alone_over_batch_limit:
+        limit = m.settings.batch_token_limit
+        m.events.add("batch-limit-exceeded", task_id=tid, token_budget=rec.budget, batch_token_limit=limit)
+    m.scheduler.start(tid)
+    m.in_flight[tid] = None
+    m.starting.add(tid)
+    if m.settings.cache and rec.attempts == 0 and task.get("cache") is not False:
+        m.out.append(LookUpCache(tid))
+    else:
+        ask_start(m, tid)
+
+
+def ask_start(m: RunMachine, tid: str) -> None:
+    rec = m.records[tid]
+    rec.cost_cap_usd = m.cost_policy.cap_for(rec, m.ledger.cost_spent)
+    rec.stop_status = None
+    m.out.append(Start(tid))
+
+
+def spawned(m: RunMachine, event: Spawned) -> None:
+    tid, rec = event.task_id, m.records[event.task_id]
+    m.starting.discard(tid)
+    rec.attempts += 1
+    rec.files = event.files
+    rec.begin_attempt(float(m.by_id[tid]["timeout"]), event.streams, event.at.now, event.at.wall)
+    rec.pid, rec.pid_create_time, rec.pid_start_ticks = event.pid, None, None  # read when the state is written
+    m.ledger.dirty = True
+    m.events.add(
+        "task-start",
+        task_id=tid,
+        agent=m.by_id[tid]["agent"],
+        attempt=rec.attempts,
+        pid=event.pid,
+        token_budget=rec.budget,
+    )
+    start_next(m)
+
+
+def cannot_start(m: RunMachine, event: CannotStart) -> None:
+    tid = event.task_id
+    m.starting.discard(tid)
+    m.in_flight.pop(tid, None)
+    m.events.add("task-cannot-start", task_id=tid, reason=event.reason)
+    m.ledger.skip(tid, f"cannot start: {event.reason}")
+    start_next(m)
+
+
+def start_failed(m: RunMachine, event: StartFailed) -> None:
+    tid, rec = event.task_id, m.records[event.task_id]
+    m.in_flight.pop(tid, None)
+    rec.error, rec.deadline = event.error, None
+    if tid in m.starting:  # the attempt itself: it counts, and a retry would fail the same way
+        m.starting.discard(tid)
+        rec.attempts += 1
+        if event.files is not None:
+            rec.files = event.files
+            rec.begin_attempt(float(m.by_id[tid]["timeout"]), False, event.at.now, event.at.wall)
+            rec.deadline = None
+        m.end_task(tid, "failed", allow_retry=False)
+        start_next(m)
+        return
+    rec.verifying_since = None  # its verification could not start: the attempt failed
+    m.end_task(tid, "failed", allow_retry=m.stop_reason is None)
+
+
+def cache_hit(m: RunMachine, event: CacheHit) -> None:
+    tid, rec, cached = event.task_id, m.records[event.task_id], event.result
+    m.starting.discard(tid)
+    m.in_flight.pop(tid, None)
+    rec.result, rec.exit_code = str(cached.get("result") or ""), cached.get("exit_code")
+    rec.cached_from, rec.verify = event.run_id, cached.get("verify")
+    tokens = cached.get("tokens_used") or {}
+    rec.saved = {"tokens": int(tokens.get("total") or 0), "cost_usd": float(cached.get("cost_usd") or 0)}
+    rec.started_at = iso_of_moment(event.at)
+    m.events.add("task-reused", task_id=tid, cached_from=rec.cached_from, saved=rec.saved)
+    m.display.note(f"{tid}: reused from run {rec.cached_from}")
+    m.ledger.finish(tid, "succeeded")
+    start_next(m)
+
+
+def cache_miss(m: RunMachine, event: CacheMiss) -> None:
+    if event.key is not None:
+        m.records[event.task_id].cache_key = event.key
+        m.events.add("task-cache-miss", task_id=event.task_id, key=event.key, files=event.files)
+    ask_start(m, event.task_id)
+
+
+def output_read(m: RunMachine, event: OutputRead) -> None:
+    rec = m.records[event.task_id]
+    if rec.stop_status or rec.stream is None or event.task_id not in m.in_flight:
+        return
+    used = rec.stream.feed(event.data).total
+    if used > rec.budget:
+        m.stop_task(event.task_id, BUDGET_EXCEEDED, f"used {used} tokens, over its budget of {rec.budget}")

@@ -1,0 +1,204 @@
+"""The documents a run writes beside its plan: state.json, each task's result.json, a lever request.
+
+TypedDicts, as in plan_types.py and for the same reasons: these files are read and written as
+plain dicts (orjson) by several processes at once, and a TypedDict types that very dict with no
+conversion at each boundary and no cost at start-up. `state/shapes.py` derives its checks from
+these classes (`shapes.kinds_of`), so a field added here is checked there with no second table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.plan_types import Task
+
+
+class TokenCounts(TypedDict):
+    input: int
+    output: int
+    cache_read: int
+    cache_creation: int
+    total: int
+
+
+NO_TOKENS: TokenCounts = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "total": 0}
+
+
+class Denial(TypedDict):
+    """A tool call the agent was refused (or a tool it was not given)."""
+
+    tool: str
+    input: str
+    attempt: NotRequired[int | None]
+
+
+class Verification(TypedDict):
+    command: list[str]
+    exit_code: int | None  # None: stopped at its timeout
+    passed: bool
+    output: str
+    duration_s: float
+
+
+class Saving(TypedDict):
+    tokens: int
+    cost_usd: float
+
+
+class IsolationExtras(TypedDict, total=False):
+    """What a task's isolation adds to its result when it started."""
+
+    worktree: dict[str, Any]  # what results/merge_queue.py merges (isolation/worktree.py)
+    isolation_error: str
+
+
+class TaskResult(TypedDict):
+    """tasks/<id>/result.json: how one task ended and what it produced."""
+
+    schema: str
+    run_id: str
+    task_id: str
+    agent: str
+    task: str
+    priority: str
+    runner: str  # "agent" or "command"
+    status: str
+    result: str
+    exit_code: int | None
+    attempts: int
+    tokens_used: TokenCounts
+    token_budget: int | None
+    cost_usd: float | None
+    cost_budget_usd: float | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    error: str | None
+    reason: str | None
+    warnings: list[str]
+    permission_denials: list[Denial]
+    dependencies: list[str]
+    verify: NotRequired[Verification | None]
+    cached: NotRequired[bool]
+    cached_from: NotRequired[str | None]
+    saved: NotRequired[Saving | None]
+    worktree: NotRequired[dict[str, Any]]  # what results/merge_queue.py merges (isolation/worktree.py)
+    executed_on: NotRequired[dict[str, Any]]  # where it ran, when not on this machine
+    isolation_error: NotRequired[str]
+
+
+def task_result(
+    run_id: str,
+    task: Task,
+    status: str,
+    *,
+    attempts: int,
+    tokens: TokenCounts,
+    token_budget: int,
+    result: str = "",
+    exit_code: int | None = None,
+    cost_usd: float = 0.0,
+    cost_budget_usd: float | None = None,
+    started_at: str | None = None,
+    finished_at: str | None = None,
+    duration_s: float = 0.0,
+    error: str | None = None,
+    reason: str | None = None,
+    warnings: list[str] | None = None,
+    denials: list[Denial] | None = None,
+    verify: Verification | None = None,
+) -> TaskResult:
+    """The one way a task result is made: by the run machine when a task ends, and from state.json
+    for a task that ended without a result file (state/run_tasks.py)."""
+    return {
+        "schema": PLAN_SCHEMA,
+        "run_id": run_id,
+        "task_id": task["task_id"],
+        "agent": task["agent"],
+        "task": task["description"],
+        "priority": task["priority"],
+        "runner": "command" if task.get("command") else "agent",
+        "status": status,
+        "result": result,
+        "exit_code": exit_code,
+        "attempts": attempts,
+        "tokens_used": tokens,
+        "token_budget": token_budget,
+        "cost_usd": round(cost_usd, 9),
+        "cost_budget_usd": cost_budget_usd,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_s": duration_s,
+        "error": error,
+        "reason": reason,
+        "warnings": warnings if warnings is not None else [],
+        "permission_denials": denials if denials is not None else [],
+        "verify": verify,
+        "dependencies": task["dependencies"],
+    }
+
+
+class TaskState(TypedDict):
+    """state.json's entry for one task, as the run machine last saw it."""
+
+    status: str
+    token_budget: int
+    attempts: NotRequired[int]
+    pid: NotRequired[int | None]
+    pid_create_time: NotRequired[float | None]
+    pid_start_ticks: NotRequired[int | None]
+    started_at: NotRequired[str | None]
+    finished_at: NotRequired[str | None]
+    exit_code: NotRequired[int | None]
+    error: NotRequired[str | None]
+    reason: NotRequired[str | None]
+    previous_error: NotRequired[str | None]
+    tokens_used: NotRequired[TokenCounts]
+    cost_usd: NotRequired[float | None]
+    cost_budget_usd: NotRequired[float | None]
+
+
+class LeverRequest(TypedDict):
+    """A lever asked of a run ("controls" in state.json), and, once applied, its answer."""
+
+    id: str
+    action: str
+    args: dict[str, Any]
+    requested_at: NotRequired[str]
+    changed: NotRequired[dict[str, Any]]
+    applied_at: NotRequired[str]
+    applied_by: NotRequired[str]
+    applied_to: NotRequired[str]
+
+
+class Owner(TypedDict):
+    """The orchestrator executing the run."""
+
+    pid: int
+    create_time: float
+    start_ticks: NotRequired[int | None]
+    started_at: NotRequired[str]
+
+
+class Execution(TypedDict):
+    started_at: str
+    active_s: float
+
+
+class RunState(TypedDict):
+    """state.json: where every task of a run stands, written by whoever owns the run."""
+
+    run_id: NotRequired[str]
+    status: NotRequired[str]
+    orchestrator: NotRequired[Owner | None]
+    max_concurrent: int
+    tasks: dict[str, TaskState]
+    controls: NotRequired[list[LeverRequest]]
+    revision: NotRequired[int]
+    executions: NotRequired[list[Execution]]
+    effective_concurrency: NotRequired[float | None]
+    paused_until: NotRequired[str | None]
+    stop_reason: NotRequired[str | None]
+    warm_agents: NotRequired[int | None]
+    updated_at: NotRequired[str | None]

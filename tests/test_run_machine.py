@@ -1,0 +1,301 @@
+"""The run loop's rules, through the run machine alone: events in, effects out, no process, no sleep."""
+
+from __future__ import annotations
+
+from builders import at, ended, machine, of_kind, records, spawned, start_all, task, tick
+
+from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED
+from awoc_scripts.execution.claude_cli import Tokens
+from awoc_scripts.execution.machine.events import (
+    CacheHit,
+    CacheMiss,
+    CannotStart,
+    LeverAnswered,
+    LeverPulled,
+    LookUpCache,
+    OutputRead,
+    Shutdown,
+    SignalReceived,
+    Start,
+    StartFailed,
+    Stop,
+    TaskEnded,
+    VerificationEnded,
+    Verify,
+)
+from awoc_scripts.execution.machine.saved import apply_to_saved
+
+
+def ends(effects: list) -> dict[str, str]:
+    return {e.task_id: e.status for e in of_kind(effects, TaskEnded)}
+
+
+def test_starts_one_at_a_time_in_priority_order_up_to_max_concurrent() -> None:
+    m = machine([task("low", priority="low"), task("crit", priority="critical"), task("mid")], max_concurrent=2)
+    assert m.handle(tick(0)) == [Start("crit")]
+    effects = m.handle(spawned("crit", 0))
+    assert records(effects, "task-start")[0]["attempt"] == 1
+    assert of_kind(effects, Start) == [Start("mid")]
+    assert of_kind(m.handle(spawned("mid", 0)), Start) == []  # two run: the limit
+    assert of_kind(m.handle(tick(1)), Start) == []
+    assert ends(m.handle(ended("crit", 2))) == {"crit": "succeeded"}
+    assert m.handle(tick(2)) == [Start("low")]
+
+
+def test_a_dependent_waits_and_a_failed_dependency_skips_it() -> None:
+    m = machine([task("a", retries=0), task("b", "a"), task("c", "b")])
+    assert start_all(m, 0) == ["a"]
+    effects = m.handle(ended("a", 5, exit_code=1, error="boom"))
+    assert ends(effects) == {"a": "failed", "b": "skipped", "c": "skipped"}
+    result = of_kind(effects, TaskEnded)[1].result
+    assert result["reason"] == "dependency a failed" and result["attempts"] == 0
+    assert not of_kind(effects, TaskEnded)[1].started
+    assert m.finished()
+
+
+def test_a_failure_retries_with_reduced_scope_and_the_error_quoted() -> None:
+    m = machine([task("a", retries=1, token_budget=1000)])
+    start_all(m, 0)
+    effects = m.handle(ended("a", 3, exit_code=2, error="compile error"))
+    assert records(effects, "task-retry") == [
+        {"task_id": "a", "attempt": 2, "status": "failed", "error": "compile error", "token_budget": 800}
+    ]
+    assert m.records["a"].previous_error == "compile error" and m.budget_of("a") == 800
+    assert start_all(m, 3) == ["a"]
+    effects = m.handle(ended("a", 4, exit_code=2, error="compile error"))
+    (end,) = of_kind(effects, TaskEnded)
+    assert end.status == "failed" and end.result["attempts"] == 2 and end.result["token_budget"] == 800
+    m.handle(Shutdown(at=at(5)))
+    assert (m.final, m.exit_code) == ("finished_with_failures", TASKS_FAILED)
+
+
+def test_past_the_failure_tolerance_the_run_aborts_and_stops_what_runs() -> None:
+    m = machine([task("a", retries=0), task("b", retries=0), task("c")], failure_tolerance=0, max_concurrent=2)
+    assert start_all(m, 0) == ["a", "b"]
+    effects = m.handle(ended("a", 1, exit_code=1, error="x"))
+    assert records(effects, "run-abort")[0]["reason"].startswith("failure tolerance exceeded: 1 tasks failed")
+    assert Stop("b") in effects and ends(effects) == {"a": "failed", "c": "cancelled"}
+    assert ends(m.handle(ended("b", 2, exit_code=-15, stopped=True))) == {"b": "cancelled"}
+    m.handle(Shutdown(at=at(3)))
+    assert (m.final, m.exit_code) == ("aborted", ABORTED)
+
+
+def test_a_task_that_cannot_start_is_skipped_with_what_depends_on_it_and_the_slot_is_used() -> None:
+    m = machine([task("a"), task("b", "a"), task("c")], max_concurrent=1)
+    assert m.handle(tick(0)) == [Start("a")]
+    effects = m.handle(CannotStart("a", "its dependency's branch is gone", at=at(0)))
+    assert ends(effects) == {"a": "skipped", "b": "skipped"}
+    assert of_kind(effects, Start) == [Start("c")]
+
+
+def test_a_program_that_cannot_start_fails_without_a_retry() -> None:
+    m = machine([task("a", retries=3)])
+    m.handle(tick(0))
+    effects = m.handle(StartFailed("a", "cannot start 'nope': No such file", at=at(0)))
+    (end,) = of_kind(effects, TaskEnded)
+    assert end.status == "failed" and end.result["attempts"] == 1 and "nope" in end.result["error"]
+
+
+def test_a_timeout_stops_the_attempt_which_ends_timed_out_and_retries() -> None:
+    m = machine([task("a", timeout=10.0, retries=1)])
+    start_all(m, 0)
+    assert m.handle(tick(9.9)) == []
+    effects = m.handle(tick(10))
+    assert Stop("a") in effects and records(effects, "task-stop")[0]["status"] == "timed_out"
+    assert m.next_moment(10) is None  # being stopped: no deadline to wake for
+    effects = m.handle(ended("a", 10.5, exit_code=-15, stopped=True))
+    assert records(effects, "task-retry")[0]["status"] == "timed_out"
+
+
+def test_a_stream_over_its_token_budget_is_stopped_budget_exceeded() -> None:
+    m = machine([task("a", token_budget=100, retries=0)])
+    m.handle(tick(0))
+    m.handle(spawned("a", 0, streams=True))
+    line = b'{"type":"assistant","message":{"id":"m1","usage":{"input_tokens":150,"output_tokens":5}}}\n'
+    effects = m.handle(OutputRead("a", line, at=at(1)))
+    assert Stop("a") in effects and m.records["a"].error == "used 155 tokens, over its budget of 100"
+    assert ends(m.handle(ended("a", 2, exit_code=-15, stopped=True))) == {"a": "budget_exceeded"}
+
+
+def test_levers_cancel_reduce_and_serialize_what_has_not_started() -> None:
+    tasks = [task("run", priority="critical"), task("hi", priority="high"), task("lo", priority="low")]
+    m = machine(tasks, max_concurrent=1)
+    start_all(m, 0)
+    effects = m.handle(LeverPulled("reduce-remaining-tasks", {"percent": 50}, request_id="r1", at=at(1)))
+    (answer,) = of_kind(effects, LeverAnswered)
+    assert answer.request_id == "r1" and [t["token_budget"] for t in answer.changed["tasks"]] == [500, 500]
+    effects = m.handle(LeverPulled("emergency-prioritization", {}, at=at(2)))
+    assert ends(effects) == {"lo": "cancelled"}
+    assert of_kind(effects, LeverAnswered)[0].changed["kept"] == ["hi"]
+    m.handle(LeverPulled("convert-remaining-tasks", {}, at=at(3)))
+    assert m.max_concurrent == 1 and m.dirty
+    effects = m.handle(LeverPulled("no-such-lever", {}, request_id="r9", at=at(4)))
+    assert of_kind(effects, LeverAnswered)[0].changed == {"error": "unknown lever 'no-such-lever'"}
+
+
+def test_a_retry_lever_reopens_a_failed_task_and_what_was_skipped_for_it() -> None:
+    m = machine([task("a", retries=0), task("b", "a")])
+    start_all(m, 0)
+    m.handle(ended("a", 1, exit_code=1, error="flaky"))
+    assert m.status_of("b") == "skipped"
+    effects = m.handle(LeverPulled("retry", {"task_ids": ["a"]}, at=at(2)))
+    assert of_kind(effects, LeverAnswered)[0].changed["reopened_dependents"] == ["b"]
+    assert m.status_of("a") == m.status_of("b") == "pending" and m.records["a"].previous_error == "flaky"
+    assert start_all(m, 2) == ["a"]
+
+
+def test_an_abort_lever_stops_the_run_and_a_second_one_says_it_is_already_stopping() -> None:
+    m = machine([task("a"), task("b")], max_concurrent=1)
+    start_all(m, 0)
+    effects = m.handle(LeverPulled("abort", {"reason": "enough"}, at=at(1)))
+    assert of_kind(effects, LeverAnswered)[0].changed == {
+        "aborted": True,
+        "reason": "enough",
+        "cancelled": ["b"],
+        "were_running": ["a"],
+    }
+    assert Stop("a") in effects
+    effects = m.handle(LeverPulled("abort", {}, at=at(2)))
+    assert of_kind(effects, LeverAnswered)[0].changed["aborted"] is False
+
+
+def test_a_usage_limit_pauses_the_run_until_it_resets_and_the_attempts_do_not_count() -> None:
+    m = machine([task("a"), task("b"), task("c")], max_concurrent=2)
+    start_all(m, 0)
+    resets = at(0).wall + 600
+    effects = m.handle(ended("a", 10, exit_code=1, ok=False, usage_limit=True, resets_at=resets, error="limit"))
+    assert Stop("b") in effects and records(effects, "run-paused")[0]["reset_given"] is True
+    m.handle(ended("b", 11, exit_code=-15, stopped=True))
+    assert m.records["a"].attempts == 0 and m.records["b"].attempts == 0
+    assert m.handle(tick(300)) == [] and m.pause.active
+    effects = m.handle(tick(600))
+    assert records(effects, "run-resumed") and of_kind(effects, Start)
+    assert m.active_elapsed(600) == 10  # the pause does not count toward total_timeout
+
+
+def test_a_rate_limit_halves_the_concurrency_and_the_task_waits_with_backoff() -> None:
+    m = machine([task(name) for name in "abcdef"], max_concurrent=4)
+    assert start_all(m, 0) == ["a", "b", "c", "d"]
+    effects = m.handle(ended("a", 1, exit_code=1, ok=False, transient=True, error="429 rate limited"))
+    assert records(effects, "concurrency-change")[0] | {"why": ""} == {"before": 4, "after": 2, "why": ""}
+    assert records(effects, "task-rate-limited")[0]["wait_s"] == 2.0
+    assert m.records["a"].attempts == 0 and m.limit(1) == 2
+    assert m.handle(tick(1.5)) == []  # three still run, over the new limit of two
+    m.handle(ended("b", 2), ended("c", 2))
+    assert start_all(m, 2.5) == ["e"]  # a waits until 3
+    m.handle(ended("d", 2.6), ended("e", 2.7))
+    assert start_all(m, 3) == ["a", "f"]
+
+
+def test_time_pressure_cancels_low_priority_work_then_the_total_timeout_aborts() -> None:
+    m = machine([task("a", priority="high", timeout=1000.0), task("b", "a", priority="low")], total_timeout=100)
+    start_all(m, 0)
+    effects = m.handle(tick(80))
+    assert ends(effects) == {"b": "cancelled"} and records(effects, "lever")[0]["action"] == "emergency-prioritization"
+    effects = m.handle(tick(100))
+    assert Stop("a") in effects and m.stop_reason == "total timeout of 100 s reached"
+    assert ends(m.handle(ended("a", 101, exit_code=-15, stopped=True))) == {"a": "timed_out"}
+
+
+def test_the_token_budget_spent_nothing_new_starts_and_past_80_percent_budgets_are_cut() -> None:
+    tasks = [task("a", token_budget=500), task("b", "a", token_budget=500), task("c", "b", token_budget=500)]
+    m = machine(tasks, total_token_budget=1000)
+    start_all(m, 0)
+    effects = m.handle(ended("a", 1, tokens=Tokens(input=850)))
+    assert records(effects, "lever")[0]["action"] == "reduce-remaining-tasks" and m.budget_of("b") == 400
+    start_all(m, 1)
+    effects = m.handle(ended("b", 2, tokens=Tokens(input=200)))
+    assert records(effects, "token-budget-exhausted") and ends(effects) == {"b": "succeeded", "c": "cancelled"}
+    assert m.finished()
+
+
+def test_memory_pressure_runs_the_rest_one_at_a_time_and_requeues_the_youngest() -> None:
+    m = machine([task(name) for name in "abc"], max_concurrent=3, min_free_memory_mb=400)
+    m.handle(tick(0))
+    m.handle(spawned("a", 0))
+    m.handle(spawned("b", 1))
+    m.handle(spawned("c", 2))
+    effects = m.handle(tick(3, free_memory_mb=150))
+    assert m.max_concurrent == 1 and Stop("c") in effects
+    effects = m.handle(ended("c", 4, exit_code=-9, stopped=True))
+    assert records(effects, "task-requeued") == [{"task_id": "c", "reason": "low memory"}]
+    assert m.records["c"].attempts == 0 and m.status_of("c") == "pending"
+
+
+def test_money_spent_stops_new_starts() -> None:
+    m = machine([task("a"), task("b", "a")], total_cost_budget_usd=1.0)
+    start_all(m, 0)
+    effects = m.handle(ended("a", 1, cost_usd=1.0))
+    assert records(effects, "cost-budget-exhausted") and ends(effects) == {"a": "succeeded", "b": "cancelled"}
+
+
+def test_a_verification_runs_after_success_and_a_failed_one_is_retried_with_its_output() -> None:
+    m = machine([task("a", verify=["make", "check"], verify_timeout=30.0, retries=1)])
+    start_all(m, 0)
+    effects = m.handle(ended("a", 1))
+    assert Verify("a") in effects and m.verifying("a") and not of_kind(effects, TaskEnded)
+    effects = m.handle(VerificationEnded("a", 2, False, "1 test failed\n", at=at(3)))
+    assert records(effects, "task-verified") == [{"task_id": "a", "passed": False, "exit_code": 2}]
+    assert "`make check` exited 2" in (m.records["a"].previous_error or "")
+    start_all(m, 3)
+    m.handle(ended("a", 4))
+    (end,) = of_kind(m.handle(VerificationEnded("a", 0, False, "ok", at=at(5))), TaskEnded)
+    assert end.status == "succeeded" and end.result["verify"]["passed"] and end.result["attempts"] == 2
+
+
+def test_a_cached_result_ends_the_task_unstarted_and_a_miss_starts_it() -> None:
+    m = machine([task("a"), task("b")], cache=True, max_concurrent=1)
+    assert m.handle(tick(0)) == [LookUpCache("a")]
+    cached = {"result": "from before", "exit_code": 0, "tokens_used": {"total": 70}, "cost_usd": 0.5}
+    effects = m.handle(CacheHit("a", "run-0", cached, at=at(1)))
+    (end,) = of_kind(effects, TaskEnded)
+    assert end.result["cached_from"] == "run-0" and end.result["saved"] == {"tokens": 70, "cost_usd": 0.5}
+    assert end.result["attempts"] == 0 and end.cache_key is None
+    assert of_kind(effects, LookUpCache) == [LookUpCache("b")]
+    effects = m.handle(CacheMiss("b", "key-b", "tree 123", at=at(1)))
+    assert effects[-1] == Start("b") and records(effects, "task-cache-miss")[0]["key"] == "key-b"
+    m.handle(spawned("b", 1))
+    (end,) = of_kind(m.handle(ended("b", 2)), TaskEnded)
+    assert end.cache_key == "key-b"  # a success this run produced is stored
+
+
+def test_ctrl_c_stops_what_runs_cancels_the_rest_and_the_run_is_interrupted() -> None:
+    m = machine([task("a"), task("b")], max_concurrent=1)
+    start_all(m, 0)
+    effects = m.handle(SignalReceived("SIGINT", at=at(1)))
+    assert Stop("a") in effects and ends(effects) == {"b": "cancelled"}
+    m.handle(ended("a", 2, exit_code=-15, stopped=True))
+    m.handle(Shutdown(at=at(3)))
+    assert (m.final, m.exit_code) == ("interrupted", INTERRUPTED)
+
+
+def test_a_start_asked_but_not_made_is_withdrawn_by_a_signal() -> None:
+    m = machine([task("a")])
+    assert m.handle(tick(0)) == [Start("a")]
+    m.handle(SignalReceived("SIGTERM", at=at(0)))
+    assert "a" not in m.starting and m.status_of("a") == "cancelled"
+
+
+def test_every_task_succeeded_is_the_only_succeeded_run() -> None:
+    m = machine([task("a"), task("b")])
+    start_all(m, 0)
+    m.handle(ended("a", 1), ended("b", 1))
+    assert m.finished()
+    m.handle(Shutdown(at=at(2)))
+    assert (m.final, m.exit_code) == ("succeeded", OK)
+
+
+def test_a_lever_on_a_saved_run_changes_only_what_it_decides() -> None:
+    plan = {"run_id": "r", "parallel_config": {"max_concurrent": 3, "batch_token_limit": 9, "total_token_budget": 9}}
+    plan |= {"tasks": [task("a", priority="high", index=0), task("b", "a", priority="low", index=1)]}
+    state = {"max_concurrent": 3, "tasks": {t: {"status": "pending", "token_budget": 100} for t in "ab"}}
+    plan["parallel_config"] |= {"failure_tolerance": 1, "total_timeout": 60}
+    apply_to_saved("r", plan, state, LeverPulled("emergency-prioritization", {}, at=at(0)))
+    assert state["tasks"]["b"] == {
+        "status": "cancelled",
+        "token_budget": 100,
+        "reason": "cancelled by emergency prioritization",
+    }
+    assert state["tasks"]["a"] == {"status": "pending", "token_budget": 100}
+    apply_to_saved("r", plan, state, LeverPulled("convert-remaining-tasks", {}, at=at(0)))
+    assert state["max_concurrent"] == 1
