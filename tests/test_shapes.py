@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from awoc_scripts.errors import StateError
-from awoc_scripts.state.shapes import check_state, requested_controls
+from awoc_scripts.state.shapes import check_state, requested_controls, result_problem
 
 CONFIG = orjson.dumps(
     {
@@ -163,17 +163,20 @@ def test_any_damage_is_refused_by_name_or_leaves_a_state_its_readers_can_use(fin
         assert str(exc).startswith("state.json: $") and "\n" not in str(exc)
         return
     # what passes is what the readers rely on, read the way they read it
-    from awoc_scripts.levers.requests import SavedStateTarget
+    from builders import config, numbered, task
+
+    from awoc_scripts.execution.machine.saved import saved_machine
     from awoc_scripts.state.owner import orchestrator_alive
 
     orchestrator_alive(checked)
-    target = SavedStateTarget(checked, {"tasks": [{"task_id": t, "priority": "high"} for t in ("a", "b")]})
+    plan = {"parallel_config": config(), "tasks": numbered([task("a", priority="high"), task("b", priority="high")])}
+    target = saved_machine("r", plan, checked)  # as the levers load a saved run
     for task_id in ("a", "b"):
         target.status_of(task_id), target.budget_of(task_id), target.error_of(task_id)
     target.pending()
     int(checked["max_concurrent"])
-    for task in checked["tasks"].values():  # as status sums them
-        int(task.get("tokens_used", {}).get("total", 0)) + float(task.get("cost_usd") or 0) + task.get("attempts", 0)
+    for saved in checked["tasks"].values():  # as status sums them
+        int(saved.get("tokens_used", {}).get("total", 0)) + float(saved.get("cost_usd") or 0) + saved.get("attempts", 0)
     assert requested_controls(checked, []) == checked.get("controls", [])
 
 
@@ -246,3 +249,15 @@ def test_a_torn_or_edited_event_line_is_left_out_of_the_report(cli, state_dir: P
     report = orjson.loads((directory / "report.json").read_bytes())
     assert report["concurrency"]["cuts"] == 1 and report["concurrency"]["lowest"] == 4
     assert report.get("warm_pool") is None  # the one warm event was misshapen
+
+
+def test_the_checks_are_read_from_the_document_types() -> None:
+    from awoc_scripts.run_documents import LeverRequest, TaskResult, TaskState
+    from awoc_scripts.state.shapes import kinds_of, required_of
+
+    assert kinds_of(TaskResult)["duration_s"] == {int, float, type(None)}  # float | None: an integer is a number
+    assert kinds_of(TaskResult)["verify"] == {dict, type(None)} and kinds_of(TaskResult)["cached"] == {bool}
+    assert required_of(TaskState) == {"status", "token_budget"}  # the rest NotRequired
+    assert required_of(LeverRequest) == {"id", "action", "args"}
+    assert result_problem({"duration_s": "1s"}) == "$.duration_s: expected a number or null, found a string"
+    assert result_problem({"cached": 1}) == "$.cached: expected true or false, found an integer"

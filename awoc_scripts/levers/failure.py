@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from awoc_scripts.errors import ABORTED, OK, InputError
+from awoc_scripts.execution.machine.events import Failed, Moment
+from awoc_scripts.execution.machine.saved import apply_to_saved
 from awoc_scripts.levers.abort import abort_with_partial_results
 from awoc_scripts.levers.retry import retry_reduced
 from awoc_scripts.monitors.context_monitor import TASK_FAILED
 from awoc_scripts.plan_types import Plan
-from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import FAILED, FAILURES, RUNNING, TERMINAL
-from awoc_scripts.state.store import Run, StateStore, now_iso
+from awoc_scripts.state.store import Run, StateStore
 from awoc_scripts.state.task_results import require_tasks, run_config, write_ended_result
 
 STDERR_TAIL_CHARS = 2000
@@ -72,12 +73,10 @@ def record_failure(run: Run, name: str, exit_code: int, message: str | None) -> 
         owned = run_executing(run, state)
         skipped: list[tuple[str, str]] = []
         if not owned:
-            status = {t: s["status"] for t, s in state["tasks"].items()}
-            scheduler = Scheduler(plan["tasks"], graph_metrics(plan["tasks"]).remaining, status=dict(status))
-            skipped = scheduler.finish(tid, FAILED)
-            saved.update(status=FAILED, error=error, exit_code=exit_code, finished_at=now_iso(), reason=None)
-            for dependent, reason in skipped:
-                state["tasks"][dependent].update(status="skipped", reason=reason)
+            before = {t: s["status"] for t, s in state["tasks"].items()}
+            apply_to_saved(run.run_id, plan, state, Failed(tid, error, exit_code, at=Moment.of_now()))
+            after = state["tasks"]
+            skipped = [(t, str(after[t].get("reason"))) for t in after if t != tid and after[t]["status"] != before[t]]
             recorded = True
         failed = [t["task_id"] for t in plan["tasks"] if state["tasks"][t["task_id"]]["status"] in FAILURES]
         if tid not in failed:

@@ -8,11 +8,15 @@ through a resume, a lever or a report.
 
 from __future__ import annotations
 
+import functools
+import types
+import typing
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NoReturn
 
 from awoc_scripts.errors import StateError
+from awoc_scripts.run_documents import Denial, Execution, LeverRequest, Owner, RunState, TaskResult, TaskState
 from awoc_scripts.state.statuses import PENDING, RUNNING, TERMINAL
 
 STATUSES = frozenset({PENDING, RUNNING, *TERMINAL})
@@ -25,71 +29,40 @@ _OPTIONAL_NUMBER: frozenset[type] = frozenset({int, float, _NONE})
 _OPTIONAL_TEXT: frozenset[type] = frozenset({str, _NONE})
 _OBJECT: frozenset[type] = frozenset({dict})
 
-# `type(value) in kinds` rather than isinstance: true and false are not numbers here
-TASK_FIELDS: dict[str, frozenset[type]] = {
-    "status": _TEXT,
-    "token_budget": _INT,
-    "attempts": _INT,
-    "pid": _OPTIONAL_INT,
-    "pid_create_time": _OPTIONAL_NUMBER,
-    "pid_start_ticks": _OPTIONAL_INT,
-    "started_at": _OPTIONAL_TEXT,
-    "finished_at": _OPTIONAL_TEXT,
-    "exit_code": _OPTIONAL_INT,
-    "error": _OPTIONAL_TEXT,
-    "reason": _OPTIONAL_TEXT,
-    "previous_error": _OPTIONAL_TEXT,
-    "tokens_used": _OBJECT,
-    "cost_usd": _OPTIONAL_NUMBER,
-    "cost_budget_usd": _OPTIONAL_NUMBER,
-}
-RUN_FIELDS: dict[str, frozenset[type]] = {
-    "run_id": _TEXT,
-    "status": _TEXT,
-    "orchestrator": frozenset({dict, _NONE}),
-    "max_concurrent": _INT,
-    "tasks": _OBJECT,
-    "controls": frozenset({list}),
-    "revision": _INT,
-    "executions": frozenset({list}),
-    "effective_concurrency": _OPTIONAL_NUMBER,
-    "paused_until": _OPTIONAL_TEXT,
-    "stop_reason": _OPTIONAL_TEXT,
-    "warm_agents": _OPTIONAL_INT,
-    "updated_at": _OPTIONAL_TEXT,
-}
-ORCHESTRATOR_FIELDS: dict[str, frozenset[type]] = {"pid": _INT, "create_time": _NUMBER}
-# written since start ticks identify the orchestrator; a run saved before has none
-ORCHESTRATOR_OPTIONAL: dict[str, frozenset[type]] = {"start_ticks": _OPTIONAL_INT}
-CONTROL_FIELDS: dict[str, frozenset[type]] = {"id": _TEXT, "action": _TEXT, "args": _OBJECT}
-EXECUTION_FIELDS: dict[str, frozenset[type]] = {"started_at": _TEXT, "active_s": _NUMBER}
-RESULT_FIELDS: dict[str, frozenset[type]] = {
-    "run_id": _TEXT,
-    "task_id": _TEXT,
-    "agent": _TEXT,
-    "task": _TEXT,
-    "status": _TEXT,
-    "result": _TEXT,
-    "exit_code": _OPTIONAL_INT,
-    "attempts": _INT,
-    "tokens_used": _OBJECT,
-    "token_budget": _OPTIONAL_INT,
-    "cost_usd": _OPTIONAL_NUMBER,
-    "cost_budget_usd": _OPTIONAL_NUMBER,
-    "started_at": _OPTIONAL_TEXT,
-    "finished_at": _OPTIONAL_TEXT,
-    "duration_s": _OPTIONAL_NUMBER,
-    "error": _OPTIONAL_TEXT,
-    "reason": _OPTIONAL_TEXT,
-    "warnings": frozenset({list}),
-    "permission_denials": frozenset({list}),
-    "verify": frozenset({dict, _NONE}),
-    "cached": frozenset({bool}),
-    "cached_from": _OPTIONAL_TEXT,
-    "saved": frozenset({dict, _NONE}),
-    "dependencies": frozenset({list}),
-}
-DENIAL_FIELDS: dict[str, frozenset[type]] = {"tool": _TEXT, "input": _TEXT, "attempt": _OPTIONAL_INT}
+
+@functools.cache
+def kinds_of(document: type) -> dict[str, frozenset[type]]:
+    """The JSON kinds each field of a TypedDict may hold, read from its annotations: the checks
+    here are derived from run_documents.py's types, so a check and its type cannot drift. (Read
+    on first use: annotations cost milliseconds that a script reading no run should not pay.)"""
+    return {name: _kinds(hint) for name, hint in typing.get_type_hints(document).items()}
+
+
+@functools.cache
+def required_of(document: type) -> frozenset[str]:
+    """Its fields not marked NotRequired (read from the annotations: with postponed annotations a
+    TypedDict's own __required_keys__ cannot see NotRequired)."""
+    hints = typing.get_type_hints(document, include_extras=True)
+    return frozenset(name for name, hint in hints.items() if typing.get_origin(hint) is not typing.NotRequired)
+
+
+def _kinds(hint: Any) -> frozenset[type]:
+    if hint is type(None) or hint is None:
+        return frozenset({_NONE})
+    if hint is float:
+        return _NUMBER  # an integer is a number
+    if hint in (str, int, bool):
+        return frozenset({hint})
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return frozenset().union(*(_kinds(arg) for arg in typing.get_args(hint)))
+    if origin is list or hint is list:
+        return frozenset({list})
+    if origin is dict or hint is dict or typing.is_typeddict(hint):
+        return _OBJECT
+    raise TypeError(f"no JSON kind for {hint!r}")
+
+
 # what a shell loop calling the scripts writes (results/aggregate.py reads both)
 SEED_RESULT_FIELDS: dict[str, frozenset[type]] = {
     "task_id": _OPTIONAL_TEXT,
@@ -98,9 +71,8 @@ SEED_RESULT_FIELDS: dict[str, frozenset[type]] = {
     "tokens_used": frozenset({int, dict, _NONE}),
     "duration": _OPTIONAL_NUMBER,
 }
-# what readers take with [] rather than .get
-RUN_REQUIRED = ("tasks", "max_concurrent")
-TASK_REQUIRED = ("status", "token_budget")
+
+
 _KIND_NAMES = {
     bool: "true or false",
     dict: "an object",
@@ -134,7 +106,7 @@ def result_problem(data: object, fields: dict[str, frozenset[type]] | None = Non
     try:
         if type(data) is not dict:
             _wrong("$", _OBJECT, data)
-        _fields("$", data, RESULT_FIELDS if fields is None else fields)
+        _fields("$", data, kinds_of(TaskResult) if fields is None else fields)
         if "status" in data:
             _status("$.status", data["status"])
         if type(data.get("tokens_used")) is dict:
@@ -142,7 +114,7 @@ def result_problem(data: object, fields: dict[str, frozenset[type]] | None = Non
         for n, denial in enumerate(data.get("permission_denials") or []):
             if type(denial) is not dict:
                 _wrong(f"$.permission_denials[{n}]", _OBJECT, denial)
-            _fields(f"$.permission_denials[{n}]", denial, DENIAL_FIELDS, ("tool", "input"))
+            _fields(f"$.permission_denials[{n}]", denial, kinds_of(Denial), required_of(Denial))
     except _Misshapen as exc:
         return str(exc)
     return None
@@ -153,29 +125,29 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
         _wrong("$", _OBJECT, data)
     if not data:
         return data
-    _fields("$", data, RUN_FIELDS, RUN_REQUIRED)
+    _fields("$", data, kinds_of(RunState), required_of(RunState))
     if data["max_concurrent"] < 1:
         raise _Misshapen(f"$.max_concurrent: expected at least 1, found {data['max_concurrent']}")
     if data.get("orchestrator") is not None:
         _fields(
             "$.orchestrator",
             data["orchestrator"],
-            {**ORCHESTRATOR_FIELDS, **ORCHESTRATOR_OPTIONAL},
-            ORCHESTRATOR_FIELDS,
+            kinds_of(Owner),
+            required_of(Owner),
         )
     for i, item in enumerate(data.get("controls", ())):
-        _each_object(f"$.controls[{i}]", item, CONTROL_FIELDS, CONTROL_FIELDS)
+        _each_object(f"$.controls[{i}]", item, kinds_of(LeverRequest), required_of(LeverRequest))
     for i, item in enumerate(data.get("executions", ())):
-        _each_object(f"$.executions[{i}]", item, EXECUTION_FIELDS)
+        _each_object(f"$.executions[{i}]", item, kinds_of(Execution))
     tasks = data["tasks"]
     for task_id, task in tasks.items():
         if type(task) is not dict:
             _wrong(f"$.tasks.{task_id}", _OBJECT, task)
-        for name in TASK_REQUIRED:
+        for name in sorted(required_of(TaskState)):
             if name not in task:
                 raise _Misshapen(f"$.tasks.{task_id}.{name}: missing")
         for name, value in task.items():
-            kinds = TASK_FIELDS.get(name)
+            kinds = kinds_of(TaskState).get(name)
             if kinds is not None and type(value) not in kinds:
                 _wrong(f"$.tasks.{task_id}.{name}", kinds, value)
         if "tokens_used" in task:
@@ -229,7 +201,7 @@ def requested_controls(state: dict[str, Any], ours: list[dict[str, Any]]) -> lis
         return ours
     try:
         for item in controls:
-            _each_object("$.controls[]", item, CONTROL_FIELDS, CONTROL_FIELDS)
+            _each_object("$.controls[]", item, kinds_of(LeverRequest), required_of(LeverRequest))
     except _Misshapen:
         return ours
     return controls
@@ -299,7 +271,7 @@ def metadata_problem(data: object) -> str | None:
             _wrong("$", _OBJECT, data)
         _fields("$", data, METADATA_FIELDS)
         for i, item in enumerate(data.get("executions") or ()):
-            _each_object(f"$.executions[{i}]", item, EXECUTION_FIELDS)
+            _each_object(f"$.executions[{i}]", item, kinds_of(Execution))
         for i, item in enumerate(data.get("policy_actions") or ()):
             _each_object(f"$.policy_actions[{i}]", item, POLICY_ACTION_FIELDS, POLICY_ACTION_FIELDS)
         if data.get("concurrency") is not None:
