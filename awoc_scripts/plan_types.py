@@ -78,6 +78,81 @@ class GitBase(TypedDict):
     branch: NotRequired[str | None]  # the branch checked out then (None: detached); merge goes into it
 
 
+# Free-form JSON: a request before it is validated, an event's fields, a lever's answer, what a
+# command prints. The run's own documents have types of their own (here and in run_documents.py).
+JsonObject = dict[str, Any]
+
+
+class ParallelConfig(TypedDict, total=False):
+    """A plan's parallel_config: every setting, its defaults filled in (planning/plan.py's
+    DEFAULT_CONFIG), the optional ones only when given."""
+
+    max_concurrent: int
+    total_timeout: float
+    total_token_budget: int
+    total_cost_budget_usd: float | None
+    ramp_up_s: float
+    warm_agents: int | None
+    failure_tolerance: int
+    result_format: str
+    batch_token_limit: int
+    retries: int
+    shared_context: str
+    min_free_memory_mb: int
+    isolation: Isolation
+    keep_worktrees: bool
+    cache: bool
+    verify: list[str] | None
+    verify_timeout: float
+    on_permission_denied: str
+    merge: JsonObject  # auto, gate: results/merge_queue.py
+    executor: str
+    dask: JsonObject  # scheduler address and the like: execution/executors/dask.py
+    policies: JsonObject  # each policy on or off: planning/policy_settings.py
+    agents: dict[str, JsonObject]  # per agent: model, tools, max_turns, command, permissions
+    runner: JsonObject  # an agent command instead of the claude CLI: execution/claude_cli.py
+
+
+class PlannedTask(TypedDict):
+    """A task in execution.json: when the estimate has it start and end, and why."""
+
+    task_id: str
+    agent: str
+    priority: str
+    priority_rank: int
+    level: int
+    token_budget: int
+    budget_source: str
+    cost_budget_usd: float | None
+    duration_s: float
+    duration_source: str
+    remaining_path_s: float
+    estimated_start_s: float | None
+    estimated_end_s: float | None
+
+
+class ExecutionPlan(TypedDict):
+    """execution.json: the plan as it will execute (budgets, the estimated schedule, policies)."""
+
+    schema: str
+    kind: str
+    run_id: str | None
+    parallel_config: ParallelConfig
+    budget: BudgetSummary
+    critical_path: list[str]
+    critical_path_s: float
+    waves: list[list[str]]
+    sequential_estimate_s: float
+    estimated_makespan_s: float
+    estimated_speedup: float
+    peak_concurrency: int
+    peak_tokens_in_flight: int
+    warnings: list[str]
+    policies: list[JsonObject]
+    expected_usage: JsonObject
+    tasks: list[PlannedTask]
+
+
 class Plan(TypedDict):
     """plan.json: the validated request. `parallel_config` holds every setting with its default."""
 
@@ -87,9 +162,9 @@ class Plan(TypedDict):
     created_at: str | None
     workflow: str | None
     source: str
-    parallel_config: dict[str, Any]
+    parallel_config: ParallelConfig
     budget: BudgetSummary
     warnings: list[str]
     tasks: list[Task]
     git: NotRequired[GitBase]  # only when some task runs in a worktree
-    fan_out: NotRequired[list[dict[str, Any]]]  # each for_each: its template id, count and first items
+    fan_out: NotRequired[list[JsonObject]]  # each for_each: its template id, count and first items

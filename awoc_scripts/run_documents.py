@@ -8,10 +8,10 @@ these classes (`shapes.kinds_of`), so a field added here is checked there with n
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.plan_types import Task
+from awoc_scripts.plan_types import JsonObject, Task
 
 
 class TokenCounts(TypedDict):
@@ -49,7 +49,7 @@ class Saving(TypedDict):
 class IsolationExtras(TypedDict, total=False):
     """What a task's isolation adds to its result when it started."""
 
-    worktree: dict[str, Any]  # what results/merge_queue.py merges (isolation/worktree.py)
+    worktree: JsonObject  # what results/merge_queue.py merges (isolation/worktree.py)
     isolation_error: str
 
 
@@ -83,8 +83,8 @@ class TaskResult(TypedDict):
     cached: NotRequired[bool]
     cached_from: NotRequired[str | None]
     saved: NotRequired[Saving | None]
-    worktree: NotRequired[dict[str, Any]]  # what results/merge_queue.py merges (isolation/worktree.py)
-    executed_on: NotRequired[dict[str, Any]]  # where it ran, when not on this machine
+    worktree: NotRequired[JsonObject]  # what results/merge_queue.py merges (isolation/worktree.py)
+    executed_on: NotRequired[JsonObject]  # where it ran, when not on this machine
     isolation_error: NotRequired[str]
 
 
@@ -164,9 +164,9 @@ class LeverRequest(TypedDict):
 
     id: str
     action: str
-    args: dict[str, Any]
+    args: JsonObject
     requested_at: NotRequired[str]
-    changed: NotRequired[dict[str, Any]]
+    changed: NotRequired[JsonObject]
     applied_at: NotRequired[str]
     applied_by: NotRequired[str]
     applied_to: NotRequired[str]
@@ -186,9 +186,21 @@ class Execution(TypedDict):
     active_s: float
 
 
+class LoopFields(TypedDict):
+    """What the run loop writes of itself into state.json at each flush."""
+
+    max_concurrent: int
+    effective_concurrency: float | None
+    stop_reason: str | None
+    paused_until: str | None
+    warm_agents: int | None
+
+
 class RunState(TypedDict):
     """state.json: where every task of a run stands, written by whoever owns the run."""
 
+    schema: NotRequired[str]
+    kind: NotRequired[str]
     run_id: NotRequired[str]
     status: NotRequired[str]
     orchestrator: NotRequired[Owner | None]

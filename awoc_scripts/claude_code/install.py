@@ -12,10 +12,10 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.agents import BUILTIN_DIR
+from awoc_scripts.plan_types import JsonObject
 
 TEMPLATE = Path(__file__).resolve().parent / "claude_command" / "delegate-parallel.md"
 CONSOLE_SCRIPTS = (
@@ -88,7 +88,7 @@ def _installed_by_awoc(command: Path) -> bool:
         return False
 
 
-def install(target: Path, force: bool = False) -> dict[str, Any]:
+def install(target: Path, force: bool = False) -> JsonObject:
     if not target.is_dir():
         raise InputError(f"{target}: not a directory")
     claude = target / ".claude"

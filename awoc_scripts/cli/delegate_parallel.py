@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from awoc_scripts.cli.common import RAW_ARGS, RunOption, StateDirOption, finite_seconds, new_app, one_of, run_app
+from awoc_scripts.plan_types import JsonObject
 
 app = new_app("delegate-parallel", "Run many agent tasks at once: dependencies, budgets, timeouts, one report.")
 
@@ -181,14 +182,14 @@ def run(
     _finish(summary, _merged_if_asked(run_files, plan, summary, code), quiet, as_json)
 
 
-def _merged_if_asked(run: Any, plan: Any, summary: dict[str, Any], code: int) -> int:
+def _merged_if_asked(run: Any, plan: Any, summary: JsonObject, code: int) -> int:
     """With merge.auto (run --merge), a run that finished merges: its exit code becomes 1 if a branch stayed out."""
     if not (plan["parallel_config"].get("merge") or {}).get("auto") or code not in (0, 1):
         return code
     return max(code, _merge_when_ended(run, plan, summary))
 
 
-def _merge_when_ended(run: Any, plan: Any, summary: dict[str, Any]) -> int:
+def _merge_when_ended(run: Any, plan: Any, summary: JsonObject) -> int:
     """`run --merge`: the succeeded branches land in the checkout, with the gate, as `merge` does."""
     from awoc_scripts.errors import AwocError
     from awoc_scripts.results.merge_queue import merge_options, merge_run, merge_text
@@ -208,7 +209,7 @@ def _merge_when_ended(run: Any, plan: Any, summary: dict[str, Any]) -> int:
     return code
 
 
-def _finish(summary: dict[str, Any], code: int, quiet: bool, as_json: bool) -> None:
+def _finish(summary: JsonObject, code: int, quiet: bool, as_json: bool) -> None:
     """JSON for programs; on a terminal, a few lines for people (the report has the rest)."""
     from awoc_scripts.input.documents import print_json
 
@@ -221,7 +222,7 @@ def _finish(summary: dict[str, Any], code: int, quiet: bool, as_json: bool) -> N
     raise typer.Exit(code)
 
 
-def human_summary(summary: dict[str, Any]) -> str:
+def human_summary(summary: JsonObject) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary["counts"].items()))
     done = summary["execution_summary"]
     lines = [

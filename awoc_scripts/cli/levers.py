@@ -7,18 +7,19 @@ confirms what it changed.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from awoc_scripts.cli.common import RunOption, StateDirOption, new_app, run_app
+from awoc_scripts.plan_types import JsonObject
 
 budget_app = new_app("token-budget-reducer", "Reduce the token budgets of the tasks that have not started.")
 sequential_app = new_app("parallel-to-sequential", "Run the remaining tasks one at a time.")
 prioritizer_app = new_app("task-prioritizer", "Cancel not-started low and medium tasks; keep critical and high.")
 
 
-def _apply(action: str, args: dict[str, Any], run_id: str | None, state_dir: str | None) -> None:
+def _apply(action: str, args: JsonObject, run_id: str | None, state_dir: str | None) -> None:
     from awoc_scripts.input.documents import print_json
     from awoc_scripts.levers.requests import request_lever
     from awoc_scripts.state.store import StateStore

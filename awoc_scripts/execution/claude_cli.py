@@ -20,7 +20,7 @@ import orjson
 from awoc_scripts.errors import InputError
 from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time
 from awoc_scripts.input.agents import AgentDefinition
-from awoc_scripts.plan_types import Permissions, Task
+from awoc_scripts.plan_types import JsonObject, Permissions, Task
 from awoc_scripts.planning.permissions import resolve_permissions, sandbox_available
 from awoc_scripts.run_documents import TokenCounts
 
@@ -269,7 +269,7 @@ def read_denials(obj: Mapping[str, Any] | None, stdout: bytes) -> list[dict[str,
     return denials
 
 
-def stream_messages(lines: Iterable[bytes], marker: bytes) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def stream_messages(lines: Iterable[bytes], marker: bytes) -> Iterator[tuple[JsonObject, JsonObject]]:
     """(line object, its message) of each stream-json line holding MARKER (the others are not parsed)."""
     for line in lines:
         if marker not in line:
@@ -307,7 +307,7 @@ def describe_denials(denials: list[dict[str, str]]) -> str:
     return ", ".join(shown) + more
 
 
-def _result_object(stdout: bytes) -> dict[str, Any] | None:
+def _result_object(stdout: bytes) -> JsonObject | None:
     for line in reversed(stdout.splitlines()[-50:]):
         line = line.strip()
         if line.startswith(b"{") and b'"result"' in line:
@@ -329,7 +329,7 @@ def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str, agent: bool = 
     return outcome
 
 
-def _read_outcome(obj: dict[str, Any] | None, exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
+def _read_outcome(obj: JsonObject | None, exit_code: int, stdout: bytes, stderr_tail: str) -> Outcome:
     if obj is not None and (problem := usage_problem(obj)):
         text = str(obj.get("result") or "")
         return Outcome(False, text, error=f"the agent reported a usage that cannot be true ({problem}): not counted")

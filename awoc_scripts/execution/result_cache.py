@@ -28,7 +28,7 @@ import orjson
 
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.execution.claude_cli import Invocation
-from awoc_scripts.plan_types import Task
+from awoc_scripts.plan_types import JsonObject, Task
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
 
@@ -50,7 +50,7 @@ class ResultCache:
     def _entry(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.json"
 
-    def lookup(self, key: str) -> dict[str, Any] | None:
+    def lookup(self, key: str) -> JsonObject | None:
         path = self._entry(key)
         try:
             entry = read_json(path, default=None) if path.exists() else None

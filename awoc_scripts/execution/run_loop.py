@@ -50,9 +50,9 @@ from awoc_scripts.execution.state_file import StateFile, note_create_times
 from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, WarmPool, pool_size
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import Plan, Task
+from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
-from awoc_scripts.run_documents import TaskResult
+from awoc_scripts.run_documents import RunState, TaskResult
 from awoc_scripts.state.store import Run, iso_of, parse_iso
 
 FLUSH_INTERVAL_S = 0.25
@@ -72,7 +72,7 @@ class RunLoop:
         self,
         run: Run,
         plan: Plan,
-        execution: dict[str, Any],
+        execution: ExecutionPlan,
         executor: Executor,
         display: Any,
         options: Options | None = None,
@@ -92,7 +92,7 @@ class RunLoop:
             self.claim.release()
             raise
 
-    def _set_up(self, plan: Plan, execution: dict[str, Any], resume: bool, only: set[str] | None) -> None:
+    def _set_up(self, plan: Plan, execution: ExecutionPlan, resume: bool, only: set[str] | None) -> None:
         self.live = StateFile(self.run, resume)
         by_id = {t["task_id"]: t for t in self.tasks}
         records = {tid: new_record(task, int(self.live.tasks[tid]["token_budget"])) for tid, task in by_id.items()}
@@ -130,7 +130,7 @@ class RunLoop:
             self.machine.scheduler.status,
         )
         self._pool_changed = False
-        self._answers: dict[str, dict[str, Any]] = {}  # lever requests answered, by id
+        self._answers: dict[str, JsonObject] = {}  # lever requests answered, by id
         self._pending_signal: int | None = None  # SIGINT or SIGTERM received, not acted on yet
         self._last_flush, self._flush_every = 0.0, FLUSH_INTERVAL_S
         self._last_stream_read = -math.inf
@@ -312,7 +312,7 @@ class RunLoop:
         self._last_flush = time.monotonic()
         self._flush_every = max(FLUSH_INTERVAL_S, (self._last_flush - began) * (FLUSH_SHARE_DIVISOR - 1))
 
-    def _apply_controls(self, state: dict[str, Any]) -> None:
+    def _apply_controls(self, state: RunState) -> None:
         """Levers asked by other processes since the last flush: the machine applies each."""
         for control in state.get("controls", []):
             if control.get("applied_at"):
@@ -339,7 +339,7 @@ class RunLoop:
         self._flush(machine.final or "failed", final=True)
         self.display.end(self)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JsonObject:
         records = self.records.values()
         return {
             "run_id": self.run.run_id,
@@ -354,7 +354,7 @@ class RunLoop:
         }
 
 
-def planned_tasks(plan: Plan, execution: dict[str, Any]) -> list[Task]:
+def planned_tasks(plan: Plan, execution: ExecutionPlan) -> list[Task]:
     """The plan's tasks with the execution plan's budgets and, where past runs measured them,
     their learned durations (they order the ready tasks by their real critical path)."""
     planned = {t["task_id"]: t for t in execution["tasks"]}

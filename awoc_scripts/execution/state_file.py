@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 from awoc_scripts.errors import StateError
 from awoc_scripts.execution.claude_cli import Tokens
@@ -17,6 +16,7 @@ from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import kill_marked, process_create_time, process_start_ticks
+from awoc_scripts.run_documents import LoopFields, RunState, TaskState
 from awoc_scripts.state.owner import initial_state, orchestrator_alive
 from awoc_scripts.state.reconcile import task_ends
 from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
@@ -35,14 +35,15 @@ class StateFile:
         self._ino: int | None = None
 
     @property
-    def tasks(self) -> dict[str, dict[str, Any]]:
-        tasks: dict[str, dict[str, Any]] = self.data["tasks"]
+    def tasks(self) -> dict[str, TaskState]:
+        tasks: dict[str, TaskState] = self.data["tasks"]
         return tasks
 
-    def _load(self, resume: bool) -> dict[str, Any]:
+    def _load(self, resume: bool) -> RunState:
         state = self.run.read_state()
-        if state and orchestrator_alive(state):
-            pid = state["orchestrator"]["pid"]
+        owner = state.get("orchestrator") if state else None
+        if owner and orchestrator_alive(state):
+            pid = owner["pid"]
             raise StateError(f"run {self.run.run_id} is being executed right now by process {pid}")
         if not state:
             state = initial_state(self.run)
@@ -150,9 +151,9 @@ class StateFile:
         status: str,
         final: bool,
         active_s: float,
-        apply_controls: Callable[[dict[str, Any]], None],
-        snapshot: Callable[[], dict[str, Any]],
-        fields: Callable[[], dict[str, Any]],
+        apply_controls: Callable[[RunState], None],
+        snapshot: Callable[[], dict[str, TaskState]],
+        fields: Callable[[], LoopFields],
     ) -> None:
         """Write our view to state.json, keeping (and, unless final, applying) lever requests made meanwhile."""
         with file_lock(self.run.state_file):
@@ -165,13 +166,16 @@ class StateFile:
                 apply_controls(self.data)
             if self.data.get("executions"):
                 self.data["executions"][-1]["active_s"] = round(active_s, 3)
-            self.data.update(
-                status=status,
-                tasks=snapshot(),
-                revision=(disk["revision"] if type(disk.get("revision")) is int else self.data.get("revision", 0)) + 1,
-                updated_at=now_iso(),
-                **fields(),  # after the levers: what they changed is what is written
-            )
+            self.data["status"] = status
+            self.data["tasks"] = snapshot()
+            self.data["revision"] = (
+                disk["revision"] if type(disk.get("revision")) is int else self.data.get("revision", 0)
+            ) + 1
+            self.data["updated_at"] = now_iso()
+            loop = fields()  # after the levers: what they changed is what is written
+            self.data["max_concurrent"], self.data["stop_reason"] = loop["max_concurrent"], loop["stop_reason"]
+            self.data["effective_concurrency"] = loop["effective_concurrency"]
+            self.data["paused_until"], self.data["warm_agents"] = loop["paused_until"], loop["warm_agents"]
             if final:
                 self.data["orchestrator"] = None
             atomic_write_json(self.run.state_file, self.data)

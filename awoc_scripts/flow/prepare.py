@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.planning.policy_settings import policy_lines
@@ -34,7 +33,7 @@ def check_executable(plan: Plan) -> None:
 
 def prepare_run(
     store: StateStore, args: Sequence[str], before_save: Callable[[Plan], None] | None = None
-) -> tuple[Run, Plan, dict[str, Any]]:
+) -> tuple[Run, Plan, ExecutionPlan]:
     """Validate and plan ARGS and save them as a new run; nothing is written unless both succeed
     (nor unless `before_save`, connecting to where the tasks will run, say, succeeds)."""
     plan = validate_request(args)
@@ -65,7 +64,7 @@ def next_commands(run_id: str, worktrees: bool = False) -> dict[str, str]:
     return commands
 
 
-def permission_groups(plan: Plan) -> list[dict[str, Any]]:
+def permission_groups(plan: Plan) -> list[JsonObject]:
     """What the tasks may do with nobody to approve, one entry per distinct answer."""
     groups: dict[str, list[str]] = {}
     for task in plan["tasks"]:
@@ -73,7 +72,7 @@ def permission_groups(plan: Plan) -> list[dict[str, Any]]:
     return [{"may": may, "tasks": ids} for may, ids in groups.items()]
 
 
-def prepared_summary(run: Run, plan: Plan, execution: dict[str, Any]) -> dict[str, Any]:
+def prepared_summary(run: Run, plan: Plan, execution: ExecutionPlan) -> JsonObject:
     config = execution["parallel_config"]
     return {
         "run_id": run.run_id,
@@ -105,7 +104,7 @@ def _cell(text: str) -> str:
     return one_line.replace("|", "\\|")
 
 
-def _expected_line(expected: dict[str, Any] | None) -> list[str]:
+def _expected_line(expected: JsonObject | None) -> list[str]:
     if not expected or not expected.get("tasks_with_history"):
         return []
     (low, high), (low_usd, high_usd) = expected["tokens"], expected["cost_usd"]
@@ -115,7 +114,7 @@ def _expected_line(expected: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
+def summary_markdown(summary: JsonObject) -> str:
     limits = summary["limits"]
     commands = summary["next"]
     lines = [

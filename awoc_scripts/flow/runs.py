@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.execution.display import PlainDisplay
@@ -12,7 +11,7 @@ from awoc_scripts.execution.executors.local import LocalExecutor
 from awoc_scripts.execution.run_loop import RunLoop
 from awoc_scripts.execution.run_options import Options
 from awoc_scripts.flow.prepare import check_executable
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.state.history import History, record_run
 from awoc_scripts.state.store import Run, StateStore
@@ -54,13 +53,13 @@ def make_executor(choice: ExecutorChoice, plan: Plan) -> Executor:
 def execute_run(
     run: Run,
     plan: Plan,
-    execution: dict[str, Any],
+    execution: ExecutionPlan,
     executor: Executor,
     display: PlainDisplay,
     resume: bool = False,
     options: Options | None = None,
     only: set[str] | None = None,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, JsonObject]:
     """Execute, then write aggregate.json, report.json and report.md (partial ones too).
 
     `only` (with resume): run just these tasks again; the others keep what they have."""
@@ -80,7 +79,7 @@ def execute_run(
     return code, summary
 
 
-def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, Plan, dict[str, Any]]:
+def load_for_resume(store: StateStore, run_id: str | None) -> tuple[Run, Plan, ExecutionPlan]:
     """A saved run, to execute for the first time (`start`) or again (`resume`)."""
     run = store.open_run(run_id)
     plan = run.read_plan()

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.plan_types import JsonObject
 
 SCHEMA_FILE_NAME = f"{PLAN_SCHEMA}.json"
 MAX_REPORTED_PROBLEMS = 20
@@ -32,8 +33,8 @@ def schema_path() -> Path:
 
 
 @cache
-def load_schema() -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads(schema_path().read_bytes())
+def load_schema() -> JsonObject:
+    data: JsonObject = orjson.loads(schema_path().read_bytes())
     return data
 
 

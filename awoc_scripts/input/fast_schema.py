@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from awoc_scripts.plan_types import JsonObject
+
 Check = Callable[[Any], bool]
 SUPPORTED = {
     "$schema", "$id", "$defs", "title", "description", "$ref", "type", "enum", "const", "pattern", "minimum",
@@ -65,7 +67,7 @@ def _lists(test: Callable[[list[Any]], bool]) -> Check:
     return lambda v: not isinstance(v, list) or test(v)
 
 
-def _objects(test: Callable[[dict[str, Any]], bool]) -> Check:
+def _objects(test: Callable[[JsonObject], bool]) -> Check:
     return lambda v: not isinstance(v, dict) or test(v)
 
 
@@ -145,7 +147,7 @@ def _never(value: Any) -> bool:
     return False
 
 
-def _check_object(value: dict[str, Any], props: Mapping[str, Check], other: Check | None) -> bool:
+def _check_object(value: JsonObject, props: Mapping[str, Check], other: Check | None) -> bool:
     for key, item in value.items():
         check = props.get(key, other)
         if check is not None and not check(item):

@@ -14,6 +14,7 @@ from typing import Any
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import load_document, looks_like_json_text
+from awoc_scripts.plan_types import JsonObject
 
 PRIORITIES = ("critical", "high", "medium", "low")
 _TASK_PREFIX = re.compile(r"^tasks\[\d+\](?=$|[.\[])")
@@ -60,7 +61,7 @@ KNOWN_FLAGS = (*CONFIG_FLAGS, *CONFIG_SWITCHES, *INLINE_FLAGS_WITH_VALUE, *INLIN
 
 @dataclass
 class Request:
-    config: dict[str, Any]
+    config: JsonObject
     source: str  # the config's name in messages, or "inline tasks"
     # json path prefix -> how to name it to the user (`tasks[1]` -> `task 2 "architect:x"`)
     path_names: dict[str, str] = field(default_factory=dict)
@@ -80,9 +81,9 @@ class Request:
 class _Arguments:
     """What the arguments said so far, read left to right."""
 
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: JsonObject = field(default_factory=dict)
     documents: list[str] = field(default_factory=list)
-    tasks: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[JsonObject] = field(default_factory=list)
     arg_of_task: list[str] = field(default_factory=list)
     inline_flags_used: list[str] = field(default_factory=list)
     config_flags_used: list[str] = field(default_factory=list)
@@ -163,7 +164,7 @@ def _inline_task(parsed: _Arguments, arg: str) -> None:
     agent, _, description = arg.partition(":")
     parsed.counts[agent] = parsed.counts.get(agent, 0) + 1
     # no task_id: normalization gives the same default id, `<agent>-<n>`, that --then uses
-    task: dict[str, Any] = {"agent": agent, "description": description}
+    task: JsonObject = {"agent": agent, "description": description}
     parsed.ids.append(default_task_id(agent, parsed.counts[agent]))
     if parsed.priority:
         task["priority"] = parsed.priority
@@ -192,7 +193,7 @@ def _request(parsed: _Arguments) -> Request:
         raise InputError('no tasks given: pass a config file or "agent:description" arguments')
     if parsed.research_wait_from is not None:
         _wait_for_research(parsed.tasks, parsed.ids, parsed.research_wait_from)
-    config: dict[str, Any] = {"tasks": parsed.tasks}
+    config: JsonObject = {"tasks": parsed.tasks}
     if parsed.overrides:
         config["parallel_config"] = parsed.overrides
     path_names = {f"tasks[{n}]": f"task {n + 1} {arg!r}" for n, arg in enumerate(parsed.arg_of_task)}
@@ -210,7 +211,7 @@ def _is_document(arg: str) -> bool:
     return arg == "-" or looks_like_json_text(arg) or ":" not in arg or os.path.isfile(arg)
 
 
-def _config_request(doc_arg: str, overrides: dict[str, Any], flag_paths: dict[str, str]) -> Request:
+def _config_request(doc_arg: str, overrides: JsonObject, flag_paths: dict[str, str]) -> Request:
     doc = load_document(doc_arg, what="config")
     config = doc.data
     if not isinstance(config, dict):
@@ -230,7 +231,7 @@ def default_task_id(agent: str, n: int) -> str:
     return f"{agent}-{n}"
 
 
-def _wait_for_research(tasks: list[dict[str, Any]], ids: list[str], start: int) -> None:
+def _wait_for_research(tasks: list[JsonObject], ids: list[str], start: int) -> None:
     """--wait-for-research: every task after it that is not research waits for every research
     (docs-fetcher) task of the request, before the flag or after it."""
     research = [tid for t, tid in zip(tasks, ids, strict=True) if t["agent"] == RESEARCH_AGENT]

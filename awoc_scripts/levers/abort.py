@@ -8,11 +8,13 @@ aborted here: every task that had not ended is cancelled and leftover task proce
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from awoc_scripts.errors import ABORTED, OK
 from awoc_scripts.execution.machine.levers import ABORT
 from awoc_scripts.levers.requests import request_lever
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.processes import kill_marked
 from awoc_scripts.results.aggregate import retry_command
 from awoc_scripts.state.owner import initial_state, run_executing
@@ -24,7 +26,7 @@ ABORT_REASON = "aborted by parallel-execution-aborter"
 FINISH_WAIT_S = 15.0
 
 
-def _why(status: str, saved: dict[str, Any], result: dict[str, Any], executing: bool) -> str:
+def _why(status: str, saved: Mapping[str, Any], result: JsonObject, executing: bool) -> str:
     text = saved.get("reason") or saved.get("error") or result.get("error") or result.get("reason")
     if text:
         return str(text)
@@ -35,7 +37,7 @@ def _why(status: str, saved: dict[str, Any], result: dict[str, Any], executing: 
     return status
 
 
-def partial_results(run: Run) -> dict[str, Any]:
+def partial_results(run: Run) -> JsonObject:
     """Which tasks succeeded (with an excerpt of each result), which did not and why."""
     plan = run.read_plan()
     state = run.read_state() or initial_state(run)
@@ -45,13 +47,13 @@ def partial_results(run: Run) -> dict[str, Any]:
     tokens = 0
     for task in plan["tasks"]:
         tid = task["task_id"]
-        saved = state["tasks"].get(tid, {})
+        saved: Mapping[str, Any] = state["tasks"].get(tid, {})
         status = str(saved.get("status", PENDING))
         counts[status] = counts.get(status, 0) + 1
         result = read_result(run, tid)
         used = int((saved.get("tokens_used") or result.get("tokens_used") or {}).get("total") or 0)
         tokens += used
-        entry: dict[str, Any] = {"task_id": tid, "agent": task["agent"], "task": task["description"]}
+        entry: JsonObject = {"task_id": tid, "agent": task["agent"], "task": task["description"]}
         if status == SUCCEEDED:
             text = str(result.get("result") or "")
             entry.update(
@@ -93,11 +95,11 @@ def _wait_until_finished(run: Run, timeout_s: float) -> bool:
 
 def abort_with_partial_results(
     run: Run, reason: str = ABORT_REASON, finish_wait_s: float = FINISH_WAIT_S
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, JsonObject]:
     """Abort the run, wherever it executes; returns (3 if it was aborted now, else 0; partial results)."""
     control = request_lever(run, ABORT, {"reason": reason})
     changed = control["changed"]
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "aborted": bool(changed.get("aborted")),
         "reason": reason,
         "applied_by": control["applied_by"],

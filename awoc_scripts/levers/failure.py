@@ -8,15 +8,14 @@ run (it owns the task states then, and has recorded the failure itself).
 
 from __future__ import annotations
 
-from typing import Any
-
 from awoc_scripts.errors import ABORTED, OK, InputError
 from awoc_scripts.execution.machine.events import Failed, Moment
 from awoc_scripts.execution.machine.saved import apply_to_saved
 from awoc_scripts.levers.abort import abort_with_partial_results
 from awoc_scripts.levers.retry import retry_reduced
 from awoc_scripts.monitors.context_monitor import TASK_FAILED
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import FAILED, FAILURES, RUNNING, TERMINAL
 from awoc_scripts.state.store import Run, StateStore
@@ -36,13 +35,13 @@ def parse_exit_code(text: str) -> int:
     return code
 
 
-def failed_task(plan: Plan, state: dict[str, Any], name: str, run_id: str) -> str:
+def failed_task(plan: Plan, state: RunState, name: str, run_id: str) -> str:
     """The one task NAME means: the task id, or the agent's only task, or the one it has running
     (or, handled again, the one that failed)."""
     ids, _ = require_tasks(plan, name, run_id)
     if len(ids) == 1:
         return ids[0]
-    status = {tid: state["tasks"].get(tid, {}).get("status") for tid in ids}
+    status = {tid: state["tasks"][tid]["status"] if tid in state["tasks"] else None for tid in ids}
     for wanted in ({RUNNING}, FAILURES):
         matching = [tid for tid in ids if status[tid] in wanted]
         if len(matching) == 1:
@@ -60,7 +59,7 @@ def _stderr_tail(run: Run, task_id: str) -> str:
     return text.strip()
 
 
-def record_failure(run: Run, name: str, exit_code: int, message: str | None) -> dict[str, Any]:
+def record_failure(run: Run, name: str, exit_code: int, message: str | None) -> JsonObject:
     """The failure, in state.json (unless an orchestrator owns it) and in the events."""
     plan = run.read_plan()
     recorded = False
@@ -81,7 +80,7 @@ def record_failure(run: Run, name: str, exit_code: int, message: str | None) -> 
         failed = [t["task_id"] for t in plan["tasks"] if state["tasks"][t["task_id"]]["status"] in FAILURES]
         if tid not in failed:
             failed.append(tid)  # the orchestrator has not seen it end yet: it counts all the same
-        saved_copy = dict(saved)
+        saved_copy = saved.copy()
     args = [name, str(exit_code), *([message] if message else [])]
     run.append_event(
         TASK_FAILED, args=args, name=name, task_id=tid, exit_code=exit_code, error=error[:2000], source=SOURCE
@@ -108,12 +107,12 @@ def handle_task_failure(
     *,
     execute: bool = True,
     quiet: bool = False,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, JsonObject]:
     """Record the failure, then retry within the tolerance or abort beyond it."""
     tolerance = int(run_config(run)["failure_tolerance"])
     failure = record_failure(run, name, exit_code, message)
     count = len(failure["failed_tasks"])
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "run_id": run.run_id,
         "failure": failure,
         "failed_count": count,

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from awoc_scripts.errors import AwocError, StateError
 from awoc_scripts.execution.machine.events import LeverAnswered, LeverPulled, Moment
 from awoc_scripts.execution.machine.levers import ABORT, RETRY
 from awoc_scripts.execution.machine.saved import apply_to_saved
-from awoc_scripts.plan_types import Plan
-from awoc_scripts.run_documents import LeverRequest
+from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.run_documents import LeverRequest, RunState
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.reconcile import reconcile, require_open
 from awoc_scripts.state.store import Run, now_iso
@@ -24,7 +23,7 @@ from awoc_scripts.state.store import Run, now_iso
 CONTROL_WAIT_S = 10.0
 
 
-def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]:
+def request_lever(run: Run, action: str, args: JsonObject) -> JsonObject:
     """Apply a lever to a run: through its orchestrator if one executes it right now, else to the
     saved state of a run not started yet (where it holds when it starts), or, for the aborter, of
     an interrupted run (which it ends). On an ended run, or another lever on an interrupted one,
@@ -39,7 +38,7 @@ def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]
             if applied is not None:
                 return applied
             continue  # an orchestrator took the run meanwhile: ask it
-        control = {"id": os.urandom(4).hex(), "action": action, "args": args, "requested_at": now_iso()}
+        control: LeverRequest = {"id": os.urandom(4).hex(), "action": action, "args": args, "requested_at": now_iso()}
         with run.locked_state() as state:
             if not run_executing(run, state):
                 continue
@@ -50,12 +49,13 @@ def request_lever(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any]
         with run.locked_state() as state:
             for saved in state.get("controls", []):
                 if saved["id"] == control["id"] and not saved.get("applied_at"):
-                    saved.update(applied_at=now_iso(), applied_by="nobody", changed={"withdrawn": True})
+                    saved["applied_at"], saved["applied_by"] = now_iso(), "nobody"
+                    saved["changed"] = {"withdrawn": True}
                 elif saved["id"] == control["id"]:
                     return dict(saved)  # applied at the last moment
 
 
-def _apply_to_saved_state(run: Run, action: str, args: dict[str, Any]) -> dict[str, Any] | None:
+def _apply_to_saved_state(run: Run, action: str, args: JsonObject) -> JsonObject | None:
     """The lever on state.json, holding the run's claim; None if an orchestrator holds it now."""
     try:
         claim = run.claim("changed by a lever")
@@ -80,7 +80,7 @@ def _apply_to_saved_state(run: Run, action: str, args: dict[str, Any]) -> dict[s
         claim.release()
 
 
-def _wait_for_control(run: Run, control_id: str, action: str) -> dict[str, Any] | None:
+def _wait_for_control(run: Run, control_id: str, action: str) -> JsonObject | None:
     """The control once applied; None if the orchestrator went away without applying it."""
     deadline = time.monotonic() + CONTROL_WAIT_S
     while time.monotonic() < deadline:
@@ -97,7 +97,7 @@ def _wait_for_control(run: Run, control_id: str, action: str) -> dict[str, Any] 
     )
 
 
-def apply_pending_controls(plan: Plan, state: dict[str, Any], applied_by: str) -> list[LeverRequest]:
+def apply_pending_controls(plan: Plan, state: RunState, applied_by: str) -> list[LeverRequest]:
     """Apply and acknowledge every control of a saved STATE not applied yet (what an orchestrator
     does between two starts, here without one)."""
     done = []
@@ -108,12 +108,12 @@ def apply_pending_controls(plan: Plan, state: dict[str, Any], applied_by: str) -
     return done
 
 
-def _apply(run_id: str, plan: Plan, state: dict[str, Any], control: LeverRequest, by: str, to: str) -> None:
+def _apply(run_id: str, plan: Plan, state: RunState, control: LeverRequest, by: str, to: str) -> None:
     lever = LeverPulled(control["action"], control["args"], request_id=control["id"], at=Moment(0.0, time.time()))
     machine, effects = apply_to_saved(run_id, plan, state, lever)
     control["changed"] = next(e.changed for e in effects if isinstance(e, LeverAnswered))
     if control["action"] == ABORT and control["changed"].get("aborted"):
-        state.update(status="aborted", stop_reason=machine.stop_reason, orchestrator=None)
+        state["status"], state["stop_reason"], state["orchestrator"] = "aborted", machine.stop_reason, None
     control["applied_at"] = now_iso()
     control["applied_by"] = by
     control["applied_to"] = to

@@ -7,12 +7,10 @@ run is resumed here and now for just those tasks.
 
 from __future__ import annotations
 
-from typing import Any
-
 from awoc_scripts.errors import OK, InputError, StateError
 from awoc_scripts.execution.machine.levers import RETRY
 from awoc_scripts.levers.requests import request_lever
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, StateStore
@@ -24,7 +22,7 @@ def retry_targets(run: Run, name: str) -> tuple[list[str], bool]:
     plan = run.read_plan()
     ids, is_agent = require_tasks(plan, name, run.run_id)
     state = run.read_state() or initial_state(run)
-    status = {tid: state["tasks"].get(tid, {}).get("status", "pending") for tid in ids}
+    status = {tid: state["tasks"][tid]["status"] if tid in state["tasks"] else "pending" for tid in ids}
     allowed = FAILURES if is_agent else TERMINAL - {SUCCEEDED}
     if not any(s in allowed for s in status.values()):
         states = ", ".join(f"{tid} {s}" for tid, s in status.items())
@@ -41,7 +39,7 @@ def retry_reduced(
     *,
     execute: bool = True,
     quiet: bool = False,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, JsonObject]:
     """Requeue NAME's task(s); run them now unless an orchestrator executes the run.
 
     Returns (the resumed run's exit code, or 0; what was done)."""
@@ -56,7 +54,7 @@ def retry_reduced(
     changed = control["changed"]
     if changed.get("error"):
         raise InputError(f"the orchestrator of run {run.run_id} could not retry {name}: {changed['error']}")
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "run_id": run.run_id,
         "name": name,
         "retried": changed["requeued"],
@@ -85,11 +83,11 @@ def retry_reduced(
 def _resume(
     store: StateStore,
     run: Run,
-    loaded: tuple[Run, Plan, dict[str, Any]] | None,
+    loaded: tuple[Run, Plan, ExecutionPlan] | None,
     quiet: bool,
-    out: dict[str, Any],
+    out: JsonObject,
     only: set[str],
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, JsonObject]:
     from awoc_scripts.execution.display import PlainDisplay
     from awoc_scripts.flow.runs import ExecutorChoice, execute_run, load_for_resume, make_executor
 

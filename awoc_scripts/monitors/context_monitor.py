@@ -8,11 +8,12 @@ sets) is taken from the run's plan.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.store import Run
 from awoc_scripts.state.task_results import run_config, tasks_named
@@ -33,10 +34,10 @@ def _int(value: str, what: str, problems: list[str]) -> int | None:
         return None
 
 
-def _name_fields(plan: Plan, name: str, problems: list[str]) -> dict[str, Any]:
+def _name_fields(plan: Plan, name: str, problems: list[str]) -> JsonObject:
     """`task_id` when NAME is one task (or the only task of an agent), else `agent`."""
     ids, _ = tasks_named(plan, name)
-    fields: dict[str, Any] = {"name": name}
+    fields: JsonObject = {"name": name}
     if not ids:
         problems.append(f"{name!r} is neither a task id nor an agent of this run")
     elif len(ids) == 1:
@@ -48,10 +49,10 @@ def _name_fields(plan: Plan, name: str, problems: list[str]) -> dict[str, Any]:
     return fields
 
 
-def interpret(plan: Plan, event: str, args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+def interpret(plan: Plan, event: str, args: Sequence[str]) -> tuple[JsonObject, list[str]]:
     """The fields a known event's arguments stand for, and what could not be read."""
     problems: list[str] = []
-    fields: dict[str, Any] = {}
+    fields: JsonObject = {}
     if event == PARALLEL_START:
         fields["total_tasks"] = _int(args[0], "TOTAL_TASKS", problems) if len(args) >= 1 else len(plan["tasks"])
         fields["total_token_budget"] = (
@@ -79,7 +80,7 @@ def interpret(plan: Plan, event: str, args: Sequence[str]) -> tuple[dict[str, An
     return fields, problems
 
 
-def track(run: Run, event: str, args: Sequence[str], source: str = SOURCE) -> dict[str, Any]:
+def track(run: Run, event: str, args: Sequence[str], source: str = SOURCE) -> JsonObject:
     """Append the event (its arguments as given, plus what they mean) to the run's events."""
     from awoc_scripts.errors import InputError
 
@@ -94,7 +95,7 @@ def _percent(used: int, budget: int) -> float:
     return round(100.0 * used / budget, 1) if budget > 0 else 0.0
 
 
-def _warning(scope: str, used: int, budget: int, task_id: str | None = None) -> dict[str, Any] | None:
+def _warning(scope: str, used: int, budget: int, task_id: str | None = None) -> JsonObject | None:
     percent = _percent(used, budget)
     reached = [t for t in THRESHOLDS if percent >= t]
     if not reached:
@@ -114,7 +115,7 @@ def _warning(scope: str, used: int, budget: int, task_id: str | None = None) -> 
     }
 
 
-def token_status(run: Run) -> dict[str, Any]:
+def token_status(run: Run) -> JsonObject:
     """Tokens used against budgets, per task and in total, with 70/80/90% warnings.
 
     A task's tokens are the orchestrator's count; for a task the orchestrator did not account
@@ -125,7 +126,7 @@ def token_status(run: Run) -> dict[str, Any]:
     config = run_config(run)
     reports = _reports(run.read_events())
     rows, warnings, accounted_agents = _task_rows(plan, state, reports.tracked)
-    unattributed: list[dict[str, Any]] = [
+    unattributed: list[JsonObject] = [
         {"agent": agent, "tokens": tokens}
         for agent, tokens in reports.by_agent.items()
         if agent not in accounted_agents
@@ -160,11 +161,11 @@ class _Reports:
     tracked: dict[str, int] = field(default_factory=dict)  # tokens by task id
     by_agent: dict[str, int] = field(default_factory=dict)
     unknown: dict[str, int] = field(default_factory=dict)
-    start: dict[str, Any] | None = None
+    start: JsonObject | None = None
     counts: dict[str, int] = field(default_factory=lambda: {TASK_START: 0, TASK_COMPLETE: 0, TASK_FAILED: 0})
 
 
-def _reports(events: list[dict[str, Any]]) -> _Reports:
+def _reports(events: list[JsonObject]) -> _Reports:
     reports = _Reports()
     for record in events:
         kind = record.get("event")
@@ -185,15 +186,15 @@ def _reports(events: list[dict[str, Any]]) -> _Reports:
 
 
 def _task_rows(
-    plan: Plan, state: dict[str, Any], tracked: dict[str, int]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    plan: Plan, state: RunState, tracked: dict[str, int]
+) -> tuple[list[JsonObject], list[JsonObject], set[str]]:
     """Each task's tokens against its budget; the warnings; the agents the orchestrator accounted."""
-    rows: list[dict[str, Any]] = []
-    warnings: list[dict[str, Any]] = []
+    rows: list[JsonObject] = []
+    warnings: list[JsonObject] = []
     accounted_agents: set[str] = set()
     for task in plan["tasks"]:
         tid = task["task_id"]
-        saved = state["tasks"].get(tid, {})
+        saved: Mapping[str, Any] = state["tasks"].get(tid, {})
         counted = int((saved.get("tokens_used") or {}).get("total") or 0)
         reported = tracked.get(tid, 0)
         if counted:

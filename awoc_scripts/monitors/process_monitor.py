@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import ABORTED, OK, InputError, StateError
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.processes import (
     KILL_GRACE_S,
     kill_marked,
@@ -46,7 +47,7 @@ class Watched:
     killed_pids: list[int] = field(default_factory=list)
     tree: dict[int, psutil.Process] = field(default_factory=dict)  # kept so cpu_percent has a previous call
 
-    def label(self) -> dict[str, Any]:
+    def label(self) -> JsonObject:
         return {"pid": self.pid, "task_id": self.task_id} if self.task_id else {"pid": self.pid}
 
 
@@ -117,7 +118,7 @@ def _task_processes(run: Run, name: str) -> list[Watched]:
     tasks = run.read_state().get("tasks", {})
     found = []
     for tid in ids:
-        saved = tasks.get(tid, {})
+        saved: Mapping[str, Any] = tasks.get(tid, {})
         pid, created = saved.get("pid"), saved.get("pid_create_time")
         if pid and created and saved.get("status") == "running" and _still_the_task(saved):
             try:
@@ -132,7 +133,7 @@ def _task_processes(run: Run, name: str) -> list[Watched]:
     return found
 
 
-def _sample(item: Watched) -> dict[str, Any]:
+def _sample(item: Watched) -> JsonObject:
     """One reading of a live process and its descendants."""
     import psutil
 
@@ -181,9 +182,9 @@ def monitor(
     items: list[Watched],
     timeout: float | None,
     interval: float,
-    emit: Callable[[dict[str, Any]], None],
+    emit: Callable[[JsonObject], None],
     grace_s: float = KILL_GRACE_S,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, JsonObject]:
     """Sample every `interval` s until all have ended; past `timeout` s, stop what is left.
 
     Returns (0 if all ended by themselves, else 3; the summary)."""
@@ -233,8 +234,8 @@ def monitor(
     return code, summary
 
 
-def _ending(item: Watched, wall_start: float) -> dict[str, Any]:
-    out: dict[str, Any] = {**item.label(), "ended": item.ended}
+def _ending(item: Watched, wall_start: float) -> JsonObject:
+    out: JsonObject = {**item.label(), "ended": item.ended}
     if item.proc is None:
         out["task_status"] = item.task_status
         return out
@@ -252,7 +253,7 @@ def _ending(item: Watched, wall_start: float) -> dict[str, Any]:
     return out
 
 
-def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
+def running_tasks(run: Run, sample_s: float = 0.2) -> JsonObject:
     """The run's running tasks: their pids, CPU, memory and process state (and the orchestrator's)."""
     import psutil
 
@@ -296,6 +297,6 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> dict[str, Any]:
     }
 
 
-def _still_the_task(saved: dict[str, Any]) -> bool:
+def _still_the_task(saved: Mapping[str, Any]) -> bool:
     """Is the saved task's process still the one it started (by start ticks where state.json has them)?"""
     return same_process_alive(int(saved["pid"]), float(saved["pid_create_time"]), saved.get("pid_start_ticks"))

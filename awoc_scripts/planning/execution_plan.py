@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.gc_pause import without_gc
-from awoc_scripts.plan_types import Plan, Task
+from awoc_scripts.plan_types import BudgetSummary, ExecutionPlan, JsonObject, ParallelConfig, Plan, PlannedTask, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.estimate import EstimatedSchedule, estimate_schedule
 from awoc_scripts.planning.policy_settings import describe_policies
@@ -24,10 +25,10 @@ def plan_execution(
     max_parallel: int | None = None,
     total_token_budget: int | None = None,
     history: History | None = None,
-) -> dict[str, Any]:
+) -> ExecutionPlan:
     """HISTORY: what past runs took; tasks with no `estimated_duration` of their own are expected
     to take that (else their timeout), and the expected tokens and cost are summed from it."""
-    config = dict(plan["parallel_config"])
+    config = plan["parallel_config"].copy()
     warnings = list(plan.get("warnings", []))
     if max_parallel is not None:
         if not 1 <= max_parallel <= 100:
@@ -35,7 +36,7 @@ def plan_execution(
         config["max_concurrent"] = max_parallel
     tasks: list[Task] = [{**t} for t in plan["tasks"]]
     duration_source, expected = _expectations(tasks, history)
-    budget = dict(plan.get("budget", {}))
+    budget = plan["budget"].copy()
     if total_token_budget is not None:
         budget, warnings = _rebudget(tasks, config, total_token_budget, warnings)
 
@@ -71,8 +72,8 @@ def plan_execution(
 
 
 def _rebudget(
-    tasks: list[Task], config: dict[str, Any], total: int, warnings: list[str]
-) -> tuple[dict[str, Any], list[str]]:
+    tasks: list[Task], config: ParallelConfig, total: int, warnings: list[str]
+) -> tuple[BudgetSummary, list[str]]:
     """A new total token budget: every task's budget allocated again (explicit ones kept in proportion)."""
     if total < 1:
         raise InputError(f"TOTAL_TOKEN_BUDGET: expected a positive whole number, got {total}")
@@ -82,7 +83,7 @@ def _rebudget(
     for task in tasks:
         task["token_budget"] = allocation.budgets[task["task_id"]]
     config["total_token_budget"] = allocation.total
-    budget = {
+    budget: BudgetSummary = {
         "total": allocation.total,
         "total_given": True,
         "allocated": allocation.allocated,
@@ -91,7 +92,7 @@ def _rebudget(
     return budget, [w for w in warnings if "token budget" not in w] + allocation.warnings
 
 
-def _planned_task(t: Task, metrics: GraphMetrics, schedule: EstimatedSchedule, duration_source: str) -> dict[str, Any]:
+def _planned_task(t: Task, metrics: GraphMetrics, schedule: EstimatedSchedule, duration_source: str) -> PlannedTask:
     slot = schedule.slots.get(t["task_id"])
     return {
         "task_id": t["task_id"],
@@ -112,7 +113,7 @@ def _planned_task(t: Task, metrics: GraphMetrics, schedule: EstimatedSchedule, d
     }
 
 
-def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str, str], dict[str, Any]]:
+def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str, str], JsonObject]:
     """Fill in expected durations from history; where each duration comes from; the usage to expect."""
     source: dict[str, str] = {}
     low_tokens = high_tokens = 0
@@ -140,7 +141,7 @@ def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str,
     }
 
 
-def brief_execution(execution: dict[str, Any]) -> dict[str, Any]:
+def brief_execution(execution: ExecutionPlan) -> JsonObject:
     keys = (
         "run_id",
         "critical_path",
@@ -152,12 +153,13 @@ def brief_execution(execution: dict[str, Any]) -> dict[str, Any]:
         "policies",
         "expected_usage",
     )
-    return {k: execution[k] for k in keys if k in execution} | {"waves": len(execution["waves"])}
+    shown: Mapping[str, Any] = execution
+    return {k: shown[k] for k in keys if k in shown} | {"waves": len(execution["waves"])}
 
 
 def plan_run(
     store: StateStore, plan_arg: str | None, max_parallel: int | None, total_token_budget: int | None
-) -> tuple[Run, dict[str, Any]]:
+) -> tuple[Run, ExecutionPlan]:
     """plan-execution: plan PLAN (a run, a plan or a config) and save execution.json in its run.
     A plan or config that is not a run yet becomes one only once it planned without error."""
     from awoc_scripts.planning.validation import resolve_plan, save_new_run

@@ -16,6 +16,7 @@ from typing import Any
 
 from awoc_scripts.errors import InputError, problems_error
 from awoc_scripts.input.request import Request
+from awoc_scripts.plan_types import JsonObject
 
 MAX_TASKS = 100_000
 SHOWN_ITEMS = 5
@@ -28,11 +29,11 @@ class FanOut:
     template: str
     items: list[str]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JsonObject:
         return {"template": self.template, "count": len(self.items), "first_items": self.items[:SHOWN_ITEMS]}
 
 
-def fan_out_items(spec: dict[str, Any], where: str, cwd: Path) -> list[str]:
+def fan_out_items(spec: JsonObject, where: str, cwd: Path) -> list[str]:
     """The items of one for_each; bad input (no kind, two kinds, a file that cannot be read) raises."""
     kinds = [k for k in ("items", "glob", "lines") if k in spec]
     if len(kinds) != 1:
@@ -60,13 +61,13 @@ def _substitute(value: Any, item: str, index: int) -> Any:
 
 
 def expand_fan_outs(
-    raw_tasks: list[dict[str, Any]], ids: list[str], request: Request, cwd: Path
-) -> tuple[list[dict[str, Any]], list[str], Request, list[FanOut]]:
+    raw_tasks: list[JsonObject], ids: list[str], request: Request, cwd: Path
+) -> tuple[list[JsonObject], list[str], Request, list[FanOut]]:
     """The tasks with every for_each expanded, their ids, a request that names each expansion in
     messages by its template, and what was fanned out."""
     if not any("for_each" in raw for raw in raw_tasks):
         return raw_tasks, ids, request, []
-    tasks: list[dict[str, Any]] = []
+    tasks: list[JsonObject] = []
     new_ids: list[str] = []
     names: dict[str, str] = {}
     fans: list[FanOut] = []
@@ -108,7 +109,7 @@ def _check_unique(ids: list[str], names: dict[str, str]) -> None:
         raise problems_error("tasks", problems)
 
 
-def _kind(spec: dict[str, Any]) -> str:
+def _kind(spec: JsonObject) -> str:
     if "glob" in spec:
         return f"glob {spec['glob']!r} (files only, from {Path.cwd()})"
     if "lines" in spec:

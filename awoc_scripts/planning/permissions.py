@@ -19,7 +19,7 @@ from typing import Any
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.agents import AgentDefinition
-from awoc_scripts.plan_types import Permissions, Task
+from awoc_scripts.plan_types import JsonObject, Permissions, Task
 
 PERMISSION_MODES = ("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions")
 WRITING_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit", "Bash"})
@@ -128,7 +128,7 @@ def describe_permissions(permissions: Permissions | None) -> str:
     return "; ".join(parts)
 
 
-def with_permissions(tasks: list[Task], raw_tasks: list[dict[str, Any]], settings: Mapping[str, Any]) -> None:
+def with_permissions(tasks: list[Task], raw_tasks: list[JsonObject], settings: Mapping[str, Any]) -> None:
     """Give every agent task of the plan its permissions (a command task has none)."""
     from pathlib import Path
 

@@ -7,20 +7,20 @@ so later steps never have to guess.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError, problems_error
 from awoc_scripts.input.config_schema import schema_problems
 from awoc_scripts.input.dependencies import TaskRef, find_cycle, format_cycle, resolve_names
 from awoc_scripts.input.request import Request, default_task_id
-from awoc_scripts.plan_types import Plan, Task
+from awoc_scripts.plan_types import JsonObject, ParallelConfig, Plan, Task
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.fan_out import expand_fan_outs
 from awoc_scripts.planning.permissions import with_permissions
 from awoc_scripts.planning.policy_settings import DEFAULT_MIN_FREE_MEMORY_MB
 
-DEFAULT_CONFIG: dict[str, Any] = {
+DEFAULT_CONFIG: ParallelConfig = {
     "max_concurrent": 5,
     "total_timeout": 600,
     "total_token_budget": 25000,
@@ -47,8 +47,8 @@ def build_plan(request: Request) -> Plan:
         raise problems_error(request.source, [(request.describe_path(p), m) for p, m in problems])
 
     given = config.get("parallel_config", {})
-    settings = {**DEFAULT_CONFIG, **given}
-    raw_tasks: list[dict[str, Any]] = config["tasks"]
+    settings = cast(ParallelConfig, {**DEFAULT_CONFIG, **given})  # given is checked against the schema above
+    raw_tasks: list[JsonObject] = config["tasks"]
     ids = _assign_ids(raw_tasks, request)
     raw_tasks, ids, request, fans = expand_fan_outs(raw_tasks, ids, request, Path.cwd())
     tasks = _resolve_dependencies(raw_tasks, ids, request)
@@ -89,7 +89,7 @@ def build_plan(request: Request) -> Plan:
     return plan
 
 
-def _apply_settings(task: Task, raw: dict[str, Any], settings: dict[str, Any]) -> None:
+def _apply_settings(task: Task, raw: JsonObject, settings: ParallelConfig) -> None:
     """What the task does not say itself: from parallel_config, and its agent's overrides there."""
     task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else settings["total_timeout"]
     task["retries"] = raw["retries"] if raw.get("retries") is not None else settings["retries"]
@@ -116,7 +116,7 @@ def _agent_warnings(tasks: list[Task]) -> list[str]:
     return misspelled_agent_warnings(agents, Path.cwd(), Path.home()) if agents else []
 
 
-def _assign_ids(raw_tasks: list[dict[str, Any]], request: Request) -> list[str]:
+def _assign_ids(raw_tasks: list[JsonObject], request: Request) -> list[str]:
     counts: dict[str, int] = {}
     ids: list[str] = []
     first_seen: dict[str, int] = {}
@@ -136,7 +136,7 @@ def _assign_ids(raw_tasks: list[dict[str, Any]], request: Request) -> list[str]:
     return ids
 
 
-def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], request: Request) -> list[Task]:
+def _resolve_dependencies(raw_tasks: list[JsonObject], ids: list[str], request: Request) -> list[Task]:
     id_set = set(ids)
     by_agent: dict[str, list[str]] = {}
     priority_of: dict[str, str] = {}
@@ -182,7 +182,7 @@ def _resolve_dependencies(raw_tasks: list[dict[str, Any]], ids: list[str], reque
 
 
 def _task_of(
-    raw: dict[str, Any], task_id: str, index: int, deps: list[str], mode: Any, critical: list[str], condition: Any
+    raw: JsonObject, task_id: str, index: int, deps: list[str], mode: Any, critical: list[str], condition: Any
 ) -> Task:
     """A task as the plan holds it, before budgets and settings are filled in."""
     return {

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from awoc_scripts.plan_types import JsonObject
+
 TOKEN_PRESSURE = 0.8
 COST_PRESSURE = 0.8
 TIME_PRESSURE = 0.8
@@ -27,7 +29,7 @@ def policy_settings(config: Mapping[str, Any]) -> dict[str, bool]:
     return {**DEFAULT_POLICIES, **(config.get("policies") or {})}
 
 
-def describe_policies(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+def describe_policies(config: Mapping[str, Any]) -> list[JsonObject]:
     """Every policy, whether it may act in this run, and when."""
     on = policy_settings(config)
     total = config["total_token_budget"]
@@ -71,7 +73,7 @@ def describe_policies(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _cost_policies(total_usd: float | None) -> list[dict[str, Any]]:
+def _cost_policies(total_usd: float | None) -> list[JsonObject]:
     if total_usd is None:
         return []
     return [
@@ -91,5 +93,5 @@ def _cost_policies(total_usd: float | None) -> list[dict[str, Any]]:
     ]
 
 
-def policy_lines(policies: list[dict[str, Any]]) -> list[str]:
+def policy_lines(policies: list[JsonObject]) -> list[str]:
     return [f"{p['policy']}: when {p['when']}, {p['action']}" + ("" if p["enabled"] else " (off)") for p in policies]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from awoc_scripts.gc_pause import without_gc
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import JsonObject, Plan
 from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.state.store import Run, StateStore, now_iso
 
@@ -51,7 +50,7 @@ PERMISSION_KEYS = {
 }
 
 
-def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
+def plan_to_config(plan: JsonObject) -> JsonObject:
     """A plan document back to the config it stands for, so it is validated like any config."""
     tasks = []
     for task in plan.get("tasks", []):
@@ -67,7 +66,7 @@ def plan_to_config(plan: dict[str, Any]) -> dict[str, Any]:
         if isinstance(permissions, dict):  # what was decided stays decided
             config_task |= {key: permissions[field] for key, field in PERMISSION_KEYS.items() if field in permissions}
         tasks.append(config_task)
-    config: dict[str, Any] = {"tasks": tasks}
+    config: JsonObject = {"tasks": tasks}
     if isinstance(plan.get("parallel_config"), dict):
         config["parallel_config"] = {k: v for k, v in plan["parallel_config"].items() if v not in (None, "", {})}
     if plan.get("workflow"):
@@ -105,7 +104,7 @@ def resolve_plan(store: StateStore, arg: str | None) -> tuple[Run | None, Plan]:
 BRIEF_TASKS = 30
 
 
-def brief_plan(plan: Plan) -> dict[str, Any]:
+def brief_plan(plan: Plan) -> JsonObject:
     """The plan in a few lines, for a prompt: the first tasks and what matters about them."""
     config = plan["parallel_config"]
     return {

@@ -18,7 +18,7 @@ from typing import Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import JsonObject, Plan
 from awoc_scripts.planning.scheduling import graph_metrics
 from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
@@ -29,7 +29,7 @@ SEED_RESULT_NAME = re.compile(r"^task_(?P<agent>.+)_(?P<pid>\d+)_result\.json$")
 STATUS_ORDER = ("succeeded", "failed", "timed_out", "budget_exceeded", "cancelled", "skipped", "pending", "running")
 
 
-def normalize_result(data: Any, source: str) -> dict[str, Any]:
+def normalize_result(data: Any, source: str) -> JsonObject:
     """A task result in the run's format, whether awoc or a shell loop calling the scripts wrote it."""
     if not isinstance(data, dict) or not isinstance(data.get("agent"), str):
         raise InputError(f'{source}: expected a task result object with an "agent"')
@@ -62,7 +62,7 @@ def normalize_result(data: Any, source: str) -> dict[str, Any]:
     }
 
 
-def assign_task_ids(results: list[dict[str, Any]], plan: Plan | None) -> None:
+def assign_task_ids(results: list[JsonObject], plan: Plan | None) -> None:
     """Results a shell loop calling the scripts wrote carry no task id: take the run's task with the same agent
     and description (so the retry command names a real task), else `<agent>-<pid>`, else
     `<agent>-<n>` in the order given."""
@@ -88,7 +88,7 @@ def assign_task_ids(results: list[dict[str, Any]], plan: Plan | None) -> None:
         taken.add(task_id)
 
 
-def load_result_files(paths: Sequence[str]) -> list[dict[str, Any]]:
+def load_result_files(paths: Sequence[str]) -> list[JsonObject]:
     results = []
     for arg in paths:
         path = Path(arg)
@@ -100,11 +100,11 @@ def load_result_files(paths: Sequence[str]) -> list[dict[str, Any]]:
     return results
 
 
-def run_results(run: Run, known: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+def run_results(run: Run, known: Mapping[str, Mapping[str, Any]] | None = None) -> list[JsonObject]:
     """The run's task results, in plan order: `known` ones as given, the others from their files,
     or, for tasks that ended without starting (no file), from state.json."""
     results = []
-    saved: dict[str, Any] | None = None
+    saved: JsonObject | None = None
     for task in run.read_plan()["tasks"]:
         tid = task["task_id"]
         if known and tid in known:
@@ -116,7 +116,7 @@ def run_results(run: Run, known: Mapping[str, Mapping[str, Any]] | None = None) 
             continue
         if saved is None:
             saved = (run.read_state() or {}).get("tasks", {})
-        entry = saved.get(tid, {})
+        entry: Mapping[str, Any] = saved.get(tid, {})
         if entry.get("status") in TERMINAL:
             results.append(dict(result_from_state(run, task, entry)))
     return results
@@ -140,7 +140,7 @@ def retry_command(run_id: str | None, task_id: str) -> str:
     return f"{command_for('parallel-task-retry', 'retry-reduced')} {shlex.quote(task_id)}{run_args}"
 
 
-def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: str | None) -> dict[str, Any]:
+def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: str | None) -> JsonObject:
     by_id = {r["task_id"]: r for r in results}
     order = dependency_order(results, plan)
     by_agent: dict[str, list[str]] = {}
@@ -182,10 +182,10 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
     }
 
 
-def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) -> list[JsonObject]:
     """The results of the tasks that succeeded, those saying the same thing merged into one."""
-    merged: list[dict[str, Any]] = []
-    seen: dict[str, dict[str, Any]] = {}
+    merged: list[JsonObject] = []
+    seen: dict[str, JsonObject] = {}
     for tid in order:
         result = by_id[tid]
         if result["status"] != SUCCEEDED:
@@ -206,7 +206,7 @@ def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) 
     return merged
 
 
-def load_result_args(args: Sequence[str]) -> list[dict[str, Any]]:
+def load_result_args(args: Sequence[str]) -> list[JsonObject]:
     """RESULTS as the command takes them: files, directories of them, - or JSON text."""
     from awoc_scripts.input.documents import load_document, looks_like_json_text
 
@@ -228,7 +228,7 @@ def _is_directory(arg: str) -> bool:
         return False
 
 
-def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], output: str | None) -> dict[str, Any]:
+def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], output: str | None) -> JsonObject:
     """Results given (or the run's), aggregated and written to `output`, the run, or the state root."""
     from awoc_scripts.state.store import atomic_write_json
 

@@ -14,7 +14,7 @@ from typing import Any
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.errors import OK, TASKS_FAILED, InputError
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import JsonObject, Plan
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.conflict_resolver import Resolver, Side, resolve
@@ -81,7 +81,7 @@ def merge_options(
     return MergeOptions(dry_run, gate or saved.get("gate"), timeout, into or saved.get("into"), resolver)
 
 
-def merge_run(run: Run, options: MergeOptions) -> tuple[int, dict[str, Any]]:
+def merge_run(run: Run, options: MergeOptions) -> tuple[int, JsonObject]:
     """Merge the run's succeeded branches, holding the run's claim (a run being executed is
     refused) and the repository's (two merges into one checkout never interleave)."""
     plan = run.read_plan()
@@ -110,7 +110,7 @@ class MergeQueue:
         self.by_id = {t["task_id"]: t for t in plan["tasks"]}
         self.step_file = run.dir / STEP_FILE
 
-    def merge_all(self) -> tuple[int, dict[str, Any]]:
+    def merge_all(self) -> tuple[int, JsonObject]:
         dry = self.options.dry_run
         if not dry:
             self._undo_interrupted_step()
@@ -130,11 +130,11 @@ class MergeQueue:
             passed, output = self._gate(current)
             if not passed:
                 raise InputError(f"the gate fails before anything is merged, at {current[:12]}: {output[-500:]}")
-        steps: list[dict[str, Any]] = []
+        steps: list[JsonObject] = []
         set_aside: set[str] = set()
         for tid in merge_order(self.plan, set(heads)):
             branch, head = heads[tid]
-            step: dict[str, Any] = {"task_id": tid, "branch": branch, "head": head}
+            step: JsonObject = {"task_id": tid, "branch": branch, "head": head}
             steps.append(step)
             current = self._step(step, current, set_aside)
             if step["outcome"] in (CONFLICT, GATE_FAILED) and self.options.resolver is not None:
@@ -171,7 +171,7 @@ class MergeQueue:
             )
         return now_on
 
-    def _step(self, step: dict[str, Any], current: str, set_aside: set[str]) -> str:
+    def _step(self, step: JsonObject, current: str, set_aside: set[str]) -> str:
         """Merge one branch onto CURRENT; returns the new current commit."""
         tid, branch, head = step["task_id"], step["branch"], step["head"]
         held_back = [d for d in self.by_id[tid]["dependencies"] if d in set_aside]
@@ -193,7 +193,7 @@ class MergeQueue:
             return self._try_in_object_store(step, current)
         return self._merge_in_checkout(step, current)
 
-    def _try_in_object_store(self, step: dict[str, Any], current: str) -> str:
+    def _try_in_object_store(self, step: JsonObject, current: str) -> str:
         check = git.merge_check(self.repo, current, step["head"])
         if check.tree is None:
             step.update(outcome=CONFLICT, conflicting_files=check.conflicts)
@@ -207,7 +207,7 @@ class MergeQueue:
         step["outcome"] = "would merge"
         return merged
 
-    def _merge_in_checkout(self, step: dict[str, Any], current: str) -> str:
+    def _merge_in_checkout(self, step: JsonObject, current: str) -> str:
         tid = step["task_id"]
         atomic_write_json(self.step_file, {"task_id": tid, "before": current})
         try:
@@ -232,7 +232,7 @@ class MergeQueue:
         finally:
             self.step_file.unlink(missing_ok=True)
 
-    def _set_aside_failed_merge(self, step: dict[str, Any], done: Any, current: str) -> None:
+    def _set_aside_failed_merge(self, step: JsonObject, done: Any, current: str) -> None:
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
             files = git.run_git(self.repo, "diff", "--name-only", "--diff-filter=U").split()
             git.run_git(self.repo, "merge", "--abort")
@@ -251,7 +251,7 @@ class MergeQueue:
             return
         step.update(outcome=BLOCKED, why=(done.stderr.strip() or done.stdout.strip())[-500:])
 
-    def _resolve(self, step: dict[str, Any], current: str, landed: list[str]) -> str:
+    def _resolve(self, step: JsonObject, current: str, landed: list[str]) -> str:
         """Give the branch to the resolver; on success the checkout moves forward to its merge commit."""
         resolver = self.options.resolver
         assert resolver is not None
@@ -283,7 +283,7 @@ class MergeQueue:
         step["outcome"] = RESOLVED
         return commit
 
-    def _files_of(self, tid: str) -> list[dict[str, Any]]:
+    def _files_of(self, tid: str) -> list[JsonObject]:
         worktree = self.results.get(tid, {}).get("worktree") or {}
         return [f for f in worktree.get("files_changed") or [] if isinstance(f, dict)]
 
@@ -341,7 +341,7 @@ def _files_in_the_way(stderr: str) -> list[str]:
     return files
 
 
-def record_merge(run: Run, summary: dict[str, Any]) -> None:
+def record_merge(run: Run, summary: JsonObject) -> None:
     """merge.json: every merge of the run, the latest last; the report's Merge section reads it."""
     path = run.dir / MERGE_FILE
     history = read_json(path, default={}) or {}
@@ -358,7 +358,7 @@ def _require_clean(repo: Path) -> None:
         raise InputError(f"{repo} has uncommitted changes: commit or stash them before merging")
 
 
-def merge_text(summary: dict[str, Any]) -> str:
+def merge_text(summary: JsonObject) -> str:
     """What landed, what was set aside and why, for a person."""
     lines = []
     for step in summary["steps"]:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from awoc_scripts import git
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import JsonObject, Plan
 
 
-def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> JsonObject | None:
     base = plan.get("git")
     if base is None:
         return None
@@ -48,7 +48,7 @@ def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> dict[s
     }
 
 
-def _conflict(repo: Path, head_a: str, head_b: str) -> dict[str, Any]:
+def _conflict(repo: Path, head_a: str, head_b: str) -> JsonObject:
     try:
         check = git.merge_check(repo, head_a, head_b)
     except git.GitError as exc:

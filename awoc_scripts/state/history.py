@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
 
@@ -65,15 +66,15 @@ def _read(path: Path) -> object:
         return {}
 
 
-def _tables(data: object) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def _tables(data: object) -> tuple[dict[str, JsonObject], dict[str, JsonObject]]:
     """The task and agent tables of a history file, keeping only well-formed entries: the file is
     ours, but a hand edit or another version must cost expectations, never a run."""
     found = data if isinstance(data, dict) else {}
     return _table(found.get("tasks")), _table(found.get("agents"))
 
 
-def _table(table: object) -> dict[str, dict[str, Any]]:
-    kept: dict[str, dict[str, Any]] = {}
+def _table(table: object) -> dict[str, JsonObject]:
+    kept: dict[str, JsonObject] = {}
     for name, slot in table.items() if isinstance(table, dict) else ():
         if not isinstance(slot, dict) or not isinstance(slot.get("runs"), list):
             continue
@@ -84,7 +85,7 @@ def _table(table: object) -> dict[str, dict[str, Any]]:
     return kept
 
 
-def _run(run: object) -> dict[str, Any] | None:
+def _run(run: object) -> JsonObject | None:
     if not isinstance(run, dict):
         return None
     duration, tokens, cost = run.get("duration_s"), run.get("tokens"), run.get("cost_usd")
@@ -102,7 +103,7 @@ def _amount(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _expectation(runs: list[dict[str, Any]], source: str) -> Expectation:
+def _expectation(runs: list[JsonObject], source: str) -> Expectation:
     durations = [float(r["duration_s"]) for r in runs]
     tokens = [int(r.get("tokens") or 0) for r in runs]
     costs = [float(r.get("cost_usd") or 0) for r in runs]

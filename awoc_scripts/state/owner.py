@@ -6,14 +6,13 @@ reach it (requests, and applying them) is in execution/controls.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.statuses import PENDING
 from awoc_scripts.state.store import Run
 
 
-def initial_state(run: Run) -> dict[str, Any]:
+def initial_state(run: Run) -> RunState:
     """state.json before anything ran, from execution.json if planned, else from plan.json."""
     source = run.read_execution() or run.read_plan()
     config = source["parallel_config"]
@@ -32,7 +31,7 @@ def initial_state(run: Run) -> dict[str, Any]:
     }
 
 
-def orchestrator_alive(state: dict[str, Any]) -> bool:
+def orchestrator_alive(state: RunState) -> bool:
     info = state.get("orchestrator")
     if not info:
         return False
@@ -41,7 +40,7 @@ def orchestrator_alive(state: dict[str, Any]) -> bool:
     return same_process_alive(int(info["pid"]), float(info["create_time"]), info.get("start_ticks"))
 
 
-def run_executing(run: Run, state: dict[str, Any]) -> bool:
+def run_executing(run: Run, state: RunState) -> bool:
     """An orchestrator executes RUN right now: the kernel says it holds the run's claim. For a run
     saved before claims existed (no claim file), its recorded orchestrator is alive."""
     holder = run.claimed_for()

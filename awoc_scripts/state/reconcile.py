@@ -9,10 +9,9 @@ files and events, and a task that ended stays ended.
 
 from __future__ import annotations
 
-from typing import Any
-
 from awoc_scripts.errors import StateError
 from awoc_scripts.launcher import command_for
+from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, read_json
 
@@ -23,7 +22,7 @@ INTERRUPTED = "interrupted"
 GONE = "its orchestrator stopped without ending the run (killed, crashed, or its machine stopped)"
 
 
-def task_ends(run: Run, state: dict[str, Any]) -> dict[str, str]:
+def task_ends(run: Run, state: RunState) -> dict[str, str]:
     """Tasks that state.json calls running or pending but that ended: task id -> how.
 
     The last execution's task-end events say how; a result file of this run that says succeeded
@@ -46,7 +45,7 @@ def task_ends(run: Run, state: dict[str, Any]) -> dict[str, str]:
     return ends
 
 
-def reconcile(run: Run, state: dict[str, Any]) -> dict[str, str]:
+def reconcile(run: Run, state: RunState) -> dict[str, str]:
     """STATE (of a run no orchestrator executes) with every task's end written in; returns the ends."""
     ends = task_ends(run, state)
     for tid, status in ends.items():
@@ -76,7 +75,7 @@ def reconcile_saved_run(run: Run, holding_claim: bool = False) -> None:
             claim.release()
 
 
-def require_open(run: Run, state: dict[str, Any], action: str, allow_interrupted: bool = False) -> None:
+def require_open(run: Run, state: RunState, action: str, allow_interrupted: bool = False) -> None:
     """A lever acts on a run being executed, or one not started yet (where it holds when it starts).
     On an ended run it is refused; on an interrupted one too (resume would not keep it), unless
     ALLOW_INTERRUPTED (the aborter, which ends the run)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from awoc_scripts.errors import StateError
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.run_documents import Denial, Execution, LeverRequest, Owner, RunState, TaskResult, TaskState
 from awoc_scripts.state.statuses import PENDING, RUNNING, TERMINAL
 
@@ -91,7 +92,7 @@ class _Misshapen(Exception):
     """`json.path: what was expected, what was found`: turned into the caller's error."""
 
 
-def check_state(data: object, path: Path, task_ids: Collection[str] | None = None) -> dict[str, Any]:
+def check_state(data: object, path: Path, task_ids: Collection[str] | None = None) -> RunState:
     """DATA, read from PATH, if it has the shape of a state.json ({} for none yet); with TASK_IDS,
     its tasks must be exactly those. Raises StateError naming the first thing that is wrong."""
     try:
@@ -120,11 +121,11 @@ def result_problem(data: object, fields: dict[str, frozenset[type]] | None = Non
     return None
 
 
-def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
+def _state(data: object, task_ids: Collection[str] | None) -> RunState:
     if type(data) is not dict:
         _wrong("$", _OBJECT, data)
     if not data:
-        return data
+        return typing.cast(RunState, data)
     _fields("$", data, kinds_of(RunState), required_of(RunState))
     if data["max_concurrent"] < 1:
         raise _Misshapen(f"$.max_concurrent: expected at least 1, found {data['max_concurrent']}")
@@ -162,12 +163,10 @@ def _state(data: object, task_ids: Collection[str] | None) -> dict[str, Any]:
             if missing
             else f"$.tasks: {extra[0]!r} is no task of the plan"
         )
-    return data
+    return typing.cast(RunState, data)  # checked: it has the shape
 
 
-def _fields(
-    where: str, item: dict[str, Any], fields: dict[str, frozenset[type]], required: Collection[str] = ()
-) -> None:
+def _fields(where: str, item: JsonObject, fields: dict[str, frozenset[type]], required: Collection[str] = ()) -> None:
     for name in required:
         if name not in item:
             raise _Misshapen(f"{where}.{name}: missing")
@@ -181,7 +180,7 @@ def _status(where: str, status: object) -> None:
         raise _Misshapen(f"{where}: expected one of {', '.join(sorted(STATUSES))}, found {status!r}")
 
 
-def _token_counts(where: str, tokens: dict[str, Any]) -> None:
+def _token_counts(where: str, tokens: JsonObject) -> None:
     for kind, count in tokens.items():
         if type(count) not in _NUMBER:
             _wrong(f"{where}.{kind}", _NUMBER, count)
@@ -194,7 +193,7 @@ def _wrong(where: str, kinds: frozenset[type], found: Any) -> NoReturn:
     raise _Misshapen(f"{where}: expected {' or '.join(names)}, found {found_name}")
 
 
-def requested_controls(state: dict[str, Any], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def requested_controls(state: JsonObject, ours: list[LeverRequest]) -> list[LeverRequest]:
     """The controls of a state.json read while running, if they have their shape, else OURS."""
     controls = state.get("controls")
     if type(controls) is not list:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.state.store import StateStore
 
 
-def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
+def run_status(store: StateStore, run_id: str | None) -> JsonObject:
     from awoc_scripts.launcher import command_for
     from awoc_scripts.state.owner import initial_state, run_executing
     from awoc_scripts.state.reconcile import INTERRUPTED, reconcile
@@ -20,7 +19,7 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
         reconcile(run, state)  # as it stands, not as the last flush before a kill left it (nothing is written)
         for task in state["tasks"].values():
             if task["status"] == RUNNING:  # no process runs it: shown for what it is
-                task.update(status=INTERRUPTED, reason="was running when its orchestrator stopped")
+                task["status"], task["reason"] = INTERRUPTED, "was running when its orchestrator stopped"
     tasks = state["tasks"]
     counts: dict[str, int] = {}
     for task in tasks.values():
@@ -60,14 +59,14 @@ def run_status(store: StateStore, run_id: str | None) -> dict[str, Any]:
     }
 
 
-def _concurrency_text(data: dict[str, Any]) -> str:
+def _concurrency_text(data: JsonObject) -> str:
     effective, ceiling = data.get("effective_concurrency"), data.get("max_concurrent")
     if effective is None or not data["executing"]:
         return ""
     return f"; {effective} at once" + (f" (of {ceiling}: rate limited)" if ceiling and effective < ceiling else "")
 
 
-def status_text(data: dict[str, Any]) -> str:
+def status_text(data: JsonObject) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
     lines = [
         f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "

@@ -27,7 +27,8 @@ from typing import Any, NoReturn
 import orjson
 
 from awoc_scripts.errors import StateError, disk_full
-from awoc_scripts.plan_types import Plan
+from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
+from awoc_scripts.run_documents import RunState
 
 STATE_DIR_ENV = "AWOC_STATE_DIR"
 DEFAULT_STATE_DIR = Path(".awoc") / "parallel"
@@ -390,12 +391,12 @@ class Run:
     def write_plan(self, plan: Plan) -> None:
         write_sealed_json(self.plan_file, plan)
 
-    def write_execution(self, execution: dict[str, Any]) -> None:
+    def write_execution(self, execution: ExecutionPlan) -> None:
         write_sealed_json(self.execution_file, execution)
 
-    def read_execution(self) -> dict[str, Any]:
+    def read_execution(self) -> ExecutionPlan:
         """execution.json, or {} before the run is planned for execution."""
-        execution: dict[str, Any] = read_json(
+        execution: ExecutionPlan = read_json(
             self.execution_file, {}, sealed="Delete it, and the run is planned for execution again from its plan."
         )
         return execution
@@ -413,7 +414,7 @@ class Run:
             )
         return self._plan
 
-    def append_event(self, event: str, **fields: Any) -> dict[str, Any]:
+    def append_event(self, event: str, **fields: Any) -> JsonObject:
         record = {"ts": now_iso(), "event": event, **fields}
         self.append_event_lines([orjson.dumps(record) + b"\n"])
         return record
@@ -428,7 +429,7 @@ class Run:
     def buffered_events(self) -> EventBuffer:
         return EventBuffer(self)
 
-    def read_events(self, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    def read_events(self, only: Iterable[str] | None = None) -> list[JsonObject]:
         """The run's events, or just those named in ONLY (found without parsing the others)."""
         try:
             raw = self.events_file.read_bytes()
@@ -446,7 +447,7 @@ class Run:
         return [event for event in candidates if well_formed_event(event) and event["event"] in names]
 
     @contextmanager
-    def locked_state(self) -> Iterator[dict[str, Any]]:
+    def locked_state(self) -> Iterator[RunState]:
         """Read-modify-write of state.json under its lock; the dict is written back on exit."""
         with file_lock(self.state_file):
             state = self.read_state()
@@ -455,7 +456,7 @@ class Run:
             state["updated_at"] = now_iso()
             atomic_write_json(self.state_file, state)
 
-    def read_state(self, against_plan: bool = True) -> dict[str, Any]:
+    def read_state(self, against_plan: bool = True) -> RunState:
         """state.json ({} before the run first executes), checked to have its shape and, unless a
         reader goes by the state's own tasks alone (AGAINST_PLAN false), the plan's tasks."""
         from awoc_scripts.state.shapes import check_state

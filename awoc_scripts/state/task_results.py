@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.plan_types import Plan, Task
-from awoc_scripts.run_documents import NO_TOKENS, TaskResult, task_result
+from awoc_scripts.plan_types import JsonObject, ParallelConfig, Plan, Task
+from awoc_scripts.run_documents import NO_TOKENS, TaskResult, TaskState, task_result
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.statuses import PENDING
 from awoc_scripts.state.store import Run, now_iso, read_json
@@ -50,14 +50,14 @@ def plan_task(plan: Plan, task_id: str) -> Task:
     raise KeyError(task_id)
 
 
-def run_config(run: Run) -> dict[str, Any]:
+def run_config(run: Run) -> ParallelConfig:
     """The effective parallel_config: the execution plan's if planned, else the validated plan's."""
     execution = run.read_execution()
-    config: dict[str, Any] = (execution.get("parallel_config") or run.read_plan()["parallel_config"]) or {}
+    config: ParallelConfig = (execution.get("parallel_config") or run.read_plan()["parallel_config"]) or {}
     return config
 
 
-def read_result(run: Run, task_id: str) -> dict[str, Any]:
+def read_result(run: Run, task_id: str) -> JsonObject:
     try:
         data = read_json(run.task_files(task_id).result, default={})
     except Exception:  # noqa: BLE001 - a corrupt result file reads as none: the state still says how it ended
@@ -94,7 +94,7 @@ def write_ended_result(
     run: Run,
     plan: Plan,
     task_id: str,
-    saved: dict[str, Any],
+    saved: TaskState,
     *,
     status: str,
     error: str | None = None,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from awoc_scripts.errors import ABORTED, INTERNAL_ERROR, INTERRUPTED, OK, TASKS_FAILED
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.state.status_command import run_status
 from awoc_scripts.state.store import StateStore
 
@@ -32,10 +32,10 @@ ENDED_CODES = {
 class WaitOutcome:
     ended: bool
     exit_code: int
-    status: dict[str, Any]
+    status: JsonObject
 
 
-def run_has_ended(status: dict[str, Any]) -> bool:
+def run_has_ended(status: JsonObject) -> bool:
     return not status["executing"] and status["status"] not in ("planned", None)
 
 
@@ -61,6 +61,6 @@ def wait_for_run(store: StateStore, run_id: str | None, timeout_s: float) -> Wai
         time.sleep(POLL_S)
 
 
-def _exit_code(status: dict[str, Any]) -> int:
+def _exit_code(status: JsonObject) -> int:
     # "running" with no live orchestrator: it died without writing its end (SIGKILL, a crash)
     return ENDED_CODES.get(status["status"], INTERRUPTED)

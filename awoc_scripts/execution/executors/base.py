@@ -6,9 +6,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from awoc_scripts.execution.claude_cli import Invocation
+from awoc_scripts.plan_types import JsonObject
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,6 @@ class Executor(ABC):
     def warm_ids(self) -> list[str]:
         return []
 
-    def where_ran(self, task_id: str) -> dict[str, Any] | None:
+    def where_ran(self, task_id: str) -> JsonObject | None:
         """Where the task's last attempt ran, for its result (None: this machine, as its pid says)."""
         return None

@@ -20,6 +20,7 @@ from typing import Any
 
 from awoc_scripts.errors import InputError, shorten
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.processes import KILL_GRACE_S
 
 CONNECT_TIMEOUT_S = 10.0
@@ -75,14 +76,14 @@ class DaskExecutor(Executor):
         self.resources = resources or None
         self.grace_s = grace_s
         self._running: dict[str, _Remote] = {}
-        self.where: dict[str, dict[str, Any]] = {}  # task id: where its last attempt ran
+        self.where: dict[str, JsonObject] = {}  # task id: where its last attempt ran
         self._last_worker_check = 0.0
         self._no_worker_since: float | None = None
 
     def start(self, attempt: Attempt) -> Started:
         inv = attempt.invocation
         own = os.environ
-        spec: dict[str, Any] = {
+        spec: JsonObject = {
             "task_id": attempt.task_id,
             "argv": inv.argv,
             "prompt": attempt.prompt_file.read_bytes(),
@@ -196,5 +197,5 @@ class DaskExecutor(Executor):
         with contextlib.suppress(Exception):  # a scheduler that is gone cannot be said goodbye to
             self.client.close(timeout=5)
 
-    def where_ran(self, task_id: str) -> dict[str, Any] | None:
+    def where_ran(self, task_id: str) -> JsonObject | None:
         return self.where.get(task_id)

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from awoc_scripts.plan_types import JsonObject
+
 POLL_S = 0.1
 EVENT_POLL_S = 0.5
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -31,7 +33,7 @@ PR_SET_PDEATHSIG = 1
 SCRATCH_PREFIX = "awoc-attempt-"  # then the worker's pid: what a killed worker left is found by it
 
 
-def run_attempt(spec: dict[str, Any]) -> dict[str, Any]:
+def run_attempt(spec: JsonObject) -> JsonObject:
     """Run one attempt on this worker; returns exit code, output, timing and where it ran."""
     from distributed import Event, get_worker
     from distributed.worker import thread_state
@@ -112,8 +114,8 @@ def _still_running(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
 
 
 def _ended(
-    spec: dict[str, Any], code: int, out: bytes, err: bytes, started: float, worker: Any, pid: int | None, stopped: bool
-) -> dict[str, Any]:
+    spec: JsonObject, code: int, out: bytes, err: bytes, started: float, worker: Any, pid: int | None, stopped: bool
+) -> JsonObject:
     return {
         "task_id": spec["task_id"],
         "exit_code": code,

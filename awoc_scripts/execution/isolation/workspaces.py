@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from awoc_scripts.errors import AwocError
 from awoc_scripts.execution.isolation.base import Isolation
 from awoc_scripts.execution.isolation.process import ProcessIsolation
 from awoc_scripts.execution.isolation.worktree import WorktreeIsolation
 from awoc_scripts.plan_types import Plan, Task
-from awoc_scripts.run_documents import IsolationExtras
+from awoc_scripts.run_documents import IsolationExtras, TaskResult
 from awoc_scripts.state.store import EventBuffer, Run
 
 
@@ -49,7 +48,7 @@ class Workspaces:
             self._directory_files = (cwd, directory_files(cwd))
         return self._directory_files[1]
 
-    def adopt(self, task: Task, cached_result: dict[str, Any]) -> bool:
+    def adopt(self, task: Task, cached_result: TaskResult) -> bool:
         """Make what a reused result needs in this run (a worktree task's branch)."""
         mode = self.modes[task["isolation"]]
         if not isinstance(mode, WorktreeIsolation):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from awoc_scripts.execution.claude_cli import Outcome, Tokens
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.run_documents import TaskResult
 from awoc_scripts.state.store import TaskFiles
 
@@ -80,7 +80,7 @@ class StartFailed(Event):
 class CacheHit(Event):
     task_id: str
     run_id: str  # the earlier run whose result it reuses
-    result: dict[str, Any]
+    result: TaskResult
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class LeverPulled(Event):
     """A lever asked by a person or a script (a control in state.json), or given to a saved run."""
 
     action: str
-    args: dict[str, Any]
+    args: JsonObject
     request_id: str = ""
     applied_by: str = "orchestrator"
 
@@ -193,7 +193,7 @@ class Record:
     """Append an event to events.jsonl."""
 
     kind: str
-    fields: dict[str, Any]
+    fields: JsonObject
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ class Note:
 @dataclass(frozen=True)
 class LeverAnswered:
     request_id: str
-    changed: dict[str, Any]
+    changed: JsonObject
 
 
 Effect = Start | LookUpCache | Verify | Stop | TaskEnded | Record | Note | LeverAnswered

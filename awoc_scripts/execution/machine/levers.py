@@ -7,9 +7,10 @@ the same.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from awoc_scripts.errors import InputError
+from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 
 REDUCE = "reduce-remaining-tasks"
@@ -37,7 +38,7 @@ class LeverTarget(Protocol):
         """An ended task waits to run again (ValueError if it cannot); returns the skipped
         dependents that wait again with it."""
 
-    def abort_run(self, reason: str) -> dict[str, Any]: ...
+    def abort_run(self, reason: str) -> JsonObject: ...
 
 
 def parse_percent(text: str) -> int:
@@ -51,7 +52,7 @@ def parse_percent(text: str) -> int:
     return value
 
 
-def apply_lever(action: str, args: dict[str, Any], target: LeverTarget) -> dict[str, Any]:
+def apply_lever(action: str, args: JsonObject, target: LeverTarget) -> JsonObject:
     """Apply one lever; returns what it changed, for printing and for the run's events."""
     if action == REDUCE:
         percent = int(args["percent"])
@@ -81,7 +82,7 @@ def apply_lever(action: str, args: dict[str, Any], target: LeverTarget) -> dict[
     raise InputError(f"unknown lever {action!r}")
 
 
-def retry_tasks(target: LeverTarget, task_ids: list[str], message: str | None, only_failures: bool) -> dict[str, Any]:
+def retry_tasks(target: LeverTarget, task_ids: list[str], message: str | None, only_failures: bool) -> JsonObject:
     """Each task that ended without success runs again with 80% of its budget, told the previous error."""
     allowed = FAILURES if only_failures else TERMINAL - {SUCCEEDED}
     requeued, reopened, not_retried = [], [], []

@@ -47,7 +47,7 @@ from awoc_scripts.execution.policies import run_policies
 from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.retries import TransientWaits
 from awoc_scripts.execution.task_record import TaskRecord
-from awoc_scripts.plan_types import Task
+from awoc_scripts.plan_types import JsonObject, Task
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, CANCELLED, TIMED_OUT
 
 
@@ -311,7 +311,7 @@ class RunMachine:
         self.out.append(LeverAnswered(event.request_id, changed))
         self.ledger.dirty = True
 
-    def pull_lever(self, action: str, args: dict[str, Any], why: str) -> None:
+    def pull_lever(self, action: str, args: JsonObject, why: str) -> None:
         """A policy pulls a lever, once a run."""
         if action in self.levers_pulled:
             return
@@ -349,7 +349,7 @@ class RunMachine:
             raise ValueError(f"the run is stopping: {self.stop_reason or 'no new task may start'}")
         return self.ledger.reopen(task_id, previous_error)
 
-    def abort_run(self, reason: str) -> dict[str, Any]:
+    def abort_run(self, reason: str) -> JsonObject:
         """parallel-execution-aborter."""
         if not self.executing:
             return endings.abort_saved(self, reason)

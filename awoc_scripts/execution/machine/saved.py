@@ -5,21 +5,19 @@ only the fields they change are written back."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from awoc_scripts.execution.claude_cli import Tokens
 from awoc_scripts.execution.machine.events import Effect, Event, Moment
 from awoc_scripts.execution.machine.machine import RunMachine
 from awoc_scripts.execution.machine.settings import MachineSettings
 from awoc_scripts.execution.task_record import TaskRecord
-from awoc_scripts.plan_types import Plan
-from awoc_scripts.run_documents import NO_TOKENS, TaskState
+from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.run_documents import NO_TOKENS, RunState, TaskState
 from awoc_scripts.state.statuses import RUNNING
 
 WRITTEN_BACK = ("status", "token_budget", "reason", "error", "previous_error", "exit_code", "finished_at")
 
 
-def saved_machine(run_id: str, plan: Plan, state: dict[str, Any]) -> RunMachine:
+def saved_machine(run_id: str, plan: Plan, state: RunState) -> RunMachine:
     records = {tid: saved_record(state["tasks"][tid]) for tid in (t["task_id"] for t in plan["tasks"])}
     status = {tid: str(state["tasks"][tid]["status"]) for tid in records}
     machine = RunMachine(
@@ -60,7 +58,7 @@ def saved_record(saved: TaskState) -> TaskRecord:
     )
 
 
-def apply_to_saved(run_id: str, plan: Plan, state: dict[str, Any], event: Event) -> tuple[RunMachine, list[Effect]]:
+def apply_to_saved(run_id: str, plan: Plan, state: RunState, event: Event) -> tuple[RunMachine, list[Effect]]:
     """EVENT on the saved state: STATE's tasks (and max_concurrent) are changed in place."""
     machine = saved_machine(run_id, plan, state)
     before = machine.ledger.snapshot()
@@ -68,7 +66,8 @@ def apply_to_saved(run_id: str, plan: Plan, state: dict[str, Any], event: Event)
     after = machine.ledger.snapshot()
     for tid, now in after.items():
         changed = {k: now[k] for k in WRITTEN_BACK if now.get(k) != before[tid].get(k)}  # type: ignore[literal-required]
-        state["tasks"][tid].update(changed)
+        saved: JsonObject = state["tasks"][tid]  # type: ignore[assignment]  # the fields named in WRITTEN_BACK
+        saved.update(changed)
     state["max_concurrent"] = machine.max_concurrent
     return machine, effects
 

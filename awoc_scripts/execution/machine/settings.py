@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from awoc_scripts.execution.run_options import Options
+from awoc_scripts.plan_types import ParallelConfig
 from awoc_scripts.planning.policy_settings import DEFAULT_MIN_FREE_MEMORY_MB
 
 
@@ -21,10 +21,10 @@ class MachineSettings:
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
     usage_limit_pause_s: float = 300.0
-    config: dict[str, Any] = field(default_factory=dict)  # the policies read their own settings
+    config: ParallelConfig = field(default_factory=lambda: ParallelConfig())  # the policies read their own settings
 
     @classmethod
-    def of(cls, config: dict[str, Any], options: Options | None = None) -> MachineSettings:
+    def of(cls, config: ParallelConfig, options: Options | None = None) -> MachineSettings:
         options = options or Options()
         min_free = config.get("min_free_memory_mb", DEFAULT_MIN_FREE_MEMORY_MB)
         return cls(
