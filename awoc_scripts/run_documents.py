@@ -46,10 +46,37 @@ class Saving(TypedDict):
     cost_usd: float
 
 
+class ChangedFile(TypedDict):
+    path: str
+    added: int | None
+    removed: int | None
+
+
+class EarlierAttempt(TypedDict):
+    ref: str  # refs/awoc/<run>/<task>/attempt-<n>: what an earlier attempt committed
+    head: str
+
+
+class WorktreeRecord(TypedDict):
+    """tasks/<id>/worktree.json: the task's branch and where it started; in its result, also
+    where it ended (what results/merge_queue.py merges)."""
+
+    branch: str
+    base: str
+    merged: list[str]  # the dependencies' branches its base merges
+    path: str
+    earlier_attempts: NotRequired[list[EarlierAttempt]]
+    head: NotRequired[str]
+    commits: NotRequired[list[str]]
+    files_changed: NotRequired[list[ChangedFile]]
+    notes: NotRequired[list[str]]
+    session_id: NotRequired[str]
+
+
 class IsolationExtras(TypedDict, total=False):
     """What a task's isolation adds to its result when it started."""
 
-    worktree: JsonObject  # what results/merge_queue.py merges (isolation/worktree.py)
+    worktree: WorktreeRecord
     isolation_error: str
 
 
@@ -83,7 +110,7 @@ class TaskResult(TypedDict):
     cached: NotRequired[bool]
     cached_from: NotRequired[str | None]
     saved: NotRequired[Saving | None]
-    worktree: NotRequired[JsonObject]  # what results/merge_queue.py merges (isolation/worktree.py)
+    worktree: NotRequired[WorktreeRecord]
     executed_on: NotRequired[JsonObject]  # where it ran, when not on this machine
     isolation_error: NotRequired[str]
 

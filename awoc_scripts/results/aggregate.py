@@ -13,13 +13,15 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
 from awoc_scripts.plan_types import JsonObject, Plan
 from awoc_scripts.planning.scheduling import graph_metrics
+from awoc_scripts.results.documents import Aggregate, MergedResult, Problem
+from awoc_scripts.run_documents import TaskResult
 from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, now_iso
@@ -140,7 +142,7 @@ def retry_command(run_id: str | None, task_id: str) -> str:
     return f"{command_for('parallel-task-retry', 'retry-reduced')} {shlex.quote(task_id)}{run_args}"
 
 
-def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: str | None) -> JsonObject:
+def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: str | None) -> Aggregate:
     by_id = {r["task_id"]: r for r in results}
     order = dependency_order(results, plan)
     by_agent: dict[str, list[str]] = {}
@@ -148,7 +150,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
         by_agent.setdefault(by_id[tid]["agent"], []).append(tid)
 
     merged = _merged_successes(order, by_id)
-    problems = [
+    problems: list[Problem] = [
         {
             "task_id": tid,
             "agent": by_id[tid]["agent"],
@@ -178,14 +180,14 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
         "counts": {k: v for k, v in counts.items() if v},
         "total_tokens": tokens,
         "total_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in results), 9),
-        "tasks": [dict(by_id[tid]) for tid in order],
+        "tasks": [cast(TaskResult, dict(by_id[tid])) for tid in order],
     }
 
 
-def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) -> list[JsonObject]:
+def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) -> list[MergedResult]:
     """The results of the tasks that succeeded, those saying the same thing merged into one."""
-    merged: list[JsonObject] = []
-    seen: dict[str, JsonObject] = {}
+    merged: list[MergedResult] = []
+    seen: dict[str, MergedResult] = {}
     for tid in order:
         result = by_id[tid]
         if result["status"] != SUCCEEDED:
@@ -194,7 +196,7 @@ def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) 
         if key and key in seen:
             seen[key]["task_ids"].append(tid)
             continue
-        entry = {
+        entry: MergedResult = {
             "task_ids": [tid],
             "agent": result["agent"],
             "task": result.get("task", ""),
@@ -228,7 +230,7 @@ def _is_directory(arg: str) -> bool:
         return False
 
 
-def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], output: str | None) -> JsonObject:
+def aggregate_command(store: Any, run_id: str | None, args: Sequence[str], output: str | None) -> Aggregate:
     """Results given (or the run's), aggregated and written to `output`, the run, or the state root."""
     from awoc_scripts.state.store import atomic_write_json
 

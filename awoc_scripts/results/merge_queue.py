@@ -9,16 +9,18 @@ import heapq
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.errors import OK, TASKS_FAILED, InputError
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.conflict_resolver import Resolver, Side, resolve
+from awoc_scripts.results.documents import MergeStep, MergeSummary
 from awoc_scripts.results.overlap import worktree_overlap
+from awoc_scripts.run_documents import ChangedFile
 from awoc_scripts.state.reconcile import reconcile_saved_run
 from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import Run, atomic_write_json, now_iso, read_json, take_claim
@@ -81,7 +83,7 @@ def merge_options(
     return MergeOptions(dry_run, gate or saved.get("gate"), timeout, into or saved.get("into"), resolver)
 
 
-def merge_run(run: Run, options: MergeOptions) -> tuple[int, JsonObject]:
+def merge_run(run: Run, options: MergeOptions) -> tuple[int, MergeSummary]:
     """Merge the run's succeeded branches, holding the run's claim (a run being executed is
     refused) and the repository's (two merges into one checkout never interleave)."""
     plan = run.read_plan()
@@ -110,7 +112,7 @@ class MergeQueue:
         self.by_id = {t["task_id"]: t for t in plan["tasks"]}
         self.step_file = run.dir / STEP_FILE
 
-    def merge_all(self) -> tuple[int, JsonObject]:
+    def merge_all(self) -> tuple[int, MergeSummary]:
         dry = self.options.dry_run
         if not dry:
             self._undo_interrupted_step()
@@ -130,18 +132,18 @@ class MergeQueue:
             passed, output = self._gate(current)
             if not passed:
                 raise InputError(f"the gate fails before anything is merged, at {current[:12]}: {output[-500:]}")
-        steps: list[JsonObject] = []
+        steps: list[MergeStep] = []
         set_aside: set[str] = set()
         for tid in merge_order(self.plan, set(heads)):
             branch, head = heads[tid]
-            step: JsonObject = {"task_id": tid, "branch": branch, "head": head}
+            step: MergeStep = {"task_id": tid, "branch": branch, "head": head}
             steps.append(step)
             current = self._step(step, current, set_aside)
             if step["outcome"] in (CONFLICT, GATE_FAILED) and self.options.resolver is not None:
                 current = self._resolve(step, current, [s["task_id"] for s in steps if s["outcome"] in LANDED])
             if step["outcome"] in SET_ASIDE:
                 set_aside.add(tid)
-        summary = {
+        summary: MergeSummary = {
             "run_id": self.run.run_id,
             "repo": str(self.repo),
             "into": into,
@@ -171,12 +173,12 @@ class MergeQueue:
             )
         return now_on
 
-    def _step(self, step: JsonObject, current: str, set_aside: set[str]) -> str:
+    def _step(self, step: MergeStep, current: str, set_aside: set[str]) -> str:
         """Merge one branch onto CURRENT; returns the new current commit."""
         tid, branch, head = step["task_id"], step["branch"], step["head"]
         held_back = [d for d in self.by_id[tid]["dependencies"] if d in set_aside]
         if held_back:
-            step.update(outcome=DEPENDENCY, why=f"its dependency {', '.join(held_back)} was set aside")
+            step["outcome"], step["why"] = DEPENDENCY, f"its dependency {', '.join(held_back)} was set aside"
             return current
         tip = git.branch_commit(self.repo, branch)
         if tip is None:
@@ -184,7 +186,7 @@ class MergeQueue:
         elif tip != head:
             step["note"] = f"branch {branch} moved to {tip[:12]} after the task ended; merging its recorded head"
         if not git.has_commit(self.repo, head):
-            step.update(outcome=LOST, why=f"its recorded head {head[:12]} is not in the repository")
+            step["outcome"], step["why"] = LOST, f"its recorded head {head[:12]} is not in the repository"
             return current
         if git.is_ancestor(self.repo, head, current):
             step["outcome"] = "already merged"
@@ -193,21 +195,21 @@ class MergeQueue:
             return self._try_in_object_store(step, current)
         return self._merge_in_checkout(step, current)
 
-    def _try_in_object_store(self, step: JsonObject, current: str) -> str:
+    def _try_in_object_store(self, step: MergeStep, current: str) -> str:
         check = git.merge_check(self.repo, current, step["head"])
         if check.tree is None:
-            step.update(outcome=CONFLICT, conflicting_files=check.conflicts)
+            step["outcome"], step["conflicting_files"] = CONFLICT, check.conflicts
             return current
         merged = git.commit_tree(self.repo, check.tree, [current, step["head"]], f"awoc dry run: {step['task_id']}")
         if self.options.gate:
             passed, output = self._gate(merged)
             if not passed:
-                step.update(outcome=GATE_FAILED, gate_output=output)
+                step["outcome"], step["gate_output"] = GATE_FAILED, output
                 return current
         step["outcome"] = "would merge"
         return merged
 
-    def _merge_in_checkout(self, step: JsonObject, current: str) -> str:
+    def _merge_in_checkout(self, step: MergeStep, current: str) -> str:
         tid = step["task_id"]
         atomic_write_json(self.step_file, {"task_id": tid, "before": current})
         try:
@@ -222,7 +224,7 @@ class MergeQueue:
                 passed, output = self._gate(None)
                 if not passed:
                     git.run_git(self.repo, "reset", "--quiet", "--hard", current)
-                    step.update(outcome=GATE_FAILED, gate_output=output)
+                    step["outcome"], step["gate_output"] = GATE_FAILED, output
                     return current
             step["outcome"] = "merged"
             return git.head_commit(self.repo) or current
@@ -232,26 +234,25 @@ class MergeQueue:
         finally:
             self.step_file.unlink(missing_ok=True)
 
-    def _set_aside_failed_merge(self, step: JsonObject, done: Any, current: str) -> None:
+    def _set_aside_failed_merge(self, step: MergeStep, done: Any, current: str) -> None:
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
             files = git.run_git(self.repo, "diff", "--name-only", "--diff-filter=U").split()
             git.run_git(self.repo, "merge", "--abort")
-            step.update(outcome=CONFLICT, conflicting_files=files)
+            step["outcome"], step["conflicting_files"] = CONFLICT, files
             return
         self._undo_step(current)
         blocking = _files_in_the_way(done.stderr)
         if blocking:
             again = command_for("delegate-parallel", "merge", self.run.run_id)
-            step.update(
-                outcome=BLOCKED,
-                blocking_files=blocking,
-                why=f"files in the checkout that git will not overwrite: {', '.join(blocking[:10])}",
-                to_fix=f"move or delete them (they are not committed here, and the branch has its own), then: {again}",
+            step["outcome"], step["blocking_files"] = BLOCKED, blocking
+            step["why"] = f"files in the checkout that git will not overwrite: {', '.join(blocking[:10])}"
+            step["to_fix"] = (
+                f"move or delete them (they are not committed here, and the branch has its own), then: {again}"
             )
             return
-        step.update(outcome=BLOCKED, why=(done.stderr.strip() or done.stdout.strip())[-500:])
+        step["outcome"], step["why"] = BLOCKED, (done.stderr.strip() or done.stdout.strip())[-500:]
 
-    def _resolve(self, step: JsonObject, current: str, landed: list[str]) -> str:
+    def _resolve(self, step: MergeStep, current: str, landed: list[str]) -> str:
         """Give the branch to the resolver; on success the checkout moves forward to its merge commit."""
         resolver = self.options.resolver
         assert resolver is not None
@@ -283,9 +284,9 @@ class MergeQueue:
         step["outcome"] = RESOLVED
         return commit
 
-    def _files_of(self, tid: str) -> list[JsonObject]:
+    def _files_of(self, tid: str) -> list[ChangedFile]:
         worktree = self.results.get(tid, {}).get("worktree") or {}
-        return [f for f in worktree.get("files_changed") or [] if isinstance(f, dict)]
+        return [cast(ChangedFile, f) for f in worktree.get("files_changed") or [] if isinstance(f, dict)]
 
     def _side(self, tid: str) -> Side:
         result = self.results.get(tid, {})
@@ -341,7 +342,7 @@ def _files_in_the_way(stderr: str) -> list[str]:
     return files
 
 
-def record_merge(run: Run, summary: JsonObject) -> None:
+def record_merge(run: Run, summary: MergeSummary) -> None:
     """merge.json: every merge of the run, the latest last; the report's Merge section reads it."""
     path = run.dir / MERGE_FILE
     history = read_json(path, default={}) or {}
@@ -358,7 +359,7 @@ def _require_clean(repo: Path) -> None:
         raise InputError(f"{repo} has uncommitted changes: commit or stash them before merging")
 
 
-def merge_text(summary: JsonObject) -> str:
+def merge_text(summary: MergeSummary) -> str:
     """What landed, what was set aside and why, for a person."""
     lines = []
     for step in summary["steps"]:
@@ -379,8 +380,8 @@ def merge_text(summary: JsonObject) -> str:
             lines.append(f"  resolution: {step['resolution']}")
     if summary["set_aside"]:
         lines.append(f"set aside: {', '.join(summary['set_aside'])} (a second merge tries them again)")
-    overlap = summary.get("overlap") or {}
-    for pair in overlap.get("overlaps", []):
+    overlap = summary.get("overlap")
+    for pair in overlap["overlaps"] if overlap else []:
         verdict = "conflict" if pair["conflict"] else "no conflict"
         lines.append(f"overlap: {' and '.join(pair['tasks'])} changed {', '.join(pair['files'])} ({verdict})")
     return "\n".join(lines) or "nothing to merge"

@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from awoc_scripts import git
-from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.plan_types import Plan
+from awoc_scripts.results.documents import Overlap, OverlapTask, WorktreeOverlap
 
 
-def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> JsonObject | None:
+def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> WorktreeOverlap | None:
     base = plan.get("git")
     if base is None:
         return None
     repo = Path(base["repo"])
-    tasks = {}
+    tasks: dict[str, OverlapTask] = {}
     for result in results:
         tree = result.get("worktree")
         if isinstance(tree, dict):
@@ -33,12 +34,12 @@ def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> JsonOb
                 ],
             }
     ids = sorted(tasks, key=lambda tid: [t["task_id"] for t in plan["tasks"]].index(tid))
-    pairs = []
+    pairs: list[Overlap] = []
     for i, a in enumerate(ids):
         for b in ids[i + 1 :]:
             shared = sorted(set(tasks[a]["files"]) & set(tasks[b]["files"]))
             if shared:
-                pairs.append({"tasks": [a, b], "files": shared, **_conflict(repo, tasks[a]["head"], tasks[b]["head"])})
+                pairs.append(_overlap([a, b], shared, repo, tasks[a]["head"], tasks[b]["head"]))
     return {
         "repo": str(repo),
         "base_head": base["head"],
@@ -48,12 +49,12 @@ def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> JsonOb
     }
 
 
-def _conflict(repo: Path, head_a: str, head_b: str) -> JsonObject:
+def _overlap(tasks: list[str], files: list[str], repo: Path, head_a: str, head_b: str) -> Overlap:
     try:
         check = git.merge_check(repo, head_a, head_b)
     except git.GitError as exc:
-        return {"conflict": None, "conflicting_files": [], "error": exc.message}
-    return {"conflict": check.tree is None, "conflicting_files": check.conflicts}
+        return {"tasks": tasks, "files": files, "conflict": None, "conflicting_files": [], "error": exc.message}
+    return {"tasks": tasks, "files": files, "conflict": check.tree is None, "conflicting_files": check.conflicts}
 
 
 def overlap_markdown(overlap: Mapping[str, Any], run_id: str) -> list[str]:

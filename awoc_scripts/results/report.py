@@ -13,7 +13,18 @@ from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.results.documents import (
+    Aggregate,
+    ConcurrencyChanges,
+    EstimateVsActual,
+    ExecutionSummary,
+    PolicyAction,
+    Report,
+    ReportTask,
+    ResourceUsage,
+    RunMetadata,
+    WarmPoolSummary,
+)
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
 from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_json
 
@@ -40,7 +51,7 @@ def percent(value: float) -> str:
     return f"{value:.0f}%"
 
 
-def run_metadata(run: Run) -> JsonObject:
+def run_metadata(run: Run) -> RunMetadata:
     """What the report needs to know about a run beyond its results."""
     plan = run.read_plan()
     execution = run.read_execution()
@@ -84,7 +95,7 @@ WARM_EVENTS = ("task-warmed", "task-warm-used", "task-warm-discarded")
 CONCURRENCY_EVENT = "concurrency-change"
 
 
-def warm_pool_summary(events: Sequence[Mapping[str, Any]], actual_path: Sequence[str]) -> JsonObject | None:
+def warm_pool_summary(events: Sequence[Mapping[str, Any]], actual_path: Sequence[str]) -> WarmPoolSummary | None:
     """What the warm agents did: how many were started, used and stopped unused, and how long
     the tasks that used one had their process ready before their prompt (on the critical path
     that happened, that much start-up, at most, was taken off the run's time)."""
@@ -100,7 +111,7 @@ def warm_pool_summary(events: Sequence[Mapping[str, Any]], actual_path: Sequence
     }
 
 
-def concurrency_changes(events: Sequence[Mapping[str, Any]], max_concurrent: int) -> JsonObject:
+def concurrency_changes(events: Sequence[Mapping[str, Any]], max_concurrent: int) -> ConcurrencyChanges:
     """How rate limits moved the run's effective concurrency (see execution/concurrency.py)."""
     changes = [e for e in events if e["event"] == CONCURRENCY_EVENT]
     cuts = [c for c in changes if c.get("after", 0) < c.get("before", 0)]
@@ -113,9 +124,9 @@ def concurrency_changes(events: Sequence[Mapping[str, Any]], max_concurrent: int
     }
 
 
-def policy_actions(events: Sequence[Mapping[str, Any]]) -> list[JsonObject]:
+def policy_actions(events: Sequence[Mapping[str, Any]]) -> list[PolicyAction]:
     """What the pressure policies (and levers from outside) did, from the run's events."""
-    actions = []
+    actions: list[PolicyAction] = []
     for event in events:
         name = event.get("event")
         if name == "lever":
@@ -199,7 +210,7 @@ def _status_of_results(tasks: list[Mapping[str, Any]]) -> str:
 
 def _estimate_vs_actual(
     metadata: Mapping[str, Any], total_time: float, total_tokens: int, tasks: list[Mapping[str, Any]]
-) -> JsonObject | None:
+) -> EstimateVsActual | None:
     planned = metadata.get("estimated_makespan_s")
     if planned is None:
         return None
@@ -216,18 +227,15 @@ def _estimate_vs_actual(
     }
 
 
-def _reuse_savings(tasks: list[Mapping[str, Any]]) -> JsonObject:
+def _reuse_savings(tasks: list[Mapping[str, Any]]) -> tuple[int, int, float]:
     """Tasks whose result came from an earlier run (the cache): their tokens and cost were saved."""
     reused = [t for t in tasks if t.get("cached")]
     saved: list[Mapping[str, Any]] = [s if isinstance(s := t.get("saved"), dict) else {} for t in reused]
-    return {
-        "reused_tasks": len(reused),
-        "tokens_saved": sum(int(s.get("tokens") or 0) for s in saved),
-        "cost_saved_usd": round(sum(float(s.get("cost_usd") or 0) for s in saved), 9),
-    }
+    tokens = sum(int(s.get("tokens") or 0) for s in saved)
+    return len(reused), tokens, round(sum(float(s.get("cost_usd") or 0) for s in saved), 9)
 
 
-def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> JsonObject:
+def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) -> Report:
     tasks: list[Mapping[str, Any]] = aggregated["tasks"]
     total_time, wall_clock = _run_times(metadata, tasks)
     actual_path, actual_path_s = actual_critical_path(tasks, metadata.get("dependencies") or {})
@@ -260,7 +268,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
     }
 
 
-def _execution_summary(tasks: list[Mapping[str, Any]], total_time: float, wall_clock: float) -> JsonObject:
+def _execution_summary(tasks: list[Mapping[str, Any]], total_time: float, wall_clock: float) -> ExecutionSummary:
     # time saved counts only the work that was done: what succeeded, one after another
     sequential = sum(float(t.get("duration_s") or 0) for t in tasks if t["status"] == SUCCEEDED)
     meaningful = sequential > 0
@@ -287,8 +295,9 @@ def _execution_summary(tasks: list[Mapping[str, Any]], total_time: float, wall_c
     }
 
 
-def _resource_usage(tasks: list[Mapping[str, Any]], metadata: Mapping[str, Any]) -> JsonObject:
+def _resource_usage(tasks: list[Mapping[str, Any]], metadata: Mapping[str, Any]) -> ResourceUsage:
     total_tokens = sum(int(t.get("tokens_used", {}).get("total", 0)) for t in tasks)
+    reused, tokens_saved, cost_saved = _reuse_savings(tasks)
     budget = metadata.get("total_token_budget")
     utilization = 100 * total_tokens / budget if budget else 0.0
     return {
@@ -303,11 +312,13 @@ def _resource_usage(tasks: list[Mapping[str, Any]], metadata: Mapping[str, Any])
         },
         "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks), 9),
         "total_cost_budget_usd": metadata.get("total_cost_budget_usd"),
-        **_reuse_savings(tasks),
+        "reused_tasks": reused,
+        "tokens_saved": tokens_saved,
+        "cost_saved_usd": cost_saved,
     }
 
 
-def _task_entry(t: Mapping[str, Any], retry_command: str | None) -> JsonObject:
+def _task_entry(t: Mapping[str, Any], retry_command: str | None) -> ReportTask:
     """One task in report.json's task_results."""
     return {
         "task_id": t["task_id"],
@@ -631,7 +642,7 @@ def markdown_for(report: Mapping[str, Any], result_format: str) -> str:
     return render_research_report(report) if result_format == "research_report" else render_markdown(report)
 
 
-def write_reports(files: ReportFiles, report: JsonObject, markdown: str, aggregated: Any = None) -> None:
+def write_reports(files: ReportFiles, report: Report, markdown: str, aggregated: Aggregate | None = None) -> None:
     from awoc_scripts.state.store import atomic_write_bytes, atomic_write_json
     from awoc_scripts.terminal_text import shown_safely
 
@@ -642,7 +653,7 @@ def write_reports(files: ReportFiles, report: JsonObject, markdown: str, aggrega
     atomic_write_bytes(files.report_md, shown_safely(markdown).encode("utf-8") + b"\n")
 
 
-def report_run(run: Run, known_results: Mapping[str, Mapping[str, Any]] | None = None) -> JsonObject:
+def report_run(run: Run, known_results: Mapping[str, Mapping[str, Any]] | None = None) -> Report:
     """Aggregate a run's results and write aggregate.json, report.json and report.md.
     `known_results`: the ones the caller holds already, so their files are not read again."""
     from awoc_scripts.results.aggregate import aggregate, run_results
@@ -665,7 +676,7 @@ def report_run(run: Run, known_results: Mapping[str, Mapping[str, Any]] | None =
 
 def generate_report_command(
     store: Any, run_id: str | None, aggregated_arg: str | None, metadata_arg: str | None, output_format: str
-) -> tuple[JsonObject, str, str]:
+) -> tuple[Report, str, str]:
     """create-report: the aggregate and metadata given (or the run's), rendered and written."""
     from awoc_scripts.errors import InputError
     from awoc_scripts.input.documents import load_document
@@ -689,7 +700,7 @@ def generate_report_command(
         aggregated = read_json(run.aggregate_file, default={}) or aggregate(
             run_results(run), run.read_plan(), run.run_id
         )
-    metadata: JsonObject = run_metadata(run) if run and aggregated.get("run_id") in (None, run.run_id) else {}
+    metadata: RunMetadata = run_metadata(run) if run and aggregated.get("run_id") in (None, run.run_id) else {}
     if metadata_arg:
         doc = load_document(metadata_arg, what="metadata")
         problem = metadata_problem(doc.data)
@@ -703,8 +714,8 @@ def generate_report_command(
     return report, markdown, str(files.report_md)
 
 
-def load_or_create_report(run: Run) -> tuple[JsonObject, str]:
-    report: JsonObject = read_json(run.report_json_file, default={})
+def load_or_create_report(run: Run) -> tuple[Report, str]:
+    report: Report = read_json(run.report_json_file, default={})
     if not report or not run.report_md_file.exists():
         from awoc_scripts.state.reconcile import reconcile_saved_run
 

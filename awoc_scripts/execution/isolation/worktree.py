@@ -20,9 +20,9 @@ from pathlib import Path
 from awoc_scripts import git
 from awoc_scripts.errors import AwocError, StateError
 from awoc_scripts.execution.isolation.base import CannotStart
-from awoc_scripts.plan_types import GitBase, JsonObject, Task
+from awoc_scripts.plan_types import GitBase, Task
 from awoc_scripts.planning.git_base import branch_name
-from awoc_scripts.run_documents import IsolationExtras
+from awoc_scripts.run_documents import IsolationExtras, WorktreeRecord
 from awoc_scripts.state.owner import run_executing
 from awoc_scripts.state.reconcile import GONE
 from awoc_scripts.state.statuses import SUCCEEDED
@@ -60,12 +60,12 @@ class WorktreeIsolation:
     def _record_file(self, task_id: str) -> Path:
         return self.run.task_dir(task_id) / RECORD_FILE
 
-    def record(self, task_id: str) -> JsonObject | None:
+    def record(self, task_id: str) -> WorktreeRecord | None:
         """What worktree.json says of the task's branch, or None before its first attempt."""
         path = self._record_file(task_id)
         if not path.exists():
             return None
-        found: JsonObject = read_json(path)
+        found: WorktreeRecord = read_json(path)
         return found
 
     def workdir(self, task: Task) -> Path:
@@ -90,7 +90,7 @@ class WorktreeIsolation:
         record = self.record(task["task_id"])
         return str(record["base"]) if record is not None else self._base_for(task)[0]
 
-    def adopt(self, task: Task, cached: JsonObject) -> bool:
+    def adopt(self, task: Task, cached: WorktreeRecord) -> bool:
         """A result reused from an earlier run: its branch in this run, at the same head. False
         when that head is no longer in the repository (then the task runs)."""
         tid, head = task["task_id"], cached.get("head")
@@ -102,7 +102,7 @@ class WorktreeIsolation:
         self._save_record(tid, {"branch": branch, "base": base, "merged": merged, "path": str(self.path_of(tid))})
         return True
 
-    def _set_aside_earlier_attempt(self, tid: str, record: JsonObject, path: Path) -> None:
+    def _set_aside_earlier_attempt(self, tid: str, record: WorktreeRecord, path: Path) -> None:
         """A later attempt starts from the same base as the first: the earlier one's work (its commits
         and what it left uncommitted) goes to a ref of its own, and the branch goes back to the base."""
         checked_out = (path / ".git").exists()
@@ -129,7 +129,7 @@ class WorktreeIsolation:
     def _attempt_ref(self, tid: str, number: int) -> str:
         return f"refs/awoc/{self.run.run_id}/{tid}/attempt-{number}"
 
-    def _save_record(self, tid: str, record: JsonObject) -> None:
+    def _save_record(self, tid: str, record: WorktreeRecord) -> None:
         self.run.task_dir(tid).mkdir(parents=True, exist_ok=True)
         atomic_write_json(self._record_file(tid), record)
 
@@ -215,7 +215,7 @@ class WorktreeIsolation:
             }
         }
 
-    def _keep_moved_head(self, tid: str, record: JsonObject, path: Path) -> str | None:
+    def _keep_moved_head(self, tid: str, record: WorktreeRecord, path: Path) -> str | None:
         """A task that detached its worktree's HEAD or switched it to another branch: what it
         committed there goes on its branch (or, not descending from it, under a ref of its own), so
         nothing it made is unreachable, and the worktree is put back on its branch."""
