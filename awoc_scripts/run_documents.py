@@ -113,6 +113,8 @@ class TaskResult(TypedDict):
     worktree: NotRequired[WorktreeRecord]
     executed_on: NotRequired[JsonObject]  # where it ran, when not on this machine
     isolation_error: NotRequired[str]
+    pid: NotRequired[int | None]  # a result a shell loop wrote: the pid in its file name
+    source: NotRequired[str]  # a result a shell loop wrote: its file
 
 
 def task_result(

@@ -216,7 +216,7 @@ def test_real_claude_three_tasks_with_a_dependency(
     server: Server, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     RecordingCounter.seen = []
-    monkeypatch.setattr("awoc_scripts.execution.records.TurnCounter", RecordingCounter)
+    monkeypatch.setattr("awoc_scripts.execution.task_record.TurnCounter", RecordingCounter)
     config = {
         "parallel_config": {
             "max_concurrent": 2,

@@ -26,7 +26,7 @@ ABORT_REASON = "aborted by parallel-execution-aborter"
 FINISH_WAIT_S = 15.0
 
 
-def _why(status: str, saved: Mapping[str, Any], result: JsonObject, executing: bool) -> str:
+def _why(status: str, saved: Mapping[str, Any], result: Mapping[str, Any], executing: bool) -> str:
     text = saved.get("reason") or saved.get("error") or result.get("error") or result.get("reason")
     if text:
         return str(text)
@@ -50,7 +50,7 @@ def partial_results(run: Run) -> JsonObject:
         saved: Mapping[str, Any] = state["tasks"].get(tid, {})
         status = str(saved.get("status", PENDING))
         counts[status] = counts.get(status, 0) + 1
-        result = read_result(run, tid)
+        result: Mapping[str, Any] = read_result(run, tid) or {}
         used = int((saved.get("tokens_used") or result.get("tokens_used") or {}).get("total") or 0)
         tokens += used
         entry: JsonObject = {"task_id": tid, "agent": task["agent"], "task": task["description"]}

@@ -18,10 +18,10 @@ from typing import Any, cast
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
-from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import graph_metrics
 from awoc_scripts.results.documents import Aggregate, MergedResult, Problem
-from awoc_scripts.run_documents import TaskResult
+from awoc_scripts.run_documents import TaskResult, TaskState
 from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, now_iso
@@ -31,7 +31,7 @@ SEED_RESULT_NAME = re.compile(r"^task_(?P<agent>.+)_(?P<pid>\d+)_result\.json$")
 STATUS_ORDER = ("succeeded", "failed", "timed_out", "budget_exceeded", "cancelled", "skipped", "pending", "running")
 
 
-def normalize_result(data: Any, source: str) -> JsonObject:
+def normalize_result(data: Any, source: str) -> TaskResult:
     """A task result in the run's format, whether awoc or a shell loop calling the scripts wrote it."""
     if not isinstance(data, dict) or not isinstance(data.get("agent"), str):
         raise InputError(f'{source}: expected a task result object with an "agent"')
@@ -40,13 +40,23 @@ def normalize_result(data: Any, source: str) -> JsonObject:
     if problem:
         raise InputError(f"{source}: {problem}")
     if ours:
-        return dict(data)
+        return cast(TaskResult, dict(data))  # checked: it has the shape
     match = SEED_RESULT_NAME.match(Path(source).name)
     exit_code = data.get("exit_code", 0)
     tokens = data.get("tokens_used", 0)
     total = tokens.get("total", 0) if isinstance(tokens, dict) else int(tokens or 0)
     return {
-        "task_id": data.get("task_id"),  # the scripts' results have none: see assign_task_ids
+        "schema": PLAN_SCHEMA,
+        "run_id": "",
+        "priority": "medium",
+        "runner": "command",
+        "token_budget": None,
+        "cost_budget_usd": None,
+        "started_at": None,
+        "finished_at": None,
+        "warnings": [],
+        "permission_denials": [],
+        "task_id": str(data.get("task_id") or ""),  # the scripts' results have none: see assign_task_ids
         "pid": int(match["pid"]) if match else None,
         "agent": data["agent"],
         "task": str(data.get("task", "")),
@@ -64,7 +74,7 @@ def normalize_result(data: Any, source: str) -> JsonObject:
     }
 
 
-def assign_task_ids(results: list[JsonObject], plan: Plan | None) -> None:
+def assign_task_ids(results: list[TaskResult], plan: Plan | None) -> None:
     """Results a shell loop calling the scripts wrote carry no task id: take the run's task with the same agent
     and description (so the retry command names a real task), else `<agent>-<pid>`, else
     `<agent>-<n>` in the order given."""
@@ -90,7 +100,7 @@ def assign_task_ids(results: list[JsonObject], plan: Plan | None) -> None:
         taken.add(task_id)
 
 
-def load_result_files(paths: Sequence[str]) -> list[JsonObject]:
+def load_result_files(paths: Sequence[str]) -> list[TaskResult]:
     results = []
     for arg in paths:
         path = Path(arg)
@@ -102,15 +112,15 @@ def load_result_files(paths: Sequence[str]) -> list[JsonObject]:
     return results
 
 
-def run_results(run: Run, known: Mapping[str, Mapping[str, Any]] | None = None) -> list[JsonObject]:
+def run_results(run: Run, known: Mapping[str, TaskResult] | None = None) -> list[TaskResult]:
     """The run's task results, in plan order: `known` ones as given, the others from their files,
     or, for tasks that ended without starting (no file), from state.json."""
     results = []
-    saved: JsonObject | None = None
+    saved: dict[str, TaskState] | None = None
     for task in run.read_plan()["tasks"]:
         tid = task["task_id"]
         if known and tid in known:
-            results.append(dict(known[tid]))
+            results.append(known[tid])
             continue
         file = run.result_file(task["agent"], tid)
         if file.exists():
@@ -120,7 +130,7 @@ def run_results(run: Run, known: Mapping[str, Mapping[str, Any]] | None = None) 
             saved = (run.read_state() or {}).get("tasks", {})
         entry: Mapping[str, Any] = saved.get(tid, {})
         if entry.get("status") in TERMINAL:
-            results.append(dict(result_from_state(run, task, entry)))
+            results.append(result_from_state(run, task, entry))
     return results
 
 
@@ -208,7 +218,7 @@ def _merged_successes(order: list[str], by_id: Mapping[str, Mapping[str, Any]]) 
     return merged
 
 
-def load_result_args(args: Sequence[str]) -> list[JsonObject]:
+def load_result_args(args: Sequence[str]) -> list[TaskResult]:
     """RESULTS as the command takes them: files, directories of them, - or JSON text."""
     from awoc_scripts.input.documents import load_document, looks_like_json_text
 

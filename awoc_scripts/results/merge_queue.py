@@ -9,7 +9,7 @@ import heapq
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.errors import OK, TASKS_FAILED, InputError
@@ -285,12 +285,14 @@ class MergeQueue:
         return commit
 
     def _files_of(self, tid: str) -> list[ChangedFile]:
-        worktree = self.results.get(tid, {}).get("worktree") or {}
-        return [cast(ChangedFile, f) for f in worktree.get("files_changed") or [] if isinstance(f, dict)]
+        result = self.results.get(tid)
+        worktree = result.get("worktree") if result else None
+        changed = worktree.get("files_changed") if worktree else None
+        return [f for f in changed or [] if isinstance(f, dict)]
 
     def _side(self, tid: str) -> Side:
-        result = self.results.get(tid, {})
-        return Side(tid, str(self.by_id[tid]["description"]), str(result.get("result") or ""))
+        result = self.results.get(tid)
+        return Side(tid, str(self.by_id[tid]["description"]), str(result.get("result") or "") if result else "")
 
     def _undo_step(self, before: str) -> None:
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():

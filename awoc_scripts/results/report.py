@@ -25,6 +25,7 @@ from awoc_scripts.results.documents import (
     RunMetadata,
     WarmPoolSummary,
 )
+from awoc_scripts.run_documents import TaskResult
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
 from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_json
 
@@ -653,7 +654,7 @@ def write_reports(files: ReportFiles, report: Report, markdown: str, aggregated:
     atomic_write_bytes(files.report_md, shown_safely(markdown).encode("utf-8") + b"\n")
 
 
-def report_run(run: Run, known_results: Mapping[str, Mapping[str, Any]] | None = None) -> Report:
+def report_run(run: Run, known_results: Mapping[str, TaskResult] | None = None) -> Report:
     """Aggregate a run's results and write aggregate.json, report.json and report.md.
     `known_results`: the ones the caller holds already, so their files are not read again."""
     from awoc_scripts.results.aggregate import aggregate, run_results

@@ -13,16 +13,32 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, NotRequired, TypedDict, TypeGuard
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
 
 HISTORY_FILE = "history.json"
 RUNS_KEPT = 10
 MAX_TASK_KEYS = 2000
+
+
+class PastRun(TypedDict):
+    """What one succeeded task took in one run."""
+
+    run_id: str
+    duration_s: float
+    tokens: int
+    cost_usd: float
+
+
+class HistorySlot(TypedDict):
+    """history.json's entry for a task (or an agent): its last runs."""
+
+    runs: list[PastRun]
+    seen_at: NotRequired[str]
+    agent: NotRequired[str]
 
 
 def task_key(agent: str, description: str) -> str:
@@ -66,26 +82,30 @@ def _read(path: Path) -> object:
         return {}
 
 
-def _tables(data: object) -> tuple[dict[str, JsonObject], dict[str, JsonObject]]:
+def _tables(data: object) -> tuple[dict[str, HistorySlot], dict[str, HistorySlot]]:
     """The task and agent tables of a history file, keeping only well-formed entries: the file is
     ours, but a hand edit or another version must cost expectations, never a run."""
     found = data if isinstance(data, dict) else {}
     return _table(found.get("tasks")), _table(found.get("agents"))
 
 
-def _table(table: object) -> dict[str, JsonObject]:
-    kept: dict[str, JsonObject] = {}
+def _table(table: object) -> dict[str, HistorySlot]:
+    kept: dict[str, HistorySlot] = {}
     for name, slot in table.items() if isinstance(table, dict) else ():
         if not isinstance(slot, dict) or not isinstance(slot.get("runs"), list):
             continue
         runs = [run for run in (_run(r) for r in slot["runs"]) if run is not None]
         if runs:
-            extras = {k: v for k, v in slot.items() if k in ("seen_at", "agent") and isinstance(v, str)}
-            kept[str(name)] = {**extras, "runs": runs[-RUNS_KEPT:]}
+            entry: HistorySlot = {"runs": runs[-RUNS_KEPT:]}
+            kept[str(name)] = entry
+            if isinstance(slot.get("seen_at"), str):
+                entry["seen_at"] = slot["seen_at"]
+            if isinstance(slot.get("agent"), str):
+                entry["agent"] = slot["agent"]
     return kept
 
 
-def _run(run: object) -> JsonObject | None:
+def _run(run: object) -> PastRun | None:
     if not isinstance(run, dict):
         return None
     duration, tokens, cost = run.get("duration_s"), run.get("tokens"), run.get("cost_usd")
@@ -103,7 +123,7 @@ def _amount(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _expectation(runs: list[JsonObject], source: str) -> Expectation:
+def _expectation(runs: list[PastRun], source: str) -> Expectation:
     durations = [float(r["duration_s"]) for r in runs]
     tokens = [int(r.get("tokens") or 0) for r in runs]
     costs = [float(r.get("cost_usd") or 0) for r in runs]
@@ -129,7 +149,7 @@ def record_run(root: Path, run_id: str, results: Iterable[Mapping[str, Any]]) ->
         seen = now_iso()
         for result in done:
             tokens_used = result.get("tokens_used")
-            entry = {
+            entry: PastRun = {
                 "run_id": run_id,
                 "duration_s": round(float(result["duration_s"]), 3),
                 "tokens": int(tokens_used.get("total", 0) if isinstance(tokens_used, dict) else tokens_used or 0),

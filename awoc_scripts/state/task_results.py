@@ -5,10 +5,10 @@ the result file of a task that ended without the orchestrator (failed as reporte
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.plan_types import JsonObject, ParallelConfig, Plan, Task
+from awoc_scripts.plan_types import ParallelConfig, Plan, Task
 from awoc_scripts.run_documents import NO_TOKENS, TaskResult, TaskState, task_result
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.statuses import PENDING
@@ -57,12 +57,12 @@ def run_config(run: Run) -> ParallelConfig:
     return config
 
 
-def read_result(run: Run, task_id: str) -> JsonObject:
+def read_result(run: Run, task_id: str) -> TaskResult | None:
     try:
-        data = read_json(run.task_files(task_id).result, default={})
+        data = read_json(run.task_files(task_id).result, default=None)
     except Exception:  # noqa: BLE001 - a corrupt result file reads as none: the state still says how it ended
-        return {}
-    return data if result_problem(data) is None else {}
+        return None
+    return cast(TaskResult, data) if data is not None and result_problem(data) is None else None
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -104,14 +104,9 @@ def write_ended_result(
     """tasks/<id>/result.json for a task that ended outside the orchestrator, keeping what an
     earlier attempt wrote (its result text, tokens, times)."""
     task = plan_task(plan, task_id)
-    result = {**result_from_state(run, task, saved), **read_result(run, task_id)}
-    result.update(
-        status=status,
-        token_budget=int(saved.get("token_budget") or task["token_budget"]),
-        finished_at=now_iso(),
-        error=error,
-        reason=reason,
-    )
+    result = read_result(run, task_id) or result_from_state(run, task, saved)
+    result["status"], result["finished_at"], result["error"], result["reason"] = status, now_iso(), error, reason
+    result["token_budget"] = int(saved.get("token_budget") or task["token_budget"])
     if exit_code is not None:
         result["exit_code"] = exit_code
     run.write_task_result(task["agent"], task_id, result)
