@@ -215,6 +215,27 @@ class Execution(TypedDict):
     active_s: float
 
 
+class ConcurrencySummary(TypedDict):
+    max_concurrent: int
+    lowest: int
+    final: int
+    changes: int
+
+
+class LoopSummary(TypedDict):
+    """What the run loop says of a run when it ends (flow/runs.py's RunSummary adds the report's parts)."""
+
+    run_id: str
+    status: str | None
+    exit_code: int
+    stop_reason: str | None
+    elapsed_s: float
+    counts: dict[str, int]
+    tokens_used: int
+    cost_usd: float
+    concurrency: ConcurrencySummary
+
+
 class LoopFields(TypedDict):
     """What the run loop writes of itself into state.json at each flush."""
 

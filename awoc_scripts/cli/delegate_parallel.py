@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from awoc_scripts.cli.common import RAW_ARGS, RunOption, StateDirOption, finite_seconds, new_app, one_of, run_app
-from awoc_scripts.plan_types import JsonObject
+
+if TYPE_CHECKING:
+    from awoc_scripts.flow.runs import RunSummary
 
 app = new_app("delegate-parallel", "Run many agent tasks at once: dependencies, budgets, timeouts, one report.")
 
@@ -182,14 +184,14 @@ def run(
     _finish(summary, _merged_if_asked(run_files, plan, summary, code), quiet, as_json)
 
 
-def _merged_if_asked(run: Any, plan: Any, summary: JsonObject, code: int) -> int:
+def _merged_if_asked(run: Any, plan: Any, summary: RunSummary, code: int) -> int:
     """With merge.auto (run --merge), a run that finished merges: its exit code becomes 1 if a branch stayed out."""
     if not (plan["parallel_config"].get("merge") or {}).get("auto") or code not in (0, 1):
         return code
     return max(code, _merge_when_ended(run, plan, summary))
 
 
-def _merge_when_ended(run: Any, plan: Any, summary: JsonObject) -> int:
+def _merge_when_ended(run: Any, plan: Any, summary: RunSummary) -> int:
     """`run --merge`: the succeeded branches land in the checkout, with the gate, as `merge` does."""
     from awoc_scripts.errors import AwocError
     from awoc_scripts.results.merge_queue import merge_options, merge_run, merge_text
@@ -204,12 +206,12 @@ def _merge_when_ended(run: Any, plan: Any, summary: JsonObject) -> int:
         sys.stderr.write(f"merge: {exc.message}\n")
         return 1
     report_run(run)
-    summary["merge"] = {k: merged[k] for k in ("landed", "set_aside", "head")}
+    summary["merge"] = {"landed": merged["landed"], "set_aside": merged["set_aside"], "head": merged["head"]}
     sys.stderr.write(merge_text(merged) + "\n")
     return code
 
 
-def _finish(summary: JsonObject, code: int, quiet: bool, as_json: bool) -> None:
+def _finish(summary: RunSummary, code: int, quiet: bool, as_json: bool) -> None:
     """JSON for programs; on a terminal, a few lines for people (the report has the rest)."""
     from awoc_scripts.input.documents import print_json
 
@@ -222,7 +224,7 @@ def _finish(summary: JsonObject, code: int, quiet: bool, as_json: bool) -> None:
     raise typer.Exit(code)
 
 
-def human_summary(summary: JsonObject) -> str:
+def human_summary(summary: RunSummary) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary["counts"].items()))
     done = summary["execution_summary"]
     lines = [

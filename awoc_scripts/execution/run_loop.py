@@ -52,7 +52,7 @@ from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, WarmPool, pool_si
 from awoc_scripts.launcher import command_for
 from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
-from awoc_scripts.run_documents import RunState, TaskResult
+from awoc_scripts.run_documents import LoopSummary, RunState, TaskResult
 from awoc_scripts.state.store import Run, iso_of, parse_iso
 
 FLUSH_INTERVAL_S = 0.25
@@ -339,7 +339,7 @@ class RunLoop:
         self._flush(machine.final or "failed", final=True)
         self.display.end(self)
 
-    def summary(self) -> JsonObject:
+    def summary(self) -> LoopSummary:
         records = self.records.values()
         return {
             "run_id": self.run.run_id,

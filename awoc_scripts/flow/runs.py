@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict, cast
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.execution.display import PlainDisplay
@@ -11,8 +12,10 @@ from awoc_scripts.execution.executors.local import LocalExecutor
 from awoc_scripts.execution.run_loop import RunLoop
 from awoc_scripts.execution.run_options import Options
 from awoc_scripts.flow.prepare import check_executable
-from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
+from awoc_scripts.plan_types import ExecutionPlan, Plan
 from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.results.documents import ExecutionSummary, ResourceUsage
+from awoc_scripts.run_documents import LoopSummary
 from awoc_scripts.state.history import History, record_run
 from awoc_scripts.state.store import Run, StateStore
 
@@ -23,6 +26,23 @@ class ExecutorChoice:
 
     name: str | None = None
     scheduler: str | None = None
+
+
+class MergeBrief(TypedDict, total=False):
+    landed: list[str]
+    set_aside: list[str]
+    head: str
+    error: str
+
+
+class RunSummary(LoopSummary):
+    """What `run`, `start` and `resume` print when the run ends (and, with --merge, what landed)."""
+
+    execution_summary: ExecutionSummary
+    resource_usage: ResourceUsage
+    report_md: str
+    report_json: str
+    merge: NotRequired[MergeBrief]
 
 
 def make_executor(choice: ExecutorChoice, plan: Plan) -> Executor:
@@ -59,7 +79,7 @@ def execute_run(
     resume: bool = False,
     options: Options | None = None,
     only: set[str] | None = None,
-) -> tuple[int, JsonObject]:
+) -> tuple[int, RunSummary]:
     """Execute, then write aggregate.json, report.json and report.md (partial ones too).
 
     `only` (with resume): run just these tasks again; the others keep what they have."""
@@ -69,13 +89,13 @@ def execute_run(
     code = orchestrator.execute()
     report = report_run(run, orchestrator.results)
     record_run(run.root, run.run_id, orchestrator.results.values())
-    summary = {
-        **orchestrator.summary(),
+    parts = {
         "execution_summary": report["execution_summary"],
         "resource_usage": report["resource_usage"],
         "report_md": str(run.report_md_file),
         "report_json": str(run.report_json_file),
     }
+    summary = cast(RunSummary, {**orchestrator.summary(), **parts})  # the loop's summary and the report's parts
     return code, summary
 
 

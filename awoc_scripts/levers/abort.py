@@ -13,8 +13,8 @@ from typing import Any
 
 from awoc_scripts.errors import ABORTED, OK
 from awoc_scripts.execution.machine.levers import ABORT
+from awoc_scripts.levers.outcomes import AbortOutcome, PartialEntry, PartialResults
 from awoc_scripts.levers.requests import request_lever
-from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.processes import kill_marked
 from awoc_scripts.results.aggregate import retry_command
 from awoc_scripts.state.owner import initial_state, run_executing
@@ -37,7 +37,7 @@ def _why(status: str, saved: Mapping[str, Any], result: Mapping[str, Any], execu
     return status
 
 
-def partial_results(run: Run) -> JsonObject:
+def partial_results(run: Run) -> PartialResults:
     """Which tasks succeeded (with an excerpt of each result), which did not and why."""
     plan = run.read_plan()
     state = run.read_state() or initial_state(run)
@@ -53,18 +53,14 @@ def partial_results(run: Run) -> JsonObject:
         result: Mapping[str, Any] = read_result(run, tid) or {}
         used = int((saved.get("tokens_used") or result.get("tokens_used") or {}).get("total") or 0)
         tokens += used
-        entry: JsonObject = {"task_id": tid, "agent": task["agent"], "task": task["description"]}
+        entry: PartialEntry = {"task_id": tid, "agent": task["agent"], "task": task["description"]}
         if status == SUCCEEDED:
             text = str(result.get("result") or "")
-            entry.update(
-                result_excerpt=excerpt(text),
-                result_chars=len(text),
-                result_file=str(run.task_files(tid).result),
-                tokens_used=used,
-            )
+            entry["result_excerpt"], entry["result_chars"] = excerpt(text), len(text)
+            entry["result_file"], entry["tokens_used"] = str(run.task_files(tid).result), used
             succeeded.append(entry)
             continue
-        entry.update(status=status, why=_why(status, saved, result, executing))
+        entry["status"], entry["why"] = status, _why(status, saved, result, executing)
         if saved.get("exit_code") is not None or result.get("exit_code") is not None:
             entry["exit_code"] = saved.get("exit_code", result.get("exit_code"))
         if status in FAILURES or status == CANCELLED or status == "skipped":
@@ -95,11 +91,11 @@ def _wait_until_finished(run: Run, timeout_s: float) -> bool:
 
 def abort_with_partial_results(
     run: Run, reason: str = ABORT_REASON, finish_wait_s: float = FINISH_WAIT_S
-) -> tuple[int, JsonObject]:
+) -> tuple[int, AbortOutcome]:
     """Abort the run, wherever it executes; returns (3 if it was aborted now, else 0; partial results)."""
     control = request_lever(run, ABORT, {"reason": reason})
     changed = control["changed"]
-    out: JsonObject = {
+    out: AbortOutcome = {
         "aborted": bool(changed.get("aborted")),
         "reason": reason,
         "applied_by": control["applied_by"],
@@ -118,4 +114,5 @@ def abort_with_partial_results(
         for tid in changed["cancelled"]:
             write_ended_result(run, plan, tid, saved[tid], status=CANCELLED, reason=reason)
         run.append_event("run-abort", reason=reason, cancelled=changed["cancelled"], killed_pids=killed)
-    return (ABORTED if out["aborted"] else OK), {**out, "partial_results": partial_results(run)}
+    out["partial_results"] = partial_results(run)
+    return (ABORTED if out["aborted"] else OK), out

@@ -12,9 +12,10 @@ from awoc_scripts.errors import ABORTED, OK, InputError
 from awoc_scripts.execution.machine.events import Failed, Moment
 from awoc_scripts.execution.machine.saved import apply_to_saved
 from awoc_scripts.levers.abort import abort_with_partial_results
+from awoc_scripts.levers.outcomes import FailureDecision, FailureRecord
 from awoc_scripts.levers.retry import retry_reduced
 from awoc_scripts.monitors.context_monitor import TASK_FAILED
-from awoc_scripts.plan_types import JsonObject, Plan
+from awoc_scripts.plan_types import Plan
 from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import FAILED, FAILURES, RUNNING, TERMINAL
@@ -59,7 +60,7 @@ def _stderr_tail(run: Run, task_id: str) -> str:
     return text.strip()
 
 
-def record_failure(run: Run, name: str, exit_code: int, message: str | None) -> JsonObject:
+def record_failure(run: Run, name: str, exit_code: int, message: str | None) -> FailureRecord:
     """The failure, in state.json (unless an orchestrator owns it) and in the events."""
     plan = run.read_plan()
     recorded = False
@@ -107,12 +108,12 @@ def handle_task_failure(
     *,
     execute: bool = True,
     quiet: bool = False,
-) -> tuple[int, JsonObject]:
+) -> tuple[int, FailureDecision]:
     """Record the failure, then retry within the tolerance or abort beyond it."""
     tolerance = int(run_config(run)["failure_tolerance"])
     failure = record_failure(run, name, exit_code, message)
     count = len(failure["failed_tasks"])
-    out: JsonObject = {
+    out: FailureDecision = {
         "run_id": run.run_id,
         "failure": failure,
         "failed_count": count,

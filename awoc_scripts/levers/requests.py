@@ -23,7 +23,7 @@ from awoc_scripts.state.store import Run, now_iso
 CONTROL_WAIT_S = 10.0
 
 
-def request_lever(run: Run, action: str, args: JsonObject) -> JsonObject:
+def request_lever(run: Run, action: str, args: JsonObject) -> LeverRequest:
     """Apply a lever to a run: through its orchestrator if one executes it right now, else to the
     saved state of a run not started yet (where it holds when it starts), or, for the aborter, of
     an interrupted run (which it ends). On an ended run, or another lever on an interrupted one,
@@ -52,10 +52,10 @@ def request_lever(run: Run, action: str, args: JsonObject) -> JsonObject:
                     saved["applied_at"], saved["applied_by"] = now_iso(), "nobody"
                     saved["changed"] = {"withdrawn": True}
                 elif saved["id"] == control["id"]:
-                    return dict(saved)  # applied at the last moment
+                    return saved.copy()  # applied at the last moment
 
 
-def _apply_to_saved_state(run: Run, action: str, args: JsonObject) -> JsonObject | None:
+def _apply_to_saved_state(run: Run, action: str, args: JsonObject) -> LeverRequest | None:
     """The lever on state.json, holding the run's claim; None if an orchestrator holds it now."""
     try:
         claim = run.claim("changed by a lever")
@@ -75,12 +75,12 @@ def _apply_to_saved_state(run: Run, action: str, args: JsonObject) -> JsonObject
             _apply(run.run_id, run.read_plan(), state, control, f"{action} (pid {os.getpid()})", "saved state")
             state.setdefault("controls", []).append(control)
             run.append_event("lever", action=action, args=args, changed=control["changed"])
-            return dict(control)
+            return control.copy()
     finally:
         claim.release()
 
 
-def _wait_for_control(run: Run, control_id: str, action: str) -> JsonObject | None:
+def _wait_for_control(run: Run, control_id: str, action: str) -> LeverRequest | None:
     """The control once applied; None if the orchestrator went away without applying it."""
     deadline = time.monotonic() + CONTROL_WAIT_S
     while time.monotonic() < deadline:
@@ -88,7 +88,7 @@ def _wait_for_control(run: Run, control_id: str, action: str) -> JsonObject | No
         state = run.read_state()
         for saved in state.get("controls", []):
             if saved["id"] == control_id and saved.get("applied_at"):
-                return dict(saved)
+                return saved.copy()
         if not run_executing(run, state):
             return None
     raise AwocError(

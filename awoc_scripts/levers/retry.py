@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from awoc_scripts.errors import OK, InputError, StateError
 from awoc_scripts.execution.machine.levers import RETRY
+from awoc_scripts.levers.outcomes import RetryOutcome
 from awoc_scripts.levers.requests import request_lever
-from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
+from awoc_scripts.plan_types import ExecutionPlan, Plan
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, StateStore
@@ -39,7 +40,7 @@ def retry_reduced(
     *,
     execute: bool = True,
     quiet: bool = False,
-) -> tuple[int, JsonObject]:
+) -> tuple[int, RetryOutcome]:
     """Requeue NAME's task(s); run them now unless an orchestrator executes the run.
 
     Returns (the resumed run's exit code, or 0; what was done)."""
@@ -54,7 +55,7 @@ def retry_reduced(
     changed = control["changed"]
     if changed.get("error"):
         raise InputError(f"the orchestrator of run {run.run_id} could not retry {name}: {changed['error']}")
-    out: JsonObject = {
+    out: RetryOutcome = {
         "run_id": run.run_id,
         "name": name,
         "retried": changed["requeued"],
@@ -85,9 +86,9 @@ def _resume(
     run: Run,
     loaded: tuple[Run, Plan, ExecutionPlan] | None,
     quiet: bool,
-    out: JsonObject,
+    out: RetryOutcome,
     only: set[str],
-) -> tuple[int, JsonObject]:
+) -> tuple[int, RetryOutcome]:
     from awoc_scripts.execution.display import PlainDisplay
     from awoc_scripts.flow.runs import ExecutorChoice, execute_run, load_for_resume, make_executor
 

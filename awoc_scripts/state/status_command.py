@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
-from awoc_scripts.plan_types import JsonObject
+from typing import TypedDict
+
 from awoc_scripts.state.store import StateStore
 
 
-def run_status(store: StateStore, run_id: str | None) -> JsonObject:
+class TaskLine(TypedDict):
+    task_id: str
+    status: str
+    attempts: int
+    tokens_used: int
+    token_budget: int
+    reason: str | None
+
+
+class RunStatus(TypedDict):
+    """What `delegate-parallel status` says of a run (and `wait` when it returns)."""
+
+    run_id: str
+    status: str | None
+    executing: bool
+    stop_reason: str | None
+    next: str | None  # the command that continues an interrupted or aborted run
+    counts: dict[str, int]
+    tokens_used: int
+    total_token_budget: int
+    cost_usd: float
+    max_concurrent: int | None
+    effective_concurrency: float | None
+    paused_until: str | None
+    warm_agents: int
+    updated_at: str | None
+    tasks: list[TaskLine]
+    run_dir: str
+
+
+def run_status(store: StateStore, run_id: str | None) -> RunStatus:
     from awoc_scripts.launcher import command_for
     from awoc_scripts.state.owner import initial_state, run_executing
     from awoc_scripts.state.reconcile import INTERRUPTED, reconcile
@@ -59,14 +90,14 @@ def run_status(store: StateStore, run_id: str | None) -> JsonObject:
     }
 
 
-def _concurrency_text(data: JsonObject) -> str:
+def _concurrency_text(data: RunStatus) -> str:
     effective, ceiling = data.get("effective_concurrency"), data.get("max_concurrent")
     if effective is None or not data["executing"]:
         return ""
     return f"; {effective} at once" + (f" (of {ceiling}: rate limited)" if ceiling and effective < ceiling else "")
 
 
-def status_text(data: JsonObject) -> str:
+def status_text(data: RunStatus) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
     lines = [
         f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "

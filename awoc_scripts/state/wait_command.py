@@ -11,8 +11,7 @@ import time
 from dataclasses import dataclass
 
 from awoc_scripts.errors import ABORTED, INTERNAL_ERROR, INTERRUPTED, OK, TASKS_FAILED
-from awoc_scripts.plan_types import JsonObject
-from awoc_scripts.state.status_command import run_status
+from awoc_scripts.state.status_command import RunStatus, run_status
 from awoc_scripts.state.store import StateStore
 
 POLL_S = 0.2
@@ -32,10 +31,10 @@ ENDED_CODES = {
 class WaitOutcome:
     ended: bool
     exit_code: int
-    status: JsonObject
+    status: RunStatus
 
 
-def run_has_ended(status: JsonObject) -> bool:
+def run_has_ended(status: RunStatus) -> bool:
     return not status["executing"] and status["status"] not in ("planned", None)
 
 
@@ -61,6 +60,6 @@ def wait_for_run(store: StateStore, run_id: str | None, timeout_s: float) -> Wai
         time.sleep(POLL_S)
 
 
-def _exit_code(status: JsonObject) -> int:
+def _exit_code(status: RunStatus) -> int:
     # "running" with no live orchestrator: it died without writing its end (SIGKILL, a crash)
-    return ENDED_CODES.get(status["status"], INTERRUPTED)
+    return ENDED_CODES.get(status["status"] or "", INTERRUPTED)

@@ -48,6 +48,7 @@ from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.retries import TransientWaits
 from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.plan_types import JsonObject, Task
+from awoc_scripts.run_documents import ConcurrencySummary
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, CANCELLED, TIMED_OUT
 
 
@@ -190,7 +191,7 @@ class RunMachine:
             if not rec.stop_status and rec.stream is not None and rec.files is not None
         ]
 
-    def concurrency_summary(self, now: float) -> dict[str, int]:
+    def concurrency_summary(self, now: float) -> ConcurrencySummary:
         return {
             "max_concurrent": self.max_concurrent,
             "lowest": min(self.concurrency.lowest, self.max_concurrent),
