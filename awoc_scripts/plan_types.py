@@ -83,6 +83,72 @@ class GitBase(TypedDict):
 JsonObject = dict[str, Any]
 
 
+class MergeSettings(TypedDict, total=False):
+    """parallel_config.merge: how `merge` (or `run --merge`) lands the branches (results/merge_queue.py)."""
+
+    auto: bool
+    gate: str
+    gate_timeout_s: float
+    into: str
+    resolve_with: str
+    resolve_timeout_s: float
+    resolve_token_budget: int
+    resolve_cost_budget_usd: float
+
+
+class DaskSettings(TypedDict, total=False):
+    scheduler: str
+    resources: dict[str, float]
+    connect_timeout_s: float
+
+
+class RunnerSettings(TypedDict, total=False):
+    """parallel_config.runner: an agent command instead of the claude CLI."""
+
+    command: list[str]
+    output_format: str
+    warm_start: bool
+
+
+class AgentSettings(TypedDict, total=False):
+    """parallel_config.agents.<name>: what every task of that agent gets unless it says otherwise."""
+
+    base_budget: int
+    model: str
+    tools: list[str] | str
+    command: list[str]
+    max_turns: int
+    permission_mode: str
+    allowed_tools: list[str]
+    disallowed_tools: list[str]
+    add_dirs: list[str]
+    on_permission_denied: str
+
+
+class PolicyDescription(TypedDict):
+    """One pressure policy as a plan describes it: whether it may act in this run, when, and what it does."""
+
+    policy: str
+    enabled: bool
+    when: str
+    action: str
+
+
+class ExpectedUsage(TypedDict):
+    """What past runs say the plan's tasks will take (state/history.py)."""
+
+    tasks_with_history: int
+    tasks_without_history: int
+    tokens: list[int]  # [lowest, highest]
+    cost_usd: list[float]
+
+
+class FanOutSummary(TypedDict):
+    template: str
+    count: int
+    first_items: list[str]
+
+
 class ParallelConfig(TypedDict, total=False):
     """A plan's parallel_config: every setting, its defaults filled in (planning/plan.py's
     DEFAULT_CONFIG), the optional ones only when given."""
@@ -105,12 +171,12 @@ class ParallelConfig(TypedDict, total=False):
     verify: list[str] | None
     verify_timeout: float
     on_permission_denied: str
-    merge: JsonObject  # auto, gate: results/merge_queue.py
+    merge: MergeSettings
     executor: str
-    dask: JsonObject  # scheduler address and the like: execution/executors/dask.py
-    policies: JsonObject  # each policy on or off: planning/policy_settings.py
-    agents: dict[str, JsonObject]  # per agent: model, tools, max_turns, command, permissions
-    runner: JsonObject  # an agent command instead of the claude CLI: execution/claude_cli.py
+    dask: DaskSettings
+    policies: dict[str, bool]  # each policy on or off: planning/policy_settings.py
+    agents: dict[str, AgentSettings]
+    runner: RunnerSettings
 
 
 class PlannedTask(TypedDict):
@@ -148,8 +214,8 @@ class ExecutionPlan(TypedDict):
     peak_concurrency: int
     peak_tokens_in_flight: int
     warnings: list[str]
-    policies: list[JsonObject]
-    expected_usage: JsonObject
+    policies: list[PolicyDescription]
+    expected_usage: ExpectedUsage
     tasks: list[PlannedTask]
 
 
@@ -167,4 +233,4 @@ class Plan(TypedDict):
     warnings: list[str]
     tasks: list[Task]
     git: NotRequired[GitBase]  # only when some task runs in a worktree
-    fan_out: NotRequired[list[JsonObject]]  # each for_each: its template id, count and first items
+    fan_out: NotRequired[list[FanOutSummary]]  # each for_each: its template id, count and first items

@@ -41,6 +41,15 @@ class Verification(TypedDict):
     duration_s: float
 
 
+class WhereRan(TypedDict):
+    """Where an attempt ran when not on this machine (execution/executors/dask.py)."""
+
+    executor: str
+    worker: str
+    host: str
+    pid: int | None
+
+
 class Saving(TypedDict):
     tokens: int
     cost_usd: float
@@ -111,7 +120,7 @@ class TaskResult(TypedDict):
     cached_from: NotRequired[str | None]
     saved: NotRequired[Saving | None]
     worktree: NotRequired[WorktreeRecord]
-    executed_on: NotRequired[JsonObject]  # where it ran, when not on this machine
+    executed_on: NotRequired[WhereRan]
     isolation_error: NotRequired[str]
     pid: NotRequired[int | None]  # a result a shell loop wrote: the pid in its file name
     source: NotRequired[str]  # a result a shell loop wrote: its file

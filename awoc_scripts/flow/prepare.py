@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
+from awoc_scripts.plan_types import ExecutionPlan, ExpectedUsage, JsonObject, Plan
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.planning.policy_settings import policy_lines
@@ -104,7 +104,7 @@ def _cell(text: str) -> str:
     return one_line.replace("|", "\\|")
 
 
-def _expected_line(expected: JsonObject | None) -> list[str]:
+def _expected_line(expected: ExpectedUsage | None) -> list[str]:
     if not expected or not expected.get("tasks_with_history"):
         return []
     (low, high), (low_usd, high_usd) = expected["tokens"], expected["cost_usd"]

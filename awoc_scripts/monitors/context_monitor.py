@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from awoc_scripts.plan_types import JsonObject, Plan
 from awoc_scripts.run_documents import RunState
@@ -24,6 +24,54 @@ TASK_COMPLETE = "parallel-task-complete"
 TASK_FAILED = "parallel-task-failed"
 THRESHOLDS = (70, 80, 90, 100)
 SOURCE = "context-monitor"
+
+
+class TokenWarning(TypedDict):
+    scope: str  # "task" or "total"
+    task_id: str | None
+    threshold: int
+    percent: float
+    tokens_used: int
+    token_budget: int
+    message: str
+
+
+class TaskTokens(TypedDict):
+    task_id: str
+    agent: str
+    status: str | None
+    tokens_used: int
+    source: str | None  # "orchestrator", "reported" (parallel-task-complete), or None
+    token_budget: int
+    percent: float
+
+
+class Unattributed(TypedDict, total=False):
+    """Tokens reported for an agent (or a name) that no task accounts for."""
+
+    agent: str
+    name: str
+    tokens: int
+
+
+class TokenTotal(TypedDict):
+    tokens_used: int
+    token_budget: int
+    percent: float
+    remaining: int
+
+
+class TokenStatus(TypedDict):
+    """What `context-monitor status` says: tokens against budgets, and the warnings."""
+
+    run_id: str
+    status: str | None
+    executing: bool
+    total: TokenTotal
+    tasks: list[TaskTokens]
+    unattributed: list[Unattributed]
+    tracked: JsonObject  # the events a flow of script calls reported, counted
+    warnings: list[TokenWarning]
 
 
 def _int(value: str, what: str, problems: list[str]) -> int | None:
@@ -95,7 +143,7 @@ def _percent(used: int, budget: int) -> float:
     return round(100.0 * used / budget, 1) if budget > 0 else 0.0
 
 
-def _warning(scope: str, used: int, budget: int, task_id: str | None = None) -> JsonObject | None:
+def _warning(scope: str, used: int, budget: int, task_id: str | None = None) -> TokenWarning | None:
     percent = _percent(used, budget)
     reached = [t for t in THRESHOLDS if percent >= t]
     if not reached:
@@ -115,7 +163,7 @@ def _warning(scope: str, used: int, budget: int, task_id: str | None = None) -> 
     }
 
 
-def token_status(run: Run) -> JsonObject:
+def token_status(run: Run) -> TokenStatus:
     """Tokens used against budgets, per task and in total, with 70/80/90% warnings.
 
     A task's tokens are the orchestrator's count; for a task the orchestrator did not account
@@ -126,7 +174,7 @@ def token_status(run: Run) -> JsonObject:
     config = run_config(run)
     reports = _reports(run.read_events())
     rows, warnings, accounted_agents = _task_rows(plan, state, reports.tracked)
-    unattributed: list[JsonObject] = [
+    unattributed: list[Unattributed] = [
         {"agent": agent, "tokens": tokens}
         for agent, tokens in reports.by_agent.items()
         if agent not in accounted_agents
@@ -187,10 +235,10 @@ def _reports(events: list[JsonObject]) -> _Reports:
 
 def _task_rows(
     plan: Plan, state: RunState, tracked: dict[str, int]
-) -> tuple[list[JsonObject], list[JsonObject], set[str]]:
+) -> tuple[list[TaskTokens], list[TokenWarning], set[str]]:
     """Each task's tokens against its budget; the warnings; the agents the orchestrator accounted."""
-    rows: list[JsonObject] = []
-    warnings: list[JsonObject] = []
+    rows: list[TaskTokens] = []
+    warnings: list[TokenWarning] = []
     accounted_agents: set[str] = set()
     for task in plan["tasks"]:
         tid = task["task_id"]

@@ -11,10 +11,9 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from awoc_scripts.errors import ABORTED, OK, InputError, StateError
-from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.processes import (
     KILL_GRACE_S,
     kill_marked,
@@ -33,6 +32,46 @@ POLL_S = 0.05
 MB = 2**20
 
 
+class ProcessReading(TypedDict, total=False):
+    """One process (and its descendants) as the process monitor sees it: sampled, or at its end."""
+
+    pid: int | None
+    task_id: str
+    status: str
+    cpu_percent: float
+    rss_mb: float
+    processes: int
+    ended: str | None
+    task_status: str | None
+    runtime_s: float
+    peak_rss_mb: float
+    cpu_seconds: float
+    killed_pids: list[int]
+
+
+class MonitorLine(TypedDict, total=False):
+    """A line the process monitor prints: a sample while they run, then the summary."""
+
+    type: str
+    elapsed_s: float
+    timeout_s: float | None
+    timed_out: bool
+    exit_code: int
+    processes: list[ProcessReading]
+
+
+class Owner(TypedDict):
+    pid: int
+    alive: bool
+
+
+class RunningTasks(TypedDict):
+    run_id: str
+    status: str | None
+    orchestrator: Owner | None
+    tasks: list[ProcessReading]
+
+
 @dataclass
 class Watched:
     pid: int
@@ -47,7 +86,7 @@ class Watched:
     killed_pids: list[int] = field(default_factory=list)
     tree: dict[int, psutil.Process] = field(default_factory=dict)  # kept so cpu_percent has a previous call
 
-    def label(self) -> JsonObject:
+    def label(self) -> ProcessReading:
         return {"pid": self.pid, "task_id": self.task_id} if self.task_id else {"pid": self.pid}
 
 
@@ -133,7 +172,7 @@ def _task_processes(run: Run, name: str) -> list[Watched]:
     return found
 
 
-def _sample(item: Watched) -> JsonObject:
+def _sample(item: Watched) -> ProcessReading:
     """One reading of a live process and its descendants."""
     import psutil
 
@@ -143,7 +182,9 @@ def _sample(item: Watched) -> JsonObject:
         status = proc.status()
         children = proc.children(recursive=True)
     except psutil.Error:
-        return {**item.label(), "status": "gone"}
+        gone = item.label()
+        gone["status"] = "gone"
+        return gone
     current = {proc.pid: proc}
     for child in children:
         current[child.pid] = item.tree.get(child.pid, child)
@@ -163,13 +204,10 @@ def _sample(item: Watched) -> JsonObject:
         pass
     rss_mb = round(rss / MB, 1)
     item.peak_rss_mb = max(item.peak_rss_mb, rss_mb)
-    return {
-        **item.label(),
-        "status": status,
-        "cpu_percent": round(cpu, 1),
-        "rss_mb": rss_mb,
-        "processes": len(current),
-    }
+    reading = item.label()
+    reading["status"], reading["cpu_percent"], reading["rss_mb"] = status, round(cpu, 1), rss_mb
+    reading["processes"] = len(current)
+    return reading
 
 
 def _check_ended(items: Sequence[Watched], now: float) -> None:
@@ -182,9 +220,9 @@ def monitor(
     items: list[Watched],
     timeout: float | None,
     interval: float,
-    emit: Callable[[JsonObject], None],
+    emit: Callable[[MonitorLine], None],
     grace_s: float = KILL_GRACE_S,
-) -> tuple[int, JsonObject]:
+) -> tuple[int, MonitorLine]:
     """Sample every `interval` s until all have ended; past `timeout` s, stop what is left.
 
     Returns (0 if all ended by themselves, else 3; the summary)."""
@@ -222,7 +260,7 @@ def monitor(
             next_sample += interval
         _check_ended(items, time.time())
         time.sleep(POLL_S)
-    summary = {
+    summary: MonitorLine = {
         "type": "summary",
         "elapsed_s": round(time.monotonic() - started, 2),
         "timeout_s": timeout,
@@ -234,8 +272,9 @@ def monitor(
     return code, summary
 
 
-def _ending(item: Watched, wall_start: float) -> JsonObject:
-    out: JsonObject = {**item.label(), "ended": item.ended}
+def _ending(item: Watched, wall_start: float) -> ProcessReading:
+    out = item.label()
+    out["ended"] = item.ended
     if item.proc is None:
         out["task_status"] = item.task_status
         return out
@@ -243,17 +282,14 @@ def _ending(item: Watched, wall_start: float) -> JsonObject:
         born = item.proc.create_time()
     except Exception:  # noqa: BLE001 - psutil cached it when the process was found; any failure: from the start
         born = wall_start
-    out.update(
-        runtime_s=round((item.ended_at or time.time()) - born, 2),
-        peak_rss_mb=item.peak_rss_mb,
-        cpu_seconds=item.cpu_seconds,
-    )
+    out["runtime_s"] = round((item.ended_at or time.time()) - born, 2)
+    out["peak_rss_mb"], out["cpu_seconds"] = item.peak_rss_mb, item.cpu_seconds
     if item.killed_pids:
         out["killed_pids"] = sorted(set(item.killed_pids))
     return out
 
 
-def running_tasks(run: Run, sample_s: float = 0.2) -> JsonObject:
+def running_tasks(run: Run, sample_s: float = 0.2) -> RunningTasks:
     """The run's running tasks: their pids, CPU, memory and process state (and the orchestrator's)."""
     import psutil
 
@@ -262,7 +298,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> JsonObject:
     state = run.read_state()
     executing = run_executing(run, state)
     items = []
-    stale = []
+    stale: list[ProcessReading] = []
     for tid, saved in state.get("tasks", {}).items():
         if saved.get("status") != "running":
             continue
@@ -282,7 +318,7 @@ def running_tasks(run: Run, sample_s: float = 0.2) -> JsonObject:
         _sample(item)
     if items:
         time.sleep(sample_s)
-    tasks = []
+    tasks: list[ProcessReading] = []
     for item in items:
         reading = _sample(item)
         with contextlib.suppress(psutil.Error):

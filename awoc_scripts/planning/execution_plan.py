@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.gc_pause import without_gc
-from awoc_scripts.plan_types import BudgetSummary, ExecutionPlan, JsonObject, ParallelConfig, Plan, PlannedTask, Task
+from awoc_scripts.plan_types import (
+    BudgetSummary,
+    ExecutionPlan,
+    ExpectedUsage,
+    JsonObject,
+    ParallelConfig,
+    Plan,
+    PlannedTask,
+    Task,
+)
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.estimate import EstimatedSchedule, estimate_schedule
 from awoc_scripts.planning.policy_settings import describe_policies
@@ -113,7 +122,7 @@ def _planned_task(t: Task, metrics: GraphMetrics, schedule: EstimatedSchedule, d
     }
 
 
-def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str, str], JsonObject]:
+def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str, str], ExpectedUsage]:
     """Fill in expected durations from history; where each duration comes from; the usage to expect."""
     source: dict[str, str] = {}
     low_tokens = high_tokens = 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from awoc_scripts.errors import InputError, problems_error
 from awoc_scripts.input.request import Request
-from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.plan_types import FanOutSummary, JsonObject
 
 MAX_TASKS = 100_000
 SHOWN_ITEMS = 5
@@ -29,7 +29,7 @@ class FanOut:
     template: str
     items: list[str]
 
-    def summary(self) -> JsonObject:
+    def summary(self) -> FanOutSummary:
         return {"template": self.template, "count": len(self.items), "first_items": self.items[:SHOWN_ITEMS]}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.plan_types import PolicyDescription
 
 TOKEN_PRESSURE = 0.8
 COST_PRESSURE = 0.8
@@ -29,7 +29,7 @@ def policy_settings(config: Mapping[str, Any]) -> dict[str, bool]:
     return {**DEFAULT_POLICIES, **(config.get("policies") or {})}
 
 
-def describe_policies(config: Mapping[str, Any]) -> list[JsonObject]:
+def describe_policies(config: Mapping[str, Any]) -> list[PolicyDescription]:
     """Every policy, whether it may act in this run, and when."""
     on = policy_settings(config)
     total = config["total_token_budget"]
@@ -73,7 +73,7 @@ def describe_policies(config: Mapping[str, Any]) -> list[JsonObject]:
     ]
 
 
-def _cost_policies(total_usd: float | None) -> list[JsonObject]:
+def _cost_policies(total_usd: float | None) -> list[PolicyDescription]:
     if total_usd is None:
         return []
     return [
@@ -93,5 +93,5 @@ def _cost_policies(total_usd: float | None) -> list[JsonObject]:
     ]
 
 
-def policy_lines(policies: list[JsonObject]) -> list[str]:
+def policy_lines(policies: list[PolicyDescription]) -> list[str]:
     return [f"{p['policy']}: when {p['when']}, {p['action']}" + ("" if p["enabled"] else " (off)") for p in policies]

@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-from awoc_scripts.plan_types import JsonObject
-from awoc_scripts.run_documents import ChangedFile, Denial, Execution, TaskResult, Verification, WorktreeRecord
+from awoc_scripts.plan_types import ExpectedUsage, JsonObject, PolicyDescription
+from awoc_scripts.run_documents import (
+    ChangedFile,
+    Denial,
+    Execution,
+    TaskResult,
+    Verification,
+    WhereRan,
+    WorktreeRecord,
+)
 
 
 class MergedResult(TypedDict):
@@ -76,11 +84,11 @@ class RunMetadata(TypedDict, total=False):
     total_cost_budget_usd: float | None
     estimated_makespan_s: float | None
     max_concurrent: int | None
-    expected_usage: JsonObject | None
+    expected_usage: ExpectedUsage | None
     executions: list[Execution]
     dependencies: dict[str, list[str]]
     critical_path: list[str]
-    policies: list[JsonObject]
+    policies: list[PolicyDescription]
     policy_actions: list[PolicyAction]
     concurrency: ConcurrencyChanges | None
     warm_events: list[JsonObject]
@@ -160,7 +168,7 @@ class ReportTask(TypedDict):
     warnings: list[str]
     permission_denials: list[Denial]
     worktree: WorktreeRecord | None
-    executed_on: JsonObject | None
+    executed_on: WhereRan | None
     verify: Verification | None
     cached_from: str | None
 
@@ -210,7 +218,7 @@ class Report(TypedDict):
     critical_path_planned: list[str]
     critical_path_actual: list[str]
     critical_path_actual_s: float
-    policies: list[JsonObject]
+    policies: list[PolicyDescription]
     policy_actions: list[PolicyAction]
     concurrency: ConcurrencyChanges | None
     warm_pool: WarmPoolSummary | None
@@ -218,7 +226,7 @@ class Report(TypedDict):
     task_results: list[ReportTask]
     merged_results: list[list[str]]
     worktrees: NotRequired[WorktreeOverlap]
-    merge: NotRequired[JsonObject]
+    merge: NotRequired[MergeSummary]
 
 
 class MergeStep(TypedDict):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from awoc_scripts.execution.claude_cli import Invocation
-from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.run_documents import WhereRan
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,6 @@ class Executor(ABC):
     def warm_ids(self) -> list[str]:
         return []
 
-    def where_ran(self, task_id: str) -> JsonObject | None:
+    def where_ran(self, task_id: str) -> WhereRan | None:
         """Where the task's last attempt ran, for its result (None: this machine, as its pid says)."""
         return None

@@ -20,8 +20,9 @@ from typing import Any
 
 from awoc_scripts.errors import InputError, shorten
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
-from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.execution.executors.dask_worker import AttemptSpec
 from awoc_scripts.processes import KILL_GRACE_S
+from awoc_scripts.run_documents import WhereRan
 
 CONNECT_TIMEOUT_S = 10.0
 _ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
@@ -76,14 +77,14 @@ class DaskExecutor(Executor):
         self.resources = resources or None
         self.grace_s = grace_s
         self._running: dict[str, _Remote] = {}
-        self.where: dict[str, JsonObject] = {}  # task id: where its last attempt ran
+        self.where: dict[str, WhereRan] = {}  # task id: where its last attempt ran
         self._last_worker_check = 0.0
         self._no_worker_since: float | None = None
 
     def start(self, attempt: Attempt) -> Started:
         inv = attempt.invocation
         own = os.environ
-        spec: JsonObject = {
+        spec: AttemptSpec = {
             "task_id": attempt.task_id,
             "argv": inv.argv,
             "prompt": attempt.prompt_file.read_bytes(),
@@ -197,5 +198,5 @@ class DaskExecutor(Executor):
         with contextlib.suppress(Exception):  # a scheduler that is gone cannot be said goodbye to
             self.client.close(timeout=5)
 
-    def where_ran(self, task_id: str) -> JsonObject | None:
+    def where_ran(self, task_id: str) -> WhereRan | None:
         return self.where.get(task_id)

@@ -22,9 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-from awoc_scripts.plan_types import JsonObject
+from typing import Any, NotRequired, TypedDict
 
 POLL_S = 0.1
 EVENT_POLL_S = 0.5
@@ -33,7 +31,35 @@ PR_SET_PDEATHSIG = 1
 SCRATCH_PREFIX = "awoc-attempt-"  # then the worker's pid: what a killed worker left is found by it
 
 
-def run_attempt(spec: JsonObject) -> JsonObject:
+class AttemptSpec(TypedDict):
+    """What the orchestrator sends a worker: one attempt, and the Dask event that stops it."""
+
+    task_id: str
+    argv: list[str]
+    prompt: bytes
+    env: dict[str, str]  # only what the task adds to the worker's own environment
+    marker: str
+    stop_event: str
+    timeout_s: float
+    cwd: NotRequired[str | None]
+
+
+class AttemptReport(TypedDict):
+    """What a worker sends back when the attempt ended: its output travels with it (no shared filesystem)."""
+
+    task_id: str
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    started: float
+    ended: float
+    stopped: bool
+    worker: str
+    host: str
+    pid: int | None
+
+
+def run_attempt(spec: AttemptSpec) -> AttemptReport:
     """Run one attempt on this worker; returns exit code, output, timing and where it ran."""
     from distributed import Event, get_worker
     from distributed.worker import thread_state
@@ -114,8 +140,8 @@ def _still_running(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
 
 
 def _ended(
-    spec: JsonObject, code: int, out: bytes, err: bytes, started: float, worker: Any, pid: int | None, stopped: bool
-) -> JsonObject:
+    spec: AttemptSpec, code: int, out: bytes, err: bytes, started: float, worker: Any, pid: int | None, stopped: bool
+) -> AttemptReport:
     return {
         "task_id": spec["task_id"],
         "exit_code": code,
