@@ -197,6 +197,53 @@ class TaskState(TypedDict):
     cost_budget_usd: NotRequired[float | None]
 
 
+class BudgetChange(TypedDict):
+    task_id: str
+    token_budget_before: int
+    token_budget: int
+
+
+class SkippedTask(TypedDict):
+    task_id: str
+    reason: str
+
+
+class RetriedTask(TypedDict):
+    task_id: str
+    status_before: str
+    token_budget_before: int
+    token_budget: int
+    previous_error: str
+
+
+class NotRetried(TypedDict):
+    task_id: str
+    status: str
+    why: str
+
+
+class LeverAnswer(TypedDict, total=False):
+    """What a lever changed (execution/machine/levers.py), each lever its own fields; or why not."""
+
+    reduced_by_percent: int  # reduce-remaining-tasks
+    tasks: list[BudgetChange]
+    max_concurrent_before: int  # convert-remaining-tasks
+    max_concurrent: int
+    remaining_tasks: list[str]
+    cancelled: list[str]  # emergency-prioritization, abort
+    skipped_as_a_result: list[SkippedTask]
+    kept: list[str]
+    aborted: bool  # abort
+    reason: str
+    were_running: list[str]
+    why: str
+    requeued: list[RetriedTask]  # retry
+    reopened_dependents: list[str]
+    not_retried: list[NotRetried]
+    error: str  # a request that could not be applied
+    withdrawn: bool  # nobody applied it: its orchestrator ended first
+
+
 class LeverRequest(TypedDict):
     """A lever asked of a run ("controls" in state.json), and, once applied, its answer."""
 
@@ -204,7 +251,7 @@ class LeverRequest(TypedDict):
     action: str
     args: JsonObject
     requested_at: NotRequired[str]
-    changed: NotRequired[JsonObject]
+    changed: NotRequired[LeverAnswer]
     applied_at: NotRequired[str]
     applied_by: NotRequired[str]
     applied_to: NotRequired[str]

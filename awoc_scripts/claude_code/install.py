@@ -12,10 +12,10 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.agents import BUILTIN_DIR
-from awoc_scripts.plan_types import JsonObject
 
 TEMPLATE = Path(__file__).resolve().parent / "claude_command" / "delegate-parallel.md"
 CONSOLE_SCRIPTS = (
@@ -88,7 +88,14 @@ def _installed_by_awoc(command: Path) -> bool:
         return False
 
 
-def install(target: Path, force: bool = False) -> JsonObject:
+class Installed(TypedDict):
+    installed_into: str
+    written: list[str]
+    kept_existing: list[str]
+    next: str
+
+
+def install(target: Path, force: bool = False) -> Installed:
     if not target.is_dir():
         raise InputError(f"{target}: not a directory")
     claude = target / ".claude"

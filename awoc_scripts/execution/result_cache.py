@@ -22,13 +22,14 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import orjson
 
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.execution.claude_cli import Invocation
-from awoc_scripts.plan_types import JsonObject, Task
+from awoc_scripts.plan_types import Task
+from awoc_scripts.run_documents import TaskResult
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
 
@@ -42,6 +43,17 @@ PER_RUN_VARIABLES = frozenset(
 )
 
 
+class CachedResult(TypedDict):
+    """<state>/cache/<key>.json: a succeeded task's result, under the key of what made it."""
+
+    schema: str
+    kind: str
+    key: str
+    run_id: str  # the run that produced it
+    stored_at: str
+    result: TaskResult
+
+
 class ResultCache:
     def __init__(self, state_root: Path) -> None:
         self.dir = state_root / "cache"
@@ -50,7 +62,7 @@ class ResultCache:
     def _entry(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.json"
 
-    def lookup(self, key: str) -> JsonObject | None:
+    def lookup(self, key: str) -> CachedResult | None:
         path = self._entry(key)
         try:
             entry = read_json(path, default=None) if path.exists() else None
@@ -62,7 +74,7 @@ class ResultCache:
             return None
         if result_problem(entry.get("result")) is not None or entry["result"].get("status") != "succeeded":
             return None  # damaged: it costs only itself
-        return entry
+        return cast(CachedResult, entry)  # checked: it has the shape
 
     def store(self, key: str, run_id: str, result: Mapping[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

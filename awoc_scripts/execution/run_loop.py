@@ -50,9 +50,9 @@ from awoc_scripts.execution.state_file import StateFile, note_create_times
 from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, WarmPool, pool_size
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan, Task
+from awoc_scripts.plan_types import ExecutionPlan, Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
-from awoc_scripts.run_documents import LoopSummary, RunState, TaskResult
+from awoc_scripts.run_documents import LeverAnswer, LoopSummary, RunState, TaskResult
 from awoc_scripts.state.store import Run, iso_of, parse_iso
 
 FLUSH_INTERVAL_S = 0.25
@@ -130,7 +130,7 @@ class RunLoop:
             self.machine.scheduler.status,
         )
         self._pool_changed = False
-        self._answers: dict[str, JsonObject] = {}  # lever requests answered, by id
+        self._answers: dict[str, LeverAnswer] = {}  # lever requests answered, by id
         self._pending_signal: int | None = None  # SIGINT or SIGTERM received, not acted on yet
         self._last_flush, self._flush_every = 0.0, FLUSH_INTERVAL_S
         self._last_stream_read = -math.inf

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import ExecutionPlan, ExpectedUsage, JsonObject, Plan
+from awoc_scripts.plan_types import ExecutionPlan, ExpectedUsage, FanOutSummary, Plan, PolicyDescription
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.planning.policy_settings import policy_lines
@@ -47,6 +48,40 @@ def prepare_run(
     return run, plan, execution
 
 
+class PermissionGroup(TypedDict):
+    may: str  # what the tasks may do with nobody to approve
+    tasks: list[str]
+
+
+class PreparedTask(TypedDict):
+    task_id: str
+    agent: str
+    priority: str
+    token_budget: int
+    dependencies: list[str]
+    cost_budget_usd: float | None
+    description: str
+
+
+class PreparedSummary(TypedDict):
+    """What `prepare` says of a saved run before it starts (and the slash command shows)."""
+
+    run_id: str
+    task_count: int
+    limits: dict[str, float | int | None]
+    critical_path: list[str]
+    estimated_makespan_s: float
+    sequential_estimate_s: float
+    expected_usage: ExpectedUsage | None
+    tasks: list[PreparedTask]
+    permissions: list[PermissionGroup]
+    fan_out: list[FanOutSummary]
+    warnings: list[str]
+    policies: list[PolicyDescription]
+    run_dir: str
+    next: dict[str, str]
+
+
 def next_commands(run_id: str, worktrees: bool = False) -> dict[str, str]:
     """What to run after `prepare`, in the form that works where the user is. With WORKTREES
     (some task changes code on a branch of its own), how that work lands in the checkout."""
@@ -64,7 +99,7 @@ def next_commands(run_id: str, worktrees: bool = False) -> dict[str, str]:
     return commands
 
 
-def permission_groups(plan: Plan) -> list[JsonObject]:
+def permission_groups(plan: Plan) -> list[PermissionGroup]:
     """What the tasks may do with nobody to approve, one entry per distinct answer."""
     groups: dict[str, list[str]] = {}
     for task in plan["tasks"]:
@@ -72,20 +107,32 @@ def permission_groups(plan: Plan) -> list[JsonObject]:
     return [{"may": may, "tasks": ids} for may, ids in groups.items()]
 
 
-def prepared_summary(run: Run, plan: Plan, execution: ExecutionPlan) -> JsonObject:
+def prepared_summary(run: Run, plan: Plan, execution: ExecutionPlan) -> PreparedSummary:
     config = execution["parallel_config"]
     return {
         "run_id": run.run_id,
         "task_count": len(plan["tasks"]),
-        "limits": {k: config[k] for k in ("max_concurrent", "total_timeout", "total_token_budget", "failure_tolerance")}
-        | {"total_cost_budget_usd": config.get("total_cost_budget_usd")},
+        "limits": {
+            "max_concurrent": config["max_concurrent"],
+            "total_timeout": config["total_timeout"],
+            "total_token_budget": config["total_token_budget"],
+            "failure_tolerance": config["failure_tolerance"],
+            "total_cost_budget_usd": config.get("total_cost_budget_usd"),
+        },
         "critical_path": execution["critical_path"],
         "estimated_makespan_s": execution["estimated_makespan_s"],
         "sequential_estimate_s": execution["sequential_estimate_s"],
         "expected_usage": execution.get("expected_usage"),
         "tasks": [
-            {k: t[k] for k in ("task_id", "agent", "priority", "token_budget", "dependencies")}
-            | {"cost_budget_usd": t.get("cost_budget_usd"), "description": t["description"]}
+            {
+                "task_id": t["task_id"],
+                "agent": t["agent"],
+                "priority": t["priority"],
+                "token_budget": t["token_budget"],
+                "dependencies": t["dependencies"],
+                "cost_budget_usd": t.get("cost_budget_usd"),
+                "description": t["description"],
+            }
             for t in plan["tasks"]
         ],
         "permissions": permission_groups(plan),
@@ -114,7 +161,7 @@ def _expected_line(expected: ExpectedUsage | None) -> list[str]:
     ]
 
 
-def summary_markdown(summary: JsonObject) -> str:
+def summary_markdown(summary: PreparedSummary) -> str:
     limits = summary["limits"]
     commands = summary["next"]
     lines = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict
 
-from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.run_documents import NotRetried, RetriedTask
 
 if TYPE_CHECKING:
     from awoc_scripts.flow.runs import RunSummary
@@ -54,9 +54,9 @@ class AbortOutcome(TypedDict, total=False):
 class RetryOutcome(TypedDict, total=False):
     run_id: str
     name: str
-    retried: list[JsonObject]  # each requeued task: its budget before and after, the error it is told
+    retried: list[RetriedTask]  # each requeued task: its budget before and after, the error it is told
     reopened_dependents: list[str]
-    not_retried: list[JsonObject]
+    not_retried: list[NotRetried]
     applied_by: str
     executed_by: str | None
     run: RunSummary  # the resumed run's summary

@@ -22,7 +22,7 @@ from awoc_scripts.execution.outcomes import REQUEUE, WAIT, judge
 from awoc_scripts.execution.retries import reduced_budget
 from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.verification import failure_reason, verification_record
-from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.run_documents import LeverAnswer
 from awoc_scripts.state.statuses import CANCELLED, FAILED, FAILURES, PENDING, SUCCEEDED, TERMINAL, TIMED_OUT
 from awoc_scripts.state.store import iso_of
 
@@ -170,7 +170,7 @@ def end_task(m: RunMachine, tid: str, status: str, allow_retry: bool) -> None:
         m.abort(f"failure tolerance exceeded: {failed} tasks failed, {tolerated} tolerated", CANCELLED)
 
 
-def abort_saved(m: RunMachine, reason: str) -> JsonObject:
+def abort_saved(m: RunMachine, reason: str) -> LeverAnswer:
     """The aborter on a run nobody executes: every task not ended is cancelled."""
     open_tasks = [tid for tid, status in m.saved_status.items() if status not in TERMINAL]
     if not open_tasks:

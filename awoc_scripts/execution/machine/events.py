@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from awoc_scripts.execution.claude_cli import Outcome, Tokens
 from awoc_scripts.plan_types import JsonObject
-from awoc_scripts.run_documents import TaskResult
+from awoc_scripts.run_documents import LeverAnswer, TaskResult
 from awoc_scripts.state.store import TaskFiles
 
 
@@ -206,7 +206,7 @@ class Note:
 @dataclass(frozen=True)
 class LeverAnswered:
     request_id: str
-    changed: JsonObject
+    changed: LeverAnswer
 
 
 Effect = Start | LookUpCache | Verify | Stop | TaskEnded | Record | Note | LeverAnswered

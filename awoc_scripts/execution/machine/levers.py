@@ -11,6 +11,7 @@ from typing import Protocol
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.plan_types import JsonObject
+from awoc_scripts.run_documents import BudgetChange, LeverAnswer, NotRetried, RetriedTask
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 
 REDUCE = "reduce-remaining-tasks"
@@ -38,7 +39,7 @@ class LeverTarget(Protocol):
         """An ended task waits to run again (ValueError if it cannot); returns the skipped
         dependents that wait again with it."""
 
-    def abort_run(self, reason: str) -> JsonObject: ...
+    def abort_run(self, reason: str) -> LeverAnswer: ...
 
 
 def parse_percent(text: str) -> int:
@@ -52,11 +53,11 @@ def parse_percent(text: str) -> int:
     return value
 
 
-def apply_lever(action: str, args: JsonObject, target: LeverTarget) -> JsonObject:
+def apply_lever(action: str, args: JsonObject, target: LeverTarget) -> LeverAnswer:
     """Apply one lever; returns what it changed, for printing and for the run's events."""
     if action == REDUCE:
         percent = int(args["percent"])
-        changed = []
+        changed: list[BudgetChange] = []
         for tid in target.pending():
             before = target.budget_of(tid)
             after = max(1, before * (100 - percent) // 100)
@@ -82,10 +83,12 @@ def apply_lever(action: str, args: JsonObject, target: LeverTarget) -> JsonObjec
     raise InputError(f"unknown lever {action!r}")
 
 
-def retry_tasks(target: LeverTarget, task_ids: list[str], message: str | None, only_failures: bool) -> JsonObject:
+def retry_tasks(target: LeverTarget, task_ids: list[str], message: str | None, only_failures: bool) -> LeverAnswer:
     """Each task that ended without success runs again with 80% of its budget, told the previous error."""
     allowed = FAILURES if only_failures else TERMINAL - {SUCCEEDED}
-    requeued, reopened, not_retried = [], [], []
+    requeued: list[RetriedTask] = []
+    reopened: list[str] = []
+    not_retried: list[NotRetried] = []
     for tid in task_ids:
         status = target.status_of(tid)
         if status not in allowed:

@@ -48,7 +48,7 @@ from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.retries import TransientWaits
 from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.plan_types import JsonObject, Task
-from awoc_scripts.run_documents import ConcurrencySummary
+from awoc_scripts.run_documents import ConcurrencySummary, LeverAnswer
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, CANCELLED, TIMED_OUT
 
 
@@ -350,7 +350,7 @@ class RunMachine:
             raise ValueError(f"the run is stopping: {self.stop_reason or 'no new task may start'}")
         return self.ledger.reopen(task_id, previous_error)
 
-    def abort_run(self, reason: str) -> JsonObject:
+    def abort_run(self, reason: str) -> LeverAnswer:
         """parallel-execution-aborter."""
         if not self.executing:
             return endings.abort_saved(self, reason)
