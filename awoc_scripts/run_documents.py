@@ -148,7 +148,7 @@ def task_result(
     verify: Verification | None = None,
 ) -> TaskResult:
     """The one way a task result is made: by the run machine when a task ends, and from state.json
-    for a task that ended without a result file (state/run_tasks.py)."""
+    for a task that ended without a result file (state/task_results.py)."""
     return {
         "schema": PLAN_SCHEMA,
         "run_id": run_id,

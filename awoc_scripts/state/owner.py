@@ -1,7 +1,8 @@
-"""A run's live state (state.json): task states, budgets, and the lever requests ("controls").
+"""Who executes a run (state.json's orchestrator, checked against the live process), and the
+state.json a run has before anything ran.
 
-The orchestrator keeps the live copy in memory and writes it back under the lock. How levers
-reach it (requests, and applying them) is in execution/controls.py.
+The run loop keeps the live copy in memory (execution/state_file.py) and writes it back under
+the lock; how levers reach it is in levers/requests.py.
 """
 
 from __future__ import annotations
