@@ -23,6 +23,16 @@ from awoc_scripts.planning.plan import DEFAULT_CONFIG
 from awoc_scripts.state.store import TaskFiles
 
 
+def script_task(task_id: str, script: str, **more: Any) -> dict[str, Any]:
+    """A task of a request (what a user writes) that runs SCRIPT with sh."""
+    return {"task_id": task_id, "agent": "workforce", "description": task_id, "command": ["sh", "-c", script], **more}
+
+
+def command_task(task_id: str, command: list[str], **more: Any) -> dict[str, Any]:
+    """A task of a request that runs COMMAND."""
+    return {"task_id": task_id, "agent": "qa", "description": task_id, "command": command, **more}
+
+
 def config(**overrides: Any) -> dict[str, Any]:
     """A parallel_config as a plan holds it: every default, then OVERRIDES."""
     return {**DEFAULT_CONFIG, "agents": {}, "runner": {}, **overrides}

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from builders import command_task as task
 
 from conftest import REPO
 
@@ -23,10 +24,6 @@ def sleep(seconds: float) -> list[str]:
 
 
 FAIL = [sys.executable, "-c", "raise SystemExit(3)"]
-
-
-def task(tid: str, command: list[str], **extra: Any) -> dict[str, Any]:
-    return {"task_id": tid, "agent": "qa", "description": tid, "command": command, **extra}
 
 
 def run_config(cli, config: dict[str, Any]) -> tuple[int, dict[str, Any]]:

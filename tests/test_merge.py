@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from builders import script_task as task
 
 from conftest import git, task_results, use_fake_api, wait_for
 
@@ -31,10 +32,6 @@ def repo(isolated: Path) -> Path:
     git(work, "add", ".")
     git(work, "commit", "-qm", "start")
     return work
-
-
-def task(task_id: str, script: str, **more: Any) -> dict[str, Any]:
-    return {"task_id": task_id, "agent": "workforce", "description": task_id, "command": ["sh", "-c", script], **more}
 
 
 def run_tasks(cli, *tasks: dict[str, Any], **settings: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from builders import script_task as task
 
 from conftest import awoc_processes, git, start_orchestrator, task_results, wait_for
 
@@ -23,10 +24,6 @@ def repo(isolated: Path) -> Path:
     git(work, "add", ".")
     git(work, "commit", "-qm", "start")
     return work
-
-
-def task(task_id: str, script: str, **more: Any) -> dict[str, Any]:
-    return {"task_id": task_id, "agent": "workforce", "description": task_id, "command": ["sh", "-c", script], **more}
 
 
 def worktree_config(*tasks: dict[str, Any], **settings: Any) -> str:
