@@ -6,8 +6,6 @@ dict with no conversion at each boundary and no cost at start-up. Levers also ch
 budget in place, which a frozen dataclass would forbid.
 """
 
-from __future__ import annotations
-
 from typing import Any, Literal, NotRequired, TypedDict
 
 Priority = Literal["critical", "high", "medium", "low"]

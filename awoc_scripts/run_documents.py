@@ -6,12 +6,13 @@ conversion at each boundary and no cost at start-up. `state/shapes.py` derives i
 these classes (`shapes.kinds_of`), so a field added here is checked there with no second table.
 """
 
-from __future__ import annotations
-
-from typing import NotRequired, TypedDict
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.plan_types import JsonObject, Task
+from awoc_scripts.plan_types import JsonObject  # read at run time: state/shapes.py reads these annotations
+
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import Task
 
 
 class TokenCounts(TypedDict):
@@ -128,7 +129,7 @@ class TaskResult(TypedDict):
 
 def task_result(
     run_id: str,
-    task: Task,
+    task: "Task",
     status: str,
     *,
     attempts: int,

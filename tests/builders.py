@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from awoc_scripts.execution.claude_cli import Outcome, Tokens
+from awoc_scripts.execution.attempt_report import Outcome, Tokens
 from awoc_scripts.execution.machine.events import (
     AttemptEnded,
     Effect,

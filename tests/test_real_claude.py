@@ -31,7 +31,7 @@ sys.path.insert(0, str(FAKES))
 
 from fake_messages_api import FakeMessagesAPI, Reply
 
-from awoc_scripts.execution.claude_cli import Tokens, TurnCounter
+from awoc_scripts.execution.attempt_report import Tokens, TurnCounter
 from awoc_scripts.execution.display import PlainDisplay
 from awoc_scripts.execution.executors.local import LocalExecutor
 from awoc_scripts.flow.prepare import prepare_run

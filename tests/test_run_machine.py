@@ -5,7 +5,7 @@ from __future__ import annotations
 from builders import at, ended, machine, of_kind, records, spawned, start_all, task, tick
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED
-from awoc_scripts.execution.claude_cli import Tokens
+from awoc_scripts.execution.attempt_report import Tokens
 from awoc_scripts.execution.machine.events import (
     CacheHit,
     CacheMiss,

@@ -5,16 +5,13 @@ that makes attempts and keeps what they leave."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from awoc_scripts.errors import AwocError
 from awoc_scripts.execution.attempts import AttemptMaker, dependency_results
-from awoc_scripts.execution.executors.base import Ended, Executor
 from awoc_scripts.execution.isolation.base import CannotStart as CannotMakeWorkdir
-from awoc_scripts.execution.isolation.workspaces import Workspaces
 from awoc_scripts.execution.machine.events import (
     AttemptEnded,
     CacheHit,
@@ -29,13 +26,20 @@ from awoc_scripts.execution.machine.events import (
 )
 from awoc_scripts.execution.outcomes import attempt_outcome
 from awoc_scripts.execution.result_cache import ResultCache, cache_key
-from awoc_scripts.execution.run_options import Options
-from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.execution.verification import verification_output, verify_attempt
-from awoc_scripts.execution.warm_pool import WarmPool
-from awoc_scripts.plan_types import Task
-from awoc_scripts.run_documents import TaskResult
-from awoc_scripts.state.store import Run
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from awoc_scripts.execution.executors.base import Ended, Executor
+    from awoc_scripts.execution.isolation.workspaces import Workspaces
+    from awoc_scripts.execution.run_options import Options
+    from awoc_scripts.execution.task_record import TaskRecord
+    from awoc_scripts.execution.warm_pool import WarmPool
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.run_documents import TaskResult
+    from awoc_scripts.state.store import Run
 
 
 class AttemptStarter:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.execution.claude_cli import Invocation, build_invocation, task_environment
 from awoc_scripts.execution.executors.base import Attempt
 from awoc_scripts.execution.prompts import DependencyResult, compose_prompt
-from awoc_scripts.execution.run_options import Options
-from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.input.agents import AgentDefinition, find_agent
-from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import task_marker
 from awoc_scripts.state.statuses import SUCCEEDED, TERMINAL
-from awoc_scripts.state.store import Run
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from awoc_scripts.execution.run_options import Options
+    from awoc_scripts.execution.task_record import TaskRecord
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.state.store import Run
 
 
 class AttemptMaker:

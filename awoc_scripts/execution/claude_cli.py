@@ -11,18 +11,27 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from awoc_scripts.errors import InputError
+from awoc_scripts.execution.attempt_report import (
+    MAX_PLAUSIBLE_COST_USD,
+    USAGE_KEYS,
+    Outcome,
+    Tokens,
+    count_of,
+    stream_messages,
+)
 from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time
-from awoc_scripts.input.agents import AgentDefinition
-from awoc_scripts.plan_types import JsonObject, Permissions, Task
 from awoc_scripts.planning.permissions import resolve_permissions, sandbox_available
-from awoc_scripts.run_documents import TokenCounts
+
+if TYPE_CHECKING:
+    from awoc_scripts.input.agents import AgentDefinition
+    from awoc_scripts.plan_types import JsonObject, Permissions, Task
 
 AGENT_COMMAND_ENV = "AWOC_AGENT_COMMAND"
 CLAUDE_BIN_ENV = "AWOC_CLAUDE_BIN"
@@ -153,21 +162,6 @@ def permission_environment(permissions: Permissions) -> dict[str, str]:
     }
 
 
-USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-# more than any one agent session can use: a number past these is a report that cannot be true
-MAX_PLAUSIBLE_TOKENS = 100_000_000
-MAX_PLAUSIBLE_COST_USD = 100_000.0
-
-
-def _count(value: Any) -> int | None:
-    """VALUE as a token count, or None when it is none (missing, not a whole number, negative, absurd)."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if value != value or not 0 <= value <= MAX_PLAUSIBLE_TOKENS or int(value) != value:
-        return None
-    return int(value)
-
-
 def usage_problem(obj: Mapping[str, Any]) -> str | None:
     """What in a result object's usage and cost cannot be true, or None."""
     usage = obj.get("usage")
@@ -175,7 +169,7 @@ def usage_problem(obj: Mapping[str, Any]) -> str | None:
         return f"usage is {str(usage)[:60]!r}"
     for key in USAGE_KEYS:
         value = (usage or {}).get(key)
-        if value is not None and _count(value) is None:
+        if value is not None and count_of(value) is None:
             return f"usage.{key} is {str(value)[:60]}"
     cost = obj.get("total_cost_usd")
     if cost is not None and (
@@ -183,57 +177,6 @@ def usage_problem(obj: Mapping[str, Any]) -> str | None:
     ):
         return f"total_cost_usd is {str(cost)[:60]}"
     return None
-
-
-@dataclass
-class Tokens:
-    input: int = 0
-    output: int = 0
-    cache_read: int = 0
-    cache_creation: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.input + self.output + self.cache_read + self.cache_creation
-
-    def as_dict(self) -> TokenCounts:
-        return {
-            "input": self.input,
-            "output": self.output,
-            "cache_read": self.cache_read,
-            "cache_creation": self.cache_creation,
-            "total": self.total,
-        }
-
-    @classmethod
-    def from_usage(cls, usage: Mapping[str, Any] | None) -> Tokens:
-        """The counts of an API usage object; a count that is no plausible number counts 0
-        (usage_problem says which, where it matters)."""
-        usage = usage if isinstance(usage, Mapping) else {}
-        return cls(*(_count(usage.get(key)) or 0 for key in USAGE_KEYS))
-
-    def __add__(self, other: Tokens) -> Tokens:
-        return Tokens(
-            self.input + other.input,
-            self.output + other.output,
-            self.cache_read + other.cache_read,
-            self.cache_creation + other.cache_creation,
-        )
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    result: str
-    tokens: Tokens = field(default_factory=Tokens)
-    cost_usd: float | None = None
-    error: str | None = None
-    transient: bool = False  # rate limit or overload: wait and retry, not a failure
-    session_id: str | None = None  # the agent CLI's session (Claude Code keys sessions by working directory)
-    money_cap_reached: bool = False  # the CLI stopped at --max-budget-usd
-    usage_limit: bool = False  # a subscription's usage limit: the whole run pauses
-    resets_at: float | None = None  # when that limit resets (Unix time), if the text says
-    denials: list[dict[str, str]] = field(default_factory=list)  # refused tool calls: {"tool", "input"}
 
 
 DENIAL_INPUT_CHARS = 300
@@ -269,20 +212,6 @@ def read_denials(obj: Mapping[str, Any] | None, stdout: bytes) -> list[dict[str,
     return denials
 
 
-def stream_messages(lines: Iterable[bytes], marker: bytes) -> Iterator[tuple[JsonObject, JsonObject]]:
-    """(line object, its message) of each stream-json line holding MARKER (the others are not parsed)."""
-    for line in lines:
-        if marker not in line:
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        message = obj.get("message") if isinstance(obj, dict) else None
-        if isinstance(message, dict):
-            yield obj, message
-
-
 def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
     calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
     refused: list[str] = []
@@ -299,12 +228,6 @@ def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
         {"tool": calls[i][0], "input": short_input(calls[i][1])} if i in calls else {"tool": "?", "input": ""}
         for i in refused
     ]
-
-
-def describe_denials(denials: list[dict[str, str]]) -> str:
-    shown = [f"{d['tool']}({d['input']})" if d["input"] else d["tool"] for d in denials[:5]]
-    more = f" and {len(denials) - 5} more" if len(denials) > 5 else ""
-    return ", ".join(shown) + more
 
 
 def _result_object(stdout: bytes) -> JsonObject | None:
@@ -375,30 +298,6 @@ def _read_outcome(obj: JsonObject | None, exit_code: int, stdout: bytes, stderr_
         usage_limit=limited,
         resets_at=reset_time(text) if limited else None,
     )
-
-
-class TurnCounter:
-    """Tokens so far from a stream-json stdout, read as it grows (one usage per message id)."""
-
-    def __init__(self) -> None:
-        self._partial = b""
-        self._by_message: dict[str, Tokens] = {}
-        self.offset = 0
-
-    def feed(self, data: bytes) -> Tokens:
-        self.offset += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for obj, message in stream_messages(lines, b'"assistant"'):
-            if obj.get("type") == "assistant" and message.get("usage"):
-                self._by_message[str(message.get("id") or len(self._by_message))] = Tokens.from_usage(message["usage"])
-        return self.total()
-
-    def total(self) -> Tokens:
-        total = Tokens()
-        for tokens in self._by_message.values():
-            total = total + tokens
-        return total
 
 
 def task_environment(

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from awoc_scripts.execution.claude_cli import Outcome, Tokens, TurnCounter, describe_denials, read_outcome
-from awoc_scripts.execution.task_record import TaskRecord
+from awoc_scripts.execution.attempt_report import Outcome, Tokens, TurnCounter, describe_denials
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, FAILED, SUCCEEDED
-from awoc_scripts.state.store import TaskFiles
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from awoc_scripts.execution.task_record import TaskRecord
+    from awoc_scripts.state.store import TaskFiles
 
 STDERR_TAIL_BYTES = 4000
 # what of a task's output is read: its end, where an agent's result line is. The whole output
@@ -24,6 +28,8 @@ def attempt_outcome(
     """What the attempt's files say. Token and cost numbers are an AGENT runner's alone: a
     command's output is its text, whatever it claims to have used."""
     stdout, size = _read_end(files.stdout, OUTPUT_TAIL_BYTES)
+    from awoc_scripts.execution.claude_cli import read_outcome  # the protocol: not needed by the machine
+
     stderr_tail = read_tail(files.stderr, STDERR_TAIL_BYTES) if exit_code != 0 else ""
     outcome = read_outcome(exit_code, stdout, stderr_tail, agent)
     outcome.result = bounded_result(outcome.result, size, files.stdout)

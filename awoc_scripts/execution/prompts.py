@@ -7,10 +7,13 @@ then the task, then the results of its finished dependencies, each cut to a boun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from awoc_scripts.plan_types import Task
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from awoc_scripts.plan_types import Task
 
 MAX_DEPENDENCY_RESULT_CHARS = 4000
 VERIFICATION_FAILED = "verification"  # how the reason of an attempt whose verification failed starts

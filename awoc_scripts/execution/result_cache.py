@@ -20,18 +20,21 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import orjson
 
 from awoc_scripts import PLAN_SCHEMA, git
-from awoc_scripts.execution.claude_cli import Invocation
-from awoc_scripts.plan_types import Task
-from awoc_scripts.run_documents import TaskResult
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from awoc_scripts.execution.claude_cli import Invocation
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.run_documents import TaskResult
 
 MAX_ENTRIES = 10_000
 BOUND_EVERY = 500  # stores between two counts of the entries (a count lists the whole folder)
@@ -74,7 +77,7 @@ class ResultCache:
             return None
         if result_problem(entry.get("result")) is not None or entry["result"].get("status") != "succeeded":
             return None  # damaged: it costs only itself
-        return cast(CachedResult, entry)  # checked: it has the shape
+        return cast("CachedResult", entry)  # checked: it has the shape
 
     def store(self, key: str, run_id: str, result: Mapping[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def final_status(exit_code: int, statuses: Iterable[str]) -> tuple[str, int]:

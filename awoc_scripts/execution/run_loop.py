@@ -13,12 +13,11 @@ import os
 import signal
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import DiskFull, disk_full
 from awoc_scripts.execution.attempt_starts import AttemptStarter
 from awoc_scripts.execution.attempts import AttemptMaker
-from awoc_scripts.execution.executors.base import Attempt, Executor
 from awoc_scripts.execution.isolation.workspaces import Workspaces
 from awoc_scripts.execution.machine.events import (
     Crashed,
@@ -50,10 +49,13 @@ from awoc_scripts.execution.state_file import StateFile, note_create_times
 from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, WarmPool, pool_size
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import ExecutionPlan, Plan, Task
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
-from awoc_scripts.run_documents import LeverAnswer, LoopSummary, RunState, TaskResult
 from awoc_scripts.state.store import Run, iso_of, parse_iso
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.executors.base import Attempt, Executor
+    from awoc_scripts.plan_types import ExecutionPlan, Plan, Task
+    from awoc_scripts.run_documents import LeverAnswer, LoopSummary, RunState, TaskResult
 
 FLUSH_INTERVAL_S = 0.25
 # state.json of 100,000 tasks takes a second to write: flushes are spaced so that writing it never

@@ -7,22 +7,26 @@ a dead orchestrator left running.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from awoc_scripts.errors import StateError
-from awoc_scripts.execution.claude_cli import Tokens
+from awoc_scripts.execution.attempt_report import Tokens
 from awoc_scripts.execution.outcomes import attempt_outcome
-from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import kill_marked, process_create_time, process_start_ticks
-from awoc_scripts.run_documents import LoopFields, RunState, TaskState
 from awoc_scripts.state.owner import initial_state, orchestrator_alive
 from awoc_scripts.state.reconcile import task_ends
 from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
 from awoc_scripts.state.statuses import CANCELLED, PENDING, RUNNING, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, file_lock, now_iso, parse_iso, read_json
 from awoc_scripts.state.task_results import result_from_state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from awoc_scripts.execution.task_record import TaskRecord
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.run_documents import LoopFields, RunState, TaskState
 
 
 class StateFile:

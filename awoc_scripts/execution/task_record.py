@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from awoc_scripts.execution.claude_cli import Outcome, Tokens, TurnCounter
-from awoc_scripts.run_documents import Denial, Saving, Verification
+from awoc_scripts.execution.attempt_report import Outcome, Tokens, TurnCounter
 from awoc_scripts.state.store import TaskFiles, iso_of
+
+if TYPE_CHECKING:
+    from awoc_scripts.run_documents import Denial, Saving, Verification
 
 
 @dataclass

@@ -8,21 +8,27 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from awoc_scripts.execution.claude_cli import Invocation
-from awoc_scripts.execution.executors.base import Attempt
 from awoc_scripts.execution.outcomes import read_tail
 from awoc_scripts.execution.prompts import VERIFICATION_FAILED
-from awoc_scripts.plan_types import Task
-from awoc_scripts.processes import task_marker
-from awoc_scripts.run_documents import Verification
-from awoc_scripts.state.store import TaskFiles
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.executors.base import Attempt
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.run_documents import Verification
+    from awoc_scripts.state.store import TaskFiles
 
 OUTPUT_CHARS = 4000  # the tail of its output kept in the result
 QUOTED_LINES = 15  # of it, quoted in the retry's prompt
 
 
 def verify_attempt(task: Task, run_id: str, files: TaskFiles, cwd: Path, env: dict[str, str]) -> Attempt:
+    # imported here: the run machine reads this module's rules without starting anything
+    from awoc_scripts.execution.claude_cli import Invocation
+    from awoc_scripts.execution.executors.base import Attempt
+    from awoc_scripts.processes import task_marker
+
     argv = list(task.get("verify") or [])
     invocation = Invocation(argv, env, "command", role_in_prompt=False)
     marker = task_marker(run_id, task["task_id"])

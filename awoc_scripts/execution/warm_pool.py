@@ -14,18 +14,19 @@ run stopping or paused, memory short) is stopped at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.execution.claude_cli import agent_command
-from awoc_scripts.execution.executors.base import Attempt, Executor
-from awoc_scripts.plan_types import Task
-from awoc_scripts.planning.scheduling import Scheduler
 from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED
-from awoc_scripts.state.store import EventBuffer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from awoc_scripts.execution.executors.base import Attempt, Executor
     from awoc_scripts.execution.machine.machine import RunMachine
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.planning.scheduling import Scheduler
+    from awoc_scripts.state.store import EventBuffer
 
 MB_PER_AGENT = 300  # the claude CLI's peak RSS, measured against the fake API (notes/claude-cli.md)
 CHECK_INTERVAL_S = 0.25

@@ -9,17 +9,20 @@ another block or on which run is "current".
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import ExecutionPlan, ExpectedUsage, FanOutSummary, Plan, PolicyDescription
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.planning.policy_settings import policy_lines
 from awoc_scripts.planning.validation import save_new_run, validate_request
 from awoc_scripts.state.history import History
-from awoc_scripts.state.store import Run, StateStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from awoc_scripts.plan_types import ExecutionPlan, ExpectedUsage, FanOutSummary, Plan, PolicyDescription
+    from awoc_scripts.state.store import Run, StateStore
 
 WAIT_TIMEOUT_S = 100  # under the Bash tool's default limit of two minutes
 SUMMARY_TASKS = 30

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.execution.display import PlainDisplay
-from awoc_scripts.execution.executors.base import Executor
 from awoc_scripts.execution.executors.local import LocalExecutor
 from awoc_scripts.execution.run_loop import RunLoop
-from awoc_scripts.execution.run_options import Options
 from awoc_scripts.flow.prepare import check_executable
-from awoc_scripts.plan_types import ExecutionPlan, Plan
 from awoc_scripts.planning.execution_plan import plan_execution
-from awoc_scripts.results.documents import ExecutionSummary, ResourceUsage
 from awoc_scripts.run_documents import LoopSummary
 from awoc_scripts.state.history import History, record_run
-from awoc_scripts.state.store import Run, StateStore
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.display import PlainDisplay
+    from awoc_scripts.execution.executors.base import Executor
+    from awoc_scripts.execution.run_options import Options
+    from awoc_scripts.plan_types import ExecutionPlan, Plan
+    from awoc_scripts.results.documents import ExecutionSummary, ResourceUsage
+    from awoc_scripts.state.store import Run, StateStore
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def execute_run(
         "report_md": str(run.report_md_file),
         "report_json": str(run.report_json_file),
     }
-    summary = cast(RunSummary, {**orchestrator.summary(), **parts})  # the loop's summary and the report's parts
+    summary = cast("RunSummary", {**orchestrator.summary(), **parts})  # the loop's summary and the report's parts
     return code, summary
 
 

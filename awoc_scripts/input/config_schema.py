@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.plan_types import JsonObject
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from awoc_scripts.plan_types import JsonObject
 
 SCHEMA_FILE_NAME = f"{PLAN_SCHEMA}.json"
 MAX_REPORTED_PROBLEMS = 20

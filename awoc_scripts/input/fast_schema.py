@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from awoc_scripts.plan_types import JsonObject
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import JsonObject
 
 Check = Callable[[Any], bool]
 SUPPORTED = {

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import load_document, looks_like_json_text
-from awoc_scripts.plan_types import JsonObject
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from awoc_scripts.plan_types import JsonObject
 
 PRIORITIES = ("critical", "high", "medium", "low")
 _TASK_PREFIX = re.compile(r"^tasks\[\d+\](?=$|[.\[])")

@@ -8,19 +8,22 @@ aborted here: every task that had not ended is cancelled and leftover task proce
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import ABORTED, OK
 from awoc_scripts.execution.machine.levers import ABORT
-from awoc_scripts.levers.outcomes import AbortOutcome, PartialEntry, PartialResults
 from awoc_scripts.levers.requests import request_lever
 from awoc_scripts.processes import kill_marked
 from awoc_scripts.results.aggregate import retry_command
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import CANCELLED, FAILURES, PENDING, RUNNING, SUCCEEDED
-from awoc_scripts.state.store import Run
 from awoc_scripts.state.task_results import excerpt, read_result, write_ended_result
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from awoc_scripts.levers.outcomes import AbortOutcome, PartialEntry, PartialResults
+    from awoc_scripts.state.store import Run
 
 ABORT_REASON = "aborted by parallel-execution-aborter"
 FINISH_WAIT_S = 15.0

@@ -8,19 +8,23 @@ run (it owns the task states then, and has recorded the failure itself).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from awoc_scripts.errors import ABORTED, OK, InputError
 from awoc_scripts.execution.machine.events import Failed, Moment
 from awoc_scripts.execution.machine.saved import apply_to_saved
 from awoc_scripts.levers.abort import abort_with_partial_results
-from awoc_scripts.levers.outcomes import FailureDecision, FailureRecord
 from awoc_scripts.levers.retry import retry_reduced
 from awoc_scripts.monitors.context_monitor import TASK_FAILED
-from awoc_scripts.plan_types import Plan
-from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import FAILED, FAILURES, RUNNING, TERMINAL
-from awoc_scripts.state.store import Run, StateStore
 from awoc_scripts.state.task_results import require_tasks, run_config, write_ended_result
+
+if TYPE_CHECKING:
+    from awoc_scripts.levers.outcomes import FailureDecision, FailureRecord
+    from awoc_scripts.plan_types import Plan
+    from awoc_scripts.run_documents import RunState
+    from awoc_scripts.state.store import Run, StateStore
 
 STDERR_TAIL_CHARS = 2000
 SOURCE = "parallel-error-handler"

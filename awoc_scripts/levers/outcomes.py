@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict
 
-from awoc_scripts.run_documents import NotRetried, RetriedTask
-
 if TYPE_CHECKING:
     from awoc_scripts.flow.runs import RunSummary
+    from awoc_scripts.run_documents import NotRetried, RetriedTask
 
 
 class PartialEntry(TypedDict, total=False):

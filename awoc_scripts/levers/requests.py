@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 from awoc_scripts.errors import AwocError, StateError
 from awoc_scripts.execution.machine.events import LeverAnswered, LeverPulled, Moment
 from awoc_scripts.execution.machine.levers import ABORT, RETRY
 from awoc_scripts.execution.machine.saved import apply_to_saved
-from awoc_scripts.plan_types import JsonObject, Plan
-from awoc_scripts.run_documents import LeverRequest, RunState
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.reconcile import reconcile, require_open
 from awoc_scripts.state.store import Run, now_iso
+
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import JsonObject, Plan
+    from awoc_scripts.run_documents import LeverRequest, RunState
 
 CONTROL_WAIT_S = 10.0
 

@@ -7,15 +7,19 @@ run is resumed here and now for just those tasks.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from awoc_scripts.errors import OK, InputError, StateError
 from awoc_scripts.execution.machine.levers import RETRY
-from awoc_scripts.levers.outcomes import RetryOutcome
 from awoc_scripts.levers.requests import request_lever
-from awoc_scripts.plan_types import ExecutionPlan, Plan
 from awoc_scripts.state.owner import initial_state, run_executing
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
-from awoc_scripts.state.store import Run, StateStore
 from awoc_scripts.state.task_results import require_tasks
+
+if TYPE_CHECKING:
+    from awoc_scripts.levers.outcomes import RetryOutcome
+    from awoc_scripts.plan_types import ExecutionPlan, Plan
+    from awoc_scripts.state.store import Run, StateStore
 
 
 def retry_targets(run: Run, name: str) -> tuple[list[str], bool]:

@@ -8,15 +8,18 @@ sets) is taken from the run's plan.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from awoc_scripts.plan_types import JsonObject, Plan
-from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.owner import initial_state, run_executing
-from awoc_scripts.state.store import Run
 from awoc_scripts.state.task_results import run_config, tasks_named
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from awoc_scripts.plan_types import JsonObject, Plan
+    from awoc_scripts.run_documents import RunState
+    from awoc_scripts.state.store import Run
 
 PARALLEL_START = "parallel-start"
 TASK_START = "parallel-task-start"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -21,11 +20,14 @@ from awoc_scripts.processes import (
     process_ended,
     same_process_alive,
 )
-from awoc_scripts.state.store import Run, StateStore
 from awoc_scripts.state.task_results import known_names, tasks_named
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
     import psutil
+
+    from awoc_scripts.state.store import Run, StateStore
 
 NUMBER = re.compile(r"^\d+(\.\d+)?$")
 POLL_S = 0.05

@@ -6,11 +6,13 @@ never exceed the total by a rounding error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 BASE_BUDGETS = {"architect": 6000, "docs-fetcher": 4000, "workforce": 8000}
 DEFAULT_BASE_BUDGET = 5000

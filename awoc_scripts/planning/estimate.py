@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from awoc_scripts.plan_types import Task
 from awoc_scripts.planning.scheduling import Scheduler, task_duration
 from awoc_scripts.state.statuses import SUCCEEDED
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from awoc_scripts.plan_types import Task
 
 
 @dataclass

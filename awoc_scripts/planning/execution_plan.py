@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.gc_pause import without_gc
-from awoc_scripts.plan_types import (
-    BudgetSummary,
-    ExecutionPlan,
-    ExpectedUsage,
-    JsonObject,
-    ParallelConfig,
-    Plan,
-    PlannedTask,
-    Task,
-)
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.estimate import EstimatedSchedule, estimate_schedule
 from awoc_scripts.planning.policy_settings import describe_policies
 from awoc_scripts.planning.scheduling import PRIORITY_RANK, GraphMetrics, graph_metrics, task_duration
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from awoc_scripts.plan_types import (
+        BudgetSummary,
+        ExecutionPlan,
+        ExpectedUsage,
+        JsonObject,
+        ParallelConfig,
+        Plan,
+        PlannedTask,
+        Task,
+    )
     from awoc_scripts.state.history import History
     from awoc_scripts.state.store import Run, StateStore
 

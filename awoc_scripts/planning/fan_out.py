@@ -12,11 +12,13 @@ from __future__ import annotations
 import glob as globbing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import InputError, problems_error
 from awoc_scripts.input.request import Request
-from awoc_scripts.plan_types import FanOutSummary, JsonObject
+
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import FanOutSummary, JsonObject
 
 MAX_TASKS = 100_000
 SHOWN_ITEMS = 5

@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.input.agents import AgentDefinition
-from awoc_scripts.plan_types import JsonObject, Permissions, Task
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from awoc_scripts.input.agents import AgentDefinition
+    from awoc_scripts.plan_types import JsonObject, Permissions, Task
 
 PERMISSION_MODES = ("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions")
 WRITING_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit", "Bash"})

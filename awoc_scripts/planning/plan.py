@@ -47,7 +47,7 @@ def build_plan(request: Request) -> Plan:
         raise problems_error(request.source, [(request.describe_path(p), m) for p, m in problems])
 
     given = config.get("parallel_config", {})
-    settings = cast(ParallelConfig, {**DEFAULT_CONFIG, **given})  # given is checked against the schema above
+    settings = cast("ParallelConfig", {**DEFAULT_CONFIG, **given})  # given is checked against the schema above
     raw_tasks: list[JsonObject] = config["tasks"]
     ids = _assign_ids(raw_tasks, request)
     raw_tasks, ids, request, fans = expand_fan_outs(raw_tasks, ids, request, Path.cwd())

@@ -8,10 +8,12 @@ Token pressure counts tokens spent; the budgets of running tasks count too only 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from awoc_scripts.plan_types import PolicyDescription
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from awoc_scripts.plan_types import PolicyDescription
 
 TOKEN_PRESSURE = 0.8
 COST_PRESSURE = 0.8

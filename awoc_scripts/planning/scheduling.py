@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from awoc_scripts.plan_types import Task
 from awoc_scripts.state.statuses import (
     CANCELLED,
     PENDING,
@@ -21,6 +20,11 @@ from awoc_scripts.state.statuses import (
     SUCCEEDED,
     TERMINAL,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from awoc_scripts.plan_types import Task
 
 PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from awoc_scripts.gc_pause import without_gc
-from awoc_scripts.plan_types import JsonObject, Plan
 from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.state.store import Run, StateStore, now_iso
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from awoc_scripts.plan_types import JsonObject, Plan
 
 
 @without_gc

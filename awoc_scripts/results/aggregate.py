@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
-from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import graph_metrics
-from awoc_scripts.results.documents import Aggregate, MergedResult, Problem
 from awoc_scripts.run_documents import TaskResult, TaskState
 from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, now_iso
 from awoc_scripts.state.task_results import result_from_state
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from awoc_scripts.plan_types import Plan
+    from awoc_scripts.results.documents import Aggregate, MergedResult, Problem
 
 SEED_RESULT_NAME = re.compile(r"^task_(?P<agent>.+)_(?P<pid>\d+)_result\.json$")
 STATUS_ORDER = ("succeeded", "failed", "timed_out", "budget_exceeded", "cancelled", "skipped", "pending", "running")
@@ -40,7 +43,7 @@ def normalize_result(data: Any, source: str) -> TaskResult:
     if problem:
         raise InputError(f"{source}: {problem}")
     if ours:
-        return cast(TaskResult, dict(data))  # checked: it has the shape
+        return cast("TaskResult", dict(data))  # checked: it has the shape
     match = SEED_RESULT_NAME.match(Path(source).name)
     exit_code = data.get("exit_code", 0)
     tokens = data.get("tokens_used", 0)
@@ -190,7 +193,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
         "counts": {k: v for k, v in counts.items() if v},
         "total_tokens": tokens,
         "total_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in results), 9),
-        "tasks": [cast(TaskResult, dict(by_id[tid])) for tid in order],
+        "tasks": [cast("TaskResult", dict(by_id[tid])) for tid in order],
     }
 
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import git
 from awoc_scripts.execution.claude_cli import build_invocation, read_outcome
 from awoc_scripts.input.agents import find_agent
-from awoc_scripts.plan_types import Task
 from awoc_scripts.processes import run_bounded
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from awoc_scripts.plan_types import Task
 
 MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
 RESULT_CHARS = 3000

@@ -4,18 +4,19 @@ orjson and read back by people and scripts as plain JSON."""
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-from awoc_scripts.plan_types import ExpectedUsage, JsonObject, PolicyDescription
-from awoc_scripts.run_documents import (
-    ChangedFile,
-    Denial,
-    Execution,
-    TaskResult,
-    Verification,
-    WhereRan,
-    WorktreeRecord,
-)
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import ExpectedUsage, JsonObject, PolicyDescription
+    from awoc_scripts.run_documents import (
+        ChangedFile,
+        Denial,
+        Execution,
+        TaskResult,
+        Verification,
+        WhereRan,
+        WorktreeRecord,
+    )
 
 
 class MergedResult(TypedDict):

@@ -9,21 +9,23 @@ import heapq
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.errors import OK, TASKS_FAILED, InputError
 from awoc_scripts.launcher import command_for
-from awoc_scripts.plan_types import Plan
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.conflict_resolver import Resolver, Side, resolve
-from awoc_scripts.results.documents import MergeStep, MergeSummary
 from awoc_scripts.results.overlap import worktree_overlap
-from awoc_scripts.run_documents import ChangedFile
 from awoc_scripts.state.reconcile import reconcile_saved_run
 from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import Run, atomic_write_json, now_iso, read_json, take_claim
+
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import Plan
+    from awoc_scripts.results.documents import MergeStep, MergeSummary
+    from awoc_scripts.run_documents import ChangedFile
 
 GATE_TIMEOUT_S = 600.0
 GATE_OUTPUT_CHARS = 4000

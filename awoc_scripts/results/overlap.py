@@ -3,13 +3,16 @@ their branches really conflict: computed in the object store, the user's checkou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import git
-from awoc_scripts.plan_types import Plan
-from awoc_scripts.results.documents import Overlap, OverlapTask, WorktreeOverlap
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from awoc_scripts.plan_types import Plan
+    from awoc_scripts.results.documents import Overlap, OverlapTask, WorktreeOverlap
 
 
 def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> WorktreeOverlap | None:

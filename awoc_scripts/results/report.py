@@ -8,26 +8,29 @@ durations; time saved and efficiency gain follow from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.launcher import command_for
-from awoc_scripts.results.documents import (
-    Aggregate,
-    ConcurrencyChanges,
-    EstimateVsActual,
-    ExecutionSummary,
-    PolicyAction,
-    Report,
-    ReportTask,
-    ResourceUsage,
-    RunMetadata,
-    WarmPoolSummary,
-)
-from awoc_scripts.run_documents import TaskResult
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
 from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_json
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from awoc_scripts.results.documents import (
+        Aggregate,
+        ConcurrencyChanges,
+        EstimateVsActual,
+        ExecutionSummary,
+        PolicyAction,
+        Report,
+        ReportTask,
+        ResourceUsage,
+        RunMetadata,
+        WarmPoolSummary,
+    )
+    from awoc_scripts.run_documents import TaskResult
 
 MAX_RESULT_CHARS_IN_MARKDOWN = 20000
 FORMATS = ("json", "markdown", "research_report")

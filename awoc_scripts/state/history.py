@@ -10,14 +10,16 @@ MAX_TASK_KEYS task keys (the least recently seen go first).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NotRequired, TypedDict, TypeGuard
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, TypeGuard
 
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
 
 HISTORY_FILE = "history.json"
 RUNS_KEPT = 10

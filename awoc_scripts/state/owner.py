@@ -7,10 +7,14 @@ the lock; how levers reach it is in levers/requests.py.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from awoc_scripts import PLAN_SCHEMA
-from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.statuses import PENDING
-from awoc_scripts.state.store import Run
+
+if TYPE_CHECKING:
+    from awoc_scripts.run_documents import RunState
+    from awoc_scripts.state.store import Run
 
 
 def initial_state(run: Run) -> RunState:

@@ -9,11 +9,15 @@ files and events, and a task that ended stays ended.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from awoc_scripts.errors import StateError
 from awoc_scripts.launcher import command_for
-from awoc_scripts.run_documents import RunState
 from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, read_json
+
+if TYPE_CHECKING:
+    from awoc_scripts.run_documents import RunState
 
 # what a run's saved status says once its orchestrator finished it
 ENDED = frozenset({"succeeded", "finished_with_failures", "incomplete", "aborted", "failed"})

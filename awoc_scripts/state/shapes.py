@@ -11,14 +11,17 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from collections.abc import Collection
-from pathlib import Path
 from typing import Any, NoReturn
 
 from awoc_scripts.errors import StateError
-from awoc_scripts.plan_types import JsonObject
 from awoc_scripts.run_documents import Denial, Execution, LeverRequest, Owner, RunState, TaskResult, TaskState
 from awoc_scripts.state.statuses import PENDING, RUNNING, TERMINAL
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Collection
+    from pathlib import Path
+
+    from awoc_scripts.plan_types import JsonObject
 
 STATUSES = frozenset({PENDING, RUNNING, *TERMINAL})
 _NONE: type = type(None)
@@ -125,7 +128,7 @@ def _state(data: object, task_ids: Collection[str] | None) -> RunState:
     if type(data) is not dict:
         _wrong("$", _OBJECT, data)
     if not data:
-        return typing.cast(RunState, data)
+        return typing.cast("RunState", data)
     _fields("$", data, kinds_of(RunState), required_of(RunState))
     if data["max_concurrent"] < 1:
         raise _Misshapen(f"$.max_concurrent: expected at least 1, found {data['max_concurrent']}")
@@ -163,7 +166,7 @@ def _state(data: object, task_ids: Collection[str] | None) -> RunState:
             if missing
             else f"$.tasks: {extra[0]!r} is no task of the plan"
         )
-    return typing.cast(RunState, data)  # checked: it has the shape
+    return typing.cast("RunState", data)  # checked: it has the shape
 
 
 def _fields(where: str, item: JsonObject, fields: dict[str, frozenset[type]], required: Collection[str] = ()) -> None:

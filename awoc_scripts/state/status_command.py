@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-from awoc_scripts.state.store import StateStore
+if TYPE_CHECKING:
+    from awoc_scripts.state.store import StateStore
 
 
 class TaskLine(TypedDict):

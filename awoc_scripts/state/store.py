@@ -19,16 +19,19 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from awoc_scripts.errors import StateError, disk_full
-from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
-from awoc_scripts.run_documents import RunState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+
+    from awoc_scripts.plan_types import ExecutionPlan, JsonObject, Plan
+    from awoc_scripts.run_documents import RunState
 
 STATE_DIR_ENV = "AWOC_STATE_DIR"
 DEFAULT_STATE_DIR = Path(".awoc") / "parallel"

@@ -4,15 +4,18 @@ the result file of a task that ended without the orchestrator (failed as reporte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.plan_types import ParallelConfig, Plan, Task
 from awoc_scripts.run_documents import NO_TOKENS, TaskResult, TaskState, task_result
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.statuses import PENDING
 from awoc_scripts.state.store import Run, now_iso, read_json
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from awoc_scripts.plan_types import ParallelConfig, Plan, Task
 
 EXCERPT_CHARS = 500
 
@@ -62,7 +65,7 @@ def read_result(run: Run, task_id: str) -> TaskResult | None:
         data = read_json(run.task_files(task_id).result, default=None)
     except Exception:  # noqa: BLE001 - a corrupt result file reads as none: the state still says how it ended
         return None
-    return cast(TaskResult, data) if data is not None and result_problem(data) is None else None
+    return cast("TaskResult", data) if data is not None and result_problem(data) is None else None
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

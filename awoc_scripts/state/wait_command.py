@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from awoc_scripts.errors import ABORTED, INTERNAL_ERROR, INTERRUPTED, OK, TASKS_FAILED
 from awoc_scripts.state.status_command import RunStatus, run_status
-from awoc_scripts.state.store import StateStore
+
+if TYPE_CHECKING:
+    from awoc_scripts.state.store import StateStore
 
 POLL_S = 0.2
 RECHECK_S = 1.0

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from awoc_scripts.execution.claude_cli import Invocation
-from awoc_scripts.run_documents import WhereRan
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from awoc_scripts.execution.claude_cli import Invocation
+    from awoc_scripts.run_documents import WhereRan
 
 
 @dataclass(frozen=True)

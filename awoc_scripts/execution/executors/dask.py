@@ -16,13 +16,15 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import InputError, shorten
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
-from awoc_scripts.execution.executors.dask_worker import AttemptSpec
 from awoc_scripts.processes import KILL_GRACE_S
-from awoc_scripts.run_documents import WhereRan
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.executors.dask_worker import AttemptSpec
+    from awoc_scripts.run_documents import WhereRan
 
 CONNECT_TIMEOUT_S = 10.0
 _ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")

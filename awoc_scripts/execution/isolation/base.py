@@ -3,11 +3,13 @@ before each attempt and tells it when the task has ended; each mode is a module 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from awoc_scripts.plan_types import Task
-from awoc_scripts.run_documents import IsolationExtras
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.run_documents import IsolationExtras
 
 
 class CannotStart(Exception):

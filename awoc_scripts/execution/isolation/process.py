@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from awoc_scripts.plan_types import Task
-from awoc_scripts.run_documents import IsolationExtras
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from awoc_scripts.plan_types import Task
+    from awoc_scripts.run_documents import IsolationExtras
 
 
 class ProcessIsolation:

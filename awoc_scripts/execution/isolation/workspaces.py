@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from awoc_scripts.errors import AwocError
-from awoc_scripts.execution.isolation.base import Isolation
 from awoc_scripts.execution.isolation.process import ProcessIsolation
 from awoc_scripts.execution.isolation.worktree import WorktreeIsolation
-from awoc_scripts.plan_types import Plan, Task
-from awoc_scripts.run_documents import IsolationExtras, TaskResult
-from awoc_scripts.state.store import EventBuffer, Run
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from awoc_scripts.execution.isolation.base import Isolation
+    from awoc_scripts.plan_types import Plan, Task
+    from awoc_scripts.run_documents import IsolationExtras, TaskResult
+    from awoc_scripts.state.store import EventBuffer, Run
 
 
 class Workspaces:

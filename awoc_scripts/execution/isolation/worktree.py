@@ -14,19 +14,23 @@ the worktrees of dead runs the same way, committing their leftovers first.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from awoc_scripts import git
 from awoc_scripts.errors import AwocError, StateError
 from awoc_scripts.execution.isolation.base import CannotStart
-from awoc_scripts.plan_types import GitBase, Task
 from awoc_scripts.planning.git_base import branch_name
-from awoc_scripts.run_documents import IsolationExtras, WorktreeRecord
 from awoc_scripts.state.owner import run_executing
 from awoc_scripts.state.reconcile import GONE
 from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import EventBuffer, Run, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from awoc_scripts.plan_types import GitBase, Task
+    from awoc_scripts.run_documents import IsolationExtras, WorktreeRecord
 
 RECORD_FILE = "worktree.json"
 KILLED = ("running", "paused")  # what state.json says of a run whose orchestrator died mid-way

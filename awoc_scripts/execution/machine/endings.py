@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED
-from awoc_scripts.execution.claude_cli import describe_denials
+from awoc_scripts.execution.attempt_report import describe_denials
 from awoc_scripts.execution.machine.events import (
     AttemptEnded,
     Crashed,
@@ -22,12 +22,12 @@ from awoc_scripts.execution.outcomes import REQUEUE, WAIT, judge
 from awoc_scripts.execution.retries import reduced_budget
 from awoc_scripts.execution.run_end import final_status
 from awoc_scripts.execution.verification import failure_reason, verification_record
-from awoc_scripts.run_documents import LeverAnswer
 from awoc_scripts.state.statuses import CANCELLED, FAILED, FAILURES, PENDING, SUCCEEDED, TERMINAL, TIMED_OUT
 from awoc_scripts.state.store import iso_of
 
 if TYPE_CHECKING:
     from awoc_scripts.execution.machine.machine import RunMachine
+    from awoc_scripts.run_documents import LeverAnswer
 
 __all__ = ["REQUEUE", "abort_saved", "attempt_ended", "crashed", "end_task", "failed_elsewhere", "iso", "shutdown"]
 

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from awoc_scripts.execution.machine.events import Effect, Moment, Record, TaskEnded
-from awoc_scripts.execution.task_record import TaskRecord
-from awoc_scripts.plan_types import Task
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
 from awoc_scripts.run_documents import TaskResult, TaskState, task_result
 from awoc_scripts.state.statuses import CANCELLED, FAILURES, PENDING, RUNNING, SKIPPED, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import iso_of
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.task_record import TaskRecord
+    from awoc_scripts.plan_types import Task
 
 
 class TaskLedger:

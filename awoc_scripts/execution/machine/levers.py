@@ -7,12 +7,14 @@ the same.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from awoc_scripts.errors import InputError
-from awoc_scripts.plan_types import JsonObject
-from awoc_scripts.run_documents import BudgetChange, LeverAnswer, NotRetried, RetriedTask
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
+
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import JsonObject
+    from awoc_scripts.run_documents import BudgetChange, LeverAnswer, NotRetried, RetriedTask
 
 REDUCE = "reduce-remaining-tasks"
 SEQUENTIAL = "convert-remaining-tasks"

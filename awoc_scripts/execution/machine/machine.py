@@ -9,8 +9,7 @@ levers of a saved run load a machine from state.json (saved.py) to apply the sam
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, AwocError
 from awoc_scripts.execution.concurrency import AdaptiveConcurrency
@@ -41,15 +40,19 @@ from awoc_scripts.execution.machine.events import (
 )
 from awoc_scripts.execution.machine.ledger import TaskLedger
 from awoc_scripts.execution.machine.levers import apply_lever
-from awoc_scripts.execution.machine.settings import MachineSettings
 from awoc_scripts.execution.pause import RunPause
 from awoc_scripts.execution.policies import run_policies
 from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.retries import TransientWaits
-from awoc_scripts.execution.task_record import TaskRecord
-from awoc_scripts.plan_types import JsonObject, Task
-from awoc_scripts.run_documents import ConcurrencySummary, LeverAnswer
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, CANCELLED, TIMED_OUT
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from awoc_scripts.execution.machine.settings import MachineSettings
+    from awoc_scripts.execution.task_record import TaskRecord
+    from awoc_scripts.plan_types import JsonObject, Task
+    from awoc_scripts.run_documents import ConcurrencySummary, LeverAnswer
 
 
 class Outbox:

@@ -5,14 +5,18 @@ only the fields they change are written back."""
 
 from __future__ import annotations
 
-from awoc_scripts.execution.claude_cli import Tokens
+from typing import TYPE_CHECKING
+
+from awoc_scripts.execution.attempt_report import Tokens
 from awoc_scripts.execution.machine.events import Effect, Event, Moment
 from awoc_scripts.execution.machine.machine import RunMachine
 from awoc_scripts.execution.machine.settings import MachineSettings
 from awoc_scripts.execution.task_record import TaskRecord
-from awoc_scripts.plan_types import JsonObject, Plan
 from awoc_scripts.run_documents import NO_TOKENS, RunState, TaskState
 from awoc_scripts.state.statuses import RUNNING
+
+if TYPE_CHECKING:
+    from awoc_scripts.plan_types import JsonObject, Plan
 
 WRITTEN_BACK = ("status", "token_budget", "reason", "error", "previous_error", "exit_code", "finished_at")
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from awoc_scripts.execution.policies.base import Policy
 from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.policies.memory_pressure import MemoryPressure
 from awoc_scripts.execution.policies.time_pressure import TimePressure
 from awoc_scripts.execution.policies.token_pressure import TokenPressure
-from awoc_scripts.plan_types import ParallelConfig
 from awoc_scripts.planning.policy_settings import policy_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from awoc_scripts.execution.policies.base import Policy
+    from awoc_scripts.plan_types import ParallelConfig
 
 
 def run_policies(config: ParallelConfig, min_free_mb: float, free_memory_mb: Callable[[], float]) -> list[Policy]:

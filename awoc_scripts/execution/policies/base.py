@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from awoc_scripts.execution.task_record import TaskRecord
-from awoc_scripts.plan_types import JsonObject
+if TYPE_CHECKING:
+    from awoc_scripts.execution.task_record import TaskRecord
+    from awoc_scripts.plan_types import JsonObject
 
 
 class Note(Protocol):

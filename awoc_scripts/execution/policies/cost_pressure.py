@@ -4,10 +4,14 @@ its task's budget left and the run's money left (`--max-budget-usd` for the clau
 
 from __future__ import annotations
 
-from awoc_scripts.execution.policies.base import LiveRun
-from awoc_scripts.execution.task_record import TaskRecord
+from typing import TYPE_CHECKING
+
 from awoc_scripts.planning.policy_settings import COST_PRESSURE
 from awoc_scripts.state.statuses import PENDING
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.policies.base import LiveRun
+    from awoc_scripts.execution.task_record import TaskRecord
 
 
 class CostPressure:

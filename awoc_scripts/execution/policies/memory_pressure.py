@@ -3,10 +3,14 @@ youngest running task is stopped and requeued."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from awoc_scripts.execution.machine.levers import SEQUENTIAL
-from awoc_scripts.execution.policies.base import LiveRun
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from awoc_scripts.execution.policies.base import LiveRun
 
 
 class MemoryPressure:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from awoc_scripts.execution.machine.levers import EMERGENCY
-from awoc_scripts.execution.policies.base import LiveRun
 from awoc_scripts.planning.policy_settings import TIME_PRESSURE
 from awoc_scripts.state.statuses import TIMED_OUT
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.policies.base import LiveRun
 
 
 class TimePressure:

@@ -3,9 +3,13 @@ with the budget spent, nothing new starts."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from awoc_scripts.execution.machine.levers import REDUCE
-from awoc_scripts.execution.policies.base import LiveRun
 from awoc_scripts.planning.policy_settings import TOKEN_PRESSURE
+
+if TYPE_CHECKING:
+    from awoc_scripts.execution.policies.base import LiveRun
 
 
 class TokenPressure:
