@@ -299,3 +299,14 @@ def test_a_lever_on_a_saved_run_changes_only_what_it_decides() -> None:
     assert state["tasks"]["a"] == {"status": "pending", "token_budget": 100}
     apply_to_saved("r", plan, state, LeverPulled("convert-remaining-tasks", {}, at=at(0)))
     assert state["max_concurrent"] == 1
+
+
+def test_what_state_json_shows_is_dirty_after_a_change_and_clean_after_a_quiet_tick() -> None:
+    m = machine([task("a")])
+    m.flushed()
+    assert m.handle(tick(1)) == [Start("a")] and m.dirty  # a tick that started something
+    m.flushed()
+    m.handle(spawned("a", 1))
+    assert m.dirty  # any other event
+    m.flushed()
+    assert m.handle(tick(2)) == [] and not m.dirty  # nothing happened

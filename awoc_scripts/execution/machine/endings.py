@@ -45,7 +45,6 @@ def attempt_ended(m: RunMachine, event: AttemptEnded) -> None:
         m.display.note(f"{tid}: permission denied: {describe_denials(outcome.denials)}")
     m.ledger.spent += event.tokens.total
     m.ledger.cost_spent += float(outcome.cost_usd or 0)
-    m.ledger.dirty = True
     if outcome.usage_limit and not event.stopped and m.stop_reason is None and m.pause.may_pause(outcome.resets_at):
         _usage_limited(m, tid, outcome.resets_at, outcome.error or "usage limit reached")
     else:
@@ -141,7 +140,6 @@ def _concurrency_changed(m: RunMachine, change: Any) -> None:
     m.events.add("concurrency-change", before=change.before, after=change.after, why=change.why)
     if change.after < change.before:
         m.display.note(f"rate limited: at most {change.after} at once now (was {change.before})")
-    m.ledger.dirty = True
 
 
 def end_task(m: RunMachine, tid: str, status: str, allow_retry: bool) -> None:

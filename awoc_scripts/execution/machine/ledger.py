@@ -50,7 +50,6 @@ class TaskLedger:
     def set_budget(self, task_id: str, budget: int) -> None:
         self.scheduler.set_budget(task_id, budget)
         self.records[task_id].budget = budget
-        self.dirty = True
 
     def status_of(self, task_id: str) -> str:
         return self.status[task_id]
@@ -77,7 +76,6 @@ class TaskLedger:
             self.records[tid].reason = None
             self.records[tid].error = None
         self.records[task_id].previous_error = previous_error
-        self.dirty = True
         return reopened
 
     # -- endings ---------------------------------------------------------------------------
@@ -126,7 +124,6 @@ class TaskLedger:
                 },
             )
         )
-        self.dirty = True
 
     def result_of(self, tid: str, status: str) -> TaskResult:
         rec, task = self.records[tid], self.by_id[tid]

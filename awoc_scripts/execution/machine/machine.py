@@ -132,7 +132,11 @@ class RunMachine:
         for event in events:
             self.at = self.ledger.at = event.at
             self._handlers[type(event)](event)
+            if not isinstance(event, Tick | OutputRead):
+                self.ledger.dirty = True  # every other event changes what state.json shows
         effects, self.out[:] = list(self.out), []
+        if effects:
+            self.ledger.dirty = True  # a tick or a read that asked for something changed something
         return effects
 
     # -- what the loop, the display and the policies read ----------------------------------------
@@ -219,7 +223,6 @@ class RunMachine:
         if self.pause.end_if_due(event.at.wall, now):
             self.events.add("run-resumed", paused_s=round(self.pause.paused_s(now), 3))
             self.display.note("usage limit reset: the run goes on")
-            self.ledger.dirty = True
         for policy in self.policies:
             if self.stop_reason is None and now - self.last_check[policy.name] >= policy.interval_s:
                 self.last_check[policy.name] = now
@@ -231,6 +234,7 @@ class RunMachine:
         if self.stop_reason is None and not self.no_new_starts:
             for tid in self.waits.due(now):
                 self.scheduler.requeue(tid)
+                self.ledger.dirty = True  # waits no more: state.json shows it pending
         starts.start_next(self)
 
     # -- ending ---------------------------------------------------------------------------------
@@ -313,7 +317,6 @@ class RunMachine:
         if self.executing:
             self.display.note(f"lever {event.action} applied")
         self.out.append(LeverAnswered(event.request_id, changed))
-        self.ledger.dirty = True
 
     def pull_lever(self, action: str, args: JsonObject, why: str) -> None:
         """A policy pulls a lever, once a run."""
@@ -323,7 +326,6 @@ class RunMachine:
         changed = apply_lever(action, args, self)
         self.events.add("lever", action=action, args=args, changed=changed, applied_by="orchestrator", why=why)
         self.display.note(f"{action}: {why}")
-        self.ledger.dirty = True
 
     # what levers read and change (execution/levers.py's LeverTarget)
 
@@ -344,7 +346,6 @@ class RunMachine:
 
     def set_max_concurrent(self, value: int) -> int:
         previous, self.max_concurrent = self.max_concurrent, value
-        self.ledger.dirty = True
         return previous
 
     def requeue_ended(self, task_id: str, previous_error: str) -> list[str]:

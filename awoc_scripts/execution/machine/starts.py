@@ -58,7 +58,6 @@ def spawned(m: RunMachine, event: Spawned) -> None:
     rec.files = event.files
     rec.begin_attempt(float(m.by_id[tid]["timeout"]), event.streams, event.at.now, event.at.wall)
     rec.pid, rec.pid_create_time, rec.pid_start_ticks = event.pid, None, None  # read when the state is written
-    m.ledger.dirty = True
     m.events.add(
         "task-start",
         task_id=tid,
