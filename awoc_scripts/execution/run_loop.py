@@ -65,10 +65,6 @@ STREAM_CHECK_INTERVAL_S = 0.2  # how often running agents' stream-json output is
 MEMORY_CHECK_INTERVAL_S = 0.25
 
 
-def moment() -> Moment:
-    return Moment.of_now()
-
-
 class RunLoop:
     def __init__(
         self,
@@ -95,21 +91,23 @@ class RunLoop:
             raise
 
     def _set_up(self, plan: Plan, execution: ExecutionPlan, resume: bool, only: set[str] | None) -> None:
-        self.live = StateFile(self.run, resume)
+        self.state_file = StateFile(self.run, resume)
         by_id = {t["task_id"]: t for t in self.tasks}
-        records = {tid: new_record(task, int(self.live.tasks[tid]["token_budget"])) for tid, task in by_id.items()}
-        status, self.orphans = {tid: str(self.live.tasks[tid]["status"]) for tid in by_id}, list[str]()
+        records = {
+            tid: new_record(task, int(self.state_file.tasks[tid]["token_budget"])) for tid, task in by_id.items()
+        }
+        status, self.orphans = {tid: str(self.state_file.tasks[tid]["status"]) for tid in by_id}, list[str]()
         if resume:
             budgets = {t["task_id"]: int(t["token_budget"]) for t in execution["tasks"]}
-            status, self.orphans = self.live.prepare_resume(records, by_id, budgets, only, self.events)
+            status, self.orphans = self.state_file.prepare_resume(records, by_id, budgets, only, self.events)
         self.machine = RunMachine(
             self.run.run_id,
             self.tasks,
             records,
             status,
             MachineSettings.of(self.config, self.options),
-            max_concurrent=int(self.live.data.get("max_concurrent") or self.config["max_concurrent"]),
-            paused_until=parse_iso(self.live.data.get("paused_until")) if resume else None,
+            max_concurrent=int(self.state_file.data.get("max_concurrent") or self.config["max_concurrent"]),
+            paused_until=parse_iso(self.state_file.data.get("paused_until")) if resume else None,
         )
         self.records, self.by_id = records, by_id
         keep = bool(self.config.get("keep_worktrees"))
@@ -155,7 +153,7 @@ class RunLoop:
         except BaseException as exc:
             full = disk_full(exc)
             reason = full.message if full else f"orchestrator error: {exc!r}"
-            self.machine.handle(Crashed(reason, interrupted=isinstance(exc, KeyboardInterrupt), at=moment()))
+            self.machine.handle(Crashed(reason, interrupted=isinstance(exc, KeyboardInterrupt), at=Moment.of_now()))
             if full is not None:
                 resume = command_for("delegate-parallel", "resume", self.run.run_id)
                 raise DiskFull(f"{full.message}: the run stopped; once there is room, `{resume}` continues it") from exc
@@ -177,9 +175,9 @@ class RunLoop:
     def _begin(self) -> None:
         self.run.make_dirs()
         sweep_empty_cgroups()
-        self.live.begin_execution()
+        self.state_file.begin_execution()
         self.workspaces.run_starting()
-        self._feed(RunStarted(at=moment()))
+        self._feed(RunStarted(at=Moment.of_now()))
         self.events.add(
             "run-start",
             tasks=len(self.tasks),
@@ -193,10 +191,10 @@ class RunLoop:
     def _loop(self) -> None:
         while True:
             self._act_on_signal()
-            if self.live.changed_by_others():
+            if self.state_file.changed_by_others():
                 self._flush()  # picks up lever requests
             now = time.monotonic()
-            self._feed(Tick(free_memory_mb=self._free_memory(now), at=moment()))
+            self._feed(Tick(free_memory_mb=self._free_memory(now), at=Moment.of_now()))
             if self.pool.enabled:
                 self._tend_pool(now)
             if self.machine.finished():
@@ -217,7 +215,7 @@ class RunLoop:
 
     def _act_on_signal(self) -> None:
         if self._pending_signal is not None:
-            self._feed(SignalReceived(signal.Signals(self._pending_signal).name, at=moment()))
+            self._feed(SignalReceived(signal.Signals(self._pending_signal).name, at=Moment.of_now()))
             self._pending_signal = None
 
     def _free_memory(self, now: float) -> float:
@@ -239,7 +237,7 @@ class RunLoop:
             assert rec.files is not None and rec.stream is not None
             data = read_from(rec.files.stdout, rec.stream.offset)
             if data:
-                self._feed(OutputRead(tid, data, at=moment()))
+                self._feed(OutputRead(tid, data, at=Moment.of_now()))
 
     # -- carrying out what the machine asks -----------------------------------------------------
 
@@ -295,7 +293,7 @@ class RunLoop:
         note_create_times(self.records, self.machine.running())
         if status == "running" and self.machine.pause.active:
             status = "paused"
-        self.live.flush(
+        self.state_file.flush(
             status=status,
             final=final,
             active_s=began - self.machine.started_mono,
@@ -319,7 +317,7 @@ class RunLoop:
         for control in state.get("controls", []):
             if control.get("applied_at"):
                 continue
-            lever = LeverPulled(control["action"], control["args"], request_id=control["id"], at=moment())
+            lever = LeverPulled(control["action"], control["args"], request_id=control["id"], at=Moment.of_now())
             self._feed(lever)
             control["changed"] = self._answers.get(control["id"], {})
             control["applied_at"] = iso_of(lever.at.wall)
@@ -331,7 +329,7 @@ class RunLoop:
         leftovers = kill_marked(self.run.run_id)
         if leftovers:
             self.events.add("leftover-processes-killed", pids=leftovers)
-        self._feed(Shutdown(at=moment()))
+        self._feed(Shutdown(at=Moment.of_now()))
         self.workspaces.run_ended()
         machine = self.machine
         elapsed = round(time.monotonic() - machine.started_mono, 3)
@@ -345,7 +343,7 @@ class RunLoop:
         records = self.records.values()
         return {
             "run_id": self.run.run_id,
-            "status": self.live.data.get("status"),
+            "status": self.state_file.data.get("status"),
             "exit_code": self.machine.exit_code,
             "stop_reason": self.machine.stop_reason,
             "elapsed_s": round(time.monotonic() - self.machine.started_mono, 3),
