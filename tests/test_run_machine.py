@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from builders import at, ended, machine, of_kind, records, spawned, start_all, task, tick
+from builders import at, ended, files, machine, of_kind, records, spawned, start_all, task, tick
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED
 from awoc_scripts.execution.attempt_report import Tokens
@@ -47,9 +47,10 @@ def test_a_dependent_waits_and_a_failed_dependency_skips_it() -> None:
     assert start_all(m, 0) == ["a"]
     effects = m.handle(ended("a", 5, exit_code=1, error="boom"))
     assert ends(effects) == {"a": "failed", "b": "skipped", "c": "skipped"}
-    result = of_kind(effects, TaskEnded)[1].result
-    assert result["reason"] == "dependency a failed" and result["attempts"] == 0
-    assert not of_kind(effects, TaskEnded)[1].started
+    assert records(effects, "task-end")[1]["reason"] == "dependency a failed"
+    skipped = of_kind(effects, TaskEnded)[1]
+    assert not skipped.started and skipped.result is None  # it never started: nothing to write
+    assert m.ledger.result_of("b", "skipped")["attempts"] == 0
     assert m.finished()
 
 
@@ -93,7 +94,14 @@ def test_a_program_that_cannot_start_fails_without_a_retry() -> None:
     m.handle(tick(0))
     effects = m.handle(StartFailed("a", "cannot start 'nope': No such file", at=at(0)))
     (end,) = of_kind(effects, TaskEnded)
-    assert end.status == "failed" and end.result["attempts"] == 1 and "nope" in end.result["error"]
+    assert end.status == "failed" and not records(effects, "task-retry")
+    result = m.ledger.result_of("a", "failed")
+    assert result["attempts"] == 1 and "nope" in (result["error"] or "")
+    # a program that did not start from an attempt made (its prompt written): the attempt began
+    m = machine([task("b", retries=3)])
+    m.handle(tick(0))
+    (end,) = of_kind(m.handle(StartFailed("b", "cannot start 'nope'", files=files("b"), at=at(0))), TaskEnded)
+    assert end.started and end.result is not None and end.result["attempts"] == 1
 
 
 def test_a_timeout_stops_the_attempt_which_ends_timed_out_and_retries() -> None:

@@ -29,7 +29,7 @@ from awoc_scripts.execution.result_cache import ResultCache, cache_key
 from awoc_scripts.execution.verification import verification_output, verify_attempt
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from awoc_scripts.execution.executors.base import Ended, Executor
@@ -55,10 +55,12 @@ class AttemptStarter:
         tasks: Mapping[str, Task],
         records: Mapping[str, TaskRecord],
         status: Mapping[str, str],
+        result_of: Callable[[str, str], TaskResult],
     ) -> None:
         self.run, self.options, self.executor, self.workspaces = run, options, executor, workspaces
         self.attempts, self.pool, self.cache = attempts, pool, cache
         self.by_id, self.records, self.status = tasks, records, status
+        self.result_of = result_of  # the machine's result of a task, for one that never started
         self.workdirs: dict[str, Path] = {}  # where each task's current attempt runs
         self.results: dict[str, TaskResult] = {}  # the result of every task that ended in this execution
         # the task folders earlier executions left, before this one makes any: a task that never
@@ -131,6 +133,12 @@ class AttemptStarter:
         """A task ended: its result, with what its isolation adds, in its file (if it ever started)."""
         tid, result = ended.task_id, ended.result
         task, rec = self.by_id[tid], self.records[tid]
+        if result is None:
+            # It never started, so it produced nothing: no file, and readers build its result from
+            # state.json. Unless an earlier execution left one: that one would say something else.
+            if tid in self.earlier_dirs:
+                self.run.write_task_result(task["agent"], tid, self.result_of(tid, ended.status))
+            return
         if ended.started:  # what its isolation adds (its worktree), and where it ran when not here
             extras = self.workspaces.task_ended(task, ended.status, rec.session_id, ran=rec.cached_from is None)
             if "worktree" in extras:
@@ -140,11 +148,7 @@ class AttemptStarter:
             where = self.executor.where_ran(tid)
             if where:
                 result["executed_on"] = where
-        # A task that never started produced nothing: no file (an abort may end 100,000 such
-        # tasks at once); state.json says how it ended, and readers build its result from there.
-        # Unless an earlier execution left one: that one would say something else.
-        if ended.started or tid in self.earlier_dirs:
-            self.run.write_task_result(task["agent"], tid, result)
+        self.run.write_task_result(task["agent"], tid, result)
         self.results[tid] = result
         if ended.cache_key and self.cache is not None:
             self.cache.store(ended.cache_key, self.run.run_id, result)

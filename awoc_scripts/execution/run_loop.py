@@ -128,6 +128,7 @@ class RunLoop:
             by_id,
             records,
             self.machine.scheduler.status,
+            self.machine.ledger.result_of,
         )
         self._pool_changed = False
         self._answers: dict[str, LeverAnswer] = {}  # lever requests answered, by id

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from awoc_scripts.run_documents import Denial, Saving, Verification
 
 
-@dataclass
+@dataclass(eq=False)
 class TaskRecord:
     budget: int
     attempts: int = 0

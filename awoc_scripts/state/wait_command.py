@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from awoc_scripts.errors import ABORTED, INTERNAL_ERROR, INTERRUPTED, OK, TASKS_FAILED
+from awoc_scripts.errors import INTERRUPTED
 from awoc_scripts.state.status_command import RunStatus, run_status
+from awoc_scripts.state.statuses import RUN_EXIT_CODES
 
 if TYPE_CHECKING:
     from awoc_scripts.state.store import StateStore
@@ -20,14 +21,6 @@ if TYPE_CHECKING:
 POLL_S = 0.2
 RECHECK_S = 1.0
 STILL_RUNNING = 124  # as timeout(1): the time ran out before the run ended
-ENDED_CODES = {
-    "succeeded": OK,
-    "finished_with_failures": TASKS_FAILED,
-    "incomplete": TASKS_FAILED,
-    "aborted": ABORTED,
-    "interrupted": INTERRUPTED,
-    "failed": INTERNAL_ERROR,  # the orchestrator itself failed
-}
 
 
 @dataclass
@@ -65,4 +58,4 @@ def wait_for_run(store: StateStore, run_id: str | None, timeout_s: float) -> Wai
 
 def _exit_code(status: RunStatus) -> int:
     # "running" with no live orchestrator: it died without writing its end (SIGKILL, a crash)
-    return ENDED_CODES.get(status["status"] or "", INTERRUPTED)
+    return RUN_EXIT_CODES.get(status["status"] or "", INTERRUPTED)

@@ -20,9 +20,16 @@ from awoc_scripts.execution.machine.events import (
 )
 from awoc_scripts.execution.outcomes import REQUEUE, WAIT, judge
 from awoc_scripts.execution.retries import reduced_budget
-from awoc_scripts.execution.run_end import final_status
-from awoc_scripts.execution.verification import failure_reason, verification_record
-from awoc_scripts.state.statuses import CANCELLED, FAILED, FAILURES, PENDING, SUCCEEDED, TERMINAL, TIMED_OUT
+from awoc_scripts.state.statuses import (
+    CANCELLED,
+    FAILED,
+    FAILURES,
+    PENDING,
+    SUCCEEDED,
+    TERMINAL,
+    TIMED_OUT,
+    final_status,
+)
 from awoc_scripts.state.store import iso_of
 
 if TYPE_CHECKING:
@@ -93,6 +100,8 @@ def _start_verification(m: RunMachine, tid: str, now: float) -> None:
 
 
 def verification_ended(m: RunMachine, event: VerificationEnded) -> None:
+    from awoc_scripts.execution.verification import failure_reason, verification_record  # only when verifying
+
     tid = event.task_id
     task, rec = m.by_id[tid], m.records[tid]
     started = rec.verifying_since if rec.verifying_since is not None else event.at.now

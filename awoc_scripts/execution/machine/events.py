@@ -40,6 +40,7 @@ class Message:
     _defaults: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls) -> None:
+        cls.__init__ = Message.__init__  # type: ignore[method-assign]  # each kind makes its own
         positional, keyword, defaults = list(cls._positional), list(cls._keyword), dict(cls._defaults)
         for name in cls.__dict__.get("__annotations__", {}):  # noqa: RUF063 - own fields only, as written
             value = cls.__dict__.get(name, _MISSING)
@@ -54,19 +55,11 @@ class Message:
         cls._positional, cls._keyword, cls._defaults = tuple(positional), tuple(keyword), defaults
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) > len(self._positional):
-            raise TypeError(f"{type(self).__name__}() takes {len(self._positional)} positional arguments")
-        values = dict(zip(self._positional, args, strict=False))
-        for name, value in kwargs.items():
-            if name in values or (name not in self._positional and name not in self._keyword):
-                raise TypeError(f"{type(self).__name__}() got an unexpected or repeated argument {name!r}")
-            values[name] = value
-        for name in (*self._positional, *self._keyword):
-            if name not in values:
-                if name not in self._defaults:
-                    raise TypeError(f"{type(self).__name__}() missing argument {name!r}")
-                values[name] = self._defaults[name]
-        self.__dict__.update(values)
+        # the first record of each kind makes its class's own __init__ (as dataclasses would, but
+        # only for the kinds a process uses: a lever script makes five, not thirty)
+        cls = type(self)
+        cls.__init__ = _own_init(cls)  # type: ignore[method-assign]
+        cls.__init__(self, *args, **kwargs)
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.__dict__ == other.__dict__
@@ -76,6 +69,23 @@ class Message:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in self.__dict__.items())
         return f"{type(self).__name__}({shown})"
+
+
+def _own_init(cls: type[Message]) -> Any:
+    namespace: dict[str, Any] = {}
+
+    def parameter(name: str) -> str:
+        if name not in cls._defaults:
+            return name
+        namespace[f"_default_{name}"] = cls._defaults[name]
+        return f"{name}=_default_{name}"
+
+    parameters = ["self", *map(parameter, cls._positional)]
+    if cls._keyword:
+        parameters += ["*", *map(parameter, cls._keyword)]
+    body = "".join(f"\n    self.{name} = {name}" for name in (*cls._positional, *cls._keyword)) or "\n    pass"
+    exec(f"def __init__({', '.join(parameters)}):{body}", namespace)
+    return namespace["__init__"]
 
 
 class Moment(Message):
@@ -223,7 +233,7 @@ class TaskEnded(Message):
 
     task_id: str
     status: str
-    result: TaskResult
+    result: TaskResult | None  # None: it never started (TaskLedger.result_of makes it when needed)
     started: bool
     cache_key: str | None = None  # store the result under it: a success this run produced
 

@@ -106,24 +106,23 @@ class TaskLedger:
         self.finished.add(tid)
         rec = self.records[tid]
         rec.reason = reason or rec.reason
-        rec.finished_at = iso_of(self.at.wall) if rec.started_at else None
-        result = self.result_of(tid, status)
+        started = rec.started_at is not None
+        rec.finished_at = iso_of(self.at.wall) if started else None
+        # a task that never started produced nothing to write (an abort may end 100,000 such tasks
+        # at once): the loop asks for its result (result_of) only if it needs one
+        result = self.result_of(tid, status) if started else None
         stored = rec.cache_key if status == SUCCEEDED and not rec.cached_from else None
-        self.out.append(TaskEnded(tid, status, result, started=rec.started_at is not None, cache_key=stored))
-        self.out.append(
-            Record(
-                "task-end",
-                {
-                    "task_id": tid,
-                    "agent": self.by_id[tid]["agent"],
-                    "status": status,
-                    "tokens": rec.tokens.total,
-                    "duration_s": result["duration_s"],
-                    "reason": rec.reason,
-                    "error": result["error"],
-                },
-            )
-        )
+        self.out.append(TaskEnded(tid, status, result, started=started, cache_key=stored))
+        fields = {
+            "task_id": tid,
+            "agent": self.by_id[tid]["agent"],
+            "status": status,
+            "tokens": rec.tokens.total,
+            "duration_s": result["duration_s"] if result else 0.0,
+            "reason": rec.reason,
+            "error": rec.error if status != SUCCEEDED else None,
+        }
+        self.out.append(Record("task-end", fields))
 
     def result_of(self, tid: str, status: str) -> TaskResult:
         rec, task = self.records[tid], self.by_id[tid]
