@@ -37,7 +37,7 @@ class Message:
 
     _positional: ClassVar[tuple[str, ...]] = ()
     _keyword: ClassVar[tuple[str, ...]] = ()
-    _defaults: ClassVar[dict[str, Any]] = {}
+    _defaults: ClassVar[dict[str, object]] = {}
 
     def __init_subclass__(cls) -> None:
         cls.__init__ = Message.__init__  # type: ignore[method-assign]  # each kind makes its own
@@ -72,7 +72,7 @@ class Message:
 
 
 def _own_init(cls: type[Message]) -> Any:
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, object] = {}
 
     def parameter(name: str) -> str:
         if name not in cls._defaults:
