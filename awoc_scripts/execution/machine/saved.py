@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from awoc_scripts.execution.attempt_report import Tokens
-from awoc_scripts.execution.machine.events import Effect, Event, Moment
+from awoc_scripts.execution.machine.events import Effect, Event
 from awoc_scripts.execution.machine.machine import RunMachine
 from awoc_scripts.execution.machine.settings import MachineSettings
 from awoc_scripts.execution.task_record import TaskRecord
@@ -74,7 +74,3 @@ def apply_to_saved(run_id: str, plan: Plan, state: RunState, event: Event) -> tu
         saved.update(changed)
     state["max_concurrent"] = machine.max_concurrent
     return machine, effects
-
-
-def at_wall(wall: float) -> Moment:
-    return Moment(0.0, wall)
