@@ -200,7 +200,7 @@ def test_a_worker_killed_mid_task_runs_it_again_elsewhere(cli, tmp_path: Path, s
         victim = _worker_of(first, [w.pid for w in own.workers])
         os.kill(victim, signal.SIGKILL)
 
-        def first_attempt_gone() -> bool:  # its supervisor learns of the worker's death from the kernel
+        def first_attempt_gone() -> bool:  # its supervisor learns of the worker's death when its command pipe ends
             return all(
                 not Path(f"/proc/{pid}").exists() or b") Z" in Path(f"/proc/{pid}/stat").read_bytes() for pid in first
             )

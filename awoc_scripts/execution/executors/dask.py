@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import time
 import uuid
@@ -23,7 +24,7 @@ from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Star
 from awoc_scripts.processes import KILL_GRACE_S
 
 if TYPE_CHECKING:
-    from awoc_scripts.execution.executors.dask_worker import AttemptSpec
+    from awoc_scripts.execution.executors.dask_worker import AttemptReport, AttemptSpec
     from awoc_scripts.run_documents import WhereRan
 
 CONNECT_TIMEOUT_S = 10.0
@@ -82,6 +83,9 @@ class DaskExecutor(Executor):
         self.where: dict[str, WhereRan] = {}  # task id: where its last attempt ran
         self._last_worker_check = 0.0
         self._no_worker_since: float | None = None
+        # task ids whose future is done, put there by the client's callbacks: wait() blocks on this
+        # instead of asking about every future each time
+        self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     def start(self, attempt: Attempt) -> Started:
         inv = attempt.invocation
@@ -106,24 +110,22 @@ class DaskExecutor(Executor):
             resources=self.resources,
         )
         self._running[attempt.task_id] = _Remote(attempt, future, spec["stop_event"])
+        future.add_done_callback(lambda _, task_id=attempt.task_id: self._done.put(task_id))
         return Started(None)
 
     def running(self) -> list[str]:
         return list(self._running)
 
     def wait(self, timeout: float) -> list[Ended]:
-        from distributed import wait as dask_wait
-
         if not self._running:
             time.sleep(min(timeout, 0.02))
             return []
-        futures = [r.future for r in self._running.values()]
-        try:
-            with self.client.as_current():  # wait() looks for the default client; ours is not made default
-                dask_wait(futures, timeout=min(timeout, WORKER_CHECK_S), return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            pass
-        ended = [self._collect(tid, r) for tid, r in list(self._running.items()) if r.future.done()]
+        done = []
+        with contextlib.suppress(queue.Empty):
+            done.append(self._done.get(timeout=min(timeout, WORKER_CHECK_S)))
+            while True:
+                done.append(self._done.get_nowait())
+        ended = self._collect([tid for tid in dict.fromkeys(done) if tid in self._running])
         return ended + self._unconfirmed_stops() + self._stranded()
 
     def _unconfirmed_stops(self) -> list[Ended]:
@@ -163,11 +165,20 @@ class DaskExecutor(Executor):
         remote.attempt.stdout_file.write_bytes(b"")
         return Ended(task_id, 1, stopped=stopped or remote.stop_requested)
 
-    def _collect(self, task_id: str, remote: _Remote) -> Ended:
-        del self._running[task_id]
+    def _collect(self, task_ids: list[str]) -> list[Ended]:
+        """The ended attempts' reports, fetched together: one round trip for all that finished."""
+        remotes = {tid: self._running.pop(tid) for tid in task_ids}
+        finished = [tid for tid, r in remotes.items() if r.future.status == "finished"]
+        try:
+            reports = dict(zip(finished, self.client.gather([remotes[t].future for t in finished]), strict=True))
+        except Exception:  # noqa: BLE001 - one could not be fetched (its worker just died): each on its own
+            reports = {}
+        return [self._ended(tid, remote, reports.get(tid)) for tid, remote in remotes.items()]
+
+    def _ended(self, task_id: str, remote: _Remote, out: AttemptReport | None) -> Ended:
         attempt = remote.attempt
         try:
-            out = remote.future.result()
+            out = out or remote.future.result()
         except Exception as exc:  # noqa: BLE001 - the worker died too often, or the function raised
             attempt.stderr_file.write_text(f"dask: the attempt did not finish: {type(exc).__name__}: {exc}\n")
             attempt.stdout_file.write_bytes(b"")

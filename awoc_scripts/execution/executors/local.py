@@ -64,6 +64,10 @@ class LocalExecutor(Executor):
     def warm_ids(self) -> list[str]:
         return list(self._warm)
 
+    def watch(self, fd: int) -> None:
+        """wait() also returns as soon as FD is readable (a supervisor's command pipe, say)."""
+        self._selector.register(fd, selectors.EVENT_READ, None)
+
     def discard_warm(self, task_id: str) -> None:
         warm = self._warm.pop(task_id, None)
         if warm is None:
