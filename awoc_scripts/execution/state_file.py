@@ -161,7 +161,8 @@ class StateFile:
     ) -> None:
         """Write our view to state.json, keeping (and, unless final, applying) lever requests made meanwhile."""
         with file_lock(self.run.state_file):
-            disk = read_json(self.run.state_file, default={})
+            # the file we hold is still the file: nobody wrote since we did, so no lever waits in it
+            disk = read_json(self.run.state_file, default={}) if self.changed_by_others() else {}
             disk = disk if isinstance(disk, dict) else {}
             # only what levers add is taken from the file, and only in its shape (the whole check
             # costs 2 µs a task at every flush); anything else there is ours to overwrite

@@ -71,17 +71,22 @@ def state_root(state_dir: str | os.PathLike[str] | None = None) -> Path:
 _temp_names = itertools.count()
 
 
+def write_file(path: str, data: bytes) -> None:
+    """PATH holds DATA (created, or emptied first)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     # unique among writers: no two live processes share a pid, and the counter is this process's
     tmp = f"{path.parent}/.{path.name}.{os.getpid()}.{next(_temp_names)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        write_file(tmp, data)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):  # never hides why the write failed
@@ -285,9 +290,13 @@ class TaskFiles:
         self.verify_errors = directory / "verify.err.log"
 
     def prepare(self, prompt: str) -> None:
-        """The task's directory (its parent exists: see Run.make_dirs) and its prompt."""
+        """The task's directory (its parent exists: see Run.make_dirs) and its prompt. Written in
+        place: only the attempt about to start reads it, and each attempt writes it again."""
         self.make_dir()
-        atomic_write_bytes(self.prompt, prompt.encode("utf-8"))
+        try:
+            write_file(str(self.prompt), prompt.encode("utf-8"))
+        except OSError as exc:
+            _raise_naming(exc, self.prompt)
 
     def make_dir(self) -> None:
         with contextlib.suppress(FileExistsError):

@@ -95,9 +95,9 @@ class Orphans:
         self.killed: list[int] = []
 
     def task_started(self, pid: int) -> None:
+        """Called right after PID was started: now is its start, within TICK_SLACK (and no /proc read)."""
         if self.enabled:
-            started = process_start_ticks(pid)
-            self._running[pid] = started if started is not None else _ticks_now()
+            self._running[pid] = _ticks_now()
 
     def task_ended(self, pid: int) -> None:
         """After the task's root was reaped: what it left is judged at the next sweep (within
