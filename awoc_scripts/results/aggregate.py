@@ -18,7 +18,7 @@ from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.errors import InputError
 from awoc_scripts.input.documents import read_json_file
 from awoc_scripts.planning.scheduling import graph_metrics
-from awoc_scripts.run_documents import TaskResult, TaskState
+from awoc_scripts.run_documents import RunState, TaskResult, TaskState
 from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
 from awoc_scripts.state.store import Run, now_iso
@@ -115,18 +115,21 @@ def load_result_files(paths: Sequence[str]) -> list[TaskResult]:
     return results
 
 
-def run_results(run: Run, known: Mapping[str, TaskResult] | None = None) -> list[TaskResult]:
+def run_results(
+    run: Run, known: Mapping[str, TaskResult] | None = None, state: RunState | None = None
+) -> list[TaskResult]:
     """The run's task results, in plan order: `known` ones as given, the others from their files,
     or, for tasks that ended without starting (no file), from state.json."""
     results = []
-    saved: dict[str, TaskState] | None = None
+    saved: dict[str, TaskState] | None = None if state is None else state.get("tasks", {})
+    present = run.result_files()  # one listing: an aborted run may have 100,000 tasks without a file
     for task in run.read_plan()["tasks"]:
         tid = task["task_id"]
         if known and tid in known:
             results.append(known[tid])
             continue
         file = run.result_file(task["agent"], tid)
-        if file.exists():
+        if file.name in present:
             results.append(normalize_result(read_json_file(file, what="task result"), str(file)))
             continue
         if saved is None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         RunMetadata,
         WarmPoolSummary,
     )
-    from awoc_scripts.run_documents import TaskResult
+    from awoc_scripts.run_documents import RunState, TaskResult
 
 MAX_RESULT_CHARS_IN_MARKDOWN = 20000
 FORMATS = ("json", "markdown", "research_report")
@@ -55,11 +55,12 @@ def percent(value: float) -> str:
     return f"{value:.0f}%"
 
 
-def run_metadata(run: Run) -> RunMetadata:
-    """What the report needs to know about a run beyond its results."""
+def run_metadata(run: Run, state: RunState | None = None) -> RunMetadata:
+    """What the report needs to know about a run beyond its results. STATE: its state.json as
+    the caller just wrote it (reading back 100,000 tasks' state takes a second)."""
     plan = run.read_plan()
     execution = run.read_execution()
-    state = run.read_state()
+    state = run.read_state() if state is None else state
     config = execution.get("parallel_config") or plan["parallel_config"]
     executed = bool(state.get("executions"))
     # one pass over events.jsonl (100,000 lines at scale) for everything the report reads of it
@@ -657,15 +658,17 @@ def write_reports(files: ReportFiles, report: Report, markdown: str, aggregated:
     atomic_write_bytes(files.report_md, shown_safely(markdown).encode("utf-8") + b"\n")
 
 
-def report_run(run: Run, known_results: Mapping[str, TaskResult] | None = None) -> Report:
+def report_run(
+    run: Run, known_results: Mapping[str, TaskResult] | None = None, state: RunState | None = None
+) -> Report:
     """Aggregate a run's results and write aggregate.json, report.json and report.md.
-    `known_results`: the ones the caller holds already, so their files are not read again."""
+    `known_results` and `state`: what the caller holds already, so their files are not read again."""
     from awoc_scripts.results.aggregate import aggregate, run_results
     from awoc_scripts.results.overlap import worktree_overlap
 
-    metadata = run_metadata(run)
+    metadata = run_metadata(run, state)
     plan = run.read_plan()
-    results = run_results(run, known_results)
+    results = run_results(run, known_results, state)
     aggregated = aggregate(results, plan, run.run_id)
     report = create_report(aggregated, metadata)
     overlap = worktree_overlap(plan, results)

@@ -277,6 +277,13 @@ def make_run_id() -> str:
     return f"{stamp}-{int(now % 1 * 1e6):06d}-{os.urandom(3).hex()}"
 
 
+def _names_in(directory: Path) -> set[str]:
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()
+
+
 class TaskFiles:
     """tasks/<task_id>/: what went in, what came out."""
 
@@ -351,10 +358,11 @@ class Run:
 
     def task_dirs(self) -> set[str]:
         """The tasks with a folder now: one listing instead of a look at each task's."""
-        try:
-            return set(os.listdir(self.tasks_dir))
-        except FileNotFoundError:
-            return set()
+        return _names_in(self.tasks_dir)
+
+    def result_files(self) -> set[str]:
+        """The names in results/ now."""
+        return _names_in(self.results_dir)
 
     def result_file(self, agent: str, task_id: str) -> Path:
         return self.results_dir / f"task_{agent}_{task_id}_result.json"

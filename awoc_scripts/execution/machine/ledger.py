@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from awoc_scripts.execution.attempt_report import Tokens
 from awoc_scripts.execution.machine.events import Effect, Moment, Record, TaskEnded
 from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
 from awoc_scripts.run_documents import TaskResult, TaskState, task_result
@@ -171,22 +172,54 @@ class TaskLedger:
         """The tasks part of state.json."""
         reasons = self.scheduler.reason
         return {
-            tid: {
-                "status": self.status[tid],
-                "token_budget": self.scheduler.budget[tid],
-                "attempts": rec.attempts,
-                "pid": rec.pid,
-                "pid_create_time": rec.pid_create_time,
-                "pid_start_ticks": rec.pid_start_ticks,
-                "started_at": rec.started_at,
-                "finished_at": rec.finished_at,
-                "exit_code": rec.exit_code,
-                "error": rec.error,
-                "reason": reasons.get(tid) or rec.reason,
-                "tokens_used": rec.tokens.as_dict(),
-                "cost_usd": round(rec.cost_usd, 9),
-                "cost_budget_usd": rec.cost_budget,
-                "previous_error": rec.previous_error,
-            }
+            tid: self._never_started(tid, rec, reasons.get(tid) or rec.reason)
+            if rec.started_at is None and rec.attempts == 0 and rec.error is None and rec.previous_error is None
+            else self._task_state(tid, rec, reasons.get(tid) or rec.reason)
             for tid, rec in self.records.items()
         }
+
+    def _never_started(self, tid: str, rec: TaskRecord, reason: str | None) -> TaskState:
+        """What a task that never started shows: most of it the same for all (a copy costs a fifth)."""
+        state = _NEVER_STARTED.copy()
+        state["status"], state["token_budget"], state["reason"] = self.status[tid], self.scheduler.budget[tid], reason
+        state["tokens_used"], state["cost_budget_usd"] = _NO_TOKENS.copy(), rec.cost_budget
+        return state
+
+    def _task_state(self, tid: str, rec: TaskRecord, reason: str | None) -> TaskState:
+        return {
+            "status": self.status[tid],
+            "token_budget": self.scheduler.budget[tid],
+            "attempts": rec.attempts,
+            "pid": rec.pid,
+            "pid_create_time": rec.pid_create_time,
+            "pid_start_ticks": rec.pid_start_ticks,
+            "started_at": rec.started_at,
+            "finished_at": rec.finished_at,
+            "exit_code": rec.exit_code,
+            "error": rec.error,
+            "reason": reason,
+            "tokens_used": rec.tokens.as_dict(),
+            "cost_usd": round(rec.cost_usd, 9),
+            "cost_budget_usd": rec.cost_budget,
+            "previous_error": rec.previous_error,
+        }
+
+
+_NO_TOKENS = Tokens().as_dict()
+_NEVER_STARTED: TaskState = {
+    "status": PENDING,
+    "token_budget": 0,
+    "attempts": 0,
+    "pid": None,
+    "pid_create_time": None,
+    "pid_start_ticks": None,
+    "started_at": None,
+    "finished_at": None,
+    "exit_code": None,
+    "error": None,
+    "reason": None,
+    "tokens_used": _NO_TOKENS,
+    "cost_usd": 0.0,
+    "cost_budget_usd": None,
+    "previous_error": None,
+}

@@ -181,6 +181,10 @@ class RunMachine:
             return False
         return self.stop_reason is not None or self.no_new_starts or not self.scheduler.ready_ids()
 
+    def ending(self) -> bool:
+        """Stopping, with every task still in flight told to stop."""
+        return self.stop_reason is not None and all(self.records[t].stop_status is not None for t in self.in_flight)
+
     def next_moment(self, now: float) -> float | None:
         """The next deadline of a running task or the next retry (a task being stopped has passed its own)."""
         deadlines = [self.records[t].deadline for t in self.in_flight if not self.records[t].stop_status]
