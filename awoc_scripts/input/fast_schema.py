@@ -25,28 +25,36 @@ SUPPORTED = {
 }  # fmt: skip
 
 
-def _is_type(value: Any, name: str) -> bool:
-    if name == "object":
-        return isinstance(value, dict)
-    if name == "array":
-        return isinstance(value, list)
-    if name == "string":
-        return isinstance(value, str)
-    if name == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer()
-        )
-    if name == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if name == "boolean":
-        return isinstance(value, bool)
-    if name == "null":
-        return value is None
-    raise ValueError(f"unsupported type {name!r}")
+def _is_integer(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+TYPE_CHECKS: dict[str, Check] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": _is_integer,
+    "number": _is_number,
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+# the keywords that look only at values of one kind, and the types that are of that kind
+KINDS: dict[str, tuple[Check, frozenset[str]]] = {
+    "string": (TYPE_CHECKS["string"], frozenset({"string"})),
+    "number": (_is_number, frozenset({"number", "integer"})),
+    "array": (TYPE_CHECKS["array"], frozenset({"array"})),
+    "object": (TYPE_CHECKS["object"], frozenset({"object"})),
+}
+KEYWORD_KINDS = {
+    "pattern": "string", "minLength": "string", "maxLength": "string",
+    "minimum": "number", "exclusiveMinimum": "number", "maximum": "number",
+    "minItems": "array", "maxItems": "array", "items": "array",
+    "required": "object", "propertyNames": "object", "properties": "object", "additionalProperties": "object",
+}  # fmt: skip
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -56,60 +64,105 @@ def _json_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _strings(test: Callable[[str], bool]) -> Check:
-    return lambda v: not isinstance(v, str) or test(v)
+def _always(value: Any) -> bool:
+    return True
 
 
-def _numbers(test: Callable[[float], bool]) -> Check:
-    return lambda v: not _is_number(v) or test(v)
+def _never(value: Any) -> bool:
+    return False
 
 
-def _lists(test: Callable[[list[Any]], bool]) -> Check:
-    return lambda v: not isinstance(v, list) or test(v)
+def _all_of(checks: list[Check]) -> Check:
+    """One check that passes when every one of CHECKS does, in order (no loop for the usual few)."""
+    if not checks:
+        return _always
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda v: first(v) and second(v)
+    if len(checks) == 3:
+        first, second, third = checks
+        return lambda v: first(v) and second(v) and third(v)
+    return lambda v: all(check(v) for check in checks)
 
 
-def _objects(test: Callable[[JsonObject], bool]) -> Check:
-    return lambda v: not isinstance(v, dict) or test(v)
+def _type_check(value: str | list[str]) -> Check:
+    names = [value] if isinstance(value, str) else list(value)
+    unknown = [n for n in names if n not in TYPE_CHECKS]
+    if unknown:
+        raise ValueError(f"unsupported type {unknown[0]!r}")
+    checks = [TYPE_CHECKS[n] for n in names]
+    if len(checks) == 1:
+        return checks[0]
+    return lambda v: any(check(v) for check in checks)
 
 
-def _keyword_check(keyword: str, value: Any, build: Callable[[Any], Check]) -> Check | None:
-    """The check of one keyword; None for the keywords that only annotate."""
-    if keyword == "type":
-        names = [value] if isinstance(value, str) else list(value)
-        return lambda v: any(_is_type(v, n) for n in names)
-    if keyword == "enum":
-        return lambda v: any(_json_equal(v, option) for option in value)
-    if keyword == "const":
-        return lambda v: _json_equal(v, value)
+def _enum_check(options: list[Any]) -> Check:
+    if all(isinstance(option, str) for option in options):
+        allowed = frozenset(options)
+        return lambda v: isinstance(v, str) and v in allowed
+    return lambda v: any(_json_equal(v, option) for option in options)
+
+
+def _kind_check(keyword: str, value: Any, build: Callable[[Any], Check]) -> Check:
+    """The check of a keyword that looks at one kind of value, for a value known to be of that kind."""
     if keyword == "pattern":
         search = re.compile(value).search
-        return _strings(lambda v: search(v) is not None)
+        return lambda v: search(v) is not None
     if keyword == "minLength":
-        return _strings(lambda v: len(v) >= value)
+        return lambda v: len(v) >= value
     if keyword == "maxLength":
-        return _strings(lambda v: len(v) <= value)
+        return lambda v: len(v) <= value
     if keyword == "minimum":
-        return _numbers(lambda v: v >= value)
+        return lambda v: v >= value
     if keyword == "exclusiveMinimum":
-        return _numbers(lambda v: v > value)
+        return lambda v: v > value
     if keyword == "maximum":
-        return _numbers(lambda v: v <= value)
+        return lambda v: v <= value
     if keyword == "minItems":
-        return _lists(lambda v: len(v) >= value)
+        return lambda v: len(v) >= value
     if keyword == "maxItems":
-        return _lists(lambda v: len(v) <= value)
+        return lambda v: len(v) <= value
     if keyword == "items":
         item = build(value)
-        return _lists(lambda v: all(item(x) for x in v))
+        return lambda v: all(map(item, v))
     if keyword == "required":
-        return _objects(lambda v: all(k in v for k in value))
+        needed = frozenset(value)
+        return lambda v: v.keys() >= needed
     if keyword == "propertyNames":
         name = build(value)
-        return _objects(lambda v: all(name(k) for k in v))
-    if keyword == "anyOf":
-        options = [build(option) for option in value]
-        return lambda v: any(option(v) for option in options)
-    return None
+        return lambda v: all(map(name, v))
+    raise ValueError(f"unsupported keyword {keyword!r}")  # pragma: no cover - KEYWORD_KINDS lists them
+
+
+def _object_check(props: dict[str, Check], extra: Check | None) -> Check:
+    """properties and additionalProperties (EXTRA: None for any, _never for none)."""
+    get = props.get
+    if extra is _never:
+
+        def closed(v: JsonObject) -> bool:
+            for key, item in v.items():
+                check = get(key)
+                if check is None or not check(item):
+                    return False
+            return True
+
+        return closed
+
+    def open_(v: JsonObject) -> bool:
+        for key, item in v.items():
+            check = get(key, extra)
+            if check is not None and not check(item):
+                return False
+        return True
+
+    return open_
+
+
+def _for_kind(is_kind: Check, check: Check) -> Check:
+    """CHECK, for values of its kind; any other value passes (its type is another keyword's business)."""
+    return lambda v: not is_kind(v) or check(v)
 
 
 def compile_schema(root: Mapping[str, Any]) -> Check:
@@ -128,29 +181,33 @@ def compile_schema(root: Mapping[str, Any]) -> Check:
         if unknown:
             raise ValueError(f"unsupported schema keywords: {sorted(unknown)}")
         checks = [ref(schema["$ref"])] if "$ref" in schema else []
+        declared = schema.get("type")
+        if declared is not None:
+            checks.append(_type_check(declared))
+        if "enum" in schema:
+            checks.append(_enum_check(schema["enum"]))
+        if "const" in schema:
+            expected = schema["const"]
+            checks.append(lambda v: _json_equal(v, expected))
+        if "anyOf" in schema:
+            options = [build(option) for option in schema["anyOf"]]
+            checks.append(lambda v: any(option(v) for option in options))
+        by_kind: dict[str, list[Check]] = {}
         for keyword, value in schema.items():
-            check = _keyword_check(keyword, value, build)
-            if check is not None:
-                checks.append(check)
+            if keyword in KEYWORD_KINDS and keyword not in ("properties", "additionalProperties"):
+                by_kind.setdefault(KEYWORD_KINDS[keyword], []).append(_kind_check(keyword, value, build))
         if "properties" in schema or "additionalProperties" in schema:
             props = {k: build(s) for k, s in schema.get("properties", {}).items()}
             extra = schema.get("additionalProperties", True)
             other = None if extra is True else _never if extra is False else build(extra)
-            checks.append(_objects(lambda v: _check_object(v, props, other)))
-        if len(checks) == 1:
-            return checks[0]
-        return lambda v: all(check(v) for check in checks)
+            by_kind.setdefault("object", []).append(_object_check(props, other))
+        for kind, kind_checks in by_kind.items():
+            is_kind, types = KINDS[kind]
+            together = _all_of(kind_checks)
+            if isinstance(declared, str) and declared in types:
+                checks.append(together)  # the type check before it has made sure of the kind
+            else:
+                checks.append(_for_kind(is_kind, together))
+        return _all_of(checks)
 
     return build(root)
-
-
-def _never(value: Any) -> bool:
-    return False
-
-
-def _check_object(value: JsonObject, props: Mapping[str, Check], other: Check | None) -> bool:
-    for key, item in value.items():
-        check = props.get(key, other)
-        if check is not None and not check(item):
-            return False
-    return True
