@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from awoc_scripts.execution.display import PlainDisplay
 from awoc_scripts.execution.executors.local import LocalExecutor
@@ -15,7 +17,10 @@ from awoc_scripts.flow.prepare import prepare_run
 from awoc_scripts.flow.runs import execute_run
 from awoc_scripts.state.store import StateStore
 
-from conftest import awoc_processes, start_orchestrator, task_results, wait_for
+from conftest import FAKES, awoc_processes, start_orchestrator, task_results, use_fake_api, wait_for
+
+sys.path.insert(0, str(FAKES))
+from fake_messages_api import FakeMessagesAPI, Reply
 
 
 def run(config: dict[str, Any], **options: Any) -> tuple[int, Path]:
@@ -173,3 +178,37 @@ def test_an_agent_command_is_warmed_only_when_it_says_it_reads_its_prompt_late(f
     code, run_dir = run(config(False))
     assert code == 0
     assert not any(e["event"].startswith("task-warm") for e in events(run_dir))
+
+
+def test_the_real_cli_kept_warm_longer_than_its_stdin_wait_takes_its_prompt(
+    claude_bin: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real CLI gives up on a text stdin that stays empty for 3 s; a warm one waits for its
+    prompt as a stream-json message, here for 4 s, and its task runs on it."""
+    seen: list[str] = []
+
+    def respond(body: dict[str, Any]) -> Reply:
+        text = orjson.dumps(body.get("messages")).decode()
+        seen.append(text)
+        if "WARM-FIRST" in text:
+            return Reply("RESULT-OF-first", {"input_tokens": 10, "output_tokens": 2}, delay=4.0)
+        return Reply("done", {"input_tokens": 10, "output_tokens": 2})
+
+    config = {
+        "parallel_config": {"max_concurrent": 2, "warm_agents": 2, "retries": 0},
+        "tasks": [
+            {"task_id": "first", "agent": "architect", "description": "WARM-FIRST"},
+            {"task_id": "after", "agent": "architect", "description": "WARM-AFTER", "dependencies": ["first"]},
+        ],
+    }
+    with FakeMessagesAPI(respond) as api:
+        use_fake_api(monkeypatch, api.url, claude_bin)
+        code, run_dir = run(config)
+    used = [e for e in events(run_dir) if e["event"] == "task-warm-used"]
+    done = task_results(run_dir)
+    assert code == 0, done
+    assert [e["task_id"] for e in used] == ["after"] and used[0]["warm_s"] >= 3.5, used
+    assert done["after"]["status"] == "succeeded" and done["after"]["result"] == "done"
+    after = [text for text in seen if "WARM-AFTER" in text]
+    assert after and "RESULT-OF-first" in after[0]  # the whole prompt reached it, its dependency's result too
+    assert not awoc_processes(state_dir)

@@ -70,13 +70,17 @@ class AttemptMaker:
         if task.get("command"):
             return None
         invocation = self._invocation(task, rec, self._agent(task["agent"]))
+        if invocation.kind == "claude" and not invocation.stream:
+            return None  # its late prompt could only be text, which the CLI stops waiting for after 3 s
         if invocation.kind != "claude" and not (self.config.get("runner") or {}).get("warm_start"):
             return None
         files = self.run.task_files(task["task_id"])
         files.make_dir()
         marker = task_marker(self.run.run_id, task["task_id"])
+        timeout = float(task["timeout"])
+        as_message = invocation.kind == "claude"
         return Attempt(
-            task["task_id"], invocation, cwd, files.prompt, files.stdout, files.stderr, marker, float(task["timeout"])
+            task["task_id"], invocation, cwd, files.prompt, files.stdout, files.stderr, marker, timeout, as_message
         )
 
     def _invocation(self, task: Task, rec: TaskRecord, agent: AgentDefinition) -> Invocation:

@@ -48,6 +48,15 @@ class Invocation:
     stream: bool = False  # stdout is stream-json: tokens can be counted per turn
 
 
+MESSAGE_INPUT = ["--input-format", "stream-json"]  # with stream-json output only
+
+
+def as_user_message(prompt: bytes) -> bytes:
+    """The prompt as the one stream-json input line the CLI reads as the user's message."""
+    message = {"type": "user", "message": {"role": "user", "content": prompt.decode("utf-8", "replace")}}
+    return orjson.dumps(message) + b"\n"
+
+
 def claude_binary(environ: Mapping[str, str]) -> str | None:
     return environ.get(CLAUDE_BIN_ENV) or shutil.which("claude", path=environ.get("PATH"))
 

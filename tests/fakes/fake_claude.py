@@ -899,16 +899,41 @@ Options:
 )
 
 
-def read_prompt(positionals: list[str]) -> tuple[str, str]:
+STDIN_WAIT_S = 3.0  # the real CLI (2.1.332) proceeds without a text stdin that stays empty this long
+
+
+def read_prompt(positionals: list[str], messages: bool = False) -> tuple[str, str]:
+    """The prompt: the argument and stdin, or (MESSAGES, --input-format stream-json) the text of
+    the user messages on stdin, one JSON object a line; the real CLI waits for those as long as it takes."""
     arg = positionals[0] if positionals else ""
     data = ""
+    if messages:
+        return _user_messages(sys.stdin.buffer.read()), "stdin-messages"
     if not sys.stdin.isatty():
-        data = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+        import select
+
+        if select.select([sys.stdin.buffer], [], [], STDIN_WAIT_S)[0]:
+            data = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+        else:
+            sys.stderr.write(f"Warning: no stdin data received in {STDIN_WAIT_S:g}s, proceeding without it.\n")
     if arg and data:
         return f"{arg}\n{data}", "arg+stdin"
     if arg:
         return arg, "arg"
     return data, "stdin"
+
+
+def _user_messages(raw: bytes) -> str:
+    texts = []
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        if message.get("type") != "user":
+            raise CliExit(1, f"Error: expected a user message on stdin, got {line[:80]!r}\n")
+        content = message["message"]["content"]
+        texts.append(content if isinstance(content, str) else "".join(b.get("text", "") for b in content))
+    return "\n".join(texts)
 
 
 def main(argv: list[str], log: CallLog) -> int:
@@ -922,15 +947,16 @@ def main(argv: list[str], log: CallLog) -> int:
     fmt = opts.get("output_format", "text")
     if fmt == "stream-json" and not opts.get("verbose"):
         raise CliExit(1, "Error: When using --print, --output-format=stream-json requires --verbose\n")
-    if opts.get("input_format") == "stream-json":
-        raise CliExit(2, "fake_claude: --input-format stream-json is not supported\n")
+    messages = opts.get("input_format") == "stream-json"
+    if messages and fmt != "stream-json":
+        raise CliExit(1, "Error: --input-format=stream-json requires output-format=stream-json.\n")
     if "session_id" in opts and not UUID_RE.match(opts["session_id"]):
         raise CliExit(1, "Error: Invalid session ID. Must be a valid UUID.\n")
     if opts.get("dangerously_skip_permissions") and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
         raise CliExit(
             1, "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons\n"
         )
-    prompt, source = read_prompt(positionals)
+    prompt, source = read_prompt(positionals, messages)
     log.entry["prompt"] = prompt
     log.entry["prompt_source"] = source
     log.entry["prompt_sha256"] = hashlib.sha256(prompt.encode("utf-8", "surrogateescape")).hexdigest()

@@ -24,6 +24,9 @@ class Attempt:
     stderr_file: Path
     marker: str  # AWOC_TASK=<run_id>/<task_id>, to find the task's processes wherever they went
     timeout_s: float = 0.0  # the loop enforces it; an executor may enforce it where the task runs too
+    # started warm, the program reads its late prompt as one stream-json user message (the claude
+    # CLI gives up on a text stdin that stays empty for 3 s, and then ends without a prompt)
+    prompt_as_message: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import selectors
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from awoc_scripts.execution.executors.base import Attempt, Ended, Executor, Started
 from awoc_scripts.execution.executors.orphans import Orphans
@@ -56,7 +56,13 @@ class LocalExecutor(Executor):
         self._warm: dict[str, _Warm] = {}
 
     def warm(self, attempt: Attempt) -> int | None:
-        child = self._spawn(attempt, stdin_pipe=True)
+        if attempt.prompt_as_message:
+            from awoc_scripts.execution.claude_cli import MESSAGE_INPUT
+
+            invocation = replace(attempt.invocation, argv=[*attempt.invocation.argv, *MESSAGE_INPUT])
+            child = self._spawn(replace(attempt, invocation=invocation), stdin_pipe=True)
+        else:
+            child = self._spawn(attempt, stdin_pipe=True)
         self._warm[attempt.task_id] = _Warm(attempt, child, time.monotonic())
         self.orphans.task_started(child.pid)
         return child.pid
@@ -108,9 +114,12 @@ class LocalExecutor(Executor):
             self.discard_warm(attempt.task_id)
             return None
         del self._warm[attempt.task_id]
-        threading.Thread(
-            target=_feed, args=(warm.child.stdin_fd, attempt.prompt_file.read_bytes()), daemon=True
-        ).start()
+        prompt = attempt.prompt_file.read_bytes()
+        if warm.attempt.prompt_as_message:
+            from awoc_scripts.execution.claude_cli import as_user_message
+
+            prompt = as_user_message(prompt)
+        threading.Thread(target=_feed, args=(warm.child.stdin_fd, prompt), daemon=True).start()
         warm.child.stdin_fd = None
         return warm.child, time.monotonic() - warm.since
 
