@@ -51,15 +51,31 @@ def sanity_problems(document: Any) -> list[tuple[list[Any], str]]:
 
 
 def _clean(value: Any, depth: int) -> bool:
+    """Whether VALUE holds nothing sanity_problems would report. Strings, the most common values,
+    are judged in the loops rather than by a call each."""
     if depth > MAX_DEPTH:
         return False
     kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (("\x00" not in key and key.isascii()) or _bad_text(key) is None):
+                return False
+            if type(item) is str:
+                if not (("\x00" not in item and item.isascii()) or _bad_text(item) is None):
+                    return False
+            elif not _clean(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            if type(item) is str:
+                if not (("\x00" not in item and item.isascii()) or _bad_text(item) is None):
+                    return False
+            elif not _clean(item, depth + 1):
+                return False
+        return True
     if kind is str:
         return ("\x00" not in value and value.isascii()) or _bad_text(value) is None
-    if kind is dict:
-        return all(type(k) is str and _bad_text(k) is None and _clean(v, depth + 1) for k, v in value.items())
-    if kind is list:
-        return all(_clean(v, depth + 1) for v in value)
     if kind is int:
         return bool(-INT_LIMIT <= value <= INT_LIMIT)
     if kind is float:
