@@ -41,28 +41,32 @@ def estimate_schedule(
     scheduler = Scheduler(tasks, remaining_path, budget=dict(budgets or {}))
     duration = {t["task_id"]: task_duration(t) for t in tasks}
     now = 0.0
-    running: list[str] = []
+    running: set[str] = set()
+    in_flight = 0  # the running tasks' budgets: summing them at each start costs O(max_concurrent)
     ends: list[tuple[float, int, str]] = []
     slots: dict[str, Slot] = {}
     alone: list[str] = []
     peak_concurrency = peak_tokens = 0
+    budget = scheduler.budget
     while True:
-        while decision := scheduler.next_start(running, max_concurrent, batch_token_limit):
+        while decision := scheduler.next_start(running, max_concurrent, batch_token_limit, in_flight):
             tid = decision.task_id
             scheduler.start(tid)
-            running.append(tid)
+            running.add(tid)
+            in_flight += budget[tid]
             slots[tid] = Slot(now, now + duration[tid])
             heapq.heappush(ends, (now + duration[tid], tasks_index(scheduler, tid), tid))
             if decision.alone_over_batch_limit:
                 alone.append(tid)
         peak_concurrency = max(peak_concurrency, len(running))
-        peak_tokens = max(peak_tokens, sum(scheduler.budget[t] for t in running))
+        peak_tokens = max(peak_tokens, in_flight)
         if not ends:
             break
         now = ends[0][0]
         while ends and ends[0][0] <= now:
             _, _, tid = heapq.heappop(ends)
-            running.remove(tid)
+            running.discard(tid)
+            in_flight -= budget[tid]
             scheduler.finish(tid, SUCCEEDED)
     makespan = max((s.end for s in slots.values()), default=0.0)
     return EstimatedSchedule(slots, makespan, peak_concurrency, peak_tokens, alone)

@@ -22,7 +22,7 @@ from awoc_scripts.state.statuses import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
     from awoc_scripts.plan_types import Task
 
@@ -322,13 +322,18 @@ class Scheduler:
         current = sorted(key for key, budget in self._ready.entries() if self._is_current(key, budget))
         return list(dict.fromkeys(key[-1] for key in current))
 
-    def next_start(self, running: Sequence[str], max_concurrent: int, batch_token_limit: int) -> StartDecision | None:
+    def next_start(
+        self, running: Collection[str], max_concurrent: int, batch_token_limit: int, in_flight: int | None = None
+    ) -> StartDecision | None:
         """The next task to start now, or None. In ready order, the first whose budget fits
-        beside what is in flight; a task that alone exceeds the limit runs only alone."""
+        beside what is in flight (IN_FLIGHT: their budgets' sum, where the caller keeps it); a
+        task that alone exceeds the limit runs only alone."""
         if len(running) >= max_concurrent:
             return None
         if running:
-            room = batch_token_limit - sum(self.budget[t] for t in running)
+            if in_flight is None:
+                in_flight = sum(self.budget[t] for t in running)
+            room = batch_token_limit - in_flight
             key = self._ready.best(self._is_current, max_budget=room)
             return StartDecision(key[-1]) if key else None
         key = self._ready.best(self._is_current)
