@@ -31,6 +31,7 @@ import orjson
 
 EVENT_POLL_S = 0.5
 SWEEP_INTERVAL_S = 1.0
+START_REPLY_S = 60.0
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 SCRATCH_PREFIX = "awoc-attempt-"  # then the worker's pid: what a killed worker left is found by it
 LOST = "dask: the attempt's supervisor on the worker ended before the attempt did"
@@ -150,7 +151,8 @@ class Supervisor:
         files = {"stdin": str(stdin), "stdout": str(stdout), "stderr": str(stderr)}
         command = {"op": "start", "id": pending.id, "argv": spec["argv"], "env": env, "cwd": spec.get("cwd")}
         self._send({**command, **files, "marker": spec["marker"]})
-        pending.started.wait()
+        if not pending.started.wait(START_REPLY_S):  # it answers in milliseconds: one that does not is stuck
+            self._lost()
         return pending
 
     def stop(self, attempt_id: str) -> None:
