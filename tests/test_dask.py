@@ -186,6 +186,48 @@ def test_sigkill_of_the_orchestrator_stops_remote_tasks_and_resume_finishes(
     assert orjson.loads((run_dir / "tasks" / "t" / "result.json").read_bytes())["result"] == "again"
 
 
+def test_a_supervisor_killed_mid_task_fails_the_attempt_and_the_next_gets_a_new_one(
+    cli, cluster: Cluster, isolated: Path, state_dir: Path
+) -> None:
+    """Nothing is taken on trust from the worker's supervisor either: when it dies, the attempt it
+    ran ends as failed with the reason, what it started is killed by its marker, and the retry
+    runs under a supervisor started anew."""
+    flag = isolated / "ran-once"
+    config = {
+        "parallel_config": {**dask_settings(cluster), "retries": 1},
+        "tasks": [{"task_id": "t", "agent": "qa", "description": "t",
+                   "command": ["sh", "-c",
+                               f'test -f "{flag}" && {{ sleep 4; echo again; }} || {{ touch "{flag}"; sleep 60; }}']}],
+    }  # fmt: skip
+    proc = start_orchestrator(config)
+    try:
+        wait_for(lambda: flag.exists() and awoc_processes(state_dir), timeout=30)
+        first = awoc_processes(state_dir)
+        os.kill(_supervisor_of(first), signal.SIGKILL)
+        # gone while the run still runs its retry: the worker killed them, not the run's end
+        wait_for(lambda: all(_ended(pid) for pid in first), timeout=3)
+        assert proc.poll() is None
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = state_dir / "runs" / (state_dir / "current").read_text().strip()
+    result = orjson.loads((run_dir / "tasks" / "t" / "result.json").read_bytes())
+    assert result["status"] == "succeeded" and result["result"] == "again" and result["attempts"] == 2
+    assert not awoc_processes(state_dir)
+
+
+def _supervisor_of(pids: list[int]) -> int:
+    """The worker's supervisor among the ancestors of an attempt's processes."""
+    for pid in pids:
+        current = pid
+        while current > 1:
+            if b"dask_worker\x00SERVE" in Path(f"/proc/{current}/cmdline").read_bytes():
+                return current
+            current = int(Path(f"/proc/{current}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    raise AssertionError(f"no supervisor among the ancestors of {pids}")
+
+
 def test_a_worker_killed_mid_task_runs_it_again_elsewhere(cli, tmp_path: Path, state_dir: Path) -> None:
     own = Cluster(tmp_path, workers=2)
     try:
