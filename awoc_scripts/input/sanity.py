@@ -9,6 +9,7 @@ reach an argv, an environment or a path: a NUL character, or text that is not va
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 MAX_DEPTH = 32
@@ -51,36 +52,35 @@ def sanity_problems(document: Any) -> list[tuple[list[Any], str]]:
 
 
 def _clean(value: Any, depth: int) -> bool:
-    """Whether VALUE holds nothing sanity_problems would report. Strings, the most common values,
-    are judged in the loops rather than by a call each."""
     if depth > MAX_DEPTH:
         return False
     kind = type(value)
     if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not (("\x00" not in key and key.isascii()) or _bad_text(key) is None):
-                return False
-            if type(item) is str:
-                if not (("\x00" not in item and item.isascii()) or _bad_text(item) is None):
-                    return False
-            elif not _clean(item, depth + 1):
-                return False
-        return True
+        return all(type(key) is str and _text_clean(key) for key in value) and _all_clean(value.values(), depth + 1)
     if kind is list:
-        for item in value:
-            if type(item) is str:
-                if not (("\x00" not in item and item.isascii()) or _bad_text(item) is None):
-                    return False
-            elif not _clean(item, depth + 1):
-                return False
-        return True
+        return _all_clean(value, depth + 1)
     if kind is str:
-        return ("\x00" not in value and value.isascii()) or _bad_text(value) is None
+        return _text_clean(value)
     if kind is int:
         return bool(-INT_LIMIT <= value <= INT_LIMIT)
     if kind is float:
         return math.isfinite(value) and abs(value) <= INT_LIMIT
     return True
+
+
+def _all_clean(items: Iterable[Any], depth: int) -> bool:
+    """Strings, the most common values, are judged here rather than by a call to _clean each."""
+    for item in items:
+        if type(item) is str:
+            if not (("\x00" not in item and item.isascii()) or _bad_text(item) is None):
+                return False
+        elif not _clean(item, depth):
+            return False
+    return True
+
+
+def _text_clean(text: str) -> bool:
+    return ("\x00" not in text and text.isascii()) or _bad_text(text) is None
 
 
 def _bad_text(text: str) -> str | None:
