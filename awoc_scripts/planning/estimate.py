@@ -47,7 +47,7 @@ def estimate_schedule(
     slots: dict[str, Slot] = {}
     alone: list[str] = []
     peak_concurrency = peak_tokens = 0
-    budget = scheduler.budget
+    budget, by_id = scheduler.budget, scheduler.by_id
     while True:
         while decision := scheduler.next_start(running, max_concurrent, batch_token_limit, in_flight):
             tid = decision.task_id
@@ -55,7 +55,7 @@ def estimate_schedule(
             running.add(tid)
             in_flight += budget[tid]
             slots[tid] = Slot(now, now + duration[tid])
-            heapq.heappush(ends, (now + duration[tid], tasks_index(scheduler, tid), tid))
+            heapq.heappush(ends, (now + duration[tid], by_id[tid]["index"], tid))
             if decision.alone_over_batch_limit:
                 alone.append(tid)
         peak_concurrency = max(peak_concurrency, len(running))
@@ -70,7 +70,3 @@ def estimate_schedule(
             scheduler.finish(tid, SUCCEEDED)
     makespan = max((s.end for s in slots.values()), default=0.0)
     return EstimatedSchedule(slots, makespan, peak_concurrency, peak_tokens, alone)
-
-
-def tasks_index(scheduler: Scheduler, tid: str) -> int:
-    return int(scheduler.by_id[tid]["index"])

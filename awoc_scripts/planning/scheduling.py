@@ -141,8 +141,9 @@ class ReadyTasks:
         node = self.size + i
         tree[node] = (heap[0], i) if heap else None
         node //= 2
-        while node:
-            best = _smaller(tree[2 * node], tree[2 * node + 1])
+        while node:  # _smaller, written out: this runs a dozen times for each task made ready
+            left, right = tree[2 * node], tree[2 * node + 1]
+            best = right if left is None else left if right is None or left[0] <= right[0] else right
             if best == tree[node]:
                 break  # nothing above changes either
             tree[node] = best
@@ -177,15 +178,20 @@ class ReadyTasks:
             self._refresh(i)
 
     def _prefix_best(self, count: int) -> tuple[Key, int] | None:
+        tree = self.tree
         best = None
         lo, hi = self.size, self.size + count
         while lo < hi:
             if lo & 1:
-                best = _smaller(best, self.tree[lo])
+                other = tree[lo]
+                if other is not None and (best is None or other[0] < best[0]):
+                    best = other
                 lo += 1
             if hi & 1:
                 hi -= 1
-                best = _smaller(best, self.tree[hi])
+                other = tree[hi]
+                if other is not None and (best is None or other[0] < best[0]):
+                    best = other
             lo //= 2
             hi //= 2
         return best
