@@ -83,9 +83,9 @@ class DaskExecutor(Executor):
         self.where: dict[str, WhereRan] = {}  # task id: where its last attempt ran
         self._last_worker_check = 0.0
         self._no_worker_since: float | None = None
-        # task ids whose future is done, put there by the client's callbacks: wait() blocks on this
-        # instead of asking about every future each time
-        self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
+        # the futures that are done, with their task ids, put there by the client's callbacks: wait()
+        # blocks on this instead of asking about every future each time
+        self._done: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
     def start(self, attempt: Attempt) -> Started:
         inv = attempt.invocation
@@ -110,7 +110,7 @@ class DaskExecutor(Executor):
             resources=self.resources,
         )
         self._running[attempt.task_id] = _Remote(attempt, future, spec["stop_event"])
-        future.add_done_callback(lambda _, task_id=attempt.task_id: self._done.put(task_id))
+        future.add_done_callback(lambda done, task_id=attempt.task_id: self._done.put((task_id, done)))
         return Started(None)
 
     def running(self) -> list[str]:
@@ -125,7 +125,9 @@ class DaskExecutor(Executor):
             done.append(self._done.get(timeout=min(timeout, WORKER_CHECK_S)))
             while True:
                 done.append(self._done.get_nowait())
-        ended = self._collect([tid for tid in dict.fromkeys(done) if tid in self._running])
+        # a future ended here earlier (its task may run again by now) is no longer the task's
+        ours = [tid for tid, future in done if tid in self._running and self._running[tid].future is future]
+        ended = self._collect(list(dict.fromkeys(ours)))
         return ended + self._unconfirmed_stops() + self._stranded()
 
     def _unconfirmed_stops(self) -> list[Ended]:
