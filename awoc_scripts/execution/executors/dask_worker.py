@@ -86,7 +86,7 @@ def run_attempt(spec: AttemptSpec) -> AttemptReport:
         stopped = False
         deadline = time.monotonic() + float(spec["timeout_s"])
         next_event_check = time.monotonic() + EVENT_POLL_S  # a check is a round trip: none for short attempts
-        while not attempt.ended.wait(max(0.0, min(EVENT_POLL_S, deadline - time.monotonic()))):
+        while not attempt.ended.wait(EVENT_POLL_S if stopped else min(EVENT_POLL_S, deadline - time.monotonic())):
             if stopped:
                 continue  # the supervisor kills it after the grace, or its end reports it lost
             now = time.monotonic()
