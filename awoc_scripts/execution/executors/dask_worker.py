@@ -248,19 +248,23 @@ def serve(grace_s: float = 2.0) -> int:
         reply({"id": command["id"], "pid": started.pid})
 
     buffer = b""
-    while not terminated:
-        for end in executor.wait(1.0):
-            reply({"id": end.task_id, "exit": end.exit_code, "stopped": end.stopped})
-        try:
-            chunk = os.read(commands, 1 << 16)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            break  # the worker is gone
-        *lines, buffer = (buffer + chunk).split(b"\n")
-        for line in lines:
-            act(orjson.loads(line))
-    executor.shutdown()
+    try:
+        while not terminated:
+            for end in executor.wait(1.0):
+                reply({"id": end.task_id, "exit": end.exit_code, "stopped": end.stopped})
+            try:
+                chunk = os.read(commands, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break  # the worker is gone
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                act(orjson.loads(line))
+    except BrokenPipeError:
+        pass  # the worker is gone: nobody reads the replies
+    finally:
+        executor.shutdown()
     return 0
 
 
