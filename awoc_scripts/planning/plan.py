@@ -147,9 +147,16 @@ def _resolve_dependencies(raw_tasks: list[JsonObject], ids: list[str], request: 
     problems: list[tuple[str, str]] = []
     tasks: list[Task] = []
     for i, (raw, task_id) in enumerate(zip(raw_tasks, ids, strict=True)):
-        where = request.describe_path(f"tasks[{i}]")
+        names = raw.get("dependencies", [])
         me = TaskRef(task_id, raw["agent"])
-        deps = resolve_names(raw.get("dependencies", []), me, id_set, by_agent, f"{where}.dependencies", problems)
+        # the task's place in messages, named only where one may be needed (100,000 of them cost)
+        where = ""
+        if "critical_dependencies" in raw or "condition" in raw or not _plain_ids(names, task_id, id_set):
+            where = request.describe_path(f"tasks[{i}]")
+        if where:
+            deps = resolve_names(names, me, id_set, by_agent, f"{where}.dependencies", problems)
+        else:
+            deps = list(dict.fromkeys(names))
         mode = raw.get("dependency_mode", "all_complete")
         critical: list[str] = []
         condition = None
@@ -179,6 +186,11 @@ def _resolve_dependencies(raw_tasks: list[JsonObject], ids: list[str], request: 
     if cycle:
         raise InputError(f"{request.source}: {format_cycle(cycle)}")
     return tasks
+
+
+def _plain_ids(names: list[str], task_id: str, ids: set[str]) -> bool:
+    """Every name is the id of another task: nothing to expand, nothing to report."""
+    return all(name in ids and name != task_id for name in names)
 
 
 def _task_of(
