@@ -21,11 +21,11 @@ from awoc_scripts.planning.scheduling import graph_metrics
 from awoc_scripts.run_documents import RunState, TaskResult, TaskState
 from awoc_scripts.state.shapes import SEED_RESULT_FIELDS, result_problem
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED, TERMINAL
-from awoc_scripts.state.store import Run, now_iso
+from awoc_scripts.state.store import Run, now_iso, result_name
 from awoc_scripts.state.task_results import result_from_state
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from awoc_scripts.plan_types import Plan
     from awoc_scripts.results.documents import Aggregate, MergedResult, Problem
@@ -128,8 +128,9 @@ def run_results(
         if known and tid in known:
             results.append(known[tid])
             continue
-        file = run.result_file(task["agent"], tid)
-        if file.name in present:
+        name = result_name(task["agent"], tid)
+        if name in present:  # a Path is made only for the files there
+            file = run.results_dir / name
             results.append(normalize_result(read_json_file(file, what="task result"), str(file)))
             continue
         if saved is None:
@@ -152,10 +153,17 @@ def dependency_order(results: Sequence[Mapping[str, Any]], plan: Plan | None) ->
 
 
 def retry_command(run_id: str | None, task_id: str) -> str:
+    return retry_commands(run_id)(task_id)
+
+
+def retry_commands(run_id: str | None) -> Callable[[str], str]:
+    """What retries a task of the run, by task id (the rest of the command is the same for all:
+    an aborted run may list 100,000 tasks)."""
     from awoc_scripts.launcher import command_for
 
+    program = command_for("parallel-task-retry", "retry-reduced")
     run_args = f" --run {shlex.quote(run_id)}" if run_id else ""
-    return f"{command_for('parallel-task-retry', 'retry-reduced')} {shlex.quote(task_id)}{run_args}"
+    return lambda task_id: f"{program} {shlex.quote(task_id)}{run_args}"
 
 
 def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: str | None) -> Aggregate:
@@ -166,6 +174,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
         by_agent.setdefault(by_id[tid]["agent"], []).append(tid)
 
     merged = _merged_successes(order, by_id)
+    retry = retry_commands(run_id)
     problems: list[Problem] = [
         {
             "task_id": tid,
@@ -173,7 +182,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], plan: Plan | None, run_id: s
             "task": by_id[tid].get("task", ""),
             "status": by_id[tid]["status"],
             "reason": by_id[tid].get("error") or by_id[tid].get("reason") or by_id[tid]["status"],
-            "retry_command": retry_command(run_id, tid),
+            "retry_command": retry(tid),
         }
         for tid in order
         if by_id[tid]["status"] != SUCCEEDED

@@ -277,6 +277,11 @@ def make_run_id() -> str:
     return f"{stamp}-{int(now % 1 * 1e6):06d}-{os.urandom(3).hex()}"
 
 
+def result_name(agent: str, task_id: str) -> str:
+    """The name of a task's result in results/."""
+    return f"task_{agent}_{task_id}_result.json"
+
+
 def _names_in(directory: Path) -> set[str]:
     try:
         return set(os.listdir(directory))
@@ -365,7 +370,7 @@ class Run:
         return _names_in(self.results_dir)
 
     def result_file(self, agent: str, task_id: str) -> Path:
-        return self.results_dir / f"task_{agent}_{task_id}_result.json"
+        return self.results_dir / result_name(agent, task_id)
 
     def task_files(self, task_id: str) -> TaskFiles:
         if task_id not in self._task_files:
@@ -463,6 +468,8 @@ class Run:
             return [event for event in candidates if well_formed_event(event)]
         names = set(only)
         wanted = tuple(b'"event":' + orjson.dumps(name) for name in names)  # as orjson writes it
+        if not any(w in raw for w in wanted):
+            return []  # one search of the whole file, rather than of each of its lines
         candidates = (_parsed(line) for line in lines if any(w in line for w in wanted))
         return [event for event in candidates if well_formed_event(event) and event["event"] in names]
 
