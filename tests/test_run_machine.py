@@ -162,7 +162,7 @@ def test_an_abort_lever_stops_the_run_and_a_second_one_says_it_is_already_stoppi
         "cancelled": ["b"],
         "were_running": ["a"],
     }
-    assert Stop("a") in effects
+    assert Stop("a") in effects and m.ending()  # every task in flight is being stopped: no flush before the end
     effects = m.handle(LeverPulled("abort", {}, at=at(2)))
     assert of_kind(effects, LeverAnswered)[0].changed["aborted"] is False
 
@@ -235,6 +235,16 @@ def test_money_spent_stops_new_starts() -> None:
     start_all(m, 0)
     effects = m.handle(ended("a", 1, cost_usd=1.0))
     assert records(effects, "cost-budget-exhausted") and ends(effects) == {"a": "succeeded", "b": "cancelled"}
+
+
+def test_a_run_that_stops_starting_is_not_ending_while_its_running_tasks_finish() -> None:
+    m = machine([task("a"), task("x"), task("b", "a")], total_cost_budget_usd=1.0, max_concurrent=2)
+    assert start_all(m, 0) == ["a", "x"] and not m.ending()
+    effects = m.handle(ended("a", 1, cost_usd=1.0))
+    assert records(effects, "cost-budget-exhausted") and not of_kind(effects, Stop)
+    assert m.stop_reason is not None and not m.ending()  # x runs on: state.json keeps being written
+    m.handle(ended("x", 2))
+    assert m.finished()
 
 
 def test_a_verification_runs_after_success_and_a_failed_one_is_retried_with_its_output() -> None:

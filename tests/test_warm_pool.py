@@ -134,6 +134,20 @@ def test_without_warm_agents_nothing_starts_early(fake_claude: Path) -> None:
     assert not any(e["event"].startswith("task-warm") for e in events(run_dir))
 
 
+def test_a_runner_writing_json_is_not_warmed(fake_claude: Path) -> None:
+    """Its late prompt could only be text, which the CLI stops waiting for after 3 s."""
+    config = {
+        "parallel_config": {"warm_agents": 2, "runner": {"output_format": "json"}},
+        "tasks": [
+            {"task_id": "a", "agent": "qa", "description": "x [[fake:sleep=0.5]]"},
+            {"task_id": "b", "agent": "qa", "description": "y", "dependencies": ["a"]},
+        ],
+    }
+    code, run_dir = run(config)
+    assert code == 0
+    assert not any(e["event"].startswith("task-warm") for e in events(run_dir))
+
+
 def test_memory_short_stops_warm_processes_first(fake_claude: Path, state_dir: Path) -> None:
     # free memory drops (400 MB: above min_free_memory_mb 256, so no task is touched) once "after"
     # is warm: its warm process is stopped, and it starts cold when its dependency ends
