@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from awoc_scripts.input.request import Request, parse_request
-from awoc_scripts.planning.estimate import estimate_schedule
+from awoc_scripts.planning.estimate import _estimate_all_complete, _estimate_with_scheduler, estimate_schedule
 from awoc_scripts.planning.execution_plan import plan_execution
 from awoc_scripts.planning.plan import build_plan
 from awoc_scripts.planning.scheduling import PRIORITY_RANK, Scheduler, graph_metrics
@@ -144,7 +144,7 @@ def test_simulated_schedule_respects_every_bound(case: tuple[list[dict[str, Any]
         {"parallel_config": {"batch_token_limit": limit, "total_token_budget": 10**7}, "tasks": config_tasks}
     )
     tasks = plan["tasks"]
-    schedule = estimate_schedule(tasks, graph_metrics(tasks).remaining, max_concurrent, limit)
+    schedule = estimate_schedule(tasks, graph_metrics(tasks), max_concurrent, limit)
     slots = schedule.slots
     budget = {t["task_id"]: t["token_budget"] for t in tasks}
     assert set(slots) == set(budget)
@@ -158,6 +158,22 @@ def test_simulated_schedule_respects_every_bound(case: tuple[list[dict[str, Any]
         assert tokens <= limit or (len(live) == 1 and budget[live[0]] > limit)
     lower_bound = max(graph_metrics(tasks).remaining.values())
     assert schedule.makespan >= lower_bound
+
+
+@settings(max_examples=200, deadline=None)
+@given(random_plans())
+def test_the_fast_estimate_is_the_schedulers_schedule(case: tuple[list[dict[str, Any]], int, int]) -> None:
+    # plans where every task waits for all its dependencies take a path of their own: it must
+    # start every task exactly when the executor's Scheduler would
+    config_tasks, max_concurrent, limit = case
+    plan = plan_of(
+        {"parallel_config": {"batch_token_limit": limit, "total_token_budget": 10**7}, "tasks": config_tasks}
+    )
+    tasks = plan["tasks"]
+    metrics = graph_metrics(tasks)
+    fast = _estimate_all_complete(tasks, metrics, max_concurrent, limit, None)
+    general = _estimate_with_scheduler(tasks, metrics.remaining, max_concurrent, limit, None)
+    assert fast == general
 
 
 def test_ten_thousand_tasks_plan_in_reasonable_time() -> None:

