@@ -44,7 +44,9 @@ def plan_execution(
         if not 1 <= max_parallel <= 100:
             raise InputError(f"MAX_PARALLEL: expected a whole number from 1 to 100, got {max_parallel}")
         config["max_concurrent"] = max_parallel
-    tasks: list[Task] = [{**t} for t in plan["tasks"]]
+    tasks: list[Task] = plan["tasks"]
+    if history is not None or total_token_budget is not None:  # they fill in durations and budgets
+        tasks = [{**t} for t in tasks]
     duration_source, expected = _expectations(tasks, history)
     budget = plan["budget"].copy()
     if total_token_budget is not None:
@@ -77,7 +79,7 @@ def plan_execution(
         "warnings": warnings,
         "policies": describe_policies(config),
         "expected_usage": expected,
-        "tasks": [_planned_task(t, metrics, schedule, duration_source[t["task_id"]]) for t in tasks],
+        "tasks": _planned_tasks(tasks, metrics, schedule, duration_source),
     }
 
 
@@ -102,25 +104,34 @@ def _rebudget(
     return budget, [w for w in warnings if "token budget" not in w] + allocation.warnings
 
 
-def _planned_task(t: Task, metrics: GraphMetrics, schedule: EstimatedSchedule, duration_source: str) -> PlannedTask:
-    slot = schedule.slots.get(t["task_id"])
-    return {
-        "task_id": t["task_id"],
-        "agent": t["agent"],
-        "priority": t["priority"],
-        "priority_rank": PRIORITY_RANK[t["priority"]],
-        "level": metrics.level[t["task_id"]],
-        "token_budget": t["token_budget"],
-        "budget_source": t["budget_source"],
-        "cost_budget_usd": t.get("cost_budget_usd"),
-        "duration_s": task_duration(t),
-        "duration_source": duration_source,
-        "remaining_path_s": metrics.remaining[t["task_id"]],
-        # none for a task the estimate skips: it runs only if a dependency fails (a
+def _planned_tasks(
+    tasks: list[Task], metrics: GraphMetrics, schedule: EstimatedSchedule, duration_source: Mapping[str, str]
+) -> list[PlannedTask]:
+    slots, level, remaining = schedule.slots, metrics.level, metrics.remaining
+    planned: list[PlannedTask] = []
+    for t, duration in zip(tasks, metrics.duration, strict=True):
+        tid = t["task_id"]
+        # no slot for a task the estimate skips: it runs only if a dependency fails (a
         # "conditional" task with "when": "failure"), and the estimate has every task succeed
-        "estimated_start_s": slot.start if slot else None,
-        "estimated_end_s": slot.end if slot else None,
-    }
+        slot = slots.get(tid)
+        planned.append(
+            {
+                "task_id": tid,
+                "agent": t["agent"],
+                "priority": t["priority"],
+                "priority_rank": PRIORITY_RANK[t["priority"]],
+                "level": level[tid],
+                "token_budget": t["token_budget"],
+                "budget_source": t["budget_source"],
+                "cost_budget_usd": t.get("cost_budget_usd"),
+                "duration_s": duration,
+                "duration_source": duration_source[tid],
+                "remaining_path_s": remaining[tid],
+                "estimated_start_s": slot.start if slot else None,
+                "estimated_end_s": slot.end if slot else None,
+            }
+        )
+    return planned
 
 
 def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str, str], ExpectedUsage]:

@@ -195,10 +195,11 @@ class ReadyTasks:
         """The lowest current rank among groups with budget <= MAX_BUDGET (all if None)."""
         if self.stale_tree:
             self._build()
-        count = len(self.budgets) if max_budget is None else bisect.bisect_right(self.budgets, max_budget)
         mask = (1 << self.bits) - 1
         while True:
-            found = self.tree[1] if count == len(self.budgets) else self._prefix_best(count)
+            found = self.tree[1]
+            if max_budget is not None and found != _EMPTY and self.budgets[found & mask] > max_budget:
+                found = self._prefix_best(bisect.bisect_right(self.budgets, max_budget))  # the best does not fit
             if found == _EMPTY:
                 return None
             rank, i = found >> self.bits, found & mask
@@ -212,11 +213,14 @@ class ReadyTasks:
         caller whose entries never go stale (each task pushed once, its budget fixed)."""
         if self.stale_tree:
             self._build()
-        count = len(self.budgets) if max_budget is None else bisect.bisect_right(self.budgets, max_budget)
-        found = self.tree[1] if count == len(self.budgets) else self._prefix_best(count)
+        found, mask = self.tree[1], (1 << self.bits) - 1
         if found == _EMPTY:
             return None
-        i = found & ((1 << self.bits) - 1)
+        if max_budget is not None and self.budgets[found & mask] > max_budget:  # the best does not fit
+            found = self._prefix_best(bisect.bisect_right(self.budgets, max_budget))
+            if found == _EMPTY:
+                return None
+        i = found & mask
         heapq.heappop(self.heaps[i])
         self._refresh(i)
         return found >> self.bits
