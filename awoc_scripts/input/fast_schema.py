@@ -10,6 +10,7 @@ and a property test checks it agrees with jsonschema.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -165,6 +166,51 @@ def _for_kind(is_kind: Check, check: Check) -> Check:
     return lambda v: not is_kind(v) or check(v)
 
 
+_ANNOTATIONS = {"title", "description", "$schema", "$id"}
+_SIMPLE = {
+    "string": {"minLength", "maxLength", "pattern"},
+    "integer": {"minimum", "maximum", "exclusiveMinimum"},
+    "number": {"minimum", "maximum", "exclusiveMinimum"},
+    "array": {"minItems", "maxItems", "items"},
+    "object": {"required", "properties", "additionalProperties"},
+}
+
+
+def _simple_check(schema: Mapping[str, Any], build: Callable[[Any], Check]) -> Check | None:
+    """One closure for the most common schemas: a single type with bounds (a string's length and
+    pattern, a number's range, an array's length and items). A 100,000-task config holds
+    hundreds of thousands of such values; one call each instead of four or five halves the check."""
+    declared = schema.get("type")
+    if not isinstance(declared, str) or declared not in _SIMPLE:
+        return None
+    if not set(schema) - _ANNOTATIONS - {"type"} <= _SIMPLE[declared]:
+        return None
+    if declared == "object":
+        props = {k: build(s) for k, s in schema.get("properties", {}).items()}
+        extra = schema.get("additionalProperties", True)
+        members = _object_check(props, None if extra is True else _never if extra is False else build(extra))
+        needed = frozenset(schema.get("required", ()))
+        return lambda v: isinstance(v, dict) and v.keys() >= needed and members(v)
+    if declared == "string":
+        lo, hi = schema.get("minLength", 0), schema.get("maxLength", math.inf)
+        if "pattern" not in schema:
+            return lambda v: isinstance(v, str) and lo <= len(v) <= hi
+        search = re.compile(schema["pattern"]).search
+        return lambda v: isinstance(v, str) and lo <= len(v) <= hi and search(v) is not None
+    if declared == "array":
+        lo, hi = schema.get("minItems", 0), schema.get("maxItems", math.inf)
+        if "items" not in schema:
+            return lambda v: isinstance(v, list) and lo <= len(v) <= hi
+        item = build(schema["items"])
+        return lambda v: isinstance(v, list) and lo <= len(v) <= hi and all(map(item, v))
+    is_type = _is_integer if declared == "integer" else _is_number
+    lo, hi = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
+    if "exclusiveMinimum" in schema:
+        above = schema["exclusiveMinimum"]
+        return lambda v: is_type(v) and lo <= v <= hi and v > above
+    return lambda v: is_type(v) and lo <= v <= hi
+
+
 def compile_schema(root: Mapping[str, Any]) -> Check:
     compiled: dict[str, Check] = {}
 
@@ -180,6 +226,9 @@ def compile_schema(root: Mapping[str, Any]) -> Check:
         unknown = set(schema) - SUPPORTED
         if unknown:
             raise ValueError(f"unsupported schema keywords: {sorted(unknown)}")
+        simple = _simple_check(schema, build)
+        if simple is not None:
+            return simple
         checks = [ref(schema["$ref"])] if "$ref" in schema else []
         declared = schema.get("type")
         if declared is not None:

@@ -59,7 +59,14 @@ def allocate_budgets(
 ) -> BudgetAllocation:
     """`total=None` means the user gave no total, so the default applies and may grow."""
     explicit = {r.task_id: r.explicit for r in requests if r.explicit is not None}
-    computed = {r.task_id: computed_budget(r.agent, r.priority, overrides) for r in requests if r.explicit is None}
+    by_kind: dict[tuple[str, str], int] = {}  # a few agents and priorities, many tasks
+    computed: dict[str, int] = {}
+    for r in requests:
+        if r.explicit is None:
+            kind = (r.agent, r.priority)
+            if kind not in by_kind:
+                by_kind[kind] = computed_budget(r.agent, r.priority, overrides)
+            computed[r.task_id] = by_kind[kind]
     explicit_sum = sum(explicit.values())
     computed_sum = sum(computed.values())
     warnings: list[str] = []

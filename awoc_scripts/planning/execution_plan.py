@@ -10,7 +10,7 @@ from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.estimate import EstimatedSchedule, estimate_schedule
 from awoc_scripts.planning.policy_settings import describe_policies
-from awoc_scripts.planning.scheduling import PRIORITY_RANK, GraphMetrics, graph_metrics, task_duration
+from awoc_scripts.planning.scheduling import PRIORITY_RANK, GraphMetrics, graph_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -61,7 +61,7 @@ def plan_execution(
             )
     metrics = graph_metrics(tasks)
     schedule = estimate_schedule(tasks, metrics, int(config["max_concurrent"]), limit)
-    sequential = sum(task_duration(t) for t in tasks)
+    sequential = sum(metrics.duration)
     return {
         "schema": PLAN_SCHEMA,
         "kind": "execution",

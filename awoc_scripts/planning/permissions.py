@@ -145,7 +145,7 @@ def with_permissions(tasks: list[Task], raw_tasks: list[JsonObject], settings: M
             task["permissions"] = None
             continue
         name = task["agent"]
-        own = any(raw.get(key) is not None for key in TASK_KEYS)
+        own = not raw.keys().isdisjoint(TASK_KEYS) and any(raw.get(key) is not None for key in TASK_KEYS)
         if not own and name in shared:
             task["permissions"] = shared[name]
             continue

@@ -6,6 +6,7 @@ so later steps never have to guess.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, cast
 
@@ -112,7 +113,7 @@ def _apply_settings(task: Task, raw: JsonObject, settings: ParallelConfig) -> No
 def _agent_warnings(tasks: list[Task]) -> list[str]:
     from awoc_scripts.input.agents import misspelled_agent_warnings
 
-    agents = [t["agent"] for t in tasks if t.get("command") is None]  # a command task needs no agent definition
+    agents = list(dict.fromkeys(t["agent"] for t in tasks if t["command"] is None))  # a command task needs none
     return misspelled_agent_warnings(agents, Path.cwd(), Path.home()) if agents else []
 
 
@@ -138,28 +139,39 @@ def _assign_ids(raw_tasks: list[JsonObject], request: Request) -> list[str]:
 
 def _resolve_dependencies(raw_tasks: list[JsonObject], ids: list[str], request: Request) -> list[Task]:
     id_set = set(ids)
-    by_agent: dict[str, list[str]] = {}
-    priority_of: dict[str, str] = {}
-    for raw, task_id in zip(raw_tasks, ids, strict=True):
-        by_agent.setdefault(raw["agent"], []).append(task_id)
-        priority_of[task_id] = raw.get("priority", "medium")
+
+    @functools.cache
+    def by_agent_and_priority() -> tuple[dict[str, list[str]], dict[str, str]]:
+        """What names other than task ids need; built only if some task uses one."""
+        by_agent: dict[str, list[str]] = {}
+        priority_of: dict[str, str] = {}
+        for raw, task_id in zip(raw_tasks, ids, strict=True):
+            by_agent.setdefault(raw["agent"], []).append(task_id)
+            priority_of[task_id] = raw.get("priority", "medium")
+        return by_agent, priority_of
 
     problems: list[tuple[str, str]] = []
     tasks: list[Task] = []
+    earlier: set[str] = set()
+    in_file_order = True  # every dependency listed before its dependent: then there is no cycle
     for i, (raw, task_id) in enumerate(zip(raw_tasks, ids, strict=True)):
         names = raw.get("dependencies", [])
         mode = raw.get("dependency_mode", "all_complete")
-        if (
-            mode == "all_complete"
-            and _plain_ids(names, task_id, id_set)
-            and "critical_dependencies" not in raw
-            and "condition" not in raw
-        ):  # the common task: nothing to expand, nothing to report, no place to name in a message
+        # the common task: ids of tasks listed before it, nothing to expand, nothing to report
+        plain = mode == "all_complete" and "critical_dependencies" not in raw and "condition" not in raw
+        if plain and not earlier.issuperset(names):
+            in_file_order = False
+            plain = _plain_ids(names, task_id, id_set)
+        if plain:
             tasks.append(_task_of(raw, task_id, i, list(dict.fromkeys(names)), mode, [], None))
+            earlier.add(task_id)
             continue
         where = request.describe_path(f"tasks[{i}]")
         me = TaskRef(task_id, raw["agent"])
+        by_agent, priority_of = by_agent_and_priority()
         deps = resolve_names(names, me, id_set, by_agent, f"{where}.dependencies", problems)
+        in_file_order = in_file_order and earlier.issuperset(deps)
+        earlier.add(task_id)
         critical: list[str] = []
         condition = None
         if "critical_dependencies" in raw:
@@ -184,7 +196,7 @@ def _resolve_dependencies(raw_tasks: list[JsonObject], ids: list[str], request: 
         tasks.append(_task_of(raw, task_id, i, deps, mode, critical, condition))
     if problems:
         raise problems_error(request.source, problems)
-    cycle = find_cycle({t["task_id"]: t["dependencies"] for t in tasks})
+    cycle = None if in_file_order else find_cycle({t["task_id"]: t["dependencies"] for t in tasks})
     if cycle:
         raise InputError(f"{request.source}: {format_cycle(cycle)}")
     return tasks
