@@ -163,15 +163,15 @@ class ReadyTasks:
     def _refresh(self, i: int) -> None:
         tree, heap = self.tree, self.heaps[i]
         node = self.size + i
-        tree[node] = heap[0] << self.bits | i if heap else _EMPTY
-        node //= 2
-        while node:  # min of the two children, written out: this runs a dozen times a task
-            left, right = tree[2 * node], tree[2 * node + 1]
-            best = left if left < right else right
-            if best == tree[node]:
+        best = tree[node] = heap[0] << self.bits | i if heap else _EMPTY
+        while node > 1:  # up to the root, each node the better of its two children
+            sibling = tree[node ^ 1]
+            if sibling < best:
+                best = sibling
+            node >>= 1
+            if tree[node] == best:
                 break  # nothing above changes either
             tree[node] = best
-            node //= 2
 
     def push(self, rank: int, budget: int) -> None:
         i = self.position.get(budget)
