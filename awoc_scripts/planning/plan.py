@@ -62,9 +62,10 @@ def build_plan(request: Request) -> Plan:
         given.get("total_token_budget"),
         settings["agents"],
     )
-    for task, raw in zip(tasks, raw_tasks, strict=True):
-        task["token_budget"] = allocation.budgets[task["task_id"]]
-        _apply_settings(task, raw, settings)
+    budgets = allocation.budgets
+    for task in tasks:
+        task["token_budget"] = budgets[task["task_id"]]
+    _apply_settings(tasks, raw_tasks, settings)
     settings["total_token_budget"] = allocation.total
     with_permissions(tasks, raw_tasks, settings)
 
@@ -90,24 +91,30 @@ def build_plan(request: Request) -> Plan:
     return plan
 
 
-def _apply_settings(task: Task, raw: JsonObject, settings: ParallelConfig) -> None:
-    """What the task does not say itself: from parallel_config, and its agent's overrides there."""
-    task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else settings["total_timeout"]
-    task["retries"] = raw["retries"] if raw.get("retries") is not None else settings["retries"]
-    task["isolation"] = raw.get("isolation") or settings["isolation"]
-    task["verify"] = raw.get("verify") or settings.get("verify")
-    task["verify_timeout"] = float(raw.get("verify_timeout") or settings["verify_timeout"])
-    if raw.get("cache") is False:
-        task["cache"] = False
-    override = settings["agents"].get(task["agent"], {})
-    if task["model"] is None and "model" in override:
-        task["model"] = override["model"]
-    if task["tools"] is None and "tools" in override:
-        task["tools"] = override["tools"]
-    if task["max_turns"] is None and "max_turns" in override:
-        task["max_turns"] = override["max_turns"]
-    if task["command"] is None and "command" in override:
-        task["command"] = override["command"]
+def _apply_settings(tasks: list[Task], raw_tasks: list[JsonObject], settings: ParallelConfig) -> None:
+    """What a task does not say itself: from parallel_config, and its agent's overrides there."""
+    timeout, retries, isolation = settings["total_timeout"], settings["retries"], settings["isolation"]
+    verify, verify_timeout = settings.get("verify"), settings["verify_timeout"]
+    overrides = settings["agents"]
+    for task, raw in zip(tasks, raw_tasks, strict=True):
+        task["timeout"] = raw["timeout"] if raw.get("timeout") is not None else timeout
+        task["retries"] = raw["retries"] if raw.get("retries") is not None else retries
+        task["isolation"] = raw.get("isolation") or isolation
+        task["verify"] = raw.get("verify") or verify
+        task["verify_timeout"] = float(raw.get("verify_timeout") or verify_timeout)
+        if raw.get("cache") is False:
+            task["cache"] = False
+        override = overrides.get(task["agent"])
+        if not override:
+            continue
+        if task["model"] is None and "model" in override:
+            task["model"] = override["model"]
+        if task["tools"] is None and "tools" in override:
+            task["tools"] = override["tools"]
+        if task["max_turns"] is None and "max_turns" in override:
+            task["max_turns"] = override["max_turns"]
+        if task["command"] is None and "command" in override:
+            task["command"] = override["command"]
 
 
 def _agent_warnings(tasks: list[Task]) -> list[str]:
