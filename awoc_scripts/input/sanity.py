@@ -56,9 +56,9 @@ def _clean(value: Any, depth: int) -> bool:
         return False
     kind = type(value)
     if kind is dict:
-        return all(type(key) is str and _text_clean(key) for key in value) and _all_clean(value.values(), depth + 1)
+        return _texts_clean(value) and _all_clean(value.values(), depth + 1)
     if kind is list:
-        return _all_clean(value, depth + 1)
+        return _texts_clean(value) or _all_clean(value, depth + 1)
     if kind is str:
         return _text_clean(value)
     if kind is int:
@@ -77,6 +77,16 @@ def _all_clean(items: Iterable[Any], depth: int) -> bool:
         elif not _clean(item, depth):
             return False
     return True
+
+
+def _texts_clean(texts: Iterable[Any]) -> bool:
+    """Whether every item is a clean string: one join and two scans for a dict's keys or a list
+    of names, instead of a check each."""
+    try:
+        joined = "".join(texts)
+    except TypeError:
+        return False  # something that is not a string (a caller judges a list item by item)
+    return ("\x00" not in joined and joined.isascii()) or all(_text_clean(text) for text in texts)
 
 
 def _text_clean(text: str) -> bool:
