@@ -176,3 +176,21 @@ def test_well_formed_results_and_metadata_make_a_report(cli) -> None:
         json.dumps(GOOD_METADATA),
     )
     assert code == 0
+
+
+odd_texts = st.sampled_from(["", "qa", "é", "x\x00y", "\x00", "caf\udcff", "a\udcffb", "ok ok", "名前"])
+odd_scalars = st.one_of(
+    scalars,
+    odd_texts,
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), 2**64, 1e300, float("inf"), float("nan"), -0.0]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(nested(odd_scalars, ["qa", "é", "x\x00y", "caf\udcff", "tasks"], 3, 12))
+def test_the_quick_sanity_walk_agrees_with_the_one_that_names_problems(document: Any) -> None:
+    # the quick walk judges most values without a path (dict keys and lists of names in one
+    # join): it must call a document clean exactly when the naming walk finds nothing
+    from awoc_scripts.input.sanity import _clean, _problems
+
+    assert _clean(document, 0) == (not _problems(document))

@@ -21,6 +21,11 @@ def sanity_problems(document: Any) -> list[tuple[list[Any], str]]:
     """(path parts, message) for each value no config may hold; [] when there is none."""
     if _clean(document, 0):
         return []  # the common case, without building a path for every value
+    return _problems(document)
+
+
+def _problems(document: Any) -> list[tuple[list[Any], str]]:
+    """The walk that names each problem's place (slower: a path for every value)."""
     problems: list[tuple[list[Any], str]] = []
     stack: list[tuple[Any, list[Any]]] = [(document, [])]
     while stack and len(problems) < MAX_PROBLEMS:
