@@ -91,8 +91,9 @@ class RunLoop:
             self.claim.release()
             raise
 
+    @without_gc  # a record per task and the scheduler's tables: 100,000 tasks make a million objects
     def _set_up(self, plan: Plan, execution: ExecutionPlan, resume: bool, only: set[str] | None) -> None:
-        self.state_file = StateFile(self.run, resume)
+        self.state_file = StateFile(self.run, resume, execution)
         by_id = {t["task_id"]: t for t in self.tasks}
         records = {
             tid: new_record(task, int(self.state_file.tasks[tid]["token_budget"])) for tid, task in by_id.items()
@@ -363,6 +364,7 @@ class RunLoop:
         }
 
 
+@without_gc
 def planned_tasks(plan: Plan, execution: ExecutionPlan) -> list[Task]:
     """The plan's tasks with the execution plan's budgets and, where past runs measured them,
     their learned durations (they order the ready tasks by their real critical path)."""

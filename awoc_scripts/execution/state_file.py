@@ -25,14 +25,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from awoc_scripts.execution.task_record import TaskRecord
-    from awoc_scripts.plan_types import Task
+    from awoc_scripts.plan_types import ExecutionPlan, Task
     from awoc_scripts.run_documents import LoopFields, RunState, TaskState
 
 
 class StateFile:
-    def __init__(self, run: Run, resume: bool) -> None:
+    def __init__(self, run: Run, resume: bool, execution: ExecutionPlan) -> None:
+        """EXECUTION: the run's execution plan, as the loop holds it (read from disk, 100,000
+        tasks take a second)."""
         self.run = run
-        self.data = self._load(resume)
+        self.data = self._load(resume, execution)
         # our last state.json, held open so its inode cannot be reused: any other writer's atomic
         # replace then shows as another inode (mtimes can tie within one clock tick)
         self._fd: int | None = None
@@ -43,14 +45,14 @@ class StateFile:
         tasks: dict[str, TaskState] = self.data["tasks"]
         return tasks
 
-    def _load(self, resume: bool) -> RunState:
-        state = self.run.read_state()
+    def _load(self, resume: bool, execution: ExecutionPlan) -> RunState:
+        state = self.run.read_state(task_ids=[t["task_id"] for t in execution["tasks"]])
         owner = state.get("orchestrator") if state else None
         if owner and orchestrator_alive(state):
             pid = owner["pid"]
             raise StateError(f"run {self.run.run_id} is being executed right now by process {pid}")
         if not state:
-            state = initial_state(self.run)
+            state = initial_state(self.run, execution)
         elif not resume and any(t["status"] != PENDING for t in state["tasks"].values() if t["status"] != CANCELLED):
             resume_command = command_for("delegate-parallel", "resume", self.run.run_id)
             raise StateError(f"run {self.run.run_id} has already run; use `{resume_command}`")

@@ -89,7 +89,7 @@ def execute_run(
 
     orchestrator = RunLoop(run, plan, execution, executor, display, options, resume=resume, only=only)
     code = orchestrator.execute()
-    report = report_run(run, orchestrator.results, orchestrator.state_file.data)
+    report = report_run(run, orchestrator.results, orchestrator.state_file.data, (plan, execution))
     record_run(run.root, run.run_id, orchestrator.results.values())
     parts = {
         "execution_summary": report["execution_summary"],

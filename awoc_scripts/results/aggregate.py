@@ -116,14 +116,15 @@ def load_result_files(paths: Sequence[str]) -> list[TaskResult]:
 
 
 def run_results(
-    run: Run, known: Mapping[str, TaskResult] | None = None, state: RunState | None = None
+    run: Run, known: Mapping[str, TaskResult] | None = None, state: RunState | None = None, plan: Plan | None = None
 ) -> list[TaskResult]:
     """The run's task results, in plan order: `known` ones as given, the others from their files,
-    or, for tasks that ended without starting (no file), from state.json."""
+    or, for tasks that ended without starting (no file), from state.json. PLAN: the run's, where
+    the caller holds it."""
     results = []
     saved: dict[str, TaskState] | None = None if state is None else state.get("tasks", {})
     present = run.result_files()  # one listing: an aborted run may have 100,000 tasks without a file
-    for task in run.read_plan()["tasks"]:
+    for task in (plan or run.read_plan())["tasks"]:
         tid = task["task_id"]
         if known and tid in known:
             results.append(known[tid])

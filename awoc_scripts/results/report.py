@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA
+from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.launcher import command_for
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
 from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_json
@@ -18,6 +19,7 @@ from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from awoc_scripts.plan_types import ExecutionPlan, Plan
     from awoc_scripts.results.documents import (
         Aggregate,
         ConcurrencyChanges,
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
         WarmPoolSummary,
     )
     from awoc_scripts.run_documents import RunState, TaskResult
+
+    Held = tuple[Plan, ExecutionPlan]  # a run's plan and execution plan, as a caller holds them
 
 MAX_RESULT_CHARS_IN_MARKDOWN = 20000
 FORMATS = ("json", "markdown", "research_report")
@@ -55,11 +59,11 @@ def percent(value: float) -> str:
     return f"{value:.0f}%"
 
 
-def run_metadata(run: Run, state: RunState | None = None) -> RunMetadata:
+def run_metadata(run: Run, state: RunState | None = None, held: Held | None = None) -> RunMetadata:
     """What the report needs to know about a run beyond its results. STATE: its state.json as
-    the caller just wrote it (reading back 100,000 tasks' state takes a second)."""
-    plan = run.read_plan()
-    execution = run.read_execution()
+    the caller just wrote it (reading back 100,000 tasks' state takes a second); HELD: its plan
+    and execution plan, where the caller holds them (reading them back takes another)."""
+    plan, execution = held if held is not None else (run.read_plan(), run.read_execution())
     state = run.read_state() if state is None else state
     config = execution.get("parallel_config") or plan["parallel_config"]
     executed = bool(state.get("executions"))
@@ -658,17 +662,22 @@ def write_reports(files: ReportFiles, report: Report, markdown: str, aggregated:
     atomic_write_bytes(files.report_md, shown_safely(markdown).encode("utf-8") + b"\n")
 
 
+@without_gc  # 100,000 tasks' results and report entries, and no reference cycle among them
 def report_run(
-    run: Run, known_results: Mapping[str, TaskResult] | None = None, state: RunState | None = None
+    run: Run,
+    known_results: Mapping[str, TaskResult] | None = None,
+    state: RunState | None = None,
+    held: Held | None = None,
 ) -> Report:
     """Aggregate a run's results and write aggregate.json, report.json and report.md.
-    `known_results` and `state`: what the caller holds already, so their files are not read again."""
+    `known_results`, `state` and `held` (the plan and the execution plan): what the caller
+    holds already, so their files are not read again."""
     from awoc_scripts.results.aggregate import aggregate, run_results
     from awoc_scripts.results.overlap import worktree_overlap
 
-    metadata = run_metadata(run, state)
-    plan = run.read_plan()
-    results = run_results(run, known_results, state)
+    metadata = run_metadata(run, state, held)
+    plan = held[0] if held is not None else run.read_plan()
+    results = run_results(run, known_results, state, plan)
     aggregated = aggregate(results, plan, run.run_id)
     report = create_report(aggregated, metadata)
     overlap = worktree_overlap(plan, results)

@@ -13,13 +13,15 @@ from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.state.statuses import PENDING
 
 if TYPE_CHECKING:
+    from awoc_scripts.plan_types import ExecutionPlan, Plan
     from awoc_scripts.run_documents import RunState
     from awoc_scripts.state.store import Run
 
 
-def initial_state(run: Run) -> RunState:
-    """state.json before anything ran, from execution.json if planned, else from plan.json."""
-    source = run.read_execution() or run.read_plan()
+def initial_state(run: Run, source: Plan | ExecutionPlan | None = None) -> RunState:
+    """state.json before anything ran, from SOURCE where the caller holds it, else from
+    execution.json if planned, else from plan.json."""
+    source = source or run.read_execution() or run.read_plan()
     config = source["parallel_config"]
     return {
         "schema": PLAN_SCHEMA,
