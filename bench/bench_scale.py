@@ -116,7 +116,7 @@ def run_size(n: int, tmp: Path, repeat: int, limit: float) -> dict[str, Any]:
 def main() -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="default 1000 10000 100000 (quick: 2)")
-    parser.add_argument("--repeat", type=int, nargs="+", default=None, help="runs per size (default 5 3 1)")
+    parser.add_argument("--repeat", type=int, nargs="+", default=None, help="runs per size (default 5 3 3)")
     parser.add_argument("--limit", type=float, default=30.0, help="seconds before a step is stopped (default 30)")
     parser.add_argument("--worker", metavar="CONFIG", help=argparse_hidden())
     args = parser.parse_args()
@@ -124,7 +124,7 @@ def main() -> int:
         sys.stdout.buffer.write(orjson.dumps(worker(args.worker, args.repeat[0], args.limit)))
         return 0
     sizes = args.sizes or ([1000, 10_000] if args.quick else [1000, 10_000, 100_000])
-    repeats = args.repeat or ([3, 1] if args.quick else [5, 3, 1])
+    repeats = args.repeat or ([3, 1] if args.quick else [5, 3, 3])
     repeats = (repeats + [repeats[-1]] * len(sizes))[: len(sizes)]
 
     rows = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,11 +24,22 @@ class Slot:
 
 @dataclass
 class EstimatedSchedule:
-    slots: dict[str, Slot]
+    ids: list[str]
+    start_of: list[float | None]  # by list position; None for a task the estimate skips
+    duration_of: list[float]
     makespan: float
     peak_concurrency: int
     peak_tokens_in_flight: int
     ran_alone_over_limit: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def slots(self) -> dict[str, Slot]:
+        """Each scheduled task's slot, by id (made on first use: 100,000 of them cost)."""
+        return {
+            tid: Slot(start, start + duration)
+            for tid, start, duration in zip(self.ids, self.start_of, self.duration_of, strict=True)
+            if start is not None
+        }
 
 
 def estimate_schedule(
@@ -82,8 +94,12 @@ def _estimate_with_scheduler(
             running.discard(tid)
             in_flight -= budget[tid]
             scheduler.finish(tid, SUCCEEDED)
+    ids = [t["task_id"] for t in tasks]
+    start_of = [slots[tid].start if tid in slots else None for tid in ids]
     makespan = max((s.end for s in slots.values()), default=0.0)
-    return EstimatedSchedule(slots, makespan, peak_concurrency, peak_tokens, alone)
+    return EstimatedSchedule(
+        ids, start_of, [duration[tid] for tid in ids], makespan, peak_concurrency, peak_tokens, alone
+    )
 
 
 def _estimate_all_complete(
@@ -104,7 +120,7 @@ def _estimate_all_complete(
         budget = [budgets.get(tid, b) for tid, b in zip(ids, budget, strict=True)]
     duration, dependents = metrics.duration, metrics.dependents
     waiting = [len(t["dependencies"]) for t in tasks]
-    rank = start_ranks(tasks, metrics.remaining)
+    rank = start_ranks(tasks, metrics.remaining_of)
     at_rank = [0] * n
     for i, r in enumerate(rank):
         at_rank[r] = i
@@ -113,7 +129,7 @@ def _estimate_all_complete(
         if not waiting[i]:
             ready.push(rank[i], budget[i])
 
-    start = [-1.0] * n
+    start: list[float | None] = [None] * n
     now = 0.0
     running = in_flight = 0
     ends: list[tuple[float, int]] = []  # (end, position): equal ends in file order, as the scheduler's
@@ -146,6 +162,5 @@ def _estimate_all_complete(
                 waiting[child] -= 1
                 if not waiting[child]:
                     ready.push(rank[child], budget[child])
-    slots = {ids[i]: Slot(start[i], start[i] + duration[i]) for i in range(n) if start[i] >= 0}
-    makespan = max((s.end for s in slots.values()), default=0.0)
-    return EstimatedSchedule(slots, makespan, peak_concurrency, peak_tokens, alone)
+    makespan = max((s + d for s, d in zip(start, duration, strict=True) if s is not None), default=0.0)
+    return EstimatedSchedule(ids, start, duration, makespan, peak_concurrency, peak_tokens, alone)

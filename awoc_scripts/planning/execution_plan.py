@@ -69,7 +69,7 @@ def plan_execution(
         "parallel_config": config,
         "budget": budget,
         "critical_path": metrics.critical_path,
-        "critical_path_s": metrics.remaining[metrics.critical_path[0]] if metrics.critical_path else 0,
+        "critical_path_s": max(metrics.remaining_of, default=0),
         "waves": metrics.waves,
         "sequential_estimate_s": sequential,
         "estimated_makespan_s": schedule.makespan,
@@ -107,28 +107,28 @@ def _rebudget(
 def _planned_tasks(
     tasks: list[Task], metrics: GraphMetrics, schedule: EstimatedSchedule, duration_source: Mapping[str, str]
 ) -> list[PlannedTask]:
-    slots, level, remaining = schedule.slots, metrics.level, metrics.remaining
     planned: list[PlannedTask] = []
-    for t, duration in zip(tasks, metrics.duration, strict=True):
+    for t, duration, level, remaining, start in zip(
+        tasks, metrics.duration, metrics.level_of, metrics.remaining_of, schedule.start_of, strict=True
+    ):
         tid = t["task_id"]
-        # no slot for a task the estimate skips: it runs only if a dependency fails (a
+        # no start for a task the estimate skips: it runs only if a dependency fails (a
         # "conditional" task with "when": "failure"), and the estimate has every task succeed
-        slot = slots.get(tid)
         planned.append(
             {
                 "task_id": tid,
                 "agent": t["agent"],
                 "priority": t["priority"],
                 "priority_rank": PRIORITY_RANK[t["priority"]],
-                "level": level[tid],
+                "level": level,
                 "token_budget": t["token_budget"],
                 "budget_source": t["budget_source"],
                 "cost_budget_usd": t.get("cost_budget_usd"),
                 "duration_s": duration,
                 "duration_source": duration_source[tid],
-                "remaining_path_s": remaining[tid],
-                "estimated_start_s": slot.start if slot else None,
-                "estimated_end_s": slot.end if slot else None,
+                "remaining_path_s": remaining,
+                "estimated_start_s": start,
+                "estimated_end_s": None if start is None else start + duration,
             }
         )
     return planned

@@ -214,30 +214,47 @@ def _plain_ids(names: list[str], task_id: str, ids: set[str]) -> bool:
     return ids.issuperset(names) and task_id not in names
 
 
+# A task as the plan holds it, before its own values, budgets and settings are filled in. Every
+# task starts as a copy: copying one dict and setting ten keys costs half of building it whole.
+_BLANK_TASK: Task = {
+    "task_id": "",
+    "agent": "",
+    "description": "",
+    "priority": "medium",
+    "token_budget": 0,  # set with the other tasks' budgets
+    "budget_source": "computed",
+    "dependencies": [],
+    "dependency_mode": "all_complete",
+    "critical_dependencies": [],
+    "condition": None,
+    "timeout": 0,  # set from the settings
+    "estimated_duration": None,
+    "retries": 0,  # set from the settings
+    "command": None,
+    "model": None,
+    "tools": None,
+    "max_turns": None,
+    "context": None,
+    "isolation": "process",  # set from the settings
+    "index": 0,
+    "cost_budget_usd": None,
+}
+_TAKEN_AS_GIVEN = frozenset(
+    ("estimated_duration", "command", "model", "tools", "max_turns", "context", "cost_budget_usd")
+)
+
+
 def _task_of(
     raw: JsonObject, task_id: str, index: int, deps: list[str], mode: Any, critical: list[str], condition: Any
 ) -> Task:
     """A task as the plan holds it, before budgets and settings are filled in."""
-    return {
-        "task_id": task_id,
-        "agent": raw["agent"],
-        "description": raw["description"],
-        "priority": raw.get("priority", "medium"),
-        "token_budget": 0,  # set below, with the other tasks' budgets
-        "budget_source": "explicit" if "token_budget" in raw else "computed",
-        "dependencies": deps,
-        "dependency_mode": mode,
-        "critical_dependencies": critical,
-        "condition": condition,
-        "timeout": 0,  # set below, from the settings
-        "estimated_duration": raw.get("estimated_duration"),
-        "retries": 0,  # set below, from the settings
-        "command": raw.get("command"),
-        "model": raw.get("model"),
-        "tools": raw.get("tools"),
-        "max_turns": raw.get("max_turns"),
-        "context": raw.get("context"),
-        "isolation": "process",  # set below, from the settings
-        "index": index,
-        "cost_budget_usd": raw.get("cost_budget_usd"),
-    }
+    task = _BLANK_TASK.copy()
+    task["task_id"], task["agent"], task["description"] = task_id, raw["agent"], raw["description"]
+    task["priority"] = raw.get("priority", "medium")
+    task["budget_source"] = "explicit" if "token_budget" in raw else "computed"
+    task["dependencies"], task["dependency_mode"] = deps, mode
+    task["critical_dependencies"], task["condition"], task["index"] = critical, condition, index
+    if not _TAKEN_AS_GIVEN.isdisjoint(raw):
+        for key in _TAKEN_AS_GIVEN.intersection(raw):
+            task[key] = raw[key]  # type: ignore[literal-required]
+    return task

@@ -8,6 +8,7 @@ once. A task starts the moment its dependencies allow; nothing waits for a whole
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -37,14 +38,29 @@ def task_duration(task: Task) -> float:
 
 @dataclass
 class GraphMetrics:
-    order: list[str]  # topological, file order among equals
-    level: dict[str, int]  # dependency depth, 0 for tasks without dependencies
-    remaining: dict[str, float]  # longest duration path from the task's start to the end of a sink
+    """Levels, remaining paths and the critical path, kept by list position (the id-keyed tables
+    are made on first use: at 100,000 tasks a table costs what computing its values does)."""
+
+    ids: list[str]
+    order_of: list[int]  # positions in topological order, file order among equals
+    level_of: list[int]  # dependency depth, 0 for tasks without dependencies
+    remaining_of: list[float]  # longest duration path from the task's start to the end of a sink
     critical_path: list[str]
     waves: list[list[str]]
-    # by list position, for whoever walks the graph next (the estimated schedule)
-    duration: list[float] = field(default_factory=list)
-    dependents: list[list[int]] = field(default_factory=list)
+    duration: list[float]
+    dependents: list[list[int]]
+
+    @functools.cached_property
+    def order(self) -> list[str]:
+        return [self.ids[i] for i in self.order_of]
+
+    @functools.cached_property
+    def level(self) -> dict[str, int]:
+        return dict(zip(self.ids, self.level_of, strict=True))
+
+    @functools.cached_property
+    def remaining(self) -> dict[str, float]:
+        return dict(zip(self.ids, self.remaining_of, strict=True))
 
 
 def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
@@ -104,22 +120,17 @@ def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
     waves: list[list[str]] = [[] for _ in range(depth)]
     for i, tid in enumerate(ids):
         waves[level[i]].append(tid)
-    return GraphMetrics(
-        [ids[i] for i in order],
-        dict(zip(ids, level, strict=True)),
-        dict(zip(ids, remaining, strict=True)),
-        critical_path,
-        waves,
-        duration,
-        dependents,
-    )
+    return GraphMetrics(ids, order, level, remaining, critical_path, waves, duration, dependents)
 
 
-def start_ranks(tasks: Sequence[Task], remaining_path: Mapping[str, float]) -> list[int]:
+def start_ranks(tasks: Sequence[Task], remaining: Sequence[float]) -> list[int]:
     """Each task's place (by list position) in the order ready tasks start in: priority, then
-    the longest path still ahead, then file order. Heaps of these integers compare far faster
-    than heaps of (priority, path, index) tuples."""
-    keys = [(PRIORITY_RANK[t["priority"]], -remaining_path[t["task_id"]], t["index"], i) for i, t in enumerate(tasks)]
+    the longest path still ahead (REMAINING, by position), then file order. Heaps of these
+    integers compare far faster than heaps of (priority, path, index) tuples."""
+    keys = [
+        (PRIORITY_RANK[t["priority"]], -path, t["index"], i)
+        for i, (t, path) in enumerate(zip(tasks, remaining, strict=True))
+    ]
     keys.sort()
     rank = [0] * len(keys)
     for r, key in enumerate(keys):
@@ -289,7 +300,7 @@ class Scheduler:
             self.waiting_on[tid] = len(self.blocking[tid])
             for dep in task["dependencies"]:
                 self.dependents[dep].append(tid)
-        rank = start_ranks(self.tasks, self.remaining_path)
+        rank = start_ranks(self.tasks, [self.remaining_path[t["task_id"]] for t in self.tasks])
         self.rank = {t["task_id"]: rank[i] for i, t in enumerate(self.tasks)}
         self.by_rank = [""] * len(rank)
         for tid, r in self.rank.items():
