@@ -97,3 +97,23 @@ def test_the_slash_commands_summary_shows_what_to_expect_from_past_runs(cli, sta
     result = cli("delegate-parallel", "prepare", "--for-claude", config())
     assert result.code == 0, result.stderr
     assert "From past runs (3 of the tasks seen before): 0-0 tokens, $0-$0." in result.stdout
+
+
+def test_planning_from_history_leaves_the_plan_as_it_was(tmp_path: Path) -> None:
+    # plan_execution fills in durations from history and budgets from a new total in copies:
+    # the plan it was given (a saved run's, say) keeps what it said
+    import copy
+
+    from awoc_scripts.input.request import parse_request
+    from awoc_scripts.planning.execution_plan import plan_execution
+    from awoc_scripts.planning.plan import build_plan
+
+    done = {"status": "succeeded", "started_at": "x", "agent": "qa", "task": "the slow one", "duration_s": 7.0}
+    record_run(tmp_path, "run0", [done])
+    plan = build_plan(parse_request([config()]))
+    before = copy.deepcopy(plan)
+    execution = plan_execution(plan, total_token_budget=9000, history=History.load(tmp_path))
+    assert plan == before
+    slow = next(t for t in execution["tasks"] if t["task_id"] == "slow")
+    assert slow["duration_s"] == 7.0 and slow["duration_source"].startswith("history")
+    assert sum(t["token_budget"] for t in execution["tasks"]) <= 9000

@@ -44,12 +44,11 @@ def plan_execution(
         if not 1 <= max_parallel <= 100:
             raise InputError(f"MAX_PARALLEL: expected a whole number from 1 to 100, got {max_parallel}")
         config["max_concurrent"] = max_parallel
-    tasks: list[Task] = plan["tasks"]
-    if history is not None or total_token_budget is not None:  # they fill in durations and budgets
-        tasks = [{**t} for t in tasks]
+    tasks: list[Task] = list(plan["tasks"])  # a task is copied before anything in it changes
     duration_source, expected = _expectations(tasks, history)
     budget = plan["budget"].copy()
     if total_token_budget is not None:
+        tasks = [{**t} for t in tasks]
         budget, warnings = _rebudget(tasks, config, total_token_budget, warnings)
 
     limit = int(config["batch_token_limit"])
@@ -135,18 +134,19 @@ def _planned_tasks(
 
 
 def _expectations(tasks: list[Task], history: History | None) -> tuple[dict[str, str], ExpectedUsage]:
-    """Fill in expected durations from history; where each duration comes from; the usage to expect."""
+    """Fill in expected durations from history (in a copy of the task, put in its place in
+    TASKS); where each duration comes from; the usage to expect."""
     source: dict[str, str] = {}
     low_tokens = high_tokens = 0
     low_cost = high_cost = 0.0
     known = 0
-    for task in tasks:
+    for i, task in enumerate(tasks):
         tid = task["task_id"]
         seen = history.expect(task["agent"], task["description"]) if history else None
         if task.get("estimated_duration") is not None:
             source[tid] = "given"
         elif seen is not None:
-            task["estimated_duration"] = seen.duration_s
+            task = tasks[i] = {**task, "estimated_duration": seen.duration_s}
             source[tid] = f"history ({seen.source}, {seen.runs} run{'s' if seen.runs != 1 else ''})"
         else:
             source[tid] = "timeout"
