@@ -121,23 +121,17 @@ def test_an_interrupted_run_leaves_no_warm_process(fake_claude: Path, state_dir:
     wait_for(lambda: not awoc_processes(state_dir), timeout=3)
 
 
-def test_without_warm_agents_nothing_starts_early(fake_claude: Path) -> None:
+@pytest.mark.parametrize(
+    "parallel_config",
+    [
+        pytest.param({"warm_agents": 0}, id="without warm agents"),
+        # its late prompt could only be text, which the CLI stops waiting for after 3 s
+        pytest.param({"warm_agents": 2, "runner": {"output_format": "json"}}, id="a runner writing json"),
+    ],
+)
+def test_nothing_starts_early(fake_claude: Path, parallel_config: dict[str, Any]) -> None:
     config = {
-        "parallel_config": {"warm_agents": 0},
-        "tasks": [
-            {"task_id": "a", "agent": "qa", "description": "x [[fake:sleep=0.3]]"},
-            {"task_id": "b", "agent": "qa", "description": "y", "dependencies": ["a"]},
-        ],
-    }
-    code, run_dir = run(config)
-    assert code == 0
-    assert not any(e["event"].startswith("task-warm") for e in events(run_dir))
-
-
-def test_a_runner_writing_json_is_not_warmed(fake_claude: Path) -> None:
-    """Its late prompt could only be text, which the CLI stops waiting for after 3 s."""
-    config = {
-        "parallel_config": {"warm_agents": 2, "runner": {"output_format": "json"}},
+        "parallel_config": parallel_config,
         "tasks": [
             {"task_id": "a", "agent": "qa", "description": "x [[fake:sleep=0.5]]"},
             {"task_id": "b", "agent": "qa", "description": "y", "dependencies": ["a"]},
