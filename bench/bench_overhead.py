@@ -9,7 +9,10 @@ In the same run, interleaved, each ``--repeat`` times:
 - ``seq 600 | parallel -j8 true`` (GNU parallel; the numbers come from a file on stdin);
 - ``seq 600 | xargs -P8 -n1 true``;
 - awoc with a single task, to separate its fixed cost (start-up, validation, report) from the
-  cost per task.
+  cost per task;
+- awoc's process layer alone (``executor_floor.py``: its LocalExecutor starting the same tasks, with
+  their files and cgroups, and nothing else): the floor under the cost of a task, so that what a
+  run adds above it is measured, not guessed.
 
 Reports medians and min-max of wall time, the peak RSS of the orchestrator (wait4), its own CPU
 time (read while it is a zombie, so without its children) and the CPU of its children.
@@ -32,6 +35,7 @@ SLOTS = 8
 GOAL_VS_PARALLEL = 0.4
 GOAL_VS_XARGS = 1.5
 GOAL_RSS_MB = 80.0
+FLOOR = Path(__file__).with_name("executor_floor.py")
 
 
 def config(n: int) -> dict[str, Any]:
@@ -82,7 +86,14 @@ def main() -> int:
     if cli is None:
         sys.exit("delegate-parallel is not installed (run: make install)")
     have_parallel = shutil.which("parallel") is not None
-    runs: dict[str, list[Measured]] = {"awoc": [], "awoc-disk": [], "awoc-1": [], "parallel": [], "xargs": []}
+    runs: dict[str, list[Measured]] = {
+        "awoc": [],
+        "awoc-disk": [],
+        "awoc-1": [],
+        "floor": [],
+        "parallel": [],
+        "xargs": [],
+    }
     state_info: dict[str, Any] = {}
     # The state goes to memory (tmpfs) for the main figures: this VM's disk makes each file
     # creation cost 0.1-0.7 ms and varies twofold between runs. The same run with the state on
@@ -125,16 +136,23 @@ def main() -> int:
             if m.exit_code != 0:
                 raise RuntimeError(f"delegate-parallel run (1 task) exited {m.exit_code}")
             runs["awoc-1"].append(m)
+            floor_dir = fast / f"floor{rep}"
+            floor_dir.mkdir()
+            m = measure([sys.executable, str(FLOOR), str(n), str(SLOTS), str(floor_dir)])
+            if m.exit_code != 0:
+                raise RuntimeError(f"executor_floor.py exited {m.exit_code}")
+            runs["floor"].append(m)
             print(
                 f"run {rep + 1}/{repeat}: awoc {runs['awoc'][-1].wall_s:.3f} s "
                 f"(state on disk {runs['awoc-disk'][-1].wall_s:.3f} s), "
                 + (f"parallel {runs['parallel'][-1].wall_s:.3f} s, " if have_parallel else "")
-                + f"xargs {runs['xargs'][-1].wall_s:.3f} s, awoc with 1 task {runs['awoc-1'][-1].wall_s:.3f} s",
+                + f"xargs {runs['xargs'][-1].wall_s:.3f} s, awoc with 1 task {runs['awoc-1'][-1].wall_s:.3f} s, "
+                f"its process layer alone {runs['floor'][-1].wall_s:.3f} s",
                 flush=True,
             )
 
     awoc, one, xargs = row("awoc", runs["awoc"], n), row("awoc-1", runs["awoc-1"], 1), row("xargs", runs["xargs"], n)
-    disk = row("awoc-disk", runs["awoc-disk"], n)
+    disk, floor = row("awoc-disk", runs["awoc-disk"], n), row("floor", runs["floor"], n)
     par = row("parallel", runs["parallel"], n) if have_parallel else None
     per_task_ms = (awoc["wall_s"] - one["wall_s"]) / max(1, n - 1) * 1000
     xargs_per_task_ms = xargs["wall_s"] / n * 1000
@@ -196,6 +214,19 @@ def main() -> int:
             goal=f"<= {GOAL_VS_XARGS}x",
             met=awoc["wall_s"] / xargs["wall_s"] <= GOAL_VS_XARGS,
             details=details if par is None else {},
+        ),
+        Figure(
+            "overhead.floor_vs_xargs",
+            f"overhead: awoc's process layer alone, {n} no-op tasks / xargs",
+            floor["wall_s"],
+            "s",
+            floor["wall_spread"],
+            baseline=xargs["wall_s"],
+            baseline_label="xargs -P8",
+            ratio=floor["wall_s"] / xargs["wall_s"],
+            ratio_spread=spread([f.wall_s / x.wall_s for f, x in zip(runs["floor"], runs["xargs"], strict=True)]),
+            note="the floor: executor only",
+            details={"floor": floor, "run_above_floor_ms_per_task": (awoc["wall_s"] - floor["wall_s"]) / n * 1000},
         ),
         Figure(
             "overhead.time_per_task",
