@@ -29,6 +29,8 @@ class GitError(AwocError):
 
 @dataclass(frozen=True)
 class FileChange:
+    """Lines added and removed in one file, as `git diff --numstat` counts them."""
+
     path: str
     added: int | None  # None for a binary file
     removed: int | None
@@ -36,6 +38,8 @@ class FileChange:
 
 @dataclass(frozen=True)
 class MergeCheck:
+    """Whether a branch would merge cleanly, without touching the checkout."""
+
     tree: str | None  # the merged tree when it merges cleanly
     conflicts: list[str]
 
@@ -176,6 +180,8 @@ def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
 
 @dataclass(frozen=True)
 class Worktree:
+    """One worktree of a repository, as `git worktree list` shows it."""
+
     path: Path
     branch: str | None
     head: str | None

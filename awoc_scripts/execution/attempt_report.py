@@ -31,6 +31,8 @@ def count_of(value: Any) -> int | None:
 
 @dataclass
 class Tokens:
+    """Tokens an attempt used, as the API counts them."""
+
     input: int = 0
     output: int = 0
     cache_read: int = 0
@@ -67,6 +69,8 @@ class Tokens:
 
 @dataclass
 class Outcome:
+    """What an attempt's output says: whether it worked, its result, tokens and cost."""
+
     ok: bool
     result: str
     tokens: Tokens = field(default_factory=Tokens)

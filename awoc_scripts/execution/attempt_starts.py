@@ -4,7 +4,6 @@ that makes attempts and keeps what they leave."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 import orjson
@@ -89,6 +88,8 @@ class AttemptStarter:
 
     def look_up(self, tid: str) -> Event:
         """Has an earlier run succeeded at exactly this task: same command, prompt, files?"""
+        import hashlib  # only a run with the cache on loads OpenSSL (3 ms at start-up)
+
         assert self.cache is not None
         task, rec = self.by_id[tid], self.records[tid]
         deps = dependency_results(self.run, task, self.by_id, self.status, self.records)

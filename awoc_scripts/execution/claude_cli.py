@@ -41,6 +41,8 @@ TRANSIENT_TEXT = re.compile(r"rate.?limit|overloaded|usage limit|too many reques
 
 @dataclass(frozen=True)
 class Invocation:
+    """The program an attempt runs: its argv, environment and what kind of runner it is."""
+
     argv: list[str]
     env: dict[str, str]
     kind: str  # "claude", "agent-command" or "command"

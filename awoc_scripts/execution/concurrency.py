@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 @dataclass
 class Change:
+    """One change of the concurrency limit, and why."""
+
     before: int
     after: int
     why: str

@@ -21,6 +21,8 @@ VERIFICATION_FAILED = "verification"  # how the reason of an attempt whose verif
 
 @dataclass(frozen=True)
 class DependencyResult:
+    """A dependency's result, as a dependent's prompt carries it."""
+
     task_id: str
     agent: str
     status: str

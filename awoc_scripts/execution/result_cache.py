@@ -16,16 +16,14 @@ MAX_ENTRIES are kept (the oldest go). An entry that cannot be read costs only it
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import orjson
 
-from awoc_scripts import PLAN_SCHEMA, git
+from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.state.shapes import result_problem
 from awoc_scripts.state.store import atomic_write_json, file_lock, now_iso, read_json
 
@@ -114,6 +112,8 @@ class ResultCache:
 
 def cache_key(task: Task, invocation: Invocation, prompt: str, files: str) -> str:
     """The hash of what decides the task's result (see the module's docstring)."""
+    import hashlib  # here and below: a run without the cache does not load OpenSSL (3 ms at start-up)
+
     argv = list(invocation.argv)
     if "--max-budget-usd" in argv:  # what is left of the money changes from run to run
         at = argv.index("--max-budget-usd")
@@ -143,12 +143,18 @@ def _program(name: str) -> list[Any]:
 
 
 def worktree_files(repo: Path, base: str) -> str:
+    from awoc_scripts import git
+
     return "tree " + git.run_git(repo, "rev-parse", f"{base}^{{tree}}").strip()
 
 
 def directory_files(cwd: Path) -> str | None:
     """What the files a process task sees are: a git tree where it is a repository, else a listing.
     None: too many files to list (such a task is not cached)."""
+    import hashlib
+
+    from awoc_scripts import git
+
     root = git.repo_root(cwd)
     if root is not None:
         return f"worktree {_working_tree(root)} at {os.path.relpath(cwd, root)}"
@@ -170,6 +176,10 @@ def _working_tree(root: Path) -> str:
     ones), from an index of its own that knows no file's size or time, so every file is read
     (trusting what the checkout's index remembers of sizes and times missed changes made in the
     same instant), and the checkout's own index is never touched."""
+    import tempfile
+
+    from awoc_scripts import git
+
     with tempfile.TemporaryDirectory(prefix="awoc-cache-") as scratch:
         env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
         if git.head_commit(root) is not None:

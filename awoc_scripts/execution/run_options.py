@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Options:
+    """How the run loop runs: back-off, pauses, memory floor, directories and environment."""
+
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
     usage_limit_pause_s: float = 300.0  # a usage limit that names no reset: try again after this

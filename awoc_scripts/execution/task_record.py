@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False)
 class TaskRecord:
+    """Everything the run knows of one task while it executes."""
+
     budget: int
     attempts: int = 0
     pid: int | None = None

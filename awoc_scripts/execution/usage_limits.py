@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 LIMIT_TEXT = re.compile(
     r"usage limit reached|hit your (?:[\w-]+ )*limit\b|\blimit reached\s*[∙·]|out of usage credits", re.IGNORECASE
@@ -76,6 +75,8 @@ def _zone(name: str | None) -> tzinfo | None:
         return None  # the machine's own
     if name.upper() in ("UTC", "GMT"):
         return UTC  # needs no time zone database
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # read only when a limit names its zone
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

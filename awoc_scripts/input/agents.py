@@ -13,6 +13,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "claude_code" / "builtin_
 
 @dataclass(frozen=True)
 class AgentDefinition:
+    """An agent: its role, tools, model and permissions, from its file or built in."""
+
     name: str
     description: str
     system_prompt: str

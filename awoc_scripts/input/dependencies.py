@@ -13,6 +13,8 @@ Problems = list[tuple[str, str]]
 
 @dataclass(frozen=True)
 class TaskRef:
+    """A task as a dependency names it: its id, or its agent."""
+
     task_id: str
     agent: str
 

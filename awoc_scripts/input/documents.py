@@ -18,6 +18,8 @@ MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Document:
+    """A parsed JSON document, and what to call it in messages."""
+
     data: Any
     source: str  # what to call it in messages: a path, "<stdin>" or "<argument>"
 

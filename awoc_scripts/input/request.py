@@ -64,6 +64,8 @@ KNOWN_FLAGS = (*CONFIG_FLAGS, *CONFIG_SWITCHES, *INLINE_FLAGS_WITH_VALUE, *INLIN
 
 @dataclass
 class Request:
+    """A config, from a file or from inline tasks, with how to name its parts to the user."""
+
     config: JsonObject
     source: str  # the config's name in messages, or "inline tasks"
     # json path prefix -> how to name it to the user (`tasks[1]` -> `task 2 "architect:x"`)

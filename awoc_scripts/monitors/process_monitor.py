@@ -76,6 +76,8 @@ class RunningTasks(TypedDict):
 
 @dataclass
 class Watched:
+    """A process the monitor watches, and the task it belongs to."""
+
     pid: int
     proc: psutil.Process | None
     task_id: str | None = None

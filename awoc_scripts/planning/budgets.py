@@ -34,6 +34,8 @@ def computed_budget(agent: str, priority: str, overrides: Mapping[str, Mapping[s
 
 @dataclass
 class BudgetRequest:
+    """What a task asks of the token budget."""
+
     task_id: str
     agent: str
     priority: str
@@ -42,6 +44,8 @@ class BudgetRequest:
 
 @dataclass
 class BudgetAllocation:
+    """Every task's token budget, and how the total was shared."""
+
     budgets: dict[str, int]
     total: int
     scale_factor: float

@@ -18,12 +18,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class Slot:
+    """When a task starts and ends in the estimate."""
+
     start: float
     end: float
 
 
 @dataclass
 class EstimatedSchedule:
+    """The simulated run: when each task starts, the makespan and the peaks."""
+
     ids: list[str]
     start_of: list[float | None]  # by list position; None for a task the estimate skips
     duration_of: list[float]

@@ -28,6 +28,8 @@ DEPENDENCY_KEYS = ("dependencies", "critical_dependencies")
 
 @dataclass(frozen=True)
 class FanOut:
+    """One for_each: the task template and the items it is made for."""
+
     template: str
     items: list[str]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from awoc_scripts import git
 from awoc_scripts.errors import InputError
 from awoc_scripts.plan_types import GitBase, Plan
 
@@ -20,6 +19,8 @@ def attach_git_base(plan: Plan, cwd: Path) -> None:
     ids = [t["task_id"] for t in plan["tasks"] if t["isolation"] == "worktree"]
     if not ids:
         return
+    from awoc_scripts import git  # only plans with worktree tasks run git
+
     named = f'isolation "worktree" (tasks: {", ".join(ids[:5])}{", ..." if len(ids) > 5 else ""})'
     root = git.repo_root(cwd)
     if root is None:
@@ -52,6 +53,8 @@ def check_new_branches(plan: Plan, run_id: str) -> None:
     base = plan.get("git")
     if base is None:
         return
+    from awoc_scripts import git
+
     repo = Path(base["repo"])
     for task in plan["tasks"]:
         name = branch_name(run_id, task["task_id"])

@@ -265,6 +265,8 @@ class ReadyTasks:
 
 @dataclass
 class StartDecision:
+    """The next task to start."""
+
     task_id: str
     alone_over_batch_limit: bool = False
 

@@ -32,6 +32,8 @@ RESULT_CHARS = 3000
 
 @dataclass(frozen=True)
 class Resolver:
+    """The agent that resolves merge conflicts, and its limits."""
+
     agent: str
     timeout_s: float
     token_budget: int

@@ -60,6 +60,8 @@ def merge_order(plan: Plan, merge: set[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class MergeOptions:
+    """How `delegate-parallel merge` merges."""
+
     dry_run: bool = False
     gate: str | None = None  # `sh -c GATE` at the checkout's root after each merge must pass
     gate_timeout_s: float = GATE_TIMEOUT_S

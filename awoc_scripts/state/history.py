@@ -52,6 +52,8 @@ def task_key(agent: str, description: str) -> str:
 
 @dataclass(frozen=True)
 class Expectation:
+    """What earlier runs say a task will take: time, tokens and cost."""
+
     duration_s: float  # the median of the runs kept
     tokens: tuple[int, int]  # lowest and highest seen
     cost_usd: tuple[float, float]

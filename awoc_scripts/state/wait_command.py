@@ -25,6 +25,8 @@ STILL_RUNNING = 124  # as timeout(1): the time ran out before the run ended
 
 @dataclass
 class WaitOutcome:
+    """How `delegate-parallel wait` ended."""
+
     ended: bool
     exit_code: int
     status: RunStatus

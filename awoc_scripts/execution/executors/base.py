@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Attempt:
+    """One attempt of a task, as an executor starts it."""
+
     task_id: str
     invocation: Invocation
     cwd: Path
@@ -31,12 +33,16 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Started:
+    """What start() tells the loop about the process it started."""
+
     pid: int | None  # None when the process is on another machine
     warm_s: float | None = None  # how long its process had been started, waiting for the prompt
 
 
 @dataclass(frozen=True)
 class Ended:
+    """An attempt whose process has ended, and its exit code."""
+
     task_id: str
     exit_code: int
     stopped: bool  # it ended because stop() was called

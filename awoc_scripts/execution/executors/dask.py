@@ -53,6 +53,8 @@ WORKER_CHECK_S = 1.0
 
 @dataclass
 class _Remote:
+    """An attempt running on a Dask worker."""
+
     attempt: Attempt
     future: Any
     stop_event: str

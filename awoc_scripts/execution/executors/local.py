@@ -17,6 +17,8 @@ from awoc_scripts.processes import KILL_GRACE_S, Child, contained, kill_cgroups,
 
 @dataclass
 class _Warm:
+    """A process started ahead of its task, waiting for its prompt."""
+
     attempt: Attempt  # as it was when warmed: a start with another program or environment starts cold
     child: Child
     since: float
@@ -37,6 +39,8 @@ def _feed(fd: int, data: bytes) -> None:
 
 @dataclass
 class _Running:
+    """An attempt's process on this machine, and how far its stopping has gone."""
+
     attempt: Attempt
     child: Child
     pidfd: int | None

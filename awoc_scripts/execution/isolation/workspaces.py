@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 from awoc_scripts.errors import AwocError
 from awoc_scripts.execution.isolation.process import ProcessIsolation
-from awoc_scripts.execution.isolation.worktree import WorktreeIsolation
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from awoc_scripts.execution.isolation.base import Isolation
+    from awoc_scripts.execution.isolation.worktree import WorktreeIsolation
     from awoc_scripts.plan_types import Plan, Task
     from awoc_scripts.run_documents import IsolationExtras, TaskResult
     from awoc_scripts.state.store import EventBuffer, Run
@@ -33,9 +33,13 @@ class Workspaces:
         self.modes: dict[str, Isolation] = {"process": ProcessIsolation(cwd)}
         # the shared directory's files as last seen, for cache keys: seen again once a process task ended
         self._directory_files: tuple[Path, str | None] | None = None
+        self.worktrees: WorktreeIsolation | None = None
         base = plan.get("git")
-        if base is not None:
-            self.modes["worktree"] = WorktreeIsolation(run, base, by_id, status_of, events, keep_worktrees)
+        if base is not None:  # git is loaded only for a run with worktree tasks
+            from awoc_scripts.execution.isolation.worktree import WorktreeIsolation
+
+            self.worktrees = WorktreeIsolation(run, base, by_id, status_of, events, keep_worktrees)
+            self.modes["worktree"] = self.worktrees
 
     def workdir(self, task: Task) -> Path:
         """Raises CannotStart (the task is skipped) or AwocError (it fails)."""
@@ -45,20 +49,24 @@ class Workspaces:
         """What the files a task works on are, for its cache key (None: not cacheable)."""
         from awoc_scripts.execution.result_cache import directory_files, worktree_files
 
-        mode = self.modes[task["isolation"]]
-        if isinstance(mode, WorktreeIsolation):
-            return worktree_files(mode.repo, mode.starting_point(task))
+        worktrees = self._worktrees_of(task)
+        if worktrees is not None:
+            return worktree_files(worktrees.repo, worktrees.starting_point(task))
         if self._directory_files is None or self._directory_files[0] != cwd:
             self._directory_files = (cwd, directory_files(cwd))
         return self._directory_files[1]
 
     def adopt(self, task: Task, cached_result: TaskResult) -> bool:
         """Make what a reused result needs in this run (a worktree task's branch)."""
-        mode = self.modes[task["isolation"]]
-        if not isinstance(mode, WorktreeIsolation):
+        worktrees = self._worktrees_of(task)
+        if worktrees is None:
             return True
         worktree = cached_result.get("worktree")
-        return isinstance(worktree, dict) and mode.adopt(task, worktree)
+        return isinstance(worktree, dict) and worktrees.adopt(task, worktree)
+
+    def _worktrees_of(self, task: Task) -> WorktreeIsolation | None:
+        """The worktree mode, for a task that runs in one (None for a process task)."""
+        return self.worktrees if self.modes[task["isolation"]] is self.worktrees else None
 
     def task_ended(self, task: Task, status: str, session_id: str | None, ran: bool = True) -> IsolationExtras:
         if task["isolation"] == "process" and ran:

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False)
 class MachineSettings:
+    """The run machine's settings: the run's parallel_config, and the loop's own."""
+
     max_concurrent: int
     batch_token_limit: int
     total_token_budget: int
