@@ -57,6 +57,7 @@ class Task(TypedDict):
     verify: NotRequired[list[str] | None]  # a program that must pass in its directory after it ended with 0
     verify_timeout: NotRequired[float]
     cache: NotRequired[bool]  # false: never reused from an earlier run
+    start_rank: NotRequired[int]  # set in a run from execution.json when it adopted a shorter order
 
 
 class BudgetSummary(TypedDict):
@@ -193,6 +194,14 @@ class PlannedTask(TypedDict):
     remaining_path_s: float
     estimated_start_s: float | None
     estimated_end_s: float | None
+    start_rank: NotRequired[int]  # its place among ready tasks, when a shorter order than priority's was adopted
+
+
+class StartOrder(TypedDict):
+    """execution.json's start_order: what orders ready tasks (planning/start_order.py)."""
+
+    by: Literal["priority", "shortest estimated run"]
+    priority_order_makespan_s: float  # the estimate in priority order, for comparison
 
 
 class ExecutionPlan(TypedDict):
@@ -214,6 +223,7 @@ class ExecutionPlan(TypedDict):
     warnings: list[str]
     policies: list[PolicyDescription]
     expected_usage: ExpectedUsage
+    start_order: NotRequired[StartOrder]  # plans made before it have none: priority order
     tasks: list[PlannedTask]
 
 

@@ -46,6 +46,12 @@ def plan_execution_command(
         f"{' -> '.join(execution['critical_path'])}, estimated {execution['estimated_makespan_s']:g} s "
         f"(sequential {execution['sequential_estimate_s']:g} s)\n"
     )
+    order = execution.get("start_order")
+    if order and order["by"] != "priority":
+        sys.stderr.write(
+            f"start order: the shortest estimated run, not strict priority order "
+            f"({order['priority_order_makespan_s']:g} s)\n"
+        )
 
 
 def main(args: list[str] | None = None) -> None:

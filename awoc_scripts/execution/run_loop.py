@@ -375,6 +375,10 @@ def planned_tasks(plan: Plan, execution: ExecutionPlan) -> list[Task]:
         learned = str(entry.get("duration_source", "")).startswith("history")
         duration = float(entry["duration_s"]) if learned else task["estimated_duration"]
         tasks.append({**task, "token_budget": int(entry["token_budget"]), "estimated_duration": duration})
+    ranks = [r for r in (planned[t["task_id"]].get("start_rank") for t in tasks) if type(r) is int]
+    if len(ranks) == len(tasks) and sorted(ranks) == list(range(len(tasks))):  # the planner's order, whole
+        for task, rank in zip(tasks, ranks, strict=True):
+            task["start_rank"] = rank
     return tasks
 
 

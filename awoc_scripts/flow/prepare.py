@@ -21,7 +21,7 @@ from awoc_scripts.state.history import History
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from awoc_scripts.plan_types import ExecutionPlan, ExpectedUsage, FanOutSummary, Plan, PolicyDescription
+    from awoc_scripts.plan_types import ExecutionPlan, ExpectedUsage, FanOutSummary, Plan, PolicyDescription, StartOrder
     from awoc_scripts.state.store import Run, StateStore
 
 WAIT_TIMEOUT_S = 100  # under the Bash tool's default limit of two minutes
@@ -75,6 +75,7 @@ class PreparedSummary(TypedDict):
     critical_path: list[str]
     estimated_makespan_s: float
     sequential_estimate_s: float
+    start_order: StartOrder | None
     expected_usage: ExpectedUsage | None
     tasks: list[PreparedTask]
     permissions: list[PermissionGroup]
@@ -125,6 +126,7 @@ def prepared_summary(run: Run, plan: Plan, execution: ExecutionPlan) -> Prepared
         "critical_path": execution["critical_path"],
         "estimated_makespan_s": execution["estimated_makespan_s"],
         "sequential_estimate_s": execution["sequential_estimate_s"],
+        "start_order": execution.get("start_order"),
         "expected_usage": execution.get("expected_usage"),
         "tasks": [
             {
@@ -164,6 +166,15 @@ def _expected_line(expected: ExpectedUsage | None) -> list[str]:
     ]
 
 
+def _start_order_line(order: StartOrder | None) -> list[str]:
+    if not order or order["by"] == "priority":
+        return []
+    return [
+        "Start order: the shortest estimated run from the tasks' estimated durations, not strict priority "
+        f"order (which is estimated at {order['priority_order_makespan_s']:g} s)."
+    ]
+
+
 def summary_markdown(summary: PreparedSummary) -> str:
     limits = summary["limits"]
     commands = summary["next"]
@@ -176,6 +187,7 @@ def summary_markdown(summary: PreparedSummary) -> str:
         + f"failure tolerance {limits['failure_tolerance']}.",
         f"Critical path: {' -> '.join(summary['critical_path'])}; estimated {summary['estimated_makespan_s']:g} s "
         f"(one after another: {summary['sequential_estimate_s']:g} s).",
+        *_start_order_line(summary.get("start_order")),
         *_expected_line(summary.get("expected_usage")),
         "",
         "| task | agent | priority | token budget | depends on | description |",

@@ -52,11 +52,13 @@ def estimate_schedule(
     max_concurrent: int,
     batch_token_limit: int,
     budgets: Mapping[str, int] | None = None,
+    rank: Sequence[int] | None = None,
 ) -> EstimatedSchedule:
     """Every task succeeds and takes its `estimated_duration` (else its `timeout`). METRICS:
-    graph_metrics(TASKS)."""
-    if all(t["dependency_mode"] == "all_complete" for t in tasks):
-        return _estimate_all_complete(tasks, metrics, max_concurrent, batch_token_limit, budgets)
+    graph_metrics(TASKS). RANK: an order of ready tasks other than the scheduler's (by list
+    position, a permutation of them), for a plan whose tasks all wait for all their dependencies."""
+    if rank is not None or all(t["dependency_mode"] == "all_complete" for t in tasks):
+        return _estimate_all_complete(tasks, metrics, max_concurrent, batch_token_limit, budgets, rank)
     return _estimate_with_scheduler(tasks, metrics.remaining, max_concurrent, batch_token_limit, budgets)
 
 
@@ -112,19 +114,61 @@ def _estimate_all_complete(
     max_concurrent: int,
     batch_token_limit: int,
     budgets: Mapping[str, int] | None,
+    rank: Sequence[int] | None = None,
 ) -> EstimatedSchedule:
     """The same simulation for the common plan where every task waits for all its dependencies:
     with every task succeeding nothing is skipped, so readiness is a countdown, and the
-    scheduler's own ordering (start ranks) and ready set (ReadyTasks) run on list positions.
-    A hundred thousand tasks take a third of the time the general scheduler does."""
-    n = len(tasks)
+    scheduler's own ordering (start ranks, or RANK when given) and ready set (ReadyTasks) run on
+    list positions. A hundred thousand tasks take a third of the time the general scheduler does."""
     ids = [t["task_id"] for t in tasks]
+    budget = task_budgets(tasks, budgets)
+    waiting = [len(t["dependencies"]) for t in tasks]
+    if rank is None:
+        rank = start_ranks(tasks, metrics.remaining_of)
+    run = list_schedule(metrics.duration, waiting, metrics.dependents, budget, rank, max_concurrent, batch_token_limit)
+    return EstimatedSchedule(
+        ids,
+        run.start,
+        metrics.duration,
+        run.makespan,
+        run.peak_concurrency,
+        run.peak_tokens,
+        [ids[i] for i in run.alone],
+    )
+
+
+def task_budgets(tasks: Sequence[Task], budgets: Mapping[str, int] | None) -> list[int]:
+    """Each task's token budget by list position: BUDGETS where it names one, else the plan's."""
     budget = [int(t["token_budget"]) for t in tasks]
     if budgets:
-        budget = [budgets.get(tid, b) for tid, b in zip(ids, budget, strict=True)]
-    duration, dependents = metrics.duration, metrics.dependents
-    waiting = [len(t["dependencies"]) for t in tasks]
-    rank = start_ranks(tasks, metrics.remaining_of)
+        budget = [budgets.get(t["task_id"], b) for t, b in zip(tasks, budget, strict=True)]
+    return budget
+
+
+@dataclass
+class ListSchedule:
+    """One simulated list schedule, by list position."""
+
+    start: list[float | None]
+    makespan: float
+    peak_concurrency: int
+    peak_tokens: int
+    alone: list[int]  # started alone because their budget exceeds the batch token limit
+
+
+def list_schedule(
+    duration: Sequence[float],
+    waiting: list[int],
+    dependents: Sequence[Sequence[int]],
+    budget: Sequence[int],
+    rank: Sequence[int],
+    max_concurrent: int,
+    batch_token_limit: int,
+) -> ListSchedule:
+    """Start the lowest-ranked ready task whenever a slot and the batch token limit allow, every
+    task taking DURATION. WAITING (consumed) counts each task's unfinished dependencies;
+    DEPENDENTS lists who waits for each. RANK is a permutation of the list positions."""
+    n = len(duration)
     at_rank = [0] * n
     for i, r in enumerate(rank):
         at_rank[r] = i
@@ -137,7 +181,7 @@ def _estimate_all_complete(
     now = 0.0
     running = in_flight = 0
     ends: list[tuple[float, int]] = []  # (end, position): equal ends in file order, as the scheduler's
-    alone: list[str] = []
+    alone: list[int] = []
     peak_concurrency = peak_tokens = 0
     while True:
         while running < max_concurrent:
@@ -146,7 +190,7 @@ def _estimate_all_complete(
                 break
             i = at_rank[best]
             if not running and budget[i] > batch_token_limit:
-                alone.append(ids[i])
+                alone.append(i)
             running += 1
             in_flight += budget[i]
             start[i] = now
@@ -167,4 +211,4 @@ def _estimate_all_complete(
                 if not waiting[child]:
                     ready.push(rank[child], budget[child])
     makespan = max((s + d for s, d in zip(start, duration, strict=True) if s is not None), default=0.0)
-    return EstimatedSchedule(ids, start, duration, makespan, peak_concurrency, peak_tokens, alone)
+    return ListSchedule(start, makespan, peak_concurrency, peak_tokens, alone)

@@ -11,6 +11,7 @@ from awoc_scripts.planning.budgets import BudgetRequest, allocate_budgets
 from awoc_scripts.planning.estimate import EstimatedSchedule, estimate_schedule
 from awoc_scripts.planning.policy_settings import describe_policies
 from awoc_scripts.planning.scheduling import PRIORITY_RANK, GraphMetrics, graph_metrics
+from awoc_scripts.planning.start_order import ShorterOrder, searchable, shorter_order
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
         ParallelConfig,
         Plan,
         PlannedTask,
+        StartOrder,
         Task,
     )
     from awoc_scripts.state.history import History
@@ -59,7 +61,13 @@ def plan_execution(
                 "it will run alone"
             )
     metrics = graph_metrics(tasks)
-    schedule = estimate_schedule(tasks, metrics, int(config["max_concurrent"]), limit)
+    max_concurrent = int(config["max_concurrent"])
+    schedule = estimate_schedule(tasks, metrics, max_concurrent, limit)
+    order = None
+    if searchable(tasks, duration_source, max_concurrent):
+        order = shorter_order(tasks, metrics, schedule, max_concurrent, limit)
+        if order is not None:
+            schedule = estimate_schedule(tasks, metrics, max_concurrent, limit, rank=order.rank)
     sequential = sum(metrics.duration)
     return {
         "schema": PLAN_SCHEMA,
@@ -78,8 +86,15 @@ def plan_execution(
         "warnings": warnings,
         "policies": describe_policies(config),
         "expected_usage": expected,
-        "tasks": _planned_tasks(tasks, metrics, schedule, duration_source),
+        "start_order": _start_order(order, schedule),
+        "tasks": _planned_tasks(tasks, metrics, schedule, duration_source, order),
     }
+
+
+def _start_order(order: ShorterOrder | None, schedule: EstimatedSchedule) -> StartOrder:
+    if order is None:
+        return {"by": "priority", "priority_order_makespan_s": schedule.makespan}
+    return {"by": "shortest estimated run", "priority_order_makespan_s": order.priority_order_makespan}
 
 
 def _rebudget(
@@ -104,7 +119,11 @@ def _rebudget(
 
 
 def _planned_tasks(
-    tasks: list[Task], metrics: GraphMetrics, schedule: EstimatedSchedule, duration_source: Mapping[str, str]
+    tasks: list[Task],
+    metrics: GraphMetrics,
+    schedule: EstimatedSchedule,
+    duration_source: Mapping[str, str],
+    order: ShorterOrder | None,
 ) -> list[PlannedTask]:
     planned: list[PlannedTask] = []
     for t, duration, level, remaining, start in zip(
@@ -130,6 +149,9 @@ def _planned_tasks(
                 "estimated_end_s": None if start is None else start + duration,
             }
         )
+    if order is not None:
+        for entry, rank in zip(planned, order.rank, strict=True):
+            entry["start_rank"] = rank
     return planned
 
 
@@ -169,6 +191,7 @@ def brief_execution(execution: ExecutionPlan) -> JsonObject:
         "estimated_makespan_s",
         "sequential_estimate_s",
         "estimated_speedup",
+        "start_order",
         "peak_concurrency",
         "warnings",
         "policies",

@@ -1,7 +1,8 @@
 """Which task starts next: the one ordering shared by the estimated schedule and the executor.
 
 Ready tasks are ordered by priority, then by the longest remaining path to a sink (critical
-path first), then by file order. `max_concurrent` and `batch_token_limit` bound what runs at
+path first), then by file order, unless the planner found a shorter order from the tasks'
+estimated durations (start_order.py). `max_concurrent` and `batch_token_limit` bound what runs at
 once. A task starts the moment its dependencies allow; nothing waits for a whole wave.
 """
 
@@ -125,8 +126,11 @@ def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
 
 def start_ranks(tasks: Sequence[Task], remaining: Sequence[float]) -> list[int]:
     """Each task's place (by list position) in the order ready tasks start in: priority, then
-    the longest path still ahead (REMAINING, by position), then file order. Heaps of these
-    integers compare far faster than heaps of (priority, path, index) tuples."""
+    the longest path still ahead (REMAINING, by position), then file order; or the order the
+    planner adopted as shorter (each task's `start_rank`, planning/start_order.py). Heaps of
+    these integers compare far faster than heaps of (priority, path, index) tuples."""
+    if tasks and "start_rank" in tasks[0]:
+        return [t["start_rank"] for t in tasks]
     keys = [
         (PRIORITY_RANK[t["priority"]], -path, t["index"], i)
         for i, (t, path) in enumerate(zip(tasks, remaining, strict=True))
@@ -318,7 +322,7 @@ class Scheduler:
         self.initially_skipped = skipped
 
     def start_order(self, tid: str) -> int:
-        """What orders ready tasks: priority, then the longest path still ahead, then file order."""
+        """What orders ready tasks (start_ranks)."""
         return self.rank[tid]
 
     def _make_ready(self, tid: str) -> None:

@@ -1,0 +1,178 @@
+"""A shorter order than priority's, found from the tasks' estimated durations, planned and followed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_planner import plan_of, task
+
+from awoc_scripts.execution.display import PlainDisplay
+from awoc_scripts.execution.executors.local import LocalExecutor
+from awoc_scripts.execution.run_loop import planned_tasks
+from awoc_scripts.execution.run_options import Options
+from awoc_scripts.flow.prepare import prepare_run, prepared_summary, summary_markdown
+from awoc_scripts.flow.runs import execute_run
+from awoc_scripts.planning.estimate import _estimate_with_scheduler
+from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.planning.scheduling import graph_metrics
+from awoc_scripts.planning.start_order import MIN_GAIN
+from awoc_scripts.state.store import StateStore
+
+from conftest import FAKES
+
+RECORD = [sys.executable, str(FAKES / "record_task.py")]
+
+# Two slots. In priority order the four high tasks go first and the low chain, which the run's
+# end waits on, starts at 2 s: 2 + 1 + 5 = 8 s. Starting the chain at once ends the run at 6 s.
+CHAIN_BEHIND_PRIORITIES = [
+    task("low-1", 1, priority="low"),
+    task("low-2", 5, ["low-1"], priority="low"),
+    *(task(f"high-{i}", 1, priority="high") for i in range(1, 5)),
+]
+
+
+def config_of(tasks: list[dict[str, Any]], slots: int = 2) -> dict[str, Any]:
+    return {"parallel_config": {"max_concurrent": slots}, "tasks": tasks}
+
+
+def by_id(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["task_id"]: t for t in execution["tasks"]}
+
+
+def test_a_chain_behind_higher_priorities_starts_first_when_that_ends_the_run_sooner() -> None:
+    execution = plan_execution(plan_of(config_of(CHAIN_BEHIND_PRIORITIES)))
+    assert execution["start_order"] == {"by": "shortest estimated run", "priority_order_makespan_s": 8.0}
+    assert execution["estimated_makespan_s"] == 6.0
+    planned = by_id(execution)
+    assert planned["low-1"]["estimated_start_s"] == 0.0
+    assert planned["low-2"]["estimated_start_s"] == 1.0
+    # ranks follow the estimated starts, priority order among equal starts (high-1 and low-1 at
+    # 0 s, high-2 and low-2 at 1 s); so the high tasks keep their file order
+    by_rank = sorted(execution["tasks"], key=lambda t: t["start_rank"])
+    assert [t["task_id"] for t in by_rank] == ["high-1", "low-1", "high-2", "low-2", "high-3", "high-4"]
+    assert [t["start_rank"] for t in by_rank] == list(range(6))
+    # the same plan gets the same order
+    assert plan_execution(plan_of(config_of(CHAIN_BEHIND_PRIORITIES)))["tasks"] == execution["tasks"]
+
+
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        # a timeout is a limit, not an estimate: no search
+        [
+            {**{k: v for k, v in t.items() if k != "estimated_duration"}, "timeout": t["estimated_duration"]}
+            for t in CHAIN_BEHIND_PRIORITIES
+        ],
+        # priority order is already as short as anything can be
+        [task(f"t{i}", 1 + i % 3, priority=("low", "high")[i % 2]) for i in range(8)],
+    ],
+    ids=["timeouts-only", "already-shortest"],
+)
+def test_priority_order_is_kept_when_no_order_is_known_to_be_shorter(tasks: list[dict[str, Any]]) -> None:
+    execution = plan_execution(plan_of(config_of(tasks)))
+    assert execution["start_order"]["by"] == "priority"
+    assert execution["start_order"]["priority_order_makespan_s"] == execution["estimated_makespan_s"]
+    assert not any("start_rank" in t for t in execution["tasks"])
+
+
+def test_one_slot_or_partial_dependencies_keep_priority_order() -> None:
+    assert plan_execution(plan_of(config_of(CHAIN_BEHIND_PRIORITIES, 1)))["start_order"]["by"] == "priority"
+    partial = [dict(t) for t in CHAIN_BEHIND_PRIORITIES]
+    partial[1] |= {"dependency_mode": "partial", "critical_dependencies": ["low-1"]}
+    assert plan_execution(plan_of(config_of(partial)))["start_order"]["by"] == "priority"
+
+
+@st.composite
+def estimated_dags(draw: st.DrawFn) -> dict[str, Any]:
+    n = draw(st.integers(2, 24))
+    tasks = []
+    for i in range(n):
+        deps = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
+        tasks.append(
+            task(
+                f"t{i}",
+                draw(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0, 5.0])),
+                [f"t{d}" for d in deps],
+                priority=draw(st.sampled_from(["critical", "high", "medium", "low"])),
+                budget=draw(st.sampled_from([1000, 3000, 6000])),
+            )
+        )
+    slots = draw(st.integers(2, 5))
+    return {"parallel_config": {"max_concurrent": slots, "batch_token_limit": 9000}, "tasks": tasks}
+
+
+@settings(max_examples=60, deadline=None)
+@given(estimated_dags())
+def test_an_adopted_order_is_shorter_and_is_what_the_executors_scheduler_follows(config: dict[str, Any]) -> None:
+    plan = plan_of(config)
+    execution = plan_execution(plan)
+    order = execution["start_order"]
+    if order["by"] == "priority":
+        return
+    assert execution["estimated_makespan_s"] <= order["priority_order_makespan_s"] * (1 - MIN_GAIN)
+    # the run's tasks carry the order; the executor's own Scheduler, driven by the same clock,
+    # starts every task when the planner's estimate says it will
+    tasks = planned_tasks(plan, execution)
+    assert [t["start_rank"] for t in tasks] == [t["start_rank"] for t in execution["tasks"]]
+    limits = execution["parallel_config"]
+    followed = _estimate_with_scheduler(
+        tasks, graph_metrics(tasks).remaining, limits["max_concurrent"], limits["batch_token_limit"], None
+    )
+    assert followed.start_of == [t["estimated_start_s"] for t in execution["tasks"]]
+    assert followed.makespan == execution["estimated_makespan_s"]
+
+
+def recorded_starts(log: Path) -> list[str]:
+    ran = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    return [r["task"] for r in sorted(ran, key=lambda r: r["start"])]
+
+
+def run_with(tmp_path: Path, tasks: list[dict[str, Any]], slots: int, change: Any = None) -> list[str]:
+    tmp_path.mkdir(exist_ok=True)
+    log = tmp_path / "ran.jsonl"
+    config = config_of([{**t, "command": [*RECORD, str(log), "0.01", "0"]} for t in tasks], slots)
+    run, plan, execution = prepare_run(StateStore(), [orjson.dumps(config).decode()])
+    if change is not None:
+        change(execution)
+    code, summary = execute_run(
+        run, plan, execution, LocalExecutor(grace_s=0.5), PlainDisplay(quiet=True), options=Options()
+    )
+    assert code == 0, summary
+    return recorded_starts(log)
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_run_starts_its_tasks_in_the_adopted_order(tmp_path: Path) -> None:
+    started = run_with(tmp_path, CHAIN_BEHIND_PRIORITIES, 2)
+    assert "low-1" in started[:2]  # in priority order it would be fifth
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_run_takes_its_order_from_execution_json_and_ignores_one_that_is_not_whole(tmp_path: Path) -> None:
+    tasks = [task(f"t{i}", 1.0, priority="high") for i in range(4)]
+
+    def reverse(execution: dict[str, Any]) -> None:
+        for i, entry in enumerate(execution["tasks"]):
+            entry["start_rank"] = 3 - i
+
+    assert run_with(tmp_path / "reversed", tasks, 1, reverse) == ["t3", "t2", "t1", "t0"]
+
+    def break_it(execution: dict[str, Any]) -> None:
+        reverse(execution)
+        execution["tasks"][0]["start_rank"] = 1  # two tasks at one place: not an order
+
+    assert run_with(tmp_path / "broken", tasks, 1, break_it) == ["t0", "t1", "t2", "t3"]
+
+
+def test_prepare_says_when_the_order_is_not_strict_priority_order(state_dir: Path) -> None:
+    commands = [{**t, "command": ["true"]} for t in CHAIN_BEHIND_PRIORITIES]
+    run, plan, execution = prepare_run(StateStore(), [orjson.dumps(config_of(commands)).decode()])
+    text = summary_markdown(prepared_summary(run, plan, execution))
+    assert "Start order: the shortest estimated run" in text
+    assert "(which is estimated at 8 s)" in text
