@@ -4,7 +4,8 @@ For each seed: a random DAG of 40 tasks (the first 4 without dependencies, every
 1 to 3 dependencies on earlier tasks; durations 0.10 to 0.50 s; mixed priorities), run
 
 - by awoc: ``delegate-parallel run --quiet CONFIG`` with ``command: ["sleep", "<d>"]`` tasks,
-  ``max_concurrent`` 4, ``estimated_duration`` set, state in a temporary directory. Its makespan
+  ``max_concurrent`` 4, ``estimated_duration`` set (so the planner may adopt a shorter start
+  order than priority order: planning/start_order.py), state in a temporary directory. Its makespan
   is taken from the tasks' own result files (first ``started_at`` to last ``finished_at``); the
   end-to-end wall time (Python start-up, validation, planning, report) is recorded beside it;
 - by ``make -j4`` on a Makefile of the same DAG (phony targets, dependencies as prerequisites,
@@ -161,6 +162,7 @@ def run_awoc(cli: str, config: Path, state: Path, durations: dict[str, float]) -
         "makespan_s": max(ends) - min(starts),
         "wall_s": wall,
         "estimated_makespan_s": float(execution["estimated_makespan_s"]),
+        "start_order": (execution.get("start_order") or {}).get("by", "priority"),
         "mean_start_lag_s": sum(lags) / len(lags),
         # recorded task time beyond its sleep: process start and end as the orchestrator sees them
         "task_overrun_s": median(
@@ -218,6 +220,7 @@ def main() -> int:
                 "makespan_s": median([r["makespan_s"] for r in awoc_runs]),
                 "wall_s": median([r["wall_s"] for r in awoc_runs]),
                 "estimated_makespan_s": awoc_runs[0]["estimated_makespan_s"],
+                "start_order": awoc_runs[0]["start_order"],
                 "mean_start_lag_s": median([r["mean_start_lag_s"] for r in awoc_runs]),
                 "task_overrun_s": median([r["task_overrun_s"] for r in awoc_runs]),
                 "make_s": median(make_runs) if make_runs else None,
@@ -229,7 +232,8 @@ def main() -> int:
             make_text = f"{row['make_s']:.3f}" if row["make_s"] is not None else "-"
             print(
                 f"seed {seed}: lower bound {lb:.3f} s (critical path {critical:.3f}, work/4 {work:.3f}); "
-                f"awoc makespan {row['makespan_s']:.3f} s (own estimate {row['estimated_makespan_s']:.3f}), "
+                f"awoc makespan {row['makespan_s']:.3f} s (own estimate {row['estimated_makespan_s']:.3f}, "
+                f"order: {row['start_order']}), "
                 f"end-to-end {row['wall_s']:.3f} s; make -j4 {make_text} s; "
                 f"mean start lag {row['mean_start_lag_s'] * 1000:.1f} ms, "
                 f"task time over its sleep {row['task_overrun_s'] * 1000:.1f} ms; zero-overhead list schedules: "

@@ -9,8 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
-from test_planner import plan_of, task
+from test_planner import plan_of, random_plans, task
 
 from awoc_scripts.execution.display import PlainDisplay
 from awoc_scripts.execution.executors.local import LocalExecutor
@@ -88,42 +87,32 @@ def test_one_slot_or_partial_dependencies_keep_priority_order() -> None:
     assert plan_execution(plan_of(config_of(partial)))["start_order"]["by"] == "priority"
 
 
-@st.composite
-def estimated_dags(draw: st.DrawFn) -> dict[str, Any]:
-    n = draw(st.integers(2, 24))
-    tasks = []
-    for i in range(n):
-        deps = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
-        tasks.append(
-            task(
-                f"t{i}",
-                draw(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0, 5.0])),
-                [f"t{d}" for d in deps],
-                priority=draw(st.sampled_from(["critical", "high", "medium", "low"])),
-                budget=draw(st.sampled_from([1000, 3000, 6000])),
-            )
-        )
-    slots = draw(st.integers(2, 5))
-    return {"parallel_config": {"max_concurrent": slots, "batch_token_limit": 9000}, "tasks": tasks}
-
-
-@settings(max_examples=60, deadline=None)
-@given(estimated_dags())
-def test_an_adopted_order_is_shorter_and_is_what_the_executors_scheduler_follows(config: dict[str, Any]) -> None:
-    plan = plan_of(config)
+@settings(max_examples=80, deadline=None)
+@given(random_plans())
+def test_an_adopted_order_is_shorter_keeps_every_bound_and_is_what_the_executor_follows(
+    case: tuple[list[dict[str, Any]], int, int],
+) -> None:
+    config_tasks, max_concurrent, limit = case
+    limits = {"max_concurrent": max_concurrent, "batch_token_limit": limit, "total_token_budget": 10**7}
+    plan = plan_of({"parallel_config": limits, "tasks": config_tasks})
     execution = plan_execution(plan)
     order = execution["start_order"]
     if order["by"] == "priority":
         return
     assert execution["estimated_makespan_s"] <= order["priority_order_makespan_s"] * (1 - MIN_GAIN)
+    planned = by_id(execution)
+    for t in plan["tasks"]:
+        for dep in t["dependencies"]:
+            assert planned[dep]["estimated_end_s"] <= planned[t["task_id"]]["estimated_start_s"]
+    for moment in {t["estimated_start_s"] for t in planned.values()}:
+        live = [t for t in planned.values() if t["estimated_start_s"] <= moment < t["estimated_end_s"]]
+        assert len(live) <= max_concurrent
+        assert sum(t["token_budget"] for t in live) <= limit or len(live) == 1
     # the run's tasks carry the order; the executor's own Scheduler, driven by the same clock,
     # starts every task when the planner's estimate says it will
     tasks = planned_tasks(plan, execution)
     assert [t["start_rank"] for t in tasks] == [t["start_rank"] for t in execution["tasks"]]
-    limits = execution["parallel_config"]
-    followed = _estimate_with_scheduler(
-        tasks, graph_metrics(tasks).remaining, limits["max_concurrent"], limits["batch_token_limit"], None
-    )
+    followed = _estimate_with_scheduler(tasks, graph_metrics(tasks).remaining, max_concurrent, limit, None)
     assert followed.start_of == [t["estimated_start_s"] for t in execution["tasks"]]
     assert followed.makespan == execution["estimated_makespan_s"]
 
