@@ -303,3 +303,48 @@ def test_an_agent_command_gets_its_permissions_in_its_environment(
     assert seen["AWOC_ALLOWED_TOOLS"] == "Bash(npm test:*)\nEdit"
     assert seen["AWOC_DISALLOWED_TOOLS"] == "" and seen["AWOC_ADD_DIRS"] == str(isolated)
     assert seen["AWOC_BASH_SANDBOXED"] == ("1" if sandbox_available(os.environ) else "0")
+
+
+@pytest.fixture
+def fake_bubblewrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """bwrap and socat first on PATH; this bwrap says no and logs each call. Returns the log."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    log = tmp_path / "bwrap-calls"
+    (tools / "bwrap").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 1\n')
+    (tools / "socat").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("bwrap", "socat"):
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("AWOC_SANDBOX", raising=False)
+    return log
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap is Linux's")
+@pytest.mark.parametrize("kind", ["agent", "command"])
+def test_the_sandbox_probe_runs_once_while_validating_and_leaves_no_process(fake_bubblewrap: Path, kind: str) -> None:
+    from awoc_scripts.planning import permissions
+    from awoc_scripts.planning.validation import validate_request
+
+    task = {"task_id": "t", "agent": "workforce", "description": "x"}
+    if kind == "command":
+        task["command"] = ["true"]
+    plan = validate_request([json.dumps({"tasks": [task]})])
+    assert not permissions._probes  # waited for, even when no agent task asked
+    assert len(fake_bubblewrap.read_text().splitlines()) == 1  # started ahead, and its answer used
+    if kind == "agent":
+        assert plan["tasks"][0]["permissions"]["sandbox"] is False  # this bubblewrap cannot
+    validate_request([json.dumps({"tasks": [task]})])
+    assert len(fake_bubblewrap.read_text().splitlines()) == 1  # known for the rest of the process
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap is Linux's")
+def test_no_sandbox_probe_when_the_sandbox_is_turned_off(
+    fake_bubblewrap: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from awoc_scripts.planning.validation import validate_request
+
+    monkeypatch.setenv("AWOC_SANDBOX", "0")
+    plan = validate_request([json.dumps({"tasks": [{"task_id": "t", "agent": "workforce", "description": "x"}]})])
+    assert plan["tasks"][0]["permissions"]["sandbox"] is False
+    assert not fake_bubblewrap.exists()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.errors import InputError
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Mapping
 
     from awoc_scripts.input.agents import AgentDefinition
@@ -47,20 +47,72 @@ def sandbox_available(environ: Mapping[str, str]) -> bool:
         return False
     if sys.platform == "darwin":
         return True
-    path = environ.get("PATH")
-    found = [shutil.which(p, path=path) for p in ("bwrap", "socat")]
-    return sys.platform.startswith("linux") and all(found) and _bubblewrap_works(str(found[0]))
+    bwrap = _bubblewrap(environ)
+    return bwrap is not None and _bubblewrap_works(bwrap)
 
 
-@cache
-def _bubblewrap_works(bwrap: str) -> bool:
-    """A container may forbid the namespaces bubblewrap needs: then Bash would fail in the sandbox."""
+def start_sandbox_probe(environ: Mapping[str, str]) -> None:
+    """Start finding out whether bubblewrap works, so that its 5-10 ms pass while the request is
+    read and planned; `sandbox_available` takes the answer, and `settle_sandbox_probe` reaps a
+    probe nobody asked about."""
+    if environ.get(SANDBOX_ENV) == "0" or not sys.platform.startswith("linux"):
+        return
+    bwrap = _bubblewrap(environ)
+    if bwrap is None or bwrap in _probes or bwrap in _answers:
+        return
+    import contextlib
     import subprocess
 
+    with contextlib.suppress(OSError):  # then it is asked again when needed, and answered then
+        _probes[bwrap] = subprocess.Popen(
+            _probe_command(bwrap), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+
+def settle_sandbox_probe() -> None:
+    """Wait for a started probe (it has had time to end) so that no process is left behind."""
+    for bwrap in list(_probes):
+        _bubblewrap_works(bwrap)
+
+
+def _bubblewrap(environ: Mapping[str, str]) -> str | None:
+    """bubblewrap's path, if it and socat (which the sandbox also needs) are both on PATH."""
+    path = environ.get("PATH")
+    found = [shutil.which(p, path=path) for p in ("bwrap", "socat")]
+    return found[0] if sys.platform.startswith("linux") and found[0] and found[1] else None
+
+
+def _probe_command(bwrap: str) -> list[str]:
+    return [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "true"]
+
+
+_probes: dict[str, subprocess.Popen[bytes]] = {}  # started ahead by start_sandbox_probe, by path
+_answers: dict[str, bool] = {}  # each bubblewrap's answer, found once per process
+
+
+def _bubblewrap_works(bwrap: str) -> bool:
+    """A container may forbid the namespaces bubblewrap needs: then Bash would fail in the sandbox."""
+    if bwrap not in _answers:
+        _answers[bwrap] = _probe(bwrap)
+    return _answers[bwrap]
+
+
+def _probe(bwrap: str) -> bool:
+    import subprocess
+
+    probe = _probes.pop(bwrap, None)
+    if probe is None:
+        try:
+            probe = subprocess.Popen(
+                _probe_command(bwrap), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            return False
     try:
-        probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "true"]
-        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        return probe.wait(timeout=10) == 0
+    except subprocess.TimeoutExpired:
+        probe.kill()
+        probe.wait()
         return False
 
 

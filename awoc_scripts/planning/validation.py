@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from awoc_scripts.gc_pause import without_gc
-from awoc_scripts.planning.permissions import describe_permissions
+from awoc_scripts.planning.permissions import describe_permissions, settle_sandbox_probe, start_sandbox_probe
 from awoc_scripts.state.store import Run, StateStore, now_iso
 
 if TYPE_CHECKING:
@@ -18,13 +19,17 @@ if TYPE_CHECKING:
 @without_gc
 def validate_request(args: Sequence[str]) -> Plan:
     """The normalized plan for these arguments, without saving anything."""
-    from awoc_scripts.input.request import parse_request
-    from awoc_scripts.planning.git_base import attach_git_base
-    from awoc_scripts.planning.plan import build_plan
+    start_sandbox_probe(os.environ)  # agent tasks will need its answer: it comes while the rest is done
+    try:
+        from awoc_scripts.input.request import parse_request
+        from awoc_scripts.planning.git_base import attach_git_base
+        from awoc_scripts.planning.plan import build_plan
 
-    plan = build_plan(parse_request(args))
-    attach_git_base(plan, Path.cwd())
-    return plan
+        plan = build_plan(parse_request(args))
+        attach_git_base(plan, Path.cwd())
+        return plan
+    finally:
+        settle_sandbox_probe()
 
 
 def save_new_run(store: StateStore, plan: Plan) -> Run:
