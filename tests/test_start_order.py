@@ -165,3 +165,63 @@ def test_prepare_says_when_the_order_is_not_strict_priority_order(state_dir: Pat
     text = summary_markdown(prepared_summary(run, plan, execution))
     assert "Start order: the shortest estimated run" in text
     assert "(which is estimated at 8 s)" in text
+
+
+def planned_machine(dependents_of_d1: int, ranked: bool = True) -> Any:
+    """Three slots: d1 (10 s), x (9.98 s) and z (20 s) run; y waits for a slot; DEPENDENTS_OF_D1
+    tasks wait for d1 and come before y in the plan's order."""
+    from builders import machine
+    from builders import task as built_task
+
+    tasks = [
+        built_task("d1", estimated_duration=10.0),
+        built_task("x", estimated_duration=9.98),
+        built_task("z", estimated_duration=20.0),
+        *(built_task(f"c{i}", "d1", estimated_duration=1.0) for i in range(dependents_of_d1)),
+        built_task("y", estimated_duration=1.0),
+    ]
+    if ranked:
+        for rank, each in enumerate(tasks):
+            each["start_rank"] = rank
+    return machine(tasks, max_concurrent=3)
+
+
+def started(effects: list[Any]) -> list[str]:
+    from awoc_scripts.execution.machine.events import Start
+
+    return [e.task_id for e in effects if isinstance(e, Start)]
+
+
+def test_a_slot_freed_just_before_a_planned_end_waits_for_the_tasks_planned_first() -> None:
+    from builders import ended, start_all, tick
+
+    m = planned_machine(2)
+    assert start_all(m, 0) == ["d1", "x", "z"]
+    # x ends 20 ms before d1 is expected to: c0 and c1 come before y, and d1's slot is one too few
+    m.handle(ended("x", 9.98))
+    assert started(m.handle(tick(9.98))) == []
+    assert m.next_moment(9.98) == pytest.approx(10.05)  # the loop wakes when the wait is over
+    m.handle(ended("d1", 10.004))
+    assert start_all(m, 10.004) == ["c0", "c1"]  # y waits for the next slot
+
+
+def test_the_wait_ends_when_the_dependency_overruns_its_estimate() -> None:
+    from builders import ended, start_all, tick
+
+    m = planned_machine(2)
+    start_all(m, 0)
+    m.handle(ended("x", 9.98))
+    assert started(m.handle(tick(10.04))) == []  # d1 is late, but within the wait
+    assert started(m.handle(tick(10.06))) == ["y"]
+
+
+@pytest.mark.parametrize(("dependents", "ranked"), [(1, True), (2, False)], ids=["enough-slots", "priority-order"])
+def test_no_slot_waits_when_the_ending_tasks_free_enough_or_the_run_keeps_priority_order(
+    dependents: int, ranked: bool
+) -> None:
+    from builders import ended, start_all, tick
+
+    m = planned_machine(dependents, ranked)
+    start_all(m, 0)
+    m.handle(ended("x", 9.98))
+    assert started(m.handle(tick(9.98))) == ["y"]

@@ -43,7 +43,6 @@ class ShorterOrder:
     """The order adopted instead of priority order, and what each is estimated to take."""
 
     rank: list[int]  # by list position: the place each task has among ready tasks
-    makespan: float
     priority_order_makespan: float
     simulations: int
 
@@ -67,16 +66,20 @@ def shorter_order(
     batch_token_limit: int,
     budgets: Mapping[str, int] | None = None,
 ) -> ShorterOrder | None:
-    """An order whose estimated run ends at least MIN_GAIN sooner than BY_PRIORITY (the estimate
-    in priority order), or None. Call only when `searchable`."""
+    """An order whose estimated run ends at least MIN_GAIN sooner than priority order's, or
+    None. BY_PRIORITY: the estimate in priority order. Call only when `searchable`."""
     lower_bound = max(max(metrics.remaining_of), sum(metrics.duration) / max_concurrent)
     if by_priority.makespan <= lower_bound * (1 + 1e-9):
         return None  # nothing is shorter
-    search = _Search(tasks, metrics, max_concurrent, batch_token_limit, budgets)
-    best_rank, best = search.run(start_ranks(tasks, metrics.remaining_of))
-    if best[0] > by_priority.makespan * (1 - MIN_GAIN):
+    priority_rank = start_ranks(tasks, metrics.remaining_of)
+    search = _Search(tasks, metrics, max_concurrent, batch_token_limit, budgets, priority_rank)
+    best_rank, best, baseline = search.run(priority_rank)
+    if best[0] > baseline[0] * (1 - MIN_GAIN):
         return None
-    return ShorterOrder(best_rank, best[0], by_priority.makespan, search.simulations)
+    return ShorterOrder(best_rank, by_priority.makespan, search.simulations)
+
+
+_Score = tuple[float, float, float]  # makespan, priority-weighted ends, place-weighted ends
 
 
 class _Search:
@@ -87,6 +90,7 @@ class _Search:
         max_concurrent: int,
         batch_token_limit: int,
         budgets: Mapping[str, int] | None,
+        priority_rank: list[int],
     ) -> None:
         self.n = len(tasks)
         self.duration = metrics.duration
@@ -96,19 +100,18 @@ class _Search:
             for child in children:
                 self.dependencies[child].append(i)
         self.weight = [PRIORITY_WEIGHT[t["priority"]] for t in tasks]
-        self.place_weight: list[int] = []  # by list position: n for the first in priority order, 1 for the last
+        self.place_weight = [self.n - r for r in priority_rank]  # n for the first in priority order, 1 for the last
         self.budget = task_budgets(tasks, budgets)
         self.max_concurrent, self.batch_token_limit = max_concurrent, batch_token_limit
         self.simulations = 0
         self.allowed = min(MAX_SIMULATIONS, SIMULATED_STARTS // self.n)
 
-    def run(self, priority_rank: list[int]) -> tuple[list[int], tuple[float, float, float]]:
+    def run(self, priority_rank: list[int]) -> tuple[list[int], _Score, _Score]:
         """The best order found, as ranks by start in its schedule (priority order among equal
-        starts: the same schedule, told plainly), and its score."""
-        self.place_weight = [self.n - r for r in priority_rank]
+        starts: the same schedule, told plainly); its score; priority order's score."""
         best_rank = priority_rank
         forward = self._forward(best_rank)
-        best = self._score(forward)
+        best = baseline = self._score(forward)
         for _ in range(BACKWARD_ROUNDS):
             if self.simulations + 2 > self.allowed:
                 break
@@ -134,10 +137,10 @@ class _Search:
             if score <= best:  # sideways moves too: they let the search cross plateaus
                 place, best_rank, best = moved, rank, score
         best_schedule = self._forward(best_rank)
-        by_start = self._ranks(
-            [(self._end(best_schedule, i) - self.duration[i], r) for i, r in enumerate(priority_rank)]
-        )
-        return by_start, best
+        # starts a float's rounding apart are one start: priority order decides among them
+        starts = [round(self._end(best_schedule, i) - self.duration[i], 9) for i in range(self.n)]
+        by_start = self._ranks(list(zip(starts, priority_rank, strict=True)))
+        return by_start, best, baseline
 
     def _forward(self, rank: list[int]) -> ListSchedule:
         return self._simulate(rank, backward=False)
@@ -161,7 +164,7 @@ class _Search:
         start = schedule.start[i]
         return (start or 0.0) + self.duration[i]
 
-    def _score(self, schedule: ListSchedule) -> tuple[float, float, float]:
+    def _score(self, schedule: ListSchedule) -> _Score:
         """Shorter first; among equals, higher priorities ending earlier, then tasks earlier in
         priority order ending earlier."""
         ends = [self._end(schedule, i) for i in range(self.n)]

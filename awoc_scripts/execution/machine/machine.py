@@ -98,6 +98,9 @@ class RunMachine:
         self.no_new_starts = False
         self.final: str | None = None  # the run's status once it has ended
         self.levers_pulled: set[str] = set()
+        # the plan adopted an order of its own (start ranks): a slot may wait a moment for it
+        self.follows_plan = bool(tasks) and "start_rank" in tasks[0]
+        self.hold_until: float | None = None  # until when a free slot waits (starts.kept_for_earlier)
         self.requeue_why: dict[str, str] = {}
         self.free_memory_mb = math.inf
         self.policies = run_policies(settings.config, settings.min_free_mb, lambda: self.free_memory_mb)
@@ -186,9 +189,11 @@ class RunMachine:
         return self.stop_reason is not None and all(self.records[t].stop_status is not None for t in self.in_flight)
 
     def next_moment(self, now: float) -> float | None:
-        """The next deadline of a running task or the next retry (a task being stopped has passed its own)."""
+        """The next deadline of a running task, the next retry (a task being stopped has passed its
+        own), or the end of a slot's wait for a planned task."""
         deadlines = [self.records[t].deadline for t in self.in_flight if not self.records[t].stop_status]
-        return min((m for m in (*deadlines, *self.waits.until.values()) if m is not None), default=None)
+        held = self.hold_until if self.hold_until is not None and self.hold_until > now else None
+        return min((m for m in (*deadlines, *self.waits.until.values(), held) if m is not None), default=None)
 
     def overdue(self, now: float) -> bool:
         return any(
