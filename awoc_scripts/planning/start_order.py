@@ -10,7 +10,9 @@ order.
 
 How: forward-backward improvement (schedule the reversed graph, latest ends first, and run the
 tasks forward in the order that backward schedule starts them), then random changes (two tasks
-trading places, or a few moving a little), kept when they do no harm. Both are standard for scheduling with precedences.
+trading places, or a few moving a little), kept when they do no harm. Both are standard for
+scheduling with precedences. A run that follows such an order keeps a slot a moment for the
+tasks it starts first when they are about to be ready (execution/machine/starts.py).
 """
 
 from __future__ import annotations
@@ -40,11 +42,10 @@ SWAP_SHARE = 0.25  # of the random changes, how many trade two tasks' places
 
 @dataclass
 class ShorterOrder:
-    """The order adopted instead of priority order, and what each is estimated to take."""
+    """The order adopted instead of priority order, and priority order's estimated makespan."""
 
     rank: list[int]  # by list position: the place each task has among ready tasks
     priority_order_makespan: float
-    simulations: int
 
 
 def searchable(tasks: Sequence[Task], duration_source: Mapping[str, str], max_concurrent: int) -> bool:
@@ -76,7 +77,7 @@ def shorter_order(
     best_rank, best, baseline = search.run(priority_rank)
     if best[0] > baseline[0] * (1 - MIN_GAIN):
         return None
-    return ShorterOrder(best_rank, by_priority.makespan, search.simulations)
+    return ShorterOrder(best_rank, by_priority.makespan)
 
 
 _Score = tuple[float, float, float]  # makespan, priority-weighted ends, place-weighted ends
