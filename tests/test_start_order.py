@@ -225,3 +225,14 @@ def test_no_slot_waits_when_the_ending_tasks_free_enough_or_the_run_keeps_priori
     start_all(m, 0)
     m.handle(ended("x", 9.98))
     assert started(m.handle(tick(9.98))) == ["y"]
+
+
+def test_plan_execution_says_when_the_order_is_not_strict_priority_order(cli, tmp_path: Path) -> None:
+    config = tmp_path / "tasks.json"
+    config.write_bytes(orjson.dumps(config_of(CHAIN_BEHIND_PRIORITIES)))
+    result = cli("parallel-resource-planner", "plan-execution", str(config))
+    assert result.code == 0, result.stderr
+    assert result.json()["start_order"]["by"] == "shortest estimated run"
+    assert "start order: the shortest estimated run, not strict priority order (which is estimated at 8 s)" in (
+        result.stderr
+    )

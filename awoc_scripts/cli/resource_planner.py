@@ -50,7 +50,7 @@ def plan_execution_command(
     if order and order["by"] != "priority":
         sys.stderr.write(
             f"start order: the shortest estimated run, not strict priority order "
-            f"({order['priority_order_makespan_s']:g} s)\n"
+            f"(which is estimated at {order['priority_order_makespan_s']:g} s)\n"
         )
 
 
