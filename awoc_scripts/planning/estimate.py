@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import heapq
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from awoc_scripts.planning.scheduling import GraphMetrics, ReadyTasks, Scheduler, start_ranks, task_duration
 from awoc_scripts.state.statuses import SUCCEEDED
@@ -145,8 +145,7 @@ def task_budgets(tasks: Sequence[Task], budgets: Mapping[str, int] | None) -> li
     return budget
 
 
-@dataclass
-class ListSchedule:
+class ListSchedule(NamedTuple):
     """One simulated list schedule, by list position."""
 
     start: list[float | None]

@@ -17,9 +17,7 @@ tasks it starts first when they are about to be ready (execution/machine/starts.
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from awoc_scripts.planning.estimate import EstimatedSchedule, ListSchedule, list_schedule, task_budgets
 from awoc_scripts.planning.scheduling import PRIORITY_RANK, start_ranks
@@ -40,8 +38,7 @@ SEARCH_SEED = 20261205
 SWAP_SHARE = 0.25  # of the random changes, how many trade two tasks' places
 
 
-@dataclass
-class ShorterOrder:
+class ShorterOrder(NamedTuple):
     """The order adopted instead of priority order, and priority order's estimated makespan."""
 
     rank: list[int]  # by list position: the place each task has among ready tasks
@@ -123,6 +120,8 @@ class _Search:
             if score >= best:
                 break
             best_rank, best = rank, score
+        import random  # here, not at the top: most plans are never searched, and every script plans
+
         place = [float(r) for r in best_rank]
         rng = random.Random(SEARCH_SEED)
         while self.simulations < self.allowed:
