@@ -32,7 +32,7 @@ def plan_execution_command(
 ) -> None:
     """Write the run's execution.json and print it."""
     from awoc_scripts.input.documents import print_json
-    from awoc_scripts.planning.execution_plan import brief_execution, plan_run
+    from awoc_scripts.planning.execution_plan import brief_execution, describe_start_order, plan_run
     from awoc_scripts.state.store import StateStore
 
     limit = _whole("MAX_PARALLEL", max_parallel)
@@ -46,12 +46,9 @@ def plan_execution_command(
         f"{' -> '.join(execution['critical_path'])}, estimated {execution['estimated_makespan_s']:g} s "
         f"(sequential {execution['sequential_estimate_s']:g} s)\n"
     )
-    order = execution.get("start_order")
-    if order and order["by"] != "priority":
-        sys.stderr.write(
-            f"start order: the shortest estimated run, not strict priority order "
-            f"(which is estimated at {order['priority_order_makespan_s']:g} s)\n"
-        )
+    order = describe_start_order(execution.get("start_order"))
+    if order is not None:
+        sys.stderr.write(f"start order: {order}\n")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, TypedDict
 
 from awoc_scripts.launcher import command_for
-from awoc_scripts.planning.execution_plan import plan_execution
+from awoc_scripts.planning.execution_plan import describe_start_order, plan_execution
 from awoc_scripts.planning.permissions import describe_permissions
 from awoc_scripts.planning.policy_settings import policy_lines
 from awoc_scripts.planning.validation import save_new_run, validate_request
@@ -167,12 +167,8 @@ def _expected_line(expected: ExpectedUsage | None) -> list[str]:
 
 
 def _start_order_line(order: StartOrder | None) -> list[str]:
-    if not order or order["by"] == "priority":
-        return []
-    return [
-        "Start order: the shortest estimated run from the tasks' estimated durations, not strict priority "
-        f"order (which is estimated at {order['priority_order_makespan_s']:g} s)."
-    ]
+    described = describe_start_order(order)
+    return [] if described is None else [f"Start order: {described}."]
 
 
 def summary_markdown(summary: PreparedSummary) -> str:

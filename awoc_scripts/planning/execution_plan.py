@@ -97,6 +97,16 @@ def _start_order(order: ShorterOrder | None, schedule: EstimatedSchedule) -> Sta
     return {"by": "shortest estimated run", "priority_order_makespan_s": order.priority_order_makespan}
 
 
+def describe_start_order(order: StartOrder | None) -> str | None:
+    """What orders ready tasks, when it is not priority order (for plan-execution and prepare)."""
+    if not order or order["by"] == "priority":
+        return None
+    return (
+        "the shortest estimated run, not strict priority order "
+        f"(which is estimated at {order['priority_order_makespan_s']:g} s)"
+    )
+
+
 def _rebudget(
     tasks: list[Task], config: ParallelConfig, total: int, warnings: list[str]
 ) -> tuple[BudgetSummary, list[str]]:
