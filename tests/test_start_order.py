@@ -159,6 +159,19 @@ def test_a_run_takes_its_order_from_execution_json_and_ignores_one_that_is_not_w
     assert run_with(tmp_path / "broken", tasks, 1, break_it) == ["t0", "t1", "t2", "t3"]
 
 
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_run_made_sequential_before_it_starts_goes_by_priority(tmp_path: Path) -> None:
+    from awoc_scripts.levers.requests import request_lever
+
+    def sequential_first(execution: dict[str, Any]) -> None:
+        assert "start_rank" in execution["tasks"][0]  # the planner adopted its order for 2 slots
+        request_lever(StateStore().open_run(), "convert-remaining-tasks", {})
+
+    started = run_with(tmp_path, CHAIN_BEHIND_PRIORITIES, 2, sequential_first)
+    # one at a time the order cannot shorten the run: the high tasks go first, as their priority says
+    assert started == ["high-1", "high-2", "high-3", "high-4", "low-1", "low-2"]
+
+
 def test_prepare_says_when_the_order_is_not_strict_priority_order(state_dir: Path) -> None:
     commands = [{**t, "command": ["true"]} for t in CHAIN_BEHIND_PRIORITIES]
     run, plan, execution = prepare_run(StateStore(), [orjson.dumps(config_of(commands)).decode()])
@@ -236,3 +249,76 @@ def test_plan_execution_says_when_the_order_is_not_strict_priority_order(cli, tm
     assert "start order: the shortest estimated run, not strict priority order (which is estimated at 8 s)" in (
         result.stderr
     )
+
+
+def against_priorities(max_concurrent: int) -> Any:
+    """Planned against their priorities: the low tasks first, the critical one last."""
+    from builders import machine
+    from builders import task as built_task
+
+    tasks = [
+        built_task("low-1", priority="low"),
+        built_task("low-2", priority="low"),
+        built_task("low-3", priority="low"),
+        built_task("high", priority="high"),
+        built_task("critical", priority="critical"),
+    ]
+    for rank, each in enumerate(tasks):
+        each["start_rank"] = rank
+    return machine(tasks, max_concurrent=max_concurrent)
+
+
+def test_a_lever_that_makes_the_run_sequential_returns_it_to_priority_order() -> None:
+    from builders import at, ended, records, start_all
+
+    from awoc_scripts.execution.machine.events import LeverPulled
+
+    m = against_priorities(2)
+    assert start_all(m, 0) == ["low-1", "low-2"]  # the plan's order
+    effects = m.handle(LeverPulled("convert-remaining-tasks", {}, at=at(1)))
+    assert records(effects, "start-order") == [{"by": "priority", "why": "a lever set max_concurrent to 1"}]
+    assert not m.follows_plan
+    m.handle(ended("low-1", 2), ended("low-2", 2))
+    assert start_all(m, 2) == ["critical"]  # not low-3, which the plan put next
+    m.handle(ended("critical", 3))
+    assert start_all(m, 3) == ["high"]
+
+
+def test_an_emergency_that_cancels_tasks_returns_the_run_to_priority_order() -> None:
+    from builders import at, ended, records, start_all
+
+    from awoc_scripts.execution.machine.events import LeverPulled
+
+    m = against_priorities(1)
+    assert start_all(m, 0) == ["low-1"]
+    effects = m.handle(LeverPulled("emergency-prioritization", {}, at=at(1)))
+    assert records(effects, "start-order") == [{"by": "priority", "why": "a lever cancelled 2 task(s)"}]
+    m.handle(ended("low-1", 2))
+    assert start_all(m, 2) == ["critical"]
+
+
+def test_a_resumed_run_with_another_max_concurrent_goes_by_priority_a_budget_lever_keeps_the_plan() -> None:
+    from builders import at, records, start_all
+
+    from awoc_scripts.execution.machine.events import LeverPulled, RunStarted
+    from awoc_scripts.execution.machine.machine import RunMachine
+
+    planned = against_priorities(2)
+    resumed = RunMachine(
+        "run-1",
+        planned.scheduler.tasks,
+        planned.records,
+        dict.fromkeys(planned.records, "pending"),
+        planned.settings,
+        max_concurrent=1,
+    )
+    effects = resumed.handle(RunStarted(at=at(0)))
+    assert records(effects, "start-order") == [
+        {"by": "priority", "why": "max_concurrent is 1, the order was planned for 2"}
+    ]
+    assert start_all(resumed, 0) == ["critical"]
+
+    kept = against_priorities(2)
+    kept.handle(LeverPulled("reduce-remaining-tasks", {"percent": 50}, at=at(0)))
+    assert kept.follows_plan
+    assert start_all(kept, 0) == ["low-1", "low-2"]

@@ -124,12 +124,12 @@ def graph_metrics(tasks: Sequence[Task]) -> GraphMetrics:
     return GraphMetrics(ids, order, level, remaining, critical_path, waves, duration, dependents)
 
 
-def start_ranks(tasks: Sequence[Task], remaining: Sequence[float]) -> list[int]:
+def start_ranks(tasks: Sequence[Task], remaining: Sequence[float], planned: bool = True) -> list[int]:
     """Each task's place (by list position) in the order ready tasks start in: priority, then
-    the longest path still ahead (REMAINING, by position), then file order; or the order the
-    planner adopted as shorter (each task's `start_rank`, planning/start_order.py). Heaps of
-    these integers compare far faster than heaps of (priority, path, index) tuples."""
-    if tasks and "start_rank" in tasks[0]:
+    the longest path still ahead (REMAINING, by position), then file order; or, if PLANNED, the
+    order the planner adopted as shorter (each task's `start_rank`, planning/start_order.py).
+    Heaps of these integers compare far faster than heaps of (priority, path, index) tuples."""
+    if planned and tasks and "start_rank" in tasks[0]:
         return [t["start_rank"] for t in tasks]
     keys = [
         (PRIORITY_RANK[t["priority"]], -path, t["index"], i)
@@ -306,12 +306,7 @@ class Scheduler:
             self.waiting_on[tid] = len(self.blocking[tid])
             for dep in task["dependencies"]:
                 self.dependents[dep].append(tid)
-        rank = start_ranks(self.tasks, [self.remaining_path[t["task_id"]] for t in self.tasks])
-        self.rank = {t["task_id"]: rank[i] for i, t in enumerate(self.tasks)}
-        self.by_rank = [""] * len(rank)
-        for tid, r in self.rank.items():
-            self.by_rank[r] = tid
-        self._ready = ReadyTasks(self.budget.values())
+        self._rank_by(start_ranks(self.tasks, [self.remaining_path[t["task_id"]] for t in self.tasks]))
         skipped: list[tuple[str, str]] = []
         for tid, state in list(self.status.items()):
             if state in TERMINAL:
@@ -321,9 +316,23 @@ class Scheduler:
                 skipped += self._propagate(tid)
         self.initially_skipped = skipped
 
+    def _rank_by(self, rank: list[int]) -> None:
+        self.rank = {t["task_id"]: rank[i] for i, t in enumerate(self.tasks)}
+        self.by_rank = [""] * len(rank)
+        for tid, r in self.rank.items():
+            self.by_rank[r] = tid
+        self._ready = ReadyTasks(self.budget.values())
+
     def start_order(self, tid: str) -> int:
         """What orders ready tasks (start_ranks)."""
         return self.rank[tid]
+
+    def order_by_priority(self) -> None:
+        """From now on ready tasks start in priority order, not in the order the planner adopted."""
+        ready = self.ready_ids()
+        self._rank_by(start_ranks(self.tasks, [self.remaining_path[t["task_id"]] for t in self.tasks], planned=False))
+        for tid in ready:
+            self._make_ready(tid)
 
     def _make_ready(self, tid: str) -> None:
         self._ready.push(self.rank[tid], self.budget[tid])

@@ -99,6 +99,7 @@ class RunMachine:
         self.final: str | None = None  # the run's status once it has ended
         self.levers_pulled: set[str] = set()
         # the plan adopted an order of its own (start ranks): a slot may wait a moment for it
+        # (starts.kept_for_earlier), until a lever changes what the order was planned for
         self.follows_plan = bool(tasks) and "start_rank" in tasks[0]
         self.hold_until: float | None = None  # until when a free slot waits (starts.kept_for_earlier)
         self.requeue_why: dict[str, str] = {}
@@ -226,6 +227,9 @@ class RunMachine:
         if self.paused_until is not None and self.paused_until > wall:  # killed while paused: the limit holds
             self.pause.begin(self.paused_until, wall, now)
         self.ledger.finalize_skipped(self.scheduler.initially_skipped)
+        if self.max_concurrent != self.settings.max_concurrent:  # resumed after a lever changed it
+            planned = self.settings.max_concurrent
+            self._leave_planned_order(f"max_concurrent is {self.max_concurrent}, the order was planned for {planned}")
 
     def _tick(self, event: Tick) -> None:
         now = event.at.now
@@ -353,11 +357,28 @@ class RunMachine:
         return self.ledger.error_of(task_id)
 
     def cancel(self, task_ids: list[str], reason: str) -> list[tuple[str, str]]:
+        if task_ids:
+            self._leave_planned_order(f"a lever cancelled {len(task_ids)} task(s)")
         return self.ledger.cancel(task_ids, reason)
 
     def set_max_concurrent(self, value: int) -> int:
         previous, self.max_concurrent = self.max_concurrent, value
+        if value != previous:
+            self._leave_planned_order(f"a lever set max_concurrent to {value}")
         return previous
+
+    def _leave_planned_order(self, why: str) -> None:
+        """Ready tasks start in priority order from now on. The planner adopted its order for the
+        planned tasks at the planned concurrency (planning/start_order.py): once a lever changes
+        either, nothing says that order is still the shorter one, and priorities are the contract."""
+        if not self.follows_plan:
+            return
+        self.follows_plan = False
+        self.hold_until = None
+        self.scheduler.order_by_priority()
+        if self.executing:
+            self.events.add("start-order", by="priority", why=why)
+            self.display.note(f"start order: by priority from now on ({why})")
 
     def requeue_ended(self, task_id: str, previous_error: str) -> list[str]:
         """parallel-task-retry: the task (and what was skipped for it) runs again."""
