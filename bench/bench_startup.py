@@ -9,10 +9,19 @@ console script does not exist yet are skipped with a note.
 Then each command runs under ``python -X importtime`` (3 times; per module the minimum): the
 total import time and the 5 heaviest imports, as disjoint subtrees (a module's own package
 imports are not counted twice; ``awoc_scripts`` modules are looked through, not listed).
+
+Last, side by side with the code of an earlier commit (``--against REV``; by default
+REFERENCE_REV, the code when issue 28 asked for start-up "as today or better"): each command's
+entry point, from this tree and from REV's (``git archive``), called alternately the same way
+(``python -c``, PYTHONPATH set to the tree), ``--repeat`` times each. A ratio per script and
+their geometric mean: one script's median moves by up to 15% between two rounds on this VM even
+when both sides run the same code, the mean of nine by about 3%. Skipped where REV is not in the
+clone.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -23,6 +32,8 @@ from benchlib import ROOT, Figure, bench_parser, emit, find_cli, median, shim, s
 
 GOAL = 1.3
 EXAMPLES = ROOT / "examples"
+REFERENCE_REV = "a417739"  # the code when issue 28 set "start-up ratios as today or better"
+GOAL_AGAINST_REFERENCE = 1.03  # the geometric mean, within what two rounds of the same code differ by
 
 # (console script, arguments): the call the seed's flow makes most often
 COMMANDS: list[tuple[str, list[str]]] = [
@@ -109,6 +120,7 @@ def importtime_profile(python: str, script: str, args: list[str], env: dict[str,
 def main() -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=None, help="calls per command (default 25, quick 5)")
+    parser.add_argument("--against", metavar="REV", default=REFERENCE_REV, help=f"default {REFERENCE_REV}")
     args = parser.parse_args()
     repeat = args.repeat or (5 if args.quick else 25)
     python = sys.executable
@@ -218,10 +230,96 @@ def main() -> int:
                 details={"argv": [Path(calls[label][0]).name, *cmd_args], "importtime": profile},
             )
         )
+    figures += against_reference(args.against, repeat, skipped)
     for note in skipped:
         print(f"skipped: {note}")
     emit(figures, args.json, {"skipped": skipped, "python_pass_ms": base * 1000})
     return 0
+
+
+def entry_points(tree: Path) -> dict[str, str]:
+    """Console script name -> "module:function", from TREE's pyproject.toml."""
+    import tomllib
+
+    return dict(tomllib.loads((tree / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def against_reference(rev: str, repeat: int, skipped: list[str]) -> list[Figure]:
+    """Each command timed beside the same command in the code of REV (see the module's doc)."""
+    import compileall
+    import subprocess
+
+    git = ["git", "-C", str(ROOT)]
+    known = subprocess.run([*git, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True)
+    if known.returncode != 0:
+        skipped.append(f"start-up against {rev}: not in this clone")
+        return []
+    with tempfile.TemporaryDirectory(prefix="awoc-bench-reference-") as tmp:
+        reference = Path(tmp) / "reference"
+        reference.mkdir()
+        archive = subprocess.run([*git, "archive", rev], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(reference)], input=archive, check=True)
+        compileall.compile_dir(str(reference / "awoc_scripts"), quiet=1)
+        trees = {"now": ROOT, rev: reference}
+        scripts = {name: entry_points(tree) for name, tree in trees.items()}
+        envs = {
+            name: {**os.environ, "PYTHONPATH": str(tree), "AWOC_STATE_DIR": f"{tmp}/state-{i}"}
+            for i, (name, tree) in enumerate(trees.items())
+        }
+
+        def call(side: str, console: str, cmd_args: list[str]) -> list[str]:
+            module, function = scripts[side][console].split(":")
+            code = f"import sys; sys.argv[0] = {console!r}; from {module} import {function}; sys.exit({function}())"
+            return [sys.executable, "-c", code, *cmd_args]
+
+        for side in trees:  # each side's own state, made by its own code
+            time_call(call(side, "parallel-task-parser", ["validate", str(EXAMPLES / "tasks.json")]), envs[side])
+        commands = [(n, a) for n, a in COMMANDS if all(n in scripts[side] for side in trees)]
+        times: dict[tuple[str, str], list[float]] = {(side, n + a[0]): [] for side in trees for n, a in commands}
+        for rep in range(repeat + 1):  # the first round warms the caches and is not counted
+            for name, cmd_args in commands:
+                sides = list(trees) if rep % 2 else list(reversed(trees))
+                for side in sides:
+                    elapsed = time_call(call(side, name, cmd_args), envs[side], ROOT)
+                    if rep:
+                        times[(side, name + cmd_args[0])].append(elapsed)
+    figures = []
+    ratios = []
+    for name, cmd_args in commands:
+        now, then = times[("now", name + cmd_args[0])], times[(rev, name + cmd_args[0])]
+        ratio = median(now) / median(then)
+        ratios.append(ratio)
+        label = f"{name} {cmd_args[0]}"
+        print(f"{label}: {median(now) * 1000:.1f} ms, at {rev} {median(then) * 1000:.1f} ms ({ratio:.2f}x)")
+        figures.append(
+            Figure(
+                f"startup_against_reference.{label.replace(' ', '.')}",
+                f"startup against {rev}: {label}",
+                median(now) * 1000,
+                "ms",
+                spread([t * 1000 for t in now]),
+                baseline=median(then) * 1000,
+                baseline_label=f"the code at {rev}",
+                ratio=ratio,
+                ratio_spread=spread([a / b for a, b in zip(now, then, strict=True)]),
+            )
+        )
+    mean = math.prod(ratios) ** (1 / len(ratios))
+    figures.append(
+        Figure(
+            "startup_against_reference.geometric_mean",
+            f"startup against {rev}: geometric mean of {len(ratios)} scripts",
+            None,
+            "",
+            ratio=mean,
+            ratio_spread=spread(ratios),
+            baseline_label=f"the code at {rev}",
+            goal=f"<= {GOAL_AGAINST_REFERENCE}x",
+            met=mean <= GOAL_AGAINST_REFERENCE,
+        )
+    )
+    print(f"start-up against {rev}: geometric mean {mean:.3f}x over {len(ratios)} scripts")
+    return figures
 
 
 if __name__ == "__main__":
