@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_planner import plan_of, random_plans, task
 
 from awoc_scripts.execution.display import PlainDisplay
@@ -19,8 +20,9 @@ from awoc_scripts.flow.prepare import prepare_run, prepared_summary, summary_mar
 from awoc_scripts.flow.runs import execute_run
 from awoc_scripts.planning.estimate import _estimate_with_scheduler
 from awoc_scripts.planning.execution_plan import plan_execution
-from awoc_scripts.planning.scheduling import graph_metrics
+from awoc_scripts.planning.scheduling import Scheduler, graph_metrics
 from awoc_scripts.planning.start_order import MIN_GAIN
+from awoc_scripts.state.statuses import SUCCEEDED
 from awoc_scripts.state.store import StateStore
 
 from conftest import FAKES
@@ -322,3 +324,44 @@ def test_a_resumed_run_with_another_max_concurrent_goes_by_priority_a_budget_lev
     kept.handle(LeverPulled("reduce-remaining-tasks", {"percent": 50}, at=at(0)))
     assert kept.follows_plan
     assert start_all(kept, 0) == ["low-1", "low-2"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_plans(), st.randoms(use_true_random=False), st.integers(0, 30))
+def test_after_order_by_priority_a_scheduler_starts_what_one_in_priority_order_would(
+    case: tuple[list[dict[str, Any]], int, int], rng: Any, switch_after: int
+) -> None:
+    """Any planned order, left after any number of starts and ends: from then on every start is
+    the one a scheduler that never had a planned order makes from the same state, and every task
+    starts once, after its dependencies."""
+    config_tasks, max_concurrent, limit = case
+    plan = plan_of(
+        {"parallel_config": {"batch_token_limit": limit, "total_token_budget": 10**7}, "tasks": config_tasks}
+    )
+    ranks = list(range(len(plan["tasks"])))
+    rng.shuffle(ranks)
+    ranked = [{**t, "start_rank": r} for t, r in zip(plan["tasks"], ranks, strict=True)]
+    remaining = graph_metrics(plan["tasks"]).remaining
+    planned, by_priority = Scheduler(ranked, remaining), Scheduler(plan["tasks"], remaining)
+    running: list[str] = []
+    started: list[str] = []
+    while True:
+        if len(started) == switch_after:
+            planned.order_by_priority()
+        decision = planned.next_start(running, max_concurrent, limit)
+        if len(started) >= switch_after:
+            assert decision == by_priority.next_start(running, max_concurrent, limit)
+        if decision is not None:
+            tid = decision.task_id
+            assert all(d in started and d not in running for d in planned.by_id[tid]["dependencies"])
+            planned.start(tid)
+            by_priority.start(tid)
+            running.append(tid)
+            started.append(tid)
+        elif running:
+            done = running.pop(0)
+            planned.finish(done, SUCCEEDED)
+            by_priority.finish(done, SUCCEEDED)
+        else:
+            break
+    assert sorted(started) == sorted(planned.by_id)
