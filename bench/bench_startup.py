@@ -230,7 +230,10 @@ def main() -> int:
                 details={"argv": [Path(calls[label][0]).name, *cmd_args], "importtime": profile},
             )
         )
-    figures += against_reference(args.against, repeat, skipped)
+    try:
+        figures += against_reference(args.against, repeat, skipped)
+    except (RuntimeError, OSError, KeyError, subprocess.CalledProcessError) as exc:  # the other figures stand
+        skipped.append(f"start-up against {args.against}: {exc}")
     for note in skipped:
         print(f"skipped: {note}")
     emit(figures, args.json, {"skipped": skipped, "python_pass_ms": base * 1000})
