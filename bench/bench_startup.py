@@ -307,6 +307,9 @@ def against_reference(rev: str, repeat: int, skipped: list[str]) -> list[Figure]
                 ratio_spread=spread([a / b for a, b in zip(now, then, strict=True)]),
             )
         )
+    if not ratios:
+        skipped.append(f"start-up against {rev}: none of the scripts exists there")
+        return figures
     mean = math.prod(ratios) ** (1 / len(ratios))
     figures.append(
         Figure(
