@@ -212,6 +212,8 @@ def test_plugin_and_marketplace_manifests() -> None:
     assert [p["name"] for p in marketplace["plugins"]] == [plugin["name"]] == ["awoc"]
     assert marketplace["plugins"][0]["source"] == "./" and marketplace["owner"]["name"]
     assert plugin["version"] == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    # what it reaches: the Messages API (its agents) and PyPI (its first use makes a Python environment)
+    assert plugin["network"]["hosts"] == ["api.anthropic.com", "pypi.org", "files.pythonhosted.org"]
     for path in [*plugin["commands"], *plugin["agents"], *plugin["skills"]]:
         assert (REPO / path).exists(), path
     assert sorted(Path(a).stem for a in plugin["agents"]) == ["architect", "docs-fetcher", "workforce"]
