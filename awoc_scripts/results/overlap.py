@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from awoc_scripts import git
-
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -53,6 +51,8 @@ def worktree_overlap(plan: Plan, results: Iterable[Mapping[str, Any]]) -> Worktr
 
 
 def _overlap(tasks: list[str], files: list[str], repo: Path, head_a: str, head_b: str) -> Overlap:
+    from awoc_scripts import git  # only runs whose worktrees touched the same file need it (2 ms at start-up)
+
     try:
         check = git.merge_check(repo, head_a, head_b)
     except git.GitError as exc:
