@@ -26,7 +26,6 @@ from awoc_scripts.execution.attempt_report import (
     count_of,
     stream_messages,
 )
-from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time
 from awoc_scripts.planning.permissions import resolve_permissions, sandbox_available
 
 if TYPE_CHECKING:
@@ -273,6 +272,8 @@ def _read_outcome(obj: JsonObject | None, exit_code: int, stdout: bytes, stderr_
             return Outcome(True, text)
         detail = stderr_tail.strip() or text[-2000:]
         error = f"exit code {exit_code}: {detail}" if detail else f"exit code {exit_code}"
+        from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time  # failures only
+
         limited = is_usage_limit(detail)
         return Outcome(
             False,
@@ -296,6 +297,8 @@ def _read_outcome(obj: JsonObject | None, exit_code: int, stdout: bytes, stderr_
         error = f"{obj.get('subtype')}: {details or text}"
     transient = status in TRANSIENT_STATUSES or bool(TRANSIENT_TEXT.search(text))
     capped = obj.get("subtype") == "error_max_budget_usd"
+    from awoc_scripts.execution.usage_limits import is_usage_limit, reset_time  # failures only
+
     limited = is_usage_limit(text)
     return Outcome(
         False,
