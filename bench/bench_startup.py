@@ -273,8 +273,21 @@ def against_reference(rev: str, repeat: int, skipped: list[str]) -> list[Figure]
         def call(side: str, console: str, cmd_args: list[str]) -> list[str]:
             module, function = scripts[side][console].split(":")
             code = f"import sys; sys.argv[0] = {console!r}; from {module} import {function}; sys.exit({function}())"
-            return [sys.executable, "-c", code, *cmd_args]
+            # -P: `python -c` would put the working directory first on sys.path, and from the
+            # repository that is this tree's code, whatever PYTHONPATH says
+            return [sys.executable, "-P", "-c", code, *cmd_args]
 
+        for side, tree in trees.items():  # each side must run its own code, or the ratio says nothing
+            where = subprocess.run(
+                [sys.executable, "-P", "-c", "import awoc_scripts; print(awoc_scripts.__file__)"],
+                env=envs[side],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if not Path(where).resolve().is_relative_to(tree.resolve()):
+                raise RuntimeError(f"the {side} side imports awoc_scripts from {where}, not from {tree}")
         for side in trees:  # each side's own state, made by its own code
             time_call(call(side, "parallel-task-parser", ["validate", str(EXAMPLES / "tasks.json")]), envs[side])
         commands = [(n, a) for n, a in COMMANDS if all(n in scripts[side] for side in trees)]
