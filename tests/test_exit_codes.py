@@ -271,6 +271,27 @@ def test_every_command_that_names_a_run_takes_dash_dash_run(cli, state_dir: Path
     assert both.code == 2 and "two runs named" in both.stderr
 
 
+def test_a_call_builds_only_the_subcommand_it_names() -> None:
+    """Typer builds the parameters of every subcommand (about 1 ms each) before it runs one: a call
+    that names its subcommand gets a group of that one alone, with the same parameters."""
+    from awoc_scripts.cli import common
+    from awoc_scripts.cli.delegate_parallel import app
+
+    assert common._named_subcommand(app, ["status", "--format", "json"]) == "status"
+    for words in ([], ["--help"], ["-h"], ["bogus"], ["--run", "status"]):
+        assert common._named_subcommand(app, words) is None, words  # the whole group answers these
+    whole = common._command(app)
+    assert len(whole.commands) == len(app.registered_commands) > 1
+    for name, command in whole.commands.items():
+        alone = common._command(app, name)
+        assert list(alone.commands) == [name]
+        assert _described(alone.commands[name].params) == _described(command.params), name
+
+
+def _described(params: list[Any]) -> list[tuple[Any, ...]]:
+    return [(p.name, p.opts, p.secondary_opts, p.required, getattr(p, "help", None), repr(p.default)) for p in params]
+
+
 def _read_only(path: Path) -> bool:
     for command in (["mount", "--bind", str(path), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]):
         try:

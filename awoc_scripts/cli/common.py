@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import signal
 import sys
@@ -79,9 +80,27 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 @functools.cache
-def _command(app: typer.Typer) -> Any:  # a Command of the click that Typer vendors
-    """Built once per app: building it costs ~10 ms, the whole of a call made in-process."""
+def _command(app: typer.Typer, only: str | None = None) -> Any:  # a Command of the click that Typer vendors
+    """Built once per app (and subcommand). Typer builds every subcommand's parameters, about 1 ms
+    each: a call that names its subcommand gets a group of that one alone (the same group,
+    options and usage), which takes 7 ms off each start of delegate-parallel's nine."""
+    if only is not None:
+        app = copy.copy(app)
+        app.registered_commands = [info for info in app.registered_commands if _command_name(info) == only]
     return typer.main.get_command(app)
+
+
+def _command_name(info: typer.models.CommandInfo) -> str:
+    return info.name or typer.main.get_command_name(info.callback.__name__ if info.callback else "")
+
+
+def _named_subcommand(app: typer.Typer, args: list[str] | None) -> str | None:
+    """The subcommand the call names as its first word (our groups take no options of their own);
+    None for anything else (no words, --help, a mistyped name), which the whole group answers."""
+    words = sys.argv[1:] if args is None else args
+    if not words or len(app.registered_commands) < 2:
+        return None
+    return words[0] if words[0] in {_command_name(info) for info in app.registered_commands} else None
 
 
 def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
@@ -91,7 +110,8 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     """
     previous = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
-        code = _command(app)(args=args, prog_name=app.info.name, standalone_mode=False)
+        command = _command(app, _named_subcommand(app, args))
+        code = command(args=args, prog_name=app.info.name, standalone_mode=False)
     except AwocError as exc:
         fail(exc.message, exc.exit_code)
     except NoArgsIsHelpError as exc:
