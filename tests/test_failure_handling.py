@@ -333,6 +333,7 @@ def test_abort_while_an_orchestrator_runs(cli, state_dir, tmp_path) -> None:
     data = result.json()
     assert data["applied_by"].startswith("orchestrator") and data["orchestrator_finished"] is True
     assert data["stopping"] == ["slow"]
+    assert "1 running task(s) stopped" in result.stderr, result.stderr  # not only "0 task(s) cancelled"
     partial = data["partial_results"]
     assert partial["status"] == "aborted" and partial["stop_reason"] == "enough"
     assert [t["task_id"] for t in partial["succeeded"]] == ["design"]

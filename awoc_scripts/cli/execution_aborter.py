@@ -31,7 +31,9 @@ def abort_with_partial_results(
     print_json(data)
     partial = data["partial_results"]
     if data["aborted"]:
-        sys.stderr.write(f"run {partial['run_id']} aborted: {len(data['cancelled'])} task(s) cancelled\n")
+        stopped = data.get("stopping", [])  # running when the orchestrator took the abort: it stopped them
+        also = f", {len(stopped)} running task(s) stopped" if stopped else ""
+        sys.stderr.write(f"run {partial['run_id']} aborted: {len(data['cancelled'])} task(s) cancelled{also}\n")
     else:
         sys.stderr.write(f"run {partial['run_id']}: nothing to abort ({data.get('why_not')})\n")
     sys.stderr.write(f"{partial['completed_successfully']} of {partial['total_tasks']} task(s) succeeded\n")
