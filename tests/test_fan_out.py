@@ -112,6 +112,17 @@ def test_a_bad_fan_out_is_exit_2_and_writes_nothing(cli, state_dir: Path, for_ea
     assert len(result.stderr.strip().splitlines()) <= 2 and not state_dir.exists()
 
 
+def test_a_bad_fan_out_in_a_file_names_the_file_first(cli, state_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tasks.json"
+    config.write_bytes(orjson.dumps({"tasks": [echo_task("t", {"items": []})]}))
+    result = cli("delegate-parallel", "run", "-q", str(config))
+    assert result.code == 2 and result.stderr.startswith(f"error: {config}: tasks[0].for_each: "), result.stderr
+    config.write_bytes(orjson.dumps({"tasks": [echo_task("t", {"items": ["a", "b"]}), echo_task("t-2")]}))
+    result = cli("delegate-parallel", "run", "-q", str(config))
+    assert result.code == 2 and result.stderr.startswith(f"error: {config}: tasks[1]: task id 't-2'"), result.stderr
+    assert not state_dir.exists()
+
+
 def test_an_expansion_id_that_clashes_is_exit_2(cli, state_dir: Path) -> None:
     tasks = [echo_task("t", {"items": ["a", "b"]}), echo_task("t-2")]
     result = cli("delegate-parallel", "run", "-q", orjson.dumps({"tasks": tasks}).decode())

@@ -82,18 +82,19 @@ def expand_fan_outs(
             tasks.append(raw)
             new_ids.append(tid)
             continue
-        items = fan_out_items(raw["for_each"], f"{where}.for_each", cwd)
+        spec = f"{request.source}: {where}.for_each"  # as every input error names it: file, then path
+        items = fan_out_items(raw["for_each"], spec, cwd)
         if not items:
-            raise InputError(f"{where}.for_each: {_kind(raw['for_each'])} gives no item: a fan-out over nothing")
+            raise InputError(f"{spec}: {_kind(raw['for_each'])} gives no item: a fan-out over nothing")
         fans.append(FanOut(tid, items))
         if len(tasks) + len(items) > MAX_TASKS:
-            raise InputError(f"{where}.for_each: the tasks would number more than {MAX_TASKS:,}")
+            raise InputError(f"{spec}: the tasks would number more than {MAX_TASKS:,}")
         base = {k: v for k, v in raw.items() if k not in ("for_each", "task_id")}
         for index, item in enumerate(items, 1):
             names[f"tasks[{len(tasks)}]"] = f"{where} (for_each item {index}, {item!r})"
             tasks.append({**base, **{k: _substitute(base[k], item, index) for k in SUBSTITUTED if k in base}})
             new_ids.append(f"{tid}-{index}")
-    _check_unique(new_ids, names)
+    _check_unique(new_ids, names, request.source)
     expansions = {fan.template: [f"{fan.template}-{i}" for i in range(1, len(fan.items) + 1)] for fan in fans}
     for raw in tasks:
         for key in DEPENDENCY_KEYS:
@@ -102,7 +103,7 @@ def expand_fan_outs(
     return tasks, new_ids, Request(request.config, request.source, names, request.inline), fans
 
 
-def _check_unique(ids: list[str], names: dict[str, str]) -> None:
+def _check_unique(ids: list[str], names: dict[str, str], source: str) -> None:
     seen: dict[str, int] = {}
     problems = []
     for n, tid in enumerate(ids):
@@ -110,7 +111,7 @@ def _check_unique(ids: list[str], names: dict[str, str]) -> None:
             problems.append((names[f"tasks[{n}]"], f"task id {tid!r} is also {names[f'tasks[{seen[tid]}]']}"))
         seen.setdefault(tid, n)
     if problems:
-        raise problems_error("tasks", problems)
+        raise problems_error(source, problems)
 
 
 def _kind(spec: JsonObject) -> str:
