@@ -409,7 +409,7 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
         ("Tasks", f"{summary['total_tasks']} ({counts})"),
         ("Total time", _total_time_cell(summary)),
         ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
-        ("Time saved", _time_saved_cell(summary)),
+        ("Time saved", _time_saved_cell(summary, usage)),
         (
             "Tokens",
             f"{usage['total_tokens']} of {usage['total_token_budget']} ({usage['budget_utilization']}), "
@@ -450,10 +450,15 @@ def _total_time_cell(summary: Mapping[str, Any]) -> str:
     return str(summary["total_time"])
 
 
-def _time_saved_cell(summary: Mapping[str, Any]) -> str:
-    if summary["time_saved_s"] is None:
+def _time_saved_cell(summary: Mapping[str, Any], usage: Mapping[str, Any]) -> str:
+    if summary["time_saved_s"] is not None:
+        return f"{summary['time_saved']} ({summary['efficiency_gain']})"
+    succeeded = summary["completed_successfully"]
+    if not succeeded:
         return "n/a (no task succeeded)"
-    return f"{summary['time_saved']} ({summary['efficiency_gain']})"
+    if usage.get("reused_tasks") == succeeded:
+        return "n/a (every task that succeeded was reused from an earlier run)"
+    return "n/a (the tasks that succeeded took no measurable time)"
 
 
 def _policy_section(report: Mapping[str, Any]) -> list[str]:
