@@ -340,6 +340,9 @@ def test_abort_while_an_orchestrator_runs(cli, state_dir, tmp_path) -> None:
     assert partial["succeeded"][0]["result_excerpt"] == "the design"
     assert {t["task_id"]: t["status"] for t in partial["not_succeeded"]}["slow"] == "cancelled"
     assert not awoc_processes(state_dir)
+    markdown = StateStore().open_run().report_md_file.read_text()
+    tasks_row = next(line for line in markdown.splitlines() if "| Tasks |" in line)
+    assert "1 cancelled" in tasks_row and "not run" not in tasks_row, tasks_row  # slow ran, then was stopped
 
 
 def test_retry_runs_only_the_retried_task_and_what_it_skipped(cli, tmp_path) -> None:

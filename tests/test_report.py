@@ -220,7 +220,7 @@ def test_markdown_report_has_summary_timeline_results_and_retry_commands(cli, tm
     run_dir, _ = completed_run(cli, tmp_path)
     markdown = (run_dir / "report.md").read_text()
     assert markdown.startswith("# delegate-parallel report: research")
-    assert "| Tasks | 5 (3 succeeded, 1 failed, 1 not run) |" in markdown
+    assert "| Tasks | 5 (3 succeeded, 1 failed, 1 skipped) |" in markdown
     assert "```mermaid\ngantt" in markdown and "section docs-fetcher" in markdown
     assert "    c (succeeded) :done, " in markdown and "    d (failed) :crit, " in markdown
     assert f"`parallel-task-retry retry-reduced d --run {run_dir.name}`" in markdown

@@ -402,8 +402,12 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
     summary = report["execution_summary"]
     usage = report["resource_usage"]
     counts = f"{summary['completed_successfully']} succeeded, {summary['failed_tasks']} failed"
-    if summary["not_run_tasks"]:
-        counts += f", {summary['not_run_tasks']} not run"
+    if summary["not_run_tasks"]:  # by their status: a task cancelled while it ran did run
+        others: dict[str, int] = {}
+        for task in report["task_results"]:
+            if task["status"] != SUCCEEDED and task["status"] not in FAILURES:
+                others[task["status"]] = others.get(task["status"], 0) + 1
+        counts += "".join(f", {n} {status}" for status, n in sorted(others.items()))
     rows = [
         ("Run", f"`{report['run_id']}` ({report.get('status') or 'unknown'})"),
         ("Tasks", f"{summary['total_tasks']} ({counts})"),
