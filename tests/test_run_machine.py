@@ -217,6 +217,17 @@ def test_the_token_budget_spent_nothing_new_starts_and_past_80_percent_budgets_a
     assert m.finished()
 
 
+def test_a_budget_spent_by_the_last_tasks_aborts_nothing_and_the_run_succeeds() -> None:
+    m = machine([task("a"), task("b")], total_token_budget=1000, max_concurrent=2)
+    start_all(m, 0)
+    m.handle(ended("a", 1, tokens=Tokens(input=600)))
+    effects = m.handle(ended("b", 2, tokens=Tokens(input=600)))
+    assert records(effects, "token-budget-exhausted") and ends(effects) == {"b": "succeeded"}
+    assert m.finished()
+    m.handle(Shutdown(at=at(3)))
+    assert (m.final, m.exit_code) == ("succeeded", OK)  # every task did its work: nothing was aborted
+
+
 def test_memory_pressure_runs_the_rest_one_at_a_time_and_requeues_the_youngest() -> None:
     m = machine([task(name) for name in "abc"], max_concurrent=3, min_free_memory_mb=400)
     m.handle(tick(0))

@@ -31,6 +31,8 @@ def final_status(exit_code: int, statuses: Iterable[str]) -> tuple[str, int]:
     """A run's status and exit code from how it stopped and its tasks' states: only a run in which
     every task succeeded is "succeeded" (exit 0)."""
     statuses = list(statuses)
+    if exit_code == ABORTED and statuses and all(s == SUCCEEDED for s in statuses):
+        return "succeeded", OK  # a stop that kept nothing from running (a budget spent by the last tasks)
     if exit_code == OK and any(s != SUCCEEDED for s in statuses):
         exit_code = TASKS_FAILED
     if exit_code == TASKS_FAILED:
