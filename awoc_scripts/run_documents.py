@@ -105,6 +105,7 @@ class TaskResult(TypedDict):
     exit_code: int | None
     attempts: int
     tokens_used: TokenCounts
+    tokens_counted: NotRequired[int]  # of those, what counts against token_budget (what it wrote and added)
     token_budget: int | None
     cost_usd: float | None
     cost_budget_usd: float | None
@@ -135,6 +136,7 @@ def task_result(
     attempts: int,
     tokens: TokenCounts,
     token_budget: int,
+    tokens_counted: int | None = None,
     result: str = "",
     exit_code: int | None = None,
     cost_usd: float = 0.0,
@@ -150,7 +152,7 @@ def task_result(
 ) -> TaskResult:
     """The one way a task result is made: by the run machine when a task ends, and from state.json
     for a task that ended without a result file (state/task_results.py)."""
-    return {
+    made: TaskResult = {
         "schema": PLAN_SCHEMA,
         "run_id": run_id,
         "task_id": task["task_id"],
@@ -176,6 +178,9 @@ def task_result(
         "verify": verify,
         "dependencies": task["dependencies"],
     }
+    if tokens_counted is not None:
+        made["tokens_counted"] = tokens_counted
+    return made
 
 
 class TaskState(TypedDict):
@@ -194,6 +199,7 @@ class TaskState(TypedDict):
     reason: NotRequired[str | None]
     previous_error: NotRequired[str | None]
     tokens_used: NotRequired[TokenCounts]
+    tokens_counted: NotRequired[int]
     cost_usd: NotRequired[float | None]
     cost_budget_usd: NotRequired[float | None]
 

@@ -97,10 +97,11 @@ def spawned(task_id: str, now: float, pid: int = 100, streams: bool = False) -> 
 
 def ended(task_id: str, now: float, exit_code: int = 0, stopped: bool = False, **outcome: Any) -> AttemptEnded:
     tokens = outcome.pop("tokens", Tokens())
+    counted = outcome.pop("counted", tokens.total)  # as an agent without a stream of its turns counts them
     result = Outcome(
         ok=outcome.pop("ok", exit_code == 0), result=outcome.pop("result", "done"), tokens=tokens, **outcome
     )
-    return AttemptEnded(task_id, exit_code, stopped, result, tokens, at=at(now))
+    return AttemptEnded(task_id, exit_code, stopped, result, tokens, counted, at=at(now))
 
 
 def tick(now: float, free_memory_mb: float | None = None) -> Tick:

@@ -20,7 +20,7 @@ from conftest import FAKES, git, task_results, use_fake_api
 
 sys.path.insert(0, str(FAKES))
 
-from fake_messages_api import FakeMessagesAPI
+from fake_messages_api import FakeMessagesAPI, estimate_input_tokens
 from tool_model import ToolModel, script_line
 
 from awoc_scripts.input.agents import parse_agent_file
@@ -111,6 +111,35 @@ def test_a_workforce_agent_in_process_isolation_writes_in_the_project(
     work = isolated / "work"
     assert (work / "hello.txt").read_text() == "written by an agent\n"
     assert (work / "out" / "built.txt").read_text() == "built\n"
+
+
+def test_with_the_default_budgets_a_workforce_agent_does_its_turns_whatever_the_clis_prompt_costs(
+    cli, claude_bin: Path, monkeypatch: pytest.MonkeyPatch, isolated: Path, state_dir: Path
+) -> None:
+    # Every request the CLI sends carries its own system prompt and tools: the fake API counts
+    # them as the real one does (over 10,000 tokens a request, more than a default task budget).
+    # What counts against a budget is what the task writes and adds, so three turns fit the
+    # defaults (no token_budget, no total), and a task that adds more than its budget is stopped.
+    real_sizes = ToolModel(usage=None)
+    with FakeMessagesAPI(real_sizes.respond) as api:
+        use_fake_api(monkeypatch, api.url, claude_bin)
+        task = agent_task("make", [WRITE, BASH])
+        del task["token_budget"]
+        big = {"tool": "Write", "input": {"file_path": "{cwd}/big.txt", "content": "word " * 5000}}
+        tasks = {"tasks": [task, agent_task("flood", [big, {"tool": "Read", "input": {"file_path": "{cwd}/big.txt"}}])]}
+        result = cli("delegate-parallel", "run", "-q", orjson.dumps(tasks).decode())
+        sizes = [estimate_input_tokens(r["body"]) for r in api.requests]
+    assert min(sizes) > 5000, sizes  # any one request is over a default task budget (researcher: 5000)
+    done = {r["task_id"]: r for r in (orjson.loads(p.read_bytes()) for p in (run_dir(state_dir) / "results").iterdir())}
+    make, flood = done["make"], done["flood"]
+    assert make["status"] == "succeeded" and not make["warnings"], make
+    assert make["tokens_used"]["total"] > 3 * 5000 and make["tokens_counted"] < 2000
+    assert (isolated / "work" / "hello.txt").exists() and (isolated / "work" / "out" / "built.txt").exists()
+    # flood wrote 25,000 characters and read them back: stopped if it was still running when its
+    # stream was read, else done and warned (the fake answers at once); over its budget either way
+    assert flood["tokens_counted"] > 5000, flood
+    said = " ".join([flood["error"] or "", *flood["warnings"]])
+    assert "over its budget of 5000" in said and result.code == (1 if flood["status"] == "budget_exceeded" else 0)
 
 
 def test_a_write_outside_its_directory_is_refused_fails_the_task_and_is_reported(

@@ -254,7 +254,7 @@ def test_stream_json_budget_is_enforced_per_turn(fake_claude: Path) -> None:
                 "agent": "workforce",
                 "token_budget": 5000,
                 "description": "x [[fake:turns=6]] [[fake:turn_sleep=0.4]] [[fake:tokens=2000,300]] "
-                "[[fake:stream_usage=per_turn]]",
+                "[[fake:grows=1000]] [[fake:stream_usage=per_turn]]",
             }
         ],
     }
@@ -262,7 +262,9 @@ def test_stream_json_budget_is_enforced_per_turn(fake_claude: Path) -> None:
     assert code == 1
     result = results(run_dir)["chatty"]
     assert result["status"] == "budget_exceeded"
-    assert 5000 < result["tokens_used"]["total"] < 6 * 2300
+    # each turn adds 1000 (a tool result) and 300 (its answer) to what the next one sends: past
+    # 5000 at turn 4, stopped before its sixth
+    assert 5000 < result["tokens_counted"] < 5 * 1300 + 6 * 300 and result["tokens_used"]["total"] > 4 * 2300
     assert "over its budget of 5000" in result["error"]
 
 
@@ -326,7 +328,7 @@ def test_token_budget_exhaustion_stops_new_starts(fake_claude: Path) -> None:
             {
                 "task_id": "first",
                 "agent": "qa",
-                "description": "x [[fake:tokens=3500,100]]",
+                "description": "x [[fake:tokens=100,3500]]",  # it writes 3500: they count
                 "token_budget": 1500,
                 "priority": "high",
             },
@@ -384,7 +386,7 @@ def test_time_pressure_cancels_waiting_low_and_medium_tasks(tmp_path: Path) -> N
 def _token_pressure_config(big_tokens: int, policies: dict[str, bool] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {"parallel_config": {"total_token_budget": 14000, "max_concurrent": 2}, "tasks": [
         {"task_id": "big", "agent": "qa", "priority": "critical", "token_budget": 4500,
-         "description": f"x [[fake:tokens={big_tokens - 100},100]]"},
+         "description": f"x [[fake:tokens=0,{big_tokens}]]"},  # what it writes counts, all of it
         {"task_id": "slow", "agent": "qa", "priority": "high", "token_budget": 4500,
          "description": "x [[fake:sleep=1.5]] [[fake:tokens=10,10]]"},
         {"task_id": "later", "agent": "qa", "priority": "low", "token_budget": 4500,

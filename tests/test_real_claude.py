@@ -76,9 +76,9 @@ USAGE = {
         "cache_creation_input_tokens": 40,
     },
 }
-# build's budget holds its true usage (4040) and what the stream shows after turn 1 (3001), but not
-# turn 1 counted once per content block (2 x 3001): counting per line instead of per message id
-# would stop it as over budget.
+# build's budget is over its true usage (4040) and over what the stream shows after turn 1 (3001),
+# but not over turn 1 counted once per content block (2 x 3001): the totals read while it runs
+# must count each message once. (Its budget itself counts less: what it wrote and added.)
 BUILD_BUDGET = 5000
 TURN_2_DELAY_S = 1.2  # the CLI waits for turn 2 while awoc reads turn 1's stream-json lines
 NOTES = "NOTES-CONTENT-7f3a"

@@ -69,6 +69,7 @@ SUMMARY_KEYS = {
 }
 USAGE_KEYS = {
     "total_tokens",
+    "tokens_counted",
     "average_per_task",
     "budget_utilization",
     "budget_utilization_pct",
@@ -88,6 +89,7 @@ TASK_RESULT_KEYS = {
     "status",
     "result",
     "tokens_used",
+    "tokens_counted",
     "token_budget",
     "cost_usd",
     "cost_budget_usd",

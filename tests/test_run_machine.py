@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 from builders import at, ended, files, machine, of_kind, records, spawned, start_all, task, tick
 
 from awoc_scripts.errors import ABORTED, INTERRUPTED, OK, TASKS_FAILED
-from awoc_scripts.execution.attempt_report import Tokens
+from awoc_scripts.execution.attempt_report import Tokens, TurnCounter
 from awoc_scripts.execution.machine.events import (
     CacheHit,
     CacheMiss,
@@ -115,14 +116,34 @@ def test_a_timeout_stops_the_attempt_which_ends_timed_out_and_retries() -> None:
     assert records(effects, "task-retry")[0]["status"] == "timed_out"
 
 
+def turn(message_id: str, prompt: int, output: int, cached: int = 0) -> bytes:
+    usage = {"input_tokens": prompt - cached, "cache_read_input_tokens": cached, "output_tokens": output}
+    return b'{"type":"assistant","message":{"id":"%s","usage":%s}}\n' % (message_id.encode(), orjson.dumps(usage))
+
+
 def test_a_stream_over_its_token_budget_is_stopped_budget_exceeded() -> None:
     m = machine([task("a", token_budget=100, retries=0)])
     m.handle(tick(0))
     m.handle(spawned("a", 0, streams=True))
-    line = b'{"type":"assistant","message":{"id":"m1","usage":{"input_tokens":150,"output_tokens":5}}}\n'
-    effects = m.handle(OutputRead("a", line, at=at(1)))
-    assert Stop("a") in effects and m.records["a"].error == "used 155 tokens, over its budget of 100"
-    assert ends(m.handle(ended("a", 2, exit_code=-15, stopped=True))) == {"a": "budget_exceeded"}
+    # the first request's prompt (the CLI's own system prompt and tools, the task) is not the task's
+    # spending, however large: only what it writes and adds to its context counts
+    assert not of_kind(m.handle(OutputRead("a", turn("m1", 15_000, 5, cached=14_000), at=at(1))), Stop)
+    assert not of_kind(m.handle(OutputRead("a", turn("m2", 15_060, 5, cached=15_000), at=at(2))), Stop)
+    effects = m.handle(OutputRead("a", turn("m3", 15_120, 5, cached=15_060), at=at(3)))  # 120 added + 15 written
+    expected = "used 135 tokens of its own (what it wrote and added to its context), over its budget of 100"
+    assert Stop("a") in effects and m.records["a"].error == expected
+    assert ends(m.handle(ended("a", 4, exit_code=-15, stopped=True))) == {"a": "budget_exceeded"}
+
+
+def test_what_counts_against_a_budget_leaves_out_each_conversations_first_prompt() -> None:
+    counter = TurnCounter()
+    counter.feed(turn("m1", 10_000, 40) + turn("m1", 10_000, 40))  # one message, a line per content block
+    assert counter.counted() == 40 and counter.total().total == 10_040
+    sub = b'{"type":"assistant","parent_tool_use_id":"t1","message":{"id":"s1","usage":{"input_tokens":3000}}}\n'
+    sub2 = b'{"type":"assistant","parent_tool_use_id":"t1","message":{"id":"s2","usage":{"input_tokens":3500}}}\n'
+    counter.feed(sub + turn("m2", 10_300, 60) + sub2)
+    assert counter.counted() == 300 + 500 + 100  # the agent's growth, the subagent's, what was written
+    assert counter.counted(output=250) == 300 + 500 + 250  # the final report knows the answers' full size
 
 
 def test_levers_cancel_reduce_and_serialize_what_has_not_started() -> None:

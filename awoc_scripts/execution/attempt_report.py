@@ -42,6 +42,11 @@ class Tokens:
     def total(self) -> int:
         return self.input + self.output + self.cache_read + self.cache_creation
 
+    @property
+    def prompt(self) -> int:
+        """The size of the request these tokens answer: everything sent, cached or not."""
+        return self.input + self.cache_read + self.cache_creation
+
     def as_dict(self) -> TokenCounts:
         return {
             "input": self.input,
@@ -105,11 +110,15 @@ def describe_denials(denials: list[dict[str, str]]) -> str:
 
 
 class TurnCounter:
-    """Tokens so far from a stream-json stdout, read as it grows (one usage per message id)."""
+    """Tokens so far from a stream-json stdout, read as it grows (one usage per message id), and
+    how many of them count against the task's token budget (see `counted`)."""
 
     def __init__(self) -> None:
         self._partial = b""
         self._by_message: dict[str, Tokens] = {}
+        # per conversation (the agent's own, or a subagent's: its parent_tool_use_id), in order:
+        # the prompt of its first request and of its last
+        self._prompts: dict[str, tuple[int, int]] = {}
         self.offset = 0
 
     def feed(self, data: bytes) -> Tokens:
@@ -118,7 +127,11 @@ class TurnCounter:
         self._partial = lines.pop()
         for obj, message in stream_messages(lines, b'"assistant"'):
             if obj.get("type") == "assistant" and message.get("usage"):
-                self._by_message[str(message.get("id") or len(self._by_message))] = Tokens.from_usage(message["usage"])
+                tokens = Tokens.from_usage(message["usage"])
+                self._by_message[str(message.get("id") or len(self._by_message))] = tokens
+                conversation = str(obj.get("parent_tool_use_id") or "")
+                first = self._prompts.get(conversation, (tokens.prompt, 0))[0]
+                self._prompts[conversation] = (first, tokens.prompt)
         return self.total()
 
     def total(self) -> Tokens:
@@ -126,3 +139,13 @@ class TurnCounter:
         for tokens in self._by_message.values():
             total = total + tokens
         return total
+
+    def counted(self, output: int = 0) -> int:
+        """The tokens that count against the task's budget: what it wrote (OUTPUT when its final
+        report says more than the stream: the stream shows each answer's size before it was
+        written), and what each of its conversations grew by from its first request to its last
+        (tool calls and their results, earlier answers). Not the prompt each request sends again:
+        the CLI's own system prompt and tools alone come to over 10,000 tokens a request, more
+        than most budgets, and most of them are cache reads."""
+        grown = sum(max(0, last - first) for first, last in self._prompts.values())
+        return grown + max(output, self.total().output)

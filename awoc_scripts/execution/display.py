@@ -99,14 +99,14 @@ class LiveDisplay(PlainDisplay):
         counts: dict[str, int] = {}
         for s in status.values():
             counts[s] = counts.get(s, 0) + 1
-        spent = sum(r.tokens.total for r in orch.records.values())
+        spent = sum(r.counted for r in orch.records.values())
         now = time.monotonic()
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         for column in ("task", "agent", "elapsed", "tokens", "budget"):
             table.add_column(column, justify="left" if column in ("task", "agent") else "right")
         for tid in orch.executor.running():
             rec = orch.records[tid]
-            used = rec.stream.total().total if rec.stream else rec.tokens.total
+            used = rec.stream.counted() if rec.stream else rec.counted  # what counts against its budget
             table.add_row(
                 tid, orch.by_id[tid]["agent"], f"{now - (rec.start_mono or now):.1f}s", str(used), str(rec.budget)
             )

@@ -39,6 +39,20 @@ def attempt_outcome(
     return outcome, tokens
 
 
+def counted_tokens(stream: TurnCounter | None, tokens: Tokens, files: TaskFiles) -> int:
+    """Of an ended attempt's TOKENS, those that count against its task's budget
+    (TurnCounter.counted). Without its turns to look at (a command, an agent command, the CLI's
+    json output), every token it reports counts."""
+    if stream is None:
+        return tokens.total
+    stream.feed(read_from(files.stdout, stream.offset))  # what it wrote since the last look
+    return stream.counted(tokens.output)
+
+
+def over_budget(counted: int, budget: int) -> str:
+    return f"used {counted} tokens of its own (what it wrote and added to its context), over its budget of {budget}"
+
+
 def bounded_result(text: str, output_bytes: int, path: Path) -> str:
     """TEXT, or its end with a line saying where the rest is, when it is longer than RESULT_CHARS
     or comes from an output too long to read whole."""
@@ -82,7 +96,7 @@ REQUEUE = "requeue"  # stopped to make room: it runs again later, and the attemp
 WAIT = "wait"  # rate limited or overloaded: it waits with backoff, and the attempt does not count
 
 
-def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, tokens: Tokens, may_wait: bool) -> str:
+def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, counted: int, may_wait: bool) -> str:
     """What an ended attempt means: REQUEUE, WAIT, or the status it ends with (its error noted)."""
     if rec.stop_status == REQUEUE:
         return REQUEUE
@@ -98,8 +112,8 @@ def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, tokens: Tokens, may_
     denied = denial_text(outcome.denials)
     if outcome.ok:
         rec.error = None
-        if tokens.total > rec.budget:
-            rec.warnings.append(f"used {tokens.total} tokens, over its budget of {rec.budget}")
+        if counted > rec.budget:
+            rec.warnings.append(over_budget(counted, rec.budget))
         if denied and rec.on_denied == "fail":
             rec.error = denied
             return FAILED

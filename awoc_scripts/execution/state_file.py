@@ -130,6 +130,7 @@ class StateFile:
         rec.result = str(previous.get("result", ""))
         rec.attempts = int(previous.get("attempts", 1))
         rec.tokens = Tokens(**{k: v for k, v in previous.get("tokens_used", {}).items() if k != "total"})
+        rec.counted = int(previous.get("tokens_counted", rec.tokens.total))
         rec.cost_usd = float(previous.get("cost_usd") or 0)
         rec.started_at = previous.get("started_at")
         rec.finished_at = previous.get("finished_at")

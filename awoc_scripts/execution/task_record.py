@@ -31,6 +31,7 @@ class TaskRecord:
     reason: str | None = None
     result: str = ""
     tokens: Tokens = field(default_factory=Tokens)
+    counted: int = 0  # of those, what counts against its token budget (TurnCounter.counted)
     cost_usd: float = 0.0
     stop_status: str | None = None  # why we stopped it: timed_out, budget_exceeded, cancelled, requeue
     previous_error: str | None = None
@@ -60,11 +61,12 @@ class TaskRecord:
         self.deadline = self.start_mono + timeout_s
         self.stream = TurnCounter() if stream else None
 
-    def absorb(self, exit_code: int, outcome: Outcome, tokens: Tokens) -> None:
+    def absorb(self, exit_code: int, outcome: Outcome, tokens: Tokens, counted: int) -> None:
         """What an attempt that ended produced and spent."""
         self.exit_code = exit_code
         self.deadline = None
         self.tokens = self.tokens + tokens
+        self.counted += counted
         self.cost_usd += float(outcome.cost_usd or 0)
         self.result = outcome.result
         self.session_id = outcome.session_id or self.session_id

@@ -134,6 +134,7 @@ class ExecutionSummary(TypedDict):
 
 class ResourceUsage(TypedDict):
     total_tokens: int
+    tokens_counted: int  # of those, what counts against the budgets (what the tasks wrote and added)
     average_per_task: int
     budget_utilization: str
     budget_utilization_pct: float
@@ -156,6 +157,7 @@ class ReportTask(TypedDict):
     status: str
     result: str
     tokens_used: int
+    tokens_counted: int  # of those, what counts against token_budget
     token_budget: int | None
     cost_usd: float
     cost_budget_usd: float | None

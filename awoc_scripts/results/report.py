@@ -306,11 +306,13 @@ def _execution_summary(tasks: list[Mapping[str, Any]], total_time: float, wall_c
 
 def _resource_usage(tasks: list[Mapping[str, Any]], metadata: Mapping[str, Any]) -> ResourceUsage:
     total_tokens = sum(int(t.get("tokens_used", {}).get("total", 0)) for t in tasks)
+    counted = sum(counted_tokens(t) for t in tasks)
     reused, tokens_saved, cost_saved = _reuse_savings(tasks)
     budget = metadata.get("total_token_budget")
-    utilization = 100 * total_tokens / budget if budget else 0.0
+    utilization = 100 * counted / budget if budget else 0.0
     return {
         "total_tokens": total_tokens,
+        "tokens_counted": counted,
         "average_per_task": round(total_tokens / len(tasks)) if tasks else 0,
         "budget_utilization": percent(utilization),
         "budget_utilization_pct": round(utilization, 1),
@@ -327,6 +329,13 @@ def _resource_usage(tasks: list[Mapping[str, Any]], metadata: Mapping[str, Any])
     }
 
 
+def counted_tokens(result: Mapping[str, Any]) -> int:
+    """What a task's tokens count against the budgets (`tokens_counted`); a result that does not
+    say (a command's, an older run's) counts all it used."""
+    counted = result.get("tokens_counted")
+    return int(counted) if counted is not None else int(result.get("tokens_used", {}).get("total", 0))
+
+
 def _task_entry(t: Mapping[str, Any], retry_command: str | None) -> ReportTask:
     """One task in report.json's task_results."""
     return {
@@ -337,6 +346,7 @@ def _task_entry(t: Mapping[str, Any], retry_command: str | None) -> ReportTask:
         "status": t["status"],
         "result": t.get("result", ""),
         "tokens_used": int(t.get("tokens_used", {}).get("total", 0)),
+        "tokens_counted": counted_tokens(t),
         "token_budget": t.get("token_budget"),
         "cost_usd": float(t.get("cost_usd") or 0),
         "cost_budget_usd": t.get("cost_budget_usd"),
@@ -414,11 +424,7 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
         ("Total time", _total_time_cell(summary)),
         ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
         ("Time saved", _time_saved_cell(summary, usage)),
-        (
-            "Tokens",
-            f"{usage['total_tokens']} of {usage['total_token_budget']} ({usage['budget_utilization']}), "
-            f"{usage['average_per_task']} per task",
-        ),
+        ("Tokens", _tokens_cell(usage)),
         (
             "Cost",
             f"${usage['cost_usd']:.4f}"
@@ -445,6 +451,18 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
     if report.get("stop_reason"):
         rows.append(("Stopped because", report["stop_reason"]))
     return ["| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows]]
+
+
+def _tokens_cell(usage: Mapping[str, Any]) -> str:
+    counted = usage.get("tokens_counted", usage["total_tokens"])
+    budget = f"{counted} of {usage['total_token_budget']} ({usage['budget_utilization']})"
+    if counted == usage["total_tokens"]:
+        return f"{budget}, {usage['average_per_task']} per task"
+    # agents: each request sends the CLI's prompt again, which the budgets leave out
+    return (
+        f"{usage['total_tokens']} used, {usage['average_per_task']} per task; against the budget, "
+        f"{budget}: what the tasks wrote and added to their context"
+    )
 
 
 def _total_time_cell(summary: Mapping[str, Any]) -> str:

@@ -27,6 +27,7 @@ class RunStatus(TypedDict):
     next: str | None  # the command that continues an interrupted or aborted run
     counts: dict[str, int]
     tokens_used: int
+    tokens_counted: int  # of those, what counts against the budget (what the tasks wrote and added)
     total_token_budget: int
     cost_usd: float
     max_concurrent: int | None
@@ -57,6 +58,7 @@ def run_status(store: StateStore, run_id: str | None) -> RunStatus:
     for task in tasks.values():
         counts[task["status"]] = counts.get(task["status"], 0) + 1
     used = sum(t.get("tokens_used", {}).get("total", 0) for t in tasks.values())
+    counted = sum(t.get("tokens_counted", t.get("tokens_used", {}).get("total", 0)) for t in tasks.values())
     execution = run.read_execution()
     total = (execution.get("parallel_config") or run.read_plan()["parallel_config"])["total_token_budget"]
     return {
@@ -69,6 +71,7 @@ def run_status(store: StateStore, run_id: str | None) -> RunStatus:
         else None,
         "counts": counts,
         "tokens_used": used,
+        "tokens_counted": counted,
         "total_token_budget": total,
         "cost_usd": round(sum(float(t.get("cost_usd") or 0) for t in tasks.values()), 9),
         "max_concurrent": state.get("max_concurrent"),
@@ -98,11 +101,18 @@ def _concurrency_text(data: RunStatus) -> str:
     return f"; {effective} at once" + (f" (of {ceiling}: rate limited)" if ceiling and effective < ceiling else "")
 
 
+def _tokens_text(data: RunStatus) -> str:
+    counted = data["tokens_counted"]
+    used = f" ({data['tokens_used']} used)" if counted != data["tokens_used"] else ""
+    return f"tokens {counted}/{data['total_token_budget']}{used}"
+
+
 def status_text(data: RunStatus) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
     lines = [
         f"run {data['run_id']}: {data['status']}{' (executing)' if data['executing'] else ''}; {counts}; "
-        f"tokens {data['tokens_used']}/{data['total_token_budget']}; ${data['cost_usd']:.4f}"
+        + _tokens_text(data)
+        + f"; ${data['cost_usd']:.4f}"
         + _concurrency_text(data)
         + (f"; paused until {data['paused_until']}" if data.get("paused_until") else "")
         + (f"; {data['warm_agents']} warm" if data["executing"] and data.get("warm_agents") else "")

@@ -84,6 +84,7 @@ def result_from_state(run: Run, task: Task, saved: Mapping[str, Any]) -> TaskRes
         attempts=int(saved.get("attempts") or 0),
         tokens=saved.get("tokens_used") or NO_TOKENS.copy(),
         token_budget=int(saved.get("token_budget") or task["token_budget"]),
+        tokens_counted=saved.get("tokens_counted"),
         cost_usd=float(saved.get("cost_usd") or 0.0),
         cost_budget_usd=saved.get("cost_budget_usd", task.get("cost_budget_usd")),
         started_at=saved.get("started_at"),

@@ -26,6 +26,8 @@ then in ``--system-prompt``/``--append-system-prompt``, then in env ``FAKE_CLAUD
   key=K                key for fail_times (default: sha256 of the prompt)
   turns=N              N model calls (N-1 tool-use turns, then the answer)
   tokens=IN,OUT[,CR[,CW]]  usage per call: input, output, cache read, cache creation tokens
+  grows=G              each call's input is the last one's plus its output and G (a tool result),
+                       as a conversation grows (without it, every call sends the same input)
   stream_usage=M       usage in stream-json assistant lines: start (default, like the real CLI:
                        that call's input tokens and output_tokens 1), per_turn (that call's full
                        usage) or cumulative (running totals)
@@ -755,11 +757,18 @@ class Session:
         per_call = self.per_call_usage()
         final_text = self.final_text()
 
+        grows = int(self.d.get("grows") or 0)
+        first_call = per_call
         for k in range(1, turns + 1):
             if limit is not None and k > limit:
                 return self.limit_result("error_max_turns", k, f"Reached maximum number of turns ({limit})")
             if k > 1 and turn_sleep > 0:
                 time.sleep(turn_sleep)
+            if grows:  # each call sends the conversation so far: the last answer and tool result added
+                per_call = dict(
+                    first_call,
+                    input_tokens=first_call["input_tokens"] + (k - 1) * (first_call["output_tokens"] + grows),
+                )
             for key, v in per_call.items():
                 self.totals[key] += v
             self.cost += call_cost(self.model, per_call)

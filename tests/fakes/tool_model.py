@@ -63,7 +63,10 @@ def working_directory(body: dict[str, Any]) -> str:
 
 
 class ToolModel:
-    def __init__(self) -> None:
+    def __init__(self, usage: dict[str, int] | None = USAGE) -> None:
+        """USAGE: what each answer says it used; None: the size of the request, as the API counts
+        it (the CLI's own system prompt and tools included: over 10,000 tokens a request)."""
+        self.usage = usage
         self.lock = threading.Lock()
         self.calls: dict[str, list[dict[str, Any]]] = {}  # task id -> the tool calls made
         self.finals: dict[str, list[str]] = {}  # task id -> the final answer of each attempt
@@ -78,7 +81,7 @@ class ToolModel:
         heading = TASK_HEADING.search(text)
         task = heading.group(1) if heading else "?"
         if script is None:
-            return Reply(f"DONE-{task}: no tool script", USAGE)
+            return Reply(f"DONE-{task}: no tool script", self.usage)
         steps = json.loads(script.group(1))
         results = tool_results(body)
         if not results:
@@ -92,8 +95,8 @@ class ToolModel:
                 self.calls.setdefault(task, []).append({"tool": step["tool"], "input": tool_input})
             call_id = "toolu_" + uuid.uuid4().hex[:24]
             block = {"type": "tool_use", "id": call_id, "name": step["tool"], "input": tool_input}
-            return Reply(content=[block], stop_reason="tool_use", usage=USAGE)
+            return Reply(content=[block], stop_reason="tool_use", usage=self.usage)
         final = f"DONE-{task}: " + " | ".join(("ERROR " if err else "OK ") + out[:200] for err, out in results)
         with self.lock:
             self.finals.setdefault(task, []).append(final)
-        return Reply(final, USAGE)
+        return Reply(final, self.usage)

@@ -46,11 +46,11 @@ def iso(at: Moment) -> str:
 def attempt_ended(m: RunMachine, event: AttemptEnded) -> None:
     tid, rec, outcome = event.task_id, m.records[event.task_id], event.outcome
     m.in_flight.pop(tid, None)
-    rec.absorb(event.exit_code, outcome, event.tokens)
+    rec.absorb(event.exit_code, outcome, event.tokens, event.counted)
     if outcome.denials:
         m.events.add("permission-denied", task_id=tid, attempt=rec.attempts, denials=outcome.denials[:20])
         m.display.note(f"{tid}: permission denied: {describe_denials(outcome.denials)}")
-    m.ledger.spent += event.tokens.total
+    m.ledger.spent += event.counted
     m.ledger.cost_spent += float(outcome.cost_usd or 0)
     if outcome.usage_limit and not event.stopped and m.stop_reason is None and m.pause.may_pause(outcome.resets_at):
         _usage_limited(m, tid, outcome.resets_at, outcome.error or "usage limit reached")
@@ -64,7 +64,7 @@ def attempt_ended(m: RunMachine, event: AttemptEnded) -> None:
 def _judged(m: RunMachine, event: AttemptEnded) -> None:
     tid, rec, outcome, now = event.task_id, m.records[event.task_id], event.outcome, event.at.now
     may_wait = m.waits.can_wait(rec.transient_waits) and not m.stop_reason
-    verdict = judge(event.stopped, rec, outcome, event.tokens, may_wait)
+    verdict = judge(event.stopped, rec, outcome, event.counted, may_wait)
     if verdict == SUCCEEDED and m.by_id[tid].get("verify"):
         _start_verification(m, tid, now)  # it succeeds once its verification passes
         return

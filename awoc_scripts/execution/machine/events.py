@@ -166,6 +166,7 @@ class AttemptEnded(Event):
     stopped: bool  # it ended because the machine asked for a Stop
     outcome: Outcome
     tokens: Tokens
+    counted: int  # of TOKENS, those that count against the task's budget (TurnCounter.counted)
 
 
 class VerificationEnded(Event):

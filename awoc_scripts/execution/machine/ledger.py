@@ -30,7 +30,7 @@ class TaskLedger:
             tasks, graph_metrics(tasks).remaining, status=status, budget={tid: r.budget for tid, r in records.items()}
         )
         self.status = self.scheduler.status
-        self.spent = sum(r.tokens.total for r in records.values())  # a sum kept: summing at each end is quadratic
+        self.spent = sum(r.counted for r in records.values())  # a sum kept: summing at each end is quadratic
         self.cost_spent = sum(r.cost_usd for r in records.values())
         self.failed_count = 0
         self.finished: set[str] = {tid for tid, s in status.items() if s in TERMINAL}
@@ -137,6 +137,7 @@ class TaskLedger:
             attempts=rec.attempts,
             tokens=rec.tokens.as_dict(),
             token_budget=rec.budget,
+            tokens_counted=rec.counted,
             cost_usd=rec.cost_usd,
             cost_budget_usd=rec.cost_budget,
             started_at=rec.started_at,
@@ -199,6 +200,7 @@ class TaskLedger:
             "error": rec.error,
             "reason": reason,
             "tokens_used": rec.tokens.as_dict(),
+            "tokens_counted": rec.counted,
             "cost_usd": round(rec.cost_usd, 9),
             "cost_budget_usd": rec.cost_budget,
             "previous_error": rec.previous_error,

@@ -18,6 +18,7 @@ from awoc_scripts.execution.machine.events import (
     Start,
     StartFailed,
 )
+from awoc_scripts.execution.outcomes import over_budget
 from awoc_scripts.planning.scheduling import task_duration
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, PENDING, RUNNING, SUCCEEDED
 
@@ -167,6 +168,7 @@ def output_read(m: RunMachine, event: OutputRead) -> None:
     rec = m.records[event.task_id]
     if rec.stop_status or rec.stream is None or event.task_id not in m.in_flight:
         return
-    used = rec.stream.feed(event.data).total
-    if used > rec.budget:
-        m.stop_task(event.task_id, BUDGET_EXCEEDED, f"used {used} tokens, over its budget of {rec.budget}")
+    rec.stream.feed(event.data)
+    counted = rec.stream.counted()
+    if counted > rec.budget:
+        m.stop_task(event.task_id, BUDGET_EXCEEDED, over_budget(counted, rec.budget))
