@@ -12,6 +12,9 @@ from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.plan_types import JsonObject  # read at run time: state/shapes.py reads these annotations
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from awoc_scripts.plan_types import Task
 
 
@@ -181,6 +184,13 @@ def task_result(
     if tokens_counted is not None:
         made["tokens_counted"] = tokens_counted
     return made
+
+
+def counted_tokens(entry: "Mapping[str, Any]") -> int:
+    """What a task's tokens count against the budgets (`tokens_counted` of its result or its
+    state.json entry); one that does not say (an older run's) counts all it used."""
+    counted = entry.get("tokens_counted")
+    return int(counted) if counted is not None else int((entry.get("tokens_used") or {}).get("total", 0))
 
 
 class TaskState(TypedDict):

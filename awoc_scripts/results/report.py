@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from awoc_scripts import PLAN_SCHEMA
 from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.launcher import command_for
+from awoc_scripts.run_documents import counted_tokens
 from awoc_scripts.state.statuses import FAILURES, SUCCEEDED
 from awoc_scripts.state.store import ReportFiles, Run, now_iso, parse_iso, read_json
 
@@ -327,13 +328,6 @@ def _resource_usage(tasks: list[Mapping[str, Any]], metadata: Mapping[str, Any])
         "tokens_saved": tokens_saved,
         "cost_saved_usd": cost_saved,
     }
-
-
-def counted_tokens(result: Mapping[str, Any]) -> int:
-    """What a task's tokens count against the budgets (`tokens_counted`); a result that does not
-    say (a command's, an older run's) counts all it used."""
-    counted = result.get("tokens_counted")
-    return int(counted) if counted is not None else int(result.get("tokens_used", {}).get("total", 0))
 
 
 def _task_entry(t: Mapping[str, Any], retry_command: str | None) -> ReportTask:

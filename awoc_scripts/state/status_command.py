@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict
 
+from awoc_scripts.run_documents import counted_tokens
+
 if TYPE_CHECKING:
     from awoc_scripts.state.store import StateStore
 
@@ -13,6 +15,7 @@ class TaskLine(TypedDict):
     status: str
     attempts: int
     tokens_used: int
+    tokens_counted: int  # of those, what counts against token_budget
     token_budget: int
     reason: str | None
 
@@ -58,7 +61,7 @@ def run_status(store: StateStore, run_id: str | None) -> RunStatus:
     for task in tasks.values():
         counts[task["status"]] = counts.get(task["status"], 0) + 1
     used = sum(t.get("tokens_used", {}).get("total", 0) for t in tasks.values())
-    counted = sum(t.get("tokens_counted", t.get("tokens_used", {}).get("total", 0)) for t in tasks.values())
+    counted = sum(counted_tokens(t) for t in tasks.values())
     execution = run.read_execution()
     total = (execution.get("parallel_config") or run.read_plan()["parallel_config"])["total_token_budget"]
     return {
@@ -85,6 +88,7 @@ def run_status(store: StateStore, run_id: str | None) -> RunStatus:
                 "status": t["status"],
                 "attempts": t.get("attempts", 0),
                 "tokens_used": t.get("tokens_used", {}).get("total", 0),
+                "tokens_counted": counted_tokens(t),
                 "token_budget": t["token_budget"],
                 "reason": t.get("reason") or t.get("error"),
             }
@@ -123,7 +127,7 @@ def status_text(data: RunStatus) -> str:
         lines.append(f"  to continue it: {data['next']}")
     for task in data["tasks"]:
         lines.append(
-            f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_used']:>7}/{task['token_budget']:<7} "
+            f"  {task['task_id']:<30} {task['status']:<16} {task['tokens_counted']:>7}/{task['token_budget']:<7} "
             f"{task['reason'] or ''}".rstrip()
         )
     from awoc_scripts.terminal_text import shown_safely
