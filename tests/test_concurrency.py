@@ -57,6 +57,7 @@ def test_status_says_how_many_run_at_once_whether_paused_and_how_many_are_warm()
         "executing": True,
         "counts": {"pending": 3},
         "tokens_used": 10,
+        "tokens_counted": 10,
         "total_token_budget": 100,
         "cost_usd": 0.25,
         "max_concurrent": 8,

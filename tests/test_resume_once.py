@@ -37,7 +37,15 @@ def test_a_task_whose_result_says_it_succeeded_is_not_run_again(cli, state_dir: 
     log = tmp_path / "reruns.log"
     proc = start_orchestrator(counted_config(log, 2, 0.1) | {"parallel_config": {"max_concurrent": 1}})
     try:
-        wait_for(lambda: (state_dir / "current").exists() and (run_dir(state_dir) / "tasks/t0/result.json").exists())
+        # its result written and its start in events.jsonl (events are written once per pass of
+        # the loop, and a SIGKILL loses the pass's last ones: here they are what is counted)
+        wait_for(
+            lambda: (
+                (state_dir / "current").exists()
+                and (run_dir(state_dir) / "tasks/t0/result.json").exists()
+                and b'"task-start"' in (run_dir(state_dir) / "events.jsonl").read_bytes()
+            )
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
