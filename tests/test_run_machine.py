@@ -24,7 +24,7 @@ from awoc_scripts.execution.machine.events import (
     VerificationEnded,
     Verify,
 )
-from awoc_scripts.execution.machine.saved import apply_to_saved
+from awoc_scripts.execution.machine.saved import apply_to_saved, saved_record
 
 
 def ends(effects: list) -> dict[str, str]:
@@ -349,6 +349,17 @@ def test_a_lever_on_a_saved_run_changes_only_what_it_decides() -> None:
     assert state["tasks"]["a"] == {"status": "pending", "token_budget": 100}
     apply_to_saved("r", plan, state, LeverPulled("convert-remaining-tasks", {}, at=at(0)))
     assert state["max_concurrent"] == 1
+
+
+def test_a_saved_task_keeps_what_counted_against_its_budget() -> None:
+    used = {"input": 800, "output": 100, "cache_read": 0, "cache_creation": 0, "total": 900}
+    assert (
+        saved_record({"status": "succeeded", "token_budget": 100, "tokens_used": used, "tokens_counted": 50}).counted
+        == 50
+    )
+    assert (
+        saved_record({"status": "succeeded", "token_budget": 100, "tokens_used": used}).counted == 900
+    )  # an older run
 
 
 def test_what_state_json_shows_is_dirty_after_a_change_and_clean_after_a_quiet_tick() -> None:

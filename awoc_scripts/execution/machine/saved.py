@@ -12,7 +12,7 @@ from awoc_scripts.execution.machine.events import Effect, Event
 from awoc_scripts.execution.machine.machine import RunMachine
 from awoc_scripts.execution.machine.settings import MachineSettings
 from awoc_scripts.execution.task_record import TaskRecord
-from awoc_scripts.run_documents import NO_TOKENS, RunState, TaskState
+from awoc_scripts.run_documents import NO_TOKENS, RunState, TaskState, counted_tokens
 from awoc_scripts.state.statuses import RUNNING
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ def saved_record(saved: TaskState) -> TaskRecord:
             int(used.get("cache_read", 0)),
             int(used.get("cache_creation", 0)),
         ),
+        counted=counted_tokens(saved),
         cost_usd=float(saved.get("cost_usd") or 0),
         cost_budget=saved.get("cost_budget_usd"),
     )
