@@ -23,7 +23,7 @@ from awoc_scripts.execution.machine.events import (
     TaskEnded,
     VerificationEnded,
 )
-from awoc_scripts.execution.outcomes import attempt_outcome, counted_tokens
+from awoc_scripts.execution.outcomes import attempt_counted, attempt_outcome
 from awoc_scripts.execution.result_cache import ResultCache, cache_key
 from awoc_scripts.execution.verification import verification_output, verify_attempt
 
@@ -128,7 +128,7 @@ class AttemptStarter:
             return VerificationEnded(tid, end.exit_code, end.stopped, verification_output(files), at=Moment.of_now())
         agent = not self.by_id[tid].get("command")
         outcome, tokens = attempt_outcome(end.exit_code, files, rec.stream, agent)
-        counted = counted_tokens(rec.stream, tokens, files) if agent else 0
+        counted = attempt_counted(rec.stream, tokens, files) if agent else 0
         return AttemptEnded(tid, end.exit_code, end.stopped, outcome, tokens, counted, at=Moment.of_now())
 
     def write_result(self, ended: TaskEnded) -> None:

@@ -39,7 +39,7 @@ def attempt_outcome(
     return outcome, tokens
 
 
-def counted_tokens(stream: TurnCounter | None, tokens: Tokens, files: TaskFiles) -> int:
+def attempt_counted(stream: TurnCounter | None, tokens: Tokens, files: TaskFiles) -> int:
     """Of an ended attempt's TOKENS, those that count against its task's budget
     (TurnCounter.counted). Without its turns to look at (a command, an agent command, the CLI's
     json output), every token it reports counts."""
