@@ -126,7 +126,9 @@ def test_with_the_default_budgets_a_workforce_agent_does_its_turns_whatever_the_
         task = agent_task("make", [WRITE, BASH])
         del task["token_budget"]
         big = {"tool": "Write", "input": {"file_path": "{cwd}/big.txt", "content": "word " * 5000}}
-        tasks = {"tasks": [task, agent_task("flood", [big, {"tool": "Read", "input": {"file_path": "{cwd}/big.txt"}}])]}
+        flood_task = agent_task("flood", [big, {"tool": "Read", "input": {"file_path": "{cwd}/big.txt"}}])
+        # no retry: a stopped attempt's retry would run with its budget cut to 4000 (reduced scope)
+        tasks = {"parallel_config": {"retries": 0}, "tasks": [task, flood_task]}
         result = cli("delegate-parallel", "run", "-q", orjson.dumps(tasks).decode())
         sizes = [estimate_input_tokens(r["body"]) for r in api.requests]
     assert min(sizes) > 5000, sizes  # any one request is over a default task budget (researcher: 5000)
