@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from awoc_scripts.process_stat import process_gone, stat_fields
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
@@ -162,17 +164,6 @@ def _read_boot_time() -> float:
     return float(psutil.boot_time())
 
 
-def stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat after the command name, so that [0] is its state letter (the
-    stat's third field), [1] its parent, [3] its session and [19] its start; None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields if len(fields) > 19 else None
-
-
 def process_start_ticks(pid: int) -> int | None:
     """When the process started, in clock ticks since boot: unlike a wall-clock start time, no step
     of the clock changes it. None when it is gone."""
@@ -248,12 +239,6 @@ def marked_processes(run_id: str, task_id: str | None = None) -> list[int]:
         if hit and not process_gone(int(name)):
             found.append(int(name))
     return found
-
-
-def process_gone(pid: int) -> bool:
-    """Dead, or a zombie: it runs no more."""
-    fields = stat_fields(pid)
-    return fields is None or fields[0] == b"Z"
 
 
 def signal_group(pgid: int, sig: int) -> bool:

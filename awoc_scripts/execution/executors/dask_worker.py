@@ -282,7 +282,7 @@ def sweep_dead_scratch(tmp: str | None = None) -> list[str]:
     """Scratch folders of attempts whose worker was killed (its pid is in the name) go."""
     import shutil
 
-    from awoc_scripts.processes import process_gone
+    from awoc_scripts.process_stat import process_gone
 
     removed = []
     base = Path(tmp or tempfile.gettempdir())

@@ -21,7 +21,8 @@ import os
 import signal
 import time
 
-from awoc_scripts.processes import TICKS_PER_S, process_start_ticks, stat_fields
+from awoc_scripts.process_stat import stat_fields
+from awoc_scripts.processes import TICKS_PER_S, process_start_ticks
 
 PR_SET_CHILD_SUBREAPER = 36
 # start times come from /proc in clock ticks since boot (10 ms), which no step of the wall clock
@@ -93,6 +94,10 @@ class Orphans:
         self._running: dict[int, int] = {}  # task root pid -> its start (ticks since boot)
         self._last_sweep = 0.0
         self.killed: list[int] = []
+
+    def keep(self, pid: int) -> None:
+        """A child started for the run itself, not by a task: no orphan."""
+        self._before.add(pid)
 
     def task_started(self, pid: int) -> None:
         """Called right after PID was started: now is its start, within TICK_SLACK (and no /proc read)."""
