@@ -186,8 +186,9 @@ def no_leftover_processes(state_dir: Path) -> Any:
     assert not left, f"task processes outlived the run: {left}"
 
 
-def start_orchestrator(config: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """`delegate-parallel run -q CONFIG` as its own process (for signals, crashes, outside levers)."""
+def start_orchestrator(config: dict[str, Any], own_group: bool = False) -> subprocess.Popen[bytes]:
+    """`delegate-parallel run -q CONFIG` as its own process (for signals, crashes, outside levers);
+    with OWN_GROUP, the leader of a session and process group of its own."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -199,6 +200,7 @@ def start_orchestrator(config: dict[str, Any]) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=own_group,
     )
 
 

@@ -137,7 +137,7 @@ def test_a_daemon_dies_when_the_run_aborts(cli, containment: str) -> None:
     assert started(tag)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_daemon_dies_when_the_run_is_interrupted(containment: str, signum: int) -> None:
     if containment == "subreaper-unlisted":
         pytest.skip("the orchestrator is a process of its own here: it uses what the kernel has")
@@ -153,23 +153,48 @@ def test_a_daemon_dies_when_the_run_is_interrupted(containment: str, signum: int
     assert started(tag)
 
 
-@needs_cgroups  # without cgroups such a daemon escapes to init with its dead orchestrator
-def test_a_daemon_outlives_a_killed_orchestrator_only_until_resume(cli, state_dir: Path) -> None:
+@needs_cgroups  # without cgroups a daemon with an empty environment escapes a killed orchestrator
+@pytest.mark.parametrize("how", ["the orchestrator", "its process group"])
+def test_a_killed_orchestrators_task_and_daemon_end_with_it_and_resume_goes_on(cli, state_dir: Path, how: str) -> None:
     tag = new_tag()
     again = f"/tmp/awoc-ran-{tag}"
-    proc = start_orchestrator(orjson.loads(config(tag, f"[ -f {again} ] || {{ touch {again}; sleep 30; }}")))
+    proc = start_orchestrator(
+        orjson.loads(config(tag, f"[ -f {again} ] || {{ touch {again}; exec sleep 3000.{tag}; }}")), own_group=True
+    )
     try:
-        wait_for(lambda: bool(daemons(tag)), timeout=20)
+        wait_for(lambda: len(daemons(tag)) == 2, timeout=20)  # the daemon, and the task's own process
+    finally:
+        if how == "its process group":  # the run's watchdog is in a session of its own
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert started(tag)
+    # at once, not 10 s later: the run's watchdog holds the claim until it has killed what it must,
+    # and a resume waits for that instead of being refused or having its tasks killed
+    result = cli("delegate-parallel", "resume", "-q")
+    assert result.code == 0, result.stderr
+    assert not daemons(tag)  # ended before the resume started, and the resumed daemon with its task
+    Path(again).unlink()
+
+
+@pytest.mark.parametrize("cgroups", ["1", "0"])
+def test_a_killed_orchestrators_tasks_end_without_a_resume(monkeypatch: pytest.MonkeyPatch, cgroups: str) -> None:
+    if cgroups == "1" and not CGROUPS_HERE:
+        pytest.skip("no writable cgroup v2 on this machine")
+    monkeypatch.setenv("AWOC_CGROUPS", cgroups)
+    tag = new_tag()
+    tasks = [
+        {"task_id": f"t{i}", "agent": "qa", "description": "x", "command": ["sh", "-c", f"sleep 3000.{tag} & wait"]}
+        for i in range(3)
+    ]
+    proc = start_orchestrator({"parallel_config": {"retries": 0}, "tasks": tasks})
+    try:
+        wait_for(lambda: len(daemons(tag)) == 3, timeout=20)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    first = daemons(tag)
-    assert first and started(tag)  # nobody has ended it yet: no marker, no session of its task
-    result = cli("delegate-parallel", "resume", "-q")
-    assert result.code == 0, result.stderr
-    Path(again).unlink()
-    wait_for(lambda: not daemons(tag), timeout=3)
-    assert not any(Path(f"/proc/{pid}").exists() and pid in daemons(tag) for pid in first)
+    all_gone(tag, f"cgroups={cgroups}, orchestrator killed")
 
 
 def test_without_cgroups_the_marker_and_the_group_still_work(cli, monkeypatch) -> None:

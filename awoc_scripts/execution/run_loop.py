@@ -48,6 +48,7 @@ from awoc_scripts.execution.run_options import Options
 from awoc_scripts.execution.state_file import StateFile, note_create_times
 from awoc_scripts.execution.task_record import TaskRecord
 from awoc_scripts.execution.warm_pool import CHECK_INTERVAL_S, WarmPool, pool_size
+from awoc_scripts.execution.watchdog import Watchdog
 from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.launcher import command_for
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
@@ -64,6 +65,8 @@ FLUSH_INTERVAL_S = 0.25
 FLUSH_SHARE_DIVISOR = 5
 STREAM_CHECK_INTERVAL_S = 0.2  # how often running agents' stream-json output is read for their tokens
 MEMORY_CHECK_INTERVAL_S = 0.25
+# each stops the run as Ctrl-C does (SIGHUP: the terminal or the SSH connection went away)
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class RunLoop:
@@ -134,7 +137,7 @@ class RunLoop:
         )
         self._pool_changed = False
         self._answers: dict[str, LeverAnswer] = {}  # lever requests answered, by id
-        self._pending_signal: int | None = None  # SIGINT or SIGTERM received, not acted on yet
+        self._pending_signal: int | None = None  # one of STOPPING_SIGNALS received, not acted on yet
         self._last_flush, self._flush_every = 0.0, FLUSH_INTERVAL_S
         self._last_stream_read = -math.inf
         self._memory: tuple[float, float] = (-math.inf, math.inf)  # when read, MB free then
@@ -149,7 +152,11 @@ class RunLoop:
     # -- the loop ---------------------------------------------------------------------------
 
     def execute(self) -> int:
-        handlers = {sig: signal.signal(sig, self._note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        watchdog = Watchdog.start(self.run.run_id, self.claim.fd)
+        if watchdog is not None:
+            self.executor.keep(watchdog.pid)
+        handlers = {sig: signal.signal(sig, self._note_signal) for sig in STOPPING_SIGNALS}
+        everything_ended = False
         try:
             self._begin()
             self._loop()
@@ -164,7 +171,10 @@ class RunLoop:
         finally:
             try:
                 self._shutdown()
+                everything_ended = True
             finally:
+                if watchdog is not None:
+                    watchdog.end(everything_ended)  # else it kills what the shutdown left
                 self.claim.release()
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)

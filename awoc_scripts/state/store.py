@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from awoc_scripts.errors import StateError, disk_full
+from awoc_scripts.process_stat import process_gone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -191,6 +192,13 @@ class RunClaim:
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
 
+    @property
+    def fd(self) -> int:
+        """The open file that holds the claim: whoever shares it (the run's watchdog) holds it too."""
+        if self._fd is None:
+            raise ValueError("the claim was released")
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
@@ -220,6 +228,7 @@ def _try_lock(fd: int) -> bool:
 # other (a lever on a saved run, a sweep, one just taken whose holder has not said why yet) is
 # held for a moment: a claimant waits for it to end.
 LASTING_CLAIMS = ("executed", "merged")
+CLEANING_UP = "cleaned up after its orchestrator died"  # "run X is being <this> right now by process P"
 BRIEF_CLAIM_WAIT_S = 10.0
 
 
@@ -232,8 +241,7 @@ def take_claim(path: Path, what: str, doing: str) -> RunClaim:
         _raise_naming(exc, path)
     deadline = time.monotonic() + BRIEF_CLAIM_WAIT_S
     while not _try_lock(fd):
-        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split(maxsplit=1)
-        pid, their = (holder[0], holder[1].strip()) if len(holder) >= 2 else ("?", "used")
+        pid, their = _holder(fd)
         if their not in LASTING_CLAIMS and time.monotonic() < deadline:
             time.sleep(0.01)
             continue
@@ -242,6 +250,15 @@ def take_claim(path: Path, what: str, doing: str) -> RunClaim:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {doing}\n".encode(), 0)
     return RunClaim(fd)
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """The pid the claim's holder wrote, and what it does. A lasting claim whose holder has died is
+    held on for a moment by the run's watchdog (execution/watchdog.py), killing what it left."""
+    words = os.pread(fd, 200, 0).decode("utf-8", "replace").split(maxsplit=1)
+    pid, doing = (words[0], words[1].strip()) if len(words) >= 2 else ("?", "used")
+    dead = pid.isdigit() and process_gone(int(pid))
+    return pid, CLEANING_UP if doing in LASTING_CLAIMS and dead else doing
 
 
 def claim_holder(path: Path) -> str | None:
@@ -260,10 +277,7 @@ def claim_holder(path: Path) -> str | None:
                 held = False
             except BlockingIOError:
                 held = True
-        if not held:
-            return None
-        words = os.pread(fd, 200, 0).decode("utf-8", "replace").split(maxsplit=1)
-        return words[1].strip() if len(words) >= 2 else "used"
+        return _holder(fd)[1] if held else None
     finally:
         os.close(fd)
 

@@ -80,6 +80,10 @@ class Executor(ABC):
     def warm_ids(self) -> list[str]:
         return []
 
+    def keep(self, pid: int) -> None:  # noqa: B027 - only an executor that kills orphans needs to know
+        """PID is a child of this process that belongs to no task (the run's watchdog): it is
+        never taken for an orphan a task left."""
+
     def where_ran(self, task_id: str) -> WhereRan | None:
         """Where the task's last attempt ran, for its result (None: this machine, as its pid says)."""
         return None

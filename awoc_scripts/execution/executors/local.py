@@ -74,6 +74,9 @@ class LocalExecutor(Executor):
     def warm_ids(self) -> list[str]:
         return list(self._warm)
 
+    def keep(self, pid: int) -> None:
+        self.orphans.keep(pid)
+
     def watch(self, fd: int) -> None:
         """wait() also returns as soon as FD is readable (a supervisor's command pipe, say)."""
         self._selector.register(fd, selectors.EVENT_READ, None)

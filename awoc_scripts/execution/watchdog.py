@@ -1,0 +1,95 @@
+"""The run's watchdog: ends the run's tasks when its orchestrator dies without ending them itself
+(SIGKILL, the OOM killer, a kill of its process group, a crash of the interpreter).
+
+While a run executes, a small shell waits beside the orchestrator, in a session of its own (a
+signal to the orchestrator's group or terminal does not reach it), on a pipe whose write end only
+the orchestrator holds. At a normal end the orchestrator says `done` and the shell leaves. If the
+pipe ends without it, the orchestrator is gone: the shell becomes `clean_up()` below, which kills
+every process of the run (its cgroups, its environment marker) the way `resume` would.
+
+The watchdog holds the run's claim too (the same open file: the kernel's lock stays until both
+have let go), and says in it that it is cleaning up. So a `resume` started right after the kill
+waits for it instead of starting tasks it would then kill, and `status` does not show the run as
+executing meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DONE = b"done\n"
+CLEAN_UP_FOR_S = 5.0  # a task forking as it is killed: look again until nothing of the run is left
+
+_CLEAN_UP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from awoc_scripts.execution.watchdog import clean_up; clean_up()"
+)
+# $0: this Python; $@: the package root, the claim's fd, the run id
+_SHELL = f"""trap '' INT TERM HUP
+read -r said
+[ "$said" = done ] && exit 0
+exec "$0" -c '{_CLEAN_UP}' "$@"
+"""
+
+
+class Watchdog:
+    """The orchestrator's side: start it when the run starts, end it once the run's processes are ended."""
+
+    def __init__(self, process: subprocess.Popen[bytes], pipe: int) -> None:
+        self.pid = process.pid
+        self._process = process
+        self._pipe: int | None = pipe
+
+    @classmethod
+    def start(cls, run_id: str, claim_fd: int) -> Watchdog | None:
+        """None where it cannot be started: the run goes on, as runs did before watchdogs."""
+        read_end, write_end = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[2])
+        try:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", _SHELL, sys.executable, package_root, str(claim_fd), run_id],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(claim_fd,),
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(write_end)
+            return None
+        finally:
+            os.close(read_end)
+        return cls(process, write_end)
+
+    def end(self, everything_ended: bool) -> None:
+        """Once the run has ended its processes (EVERYTHING_ENDED), the watchdog leaves at once;
+        otherwise it kills what is left of the run first. Returns when it has gone (and let go
+        of the claim)."""
+        if self._pipe is None:
+            return
+        pipe, self._pipe = self._pipe, None
+        try:
+            if everything_ended:
+                os.write(pipe, DONE)
+        except OSError:
+            pass  # it is gone already
+        finally:
+            os.close(pipe)
+        self._process.wait()
+
+
+def clean_up() -> None:
+    """The watchdog once its orchestrator has died: kill every process of the run, then leave
+    (which lets go of the claim). argv: package root, the claim's fd, the run id."""
+    from awoc_scripts.processes import kill_marked
+    from awoc_scripts.state.store import CLEANING_UP
+
+    claim_fd, run_id = int(sys.argv[2]), sys.argv[3]
+    os.ftruncate(claim_fd, 0)
+    os.pwrite(claim_fd, f"{os.getpid()} {CLEANING_UP}\n".encode(), 0)
+    deadline = time.monotonic() + CLEAN_UP_FOR_S
+    while kill_marked(run_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
