@@ -142,6 +142,20 @@ def test_a_dependent_sees_its_dependencies_and_conflicting_ones_skip_it(cli, rep
     assert registered_worktrees(repo) == [str(repo)]
 
 
+def test_the_merge_names_no_overlap_with_a_task_whose_changes_do_not_land(cli, repo: Path) -> None:
+    config = worktree_config(
+        task("good", "sed -i s/one/GOOD/ shared.txt"),
+        task("broken", "sed -i s/two/BROKEN/ shared.txt; exit 1"),  # changed the same file, then failed
+        retries=0,
+    )
+    assert cli("delegate-parallel", "run", "-q", config).code == 1
+    merged = cli("delegate-parallel", "merge")
+    assert merged.code == 0, merged.stderr
+    assert merged.json()["landed"] == ["good"]
+    assert "overlap" not in merged.stderr, merged.stderr
+    assert (repo / "shared.txt").read_text() == "GOOD\ntwo\nthree\n"
+
+
 def test_ignored_files_named_in_worktreeinclude_are_copied_and_uncommitted_work_is_not_seen(
     cli, repo: Path, state_dir: Path
 ) -> None:

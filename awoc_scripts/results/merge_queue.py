@@ -387,7 +387,12 @@ def merge_text(summary: MergeSummary) -> str:
     if summary["set_aside"]:
         lines.append(f"set aside: {', '.join(summary['set_aside'])} (a second merge tries them again)")
     overlap = summary.get("overlap")
+    candidates = {step["task_id"] for step in summary["steps"]}
     for pair in overlap["overlaps"] if overlap else []:
-        verdict = "conflict" if pair["conflict"] else "no conflict"
+        if not candidates.issuperset(pair["tasks"]):
+            continue  # a task that did not succeed: its changes are not merged, whatever they touched
+        verdict = (
+            "conflict" if pair["conflict"] else "no conflict" if pair["conflict"] is False else "could not be checked"
+        )
         lines.append(f"overlap: {' and '.join(pair['tasks'])} changed {', '.join(pair['files'])} ({verdict})")
     return "\n".join(lines) or "nothing to merge"
