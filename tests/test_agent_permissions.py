@@ -144,6 +144,41 @@ def test_with_the_default_budgets_a_workforce_agent_does_its_turns_whatever_the_
     assert "over its budget of 5000" in said and result.code == (1 if flood["status"] == "budget_exceeded" else 0)
 
 
+def test_one_line_fanned_out_over_files_edits_each_and_every_change_lands(
+    cli, model: ToolModel, repo: Path, state_dir: Path
+) -> None:
+    # the headline use: one instruction, one agent per file, each in its own worktree, merged at the end
+    src = repo / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        (src / f"{name}.txt").write_text(f"{name}: TODO\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "sources")
+    edit = [
+        {"tool": "Read", "input": {"file_path": "{cwd}/{item}"}},
+        {"tool": "Edit", "input": {"file_path": "{cwd}/{item}", "old_string": "TODO", "new_string": "done"}},
+    ]
+    tasks = {
+        "parallel_config": {"isolation": "worktree", "retries": 0},
+        "tasks": [
+            {
+                "task_id": "fix",
+                "agent": "workforce",
+                "description": f"Finish the TODO in {{item}}.\n{script_line(edit)}",
+                "for_each": {"glob": "src/*.txt"},
+            }
+        ],
+    }
+    result = cli("delegate-parallel", "run", "-q", "--merge", orjson.dumps(tasks).decode())
+    assert result.code == 0, (result.stderr, model.finals)
+    for name in ("a", "b", "c"):
+        assert (src / f"{name}.txt").read_text() == f"{name}: done\n"
+    done = task_results(run_dir(state_dir))
+    assert sorted(done) == ["fix-1", "fix-2", "fix-3"]
+    assert all(r["status"] == "succeeded" and r["permission_denials"] == [] for r in done.values())
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def test_a_write_outside_its_directory_is_refused_fails_the_task_and_is_reported(
     cli, model: ToolModel, isolated: Path, state_dir: Path
 ) -> None:
