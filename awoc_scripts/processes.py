@@ -422,12 +422,16 @@ def run_bounded(
     tail_chars: int,
     stdin: Path | None = None,
     env: Mapping[str, str] | None = None,
+    marker: str | None = None,
 ) -> tuple[int | None, str]:
     """Run ARGV in a process group of its own (STDIN: a file for its input); its exit code (None
     when it outlived TIMEOUT_S and its whole group was killed) and the last TAIL_CHARS of its
-    output, stdout and stderr together."""
+    output, stdout and stderr together. MARKER, as a task's: found and killed with its run."""
     import sys
     import tempfile
+
+    if marker is not None:
+        env = {**(os.environ if env is None else env), MARKER_ENV: marker}
 
     with tempfile.TemporaryFile() as output, open(stdin or os.devnull, "rb") as given:
         proc = subprocess.Popen(

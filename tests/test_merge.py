@@ -112,13 +112,22 @@ def merging_in_a_slow_gate(cli, repo: Path, isolated: Path) -> tuple[str, subpro
     return head, merge, int(marker.read_text())
 
 
+def group_gone(pgid: int) -> bool:
+    """No process of group PGID runs any more (a zombie does not run)."""
+    from awoc_scripts.process_stat import stat_fields
+
+    fields = [stat_fields(int(name)) for name in os.listdir("/proc") if name.isdigit()]
+    return not any(f is not None and f[0] != b"Z" and int(f[2]) == pgid for f in fields)
+
+
 def test_a_merge_killed_in_its_gate_leaves_a_clean_checkout_and_the_next_one_finishes(
     cli, repo: Path, state_dir: Path, isolated: Path
 ) -> None:
     head, merge, gate_group = merging_in_a_slow_gate(cli, repo, isolated)
     merge.send_signal(signal.SIGKILL)
     merge.wait(timeout=10)
-    os.killpg(gate_group, signal.SIGKILL)  # the gate, in a session of its own, outlives a SIGKILLed merge
+    # the gate, in a session of its own, ends with the merge all the same: its watchdog kills it
+    wait_for(lambda: group_gone(gate_group), timeout=5)
     assert git(repo, "status", "--porcelain") == ""  # a whole merge commit at most, never a half-merge
     # the next merge undoes the step that was never gated, then merges it again with its own gate
     again = cli("delegate-parallel", "merge", "--gate", "true")
@@ -127,9 +136,12 @@ def test_a_merge_killed_in_its_gate_leaves_a_clean_checkout_and_the_next_one_fin
     assert (repo / "a.txt").exists() and git(repo, "status", "--porcelain") == ""
 
 
-def test_ctrl_c_during_the_gate_puts_the_checkout_back(cli, repo: Path, state_dir: Path, isolated: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_or_a_termination_during_the_gate_puts_the_checkout_back(
+    cli, repo: Path, state_dir: Path, isolated: Path, signum: int
+) -> None:
     head, merge, _ = merging_in_a_slow_gate(cli, repo, isolated)
-    merge.send_signal(signal.SIGINT)
+    merge.send_signal(signum)
     assert merge.wait(timeout=20) == 130
     assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "status", "--porcelain") == ""
 

@@ -108,7 +108,8 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
 
     Usage errors (a missing argument, an unknown option) are one `error:` line and exit 2 too.
     """
-    previous = signal.signal(signal.SIGINT, _raise_interrupted)
+    # SIGTERM and SIGHUP (a closed terminal) as Ctrl-C: a merge puts the checkout back, a run stops its tasks
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         command = _command(app, _named_subcommand(app, args))
         code = command(args=args, prog_name=app.info.name, standalone_mode=False)
@@ -125,7 +126,8 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
             fail(expected.message, expected.exit_code)
         _report_bug(exc)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

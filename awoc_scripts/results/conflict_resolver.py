@@ -59,9 +59,10 @@ def resolve(
     resolver: Resolver,
     gate: Any,
     message: str,
+    marker: str | None = None,
 ) -> tuple[str | None, str]:
     """The resolution commit (its first parent CURRENT, its second HEAD), or None; and what happened.
-    GATE(commit) -> (passed, output) checks it."""
+    GATE(commit) -> (passed, output) checks it. The resolver carries MARKER, as a task does."""
     with tempfile.TemporaryDirectory(prefix="awoc-resolve-") as scratch:
         where = Path(scratch) / "checkout"
         git.run_git(repo, "worktree", "add", "--quiet", "--detach", str(where), current)
@@ -71,7 +72,7 @@ def resolve(
             if attempt.returncode != 0 and not conflicted:
                 return None, f"the merge could not even be attempted: {attempt.stderr.strip()[-300:]}"
             prompt = resolution_prompt(where, conflicted, ours, theirs, why)
-            ok, said = _run_agent(where, prompt, resolver)
+            ok, said = _run_agent(where, prompt, resolver, marker)
             if not ok:
                 return None, f"the resolver did not finish: {said}"
             left = [name for name in conflicted if _has_markers(where / name)]
@@ -117,7 +118,7 @@ def resolution_prompt(where: Path, conflicted: list[str], ours: list[Side], thei
     return "\n".join(lines) + "\n"
 
 
-def _run_agent(where: Path, prompt: str, resolver: Resolver) -> tuple[bool, str]:
+def _run_agent(where: Path, prompt: str, resolver: Resolver, marker: str | None) -> tuple[bool, str]:
     """The resolver, as any agent task runs: its definition, permissions, runner; in WHERE."""
     agent = find_agent(resolver.agent, Path.cwd(), Path.home())
     task: Task = {  # what the runners read of a task
@@ -151,7 +152,9 @@ def _run_agent(where: Path, prompt: str, resolver: Resolver) -> tuple[bool, str]
         handle.write(prompt)
     try:
         prompt_file = Path(handle.name)
-        code, output = run_bounded(argv, where, resolver.timeout_s, 200_000, stdin=prompt_file, env=invocation.env)
+        code, output = run_bounded(
+            argv, where, resolver.timeout_s, 200_000, stdin=prompt_file, env=invocation.env, marker=marker
+        )
     finally:
         os.unlink(handle.name)
     if code is None:

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA, git
 from awoc_scripts.errors import OK, TASKS_FAILED, InputError
+from awoc_scripts.execution.watchdog import Watchdog
 from awoc_scripts.launcher import command_for
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
+from awoc_scripts.processes import task_marker
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.conflict_resolver import Resolver, Side, resolve
 from awoc_scripts.results.overlap import worktree_overlap
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 GATE_TIMEOUT_S = 600.0
 GATE_OUTPUT_CHARS = 4000
+MERGE_MARKER = "MERGE"  # the task part of the gates' and resolvers' marker: upper case, so no task's id
 STEP_FILE = "merge-step.json"  # written while a merge step changes the checkout
 MERGE_FILE = "merge.json"
 MERGES_KEPT = 50
@@ -96,15 +99,22 @@ def merge_run(run: Run, options: MergeOptions) -> tuple[int, MergeSummary]:
         raise InputError(f"run {run.run_id} has no worktree tasks: nothing to merge")
     repo = Path(base["repo"])
     run_claim = run.claim("merged")
+    # the gates and resolvers carry the run's marker: if this process is killed, they end with it
+    watchdog = Watchdog.start(run.run_id, run_claim.fd)
+    everything_ended = False
     try:
         reconcile_saved_run(run, holding_claim=True)
         common = Path(git.run_git(repo, "rev-parse", "--git-common-dir").strip())
         repo_claim = take_claim(repo / common / "awoc-merge.lock", f"repository {repo}", "merged")
         try:
-            return MergeQueue(run, plan, repo, options).merge_all()
+            outcome = MergeQueue(run, plan, repo, options).merge_all()
         finally:
             repo_claim.release()
+        everything_ended = True  # each gate and resolver ended before run_bounded returned
+        return outcome
     finally:
+        if watchdog is not None:
+            watchdog.end(everything_ended)
         run_claim.release()
 
 
@@ -115,6 +125,7 @@ class MergeQueue:
         self.run, self.plan, self.repo, self.options = run, plan, repo, options
         self.by_id = {t["task_id"]: t for t in plan["tasks"]}
         self.step_file = run.dir / STEP_FILE
+        self.marker = task_marker(run.run_id, MERGE_MARKER)
 
     def merge_all(self) -> tuple[int, MergeSummary]:
         dry = self.options.dry_run
@@ -273,7 +284,9 @@ class MergeQueue:
         )
         gate = (lambda commit: self._gate(commit)) if self.options.gate else None
         message = f"awoc: merge task {tid} of run {self.run.run_id} (conflict resolved by {resolver.agent})"
-        commit, said = resolve(self.repo, current, step["head"], ours, self._side(tid), why, resolver, gate, message)
+        commit, said = resolve(
+            self.repo, current, step["head"], ours, self._side(tid), why, resolver, gate, message, self.marker
+        )
         step["resolution"] = said
         if commit is None:
             return current
@@ -315,21 +328,21 @@ class MergeQueue:
         """`sh -c GATE` at the checkout's root (COMMIT None), or in a scratch worktree at COMMIT."""
         gate = str(self.options.gate)
         if commit is None:
-            return run_gate(gate, self.repo, self.options.gate_timeout_s)
+            return run_gate(gate, self.repo, self.options.gate_timeout_s, self.marker)
         with tempfile.TemporaryDirectory(prefix="awoc-gate-") as scratch:
             where = Path(scratch) / "checkout"
             git.run_git(self.repo, "worktree", "add", "--quiet", "--detach", str(where), commit)
             try:
-                return run_gate(gate, where, self.options.gate_timeout_s)
+                return run_gate(gate, where, self.options.gate_timeout_s, self.marker)
             finally:
                 git.run_git(self.repo, "worktree", "remove", "--force", str(where), check=False)
 
 
-def run_gate(gate: str, where: Path, timeout_s: float) -> tuple[bool, str]:
-    """Whether GATE passes at WHERE, and the tail of what it printed."""
+def run_gate(gate: str, where: Path, timeout_s: float, marker: str | None = None) -> tuple[bool, str]:
+    """Whether GATE passes at WHERE, and the tail of what it printed (MARKER: as run_bounded's)."""
     from awoc_scripts.processes import run_bounded
 
-    code, output = run_bounded(["sh", "-c", gate], where, timeout_s, GATE_OUTPUT_CHARS)
+    code, output = run_bounded(["sh", "-c", gate], where, timeout_s, GATE_OUTPUT_CHARS, marker=marker)
     if code is None:
         return False, f"{output}\n[the gate did not end within {timeout_s:g} s]"
     return code == 0, output

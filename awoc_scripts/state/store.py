@@ -228,7 +228,7 @@ def _try_lock(fd: int) -> bool:
 # other (a lever on a saved run, a sweep, one just taken whose holder has not said why yet) is
 # held for a moment: a claimant waits for it to end.
 LASTING_CLAIMS = ("executed", "merged")
-CLEANING_UP = "cleaned up after its orchestrator died"  # "run X is being <this> right now by process P"
+CLEANING_UP = "cleaned up after its owner died"  # "run X is being <this> right now by process P"
 BRIEF_CLAIM_WAIT_S = 10.0
 
 
