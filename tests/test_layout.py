@@ -68,6 +68,7 @@ def test_the_top_level_holds_only_shared_basics() -> None:
         "git.py",
         "launcher.py",
         "plan_types.py",
+        "process_stat.py",
         "processes.py",
         "run_documents.py",
         "terminal_text.py",
