@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import functools
+import os
 import signal
 import sys
 from typing import Annotated, Any, NoReturn
@@ -66,8 +69,28 @@ def fail(message: str, code: int) -> NoReturn:
 
     # an argument of 100 KB is named, not echoed back whole; what it holds never drives the terminal
     message = "\n".join(shorten(line, MESSAGE_LINE_CHARS) for line in shown_safely(message).split("\n"))
-    sys.stderr.write(f"error: {message}\n")
+    with contextlib.suppress(OSError):  # nobody to tell: the exit code still says it
+        sys.stderr.write(f"error: {message}\n")
     raise SystemExit(code)
+
+
+# a pipe whose reader left (`| head`), a terminal that went away (EIO): exit 1, as click does for the first
+OUTPUT_GONE_EXIT = 1
+
+
+def output_gone(exc: BaseException) -> bool:
+    """EXC says that what this process writes to has gone: nobody reads it any more."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.EIO)
+
+
+def drop_output() -> None:
+    """Point stdout and stderr at /dev/null: what is still written, the interpreter's last flush
+    included, goes nowhere instead of failing again."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd)
+    os.close(null)
 
 
 class Interrupted(AwocError):
@@ -121,6 +144,9 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     except ClickException as exc:
         fail(f"{exc.format_message()} (see {app.info.name} --help)", exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place a bug becomes exit code 4
+        if output_gone(exc):
+            drop_output()
+            raise SystemExit(OUTPUT_GONE_EXIT) from None
         expected = disk_full(exc) or unwritable(exc)
         if expected is not None:
             fail(expected.message, expected.exit_code)

@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from awoc_scripts.cli.common import RAW_ARGS, RunOption, StateDirOption, finite_seconds, new_app, one_of, run_app
+from awoc_scripts.cli.common import (
+    RAW_ARGS,
+    RunOption,
+    StateDirOption,
+    drop_output,
+    finite_seconds,
+    new_app,
+    one_of,
+    output_gone,
+    run_app,
+)
 
 if TYPE_CHECKING:
     from awoc_scripts.flow.runs import RunSummary
@@ -215,12 +225,17 @@ def _finish(summary: RunSummary, code: int, quiet: bool, as_json: bool) -> None:
     """JSON for programs; on a terminal, a few lines for people (the report has the rest)."""
     from awoc_scripts.input.documents import print_json
 
-    if as_json or not sys.stdout.isatty():
-        print_json(summary)
-        if not quiet:
-            sys.stderr.write(f"report: {summary['report_md']}\n")
-    else:
-        print(human_summary(summary))
+    try:
+        if as_json or not sys.stdout.isatty():
+            print_json(summary)
+            if not quiet:
+                sys.stderr.write(f"report: {summary['report_md']}\n")
+        else:
+            print(human_summary(summary), flush=True)
+    except OSError as exc:
+        if not output_gone(exc):
+            raise
+        drop_output()  # nobody reads it: the run's own exit code still says how it ended
     raise typer.Exit(code)
 
 

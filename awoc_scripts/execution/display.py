@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TextIO
 
 from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED
 from awoc_scripts.terminal_text import shown_safely
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 LIVE_REFRESH_S = 0.25
 
@@ -19,11 +23,25 @@ class PlainDisplay:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.t0 = time.monotonic()
+        self.lost = False  # where it writes went away (a closed window, a dropped connection, a full disk)
+
+    @contextmanager
+    def _writing(self) -> Iterator[bool]:
+        """Around each write: yields whether to write at all. A write that fails loses the display,
+        never the run: from then on it shows nothing, and the run still ends as it should."""
+        if self.lost:
+            yield False
+            return
+        try:
+            yield True
+        except OSError:
+            self.lost = True
 
     def _line(self, text: str) -> None:
-        if not self.quiet:
-            self.stream.write(f"[{time.monotonic() - self.t0:7.2f}s] {shown_safely(text)}\n")
-            self.stream.flush()
+        with self._writing() as showing:
+            if showing and not self.quiet:
+                self.stream.write(f"[{time.monotonic() - self.t0:7.2f}s] {shown_safely(text)}\n")
+                self.stream.flush()
 
     def begin(self, orch: Any) -> None:
         machine = orch.machine
@@ -68,17 +86,25 @@ class LiveDisplay(PlainDisplay):
         from rich.live import Live
 
         self.console = console or Console(stderr=True)
-        self.live = Live(console=self.console, refresh_per_second=4, transient=True)
+        # redrawn by tick() in the loop's own thread, not by rich's thread: every write is guarded
+        self.live = Live(
+            console=self.console, auto_refresh=False, transient=True, redirect_stdout=False, redirect_stderr=False
+        )
         self._last = 0.0
 
     def _line(self, text: str) -> None:
         from rich.text import Text
 
-        line = shown_safely(text)
-        self.console.print(Text.assemble((f"{time.monotonic() - self.t0:7.2f}s ", "dim"), line), highlight=False)
+        with self._writing() as showing:
+            if showing:
+                line = shown_safely(text)
+                stamp = (f"{time.monotonic() - self.t0:7.2f}s ", "dim")
+                self.console.print(Text.assemble(stamp, line), highlight=False)
 
     def begin(self, orch: Any) -> None:
-        self.live.start()
+        with self._writing() as showing:
+            if showing:
+                self.live.start()
         super().begin(orch)
 
     def task_started(self, tid: str, rec: Any) -> None:
@@ -88,7 +114,9 @@ class LiveDisplay(PlainDisplay):
         now = time.monotonic()
         if now - self._last >= LIVE_REFRESH_S:
             self._last = now
-            self.live.update(self._render(orch))
+            with self._writing() as showing:
+                if showing:
+                    self.live.update(self._render(orch), refresh=True)
 
     def _render(self, orch: Any) -> Any:
         from rich.console import Group
@@ -122,7 +150,9 @@ class LiveDisplay(PlainDisplay):
         return Group(table, Text(fit_footer(parts, self.console.width), no_wrap=True, overflow="ellipsis"))
 
     def end(self, orch: Any) -> None:
-        self.live.stop()
+        with self._writing() as showing:
+            if showing:
+                self.live.stop()
         super().end(orch)
 
 
