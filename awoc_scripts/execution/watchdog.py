@@ -1,11 +1,12 @@
-"""The run's watchdog: ends the run's tasks when its orchestrator dies without ending them itself
-(SIGKILL, the OOM killer, a kill of its process group, a crash of the interpreter).
+"""The run's watchdog: ends the run's processes when the process that owns the run (its
+orchestrator, or a merge with its gates and resolvers) dies without ending them itself (SIGKILL,
+the OOM killer, a kill of its process group, a crash of the interpreter).
 
-While a run executes, a small shell waits beside the orchestrator, in a session of its own (a
-signal to the orchestrator's group or terminal does not reach it), on a pipe whose write end only
-the orchestrator holds. At a normal end the orchestrator says `done` and the shell leaves. If the
-pipe ends without it, the orchestrator is gone: the shell becomes `clean_up()` below, which kills
-every process of the run (its cgroups, its environment marker) the way `resume` would.
+While the owner works, a small shell waits beside it, in a session of its own (a signal to the
+owner's group or terminal does not reach it), on a pipe whose write end only the owner holds. At
+a normal end the owner says `done` and the shell leaves. If the pipe ends without it, the owner
+is gone: the shell becomes `clean_up()` below, which kills every process of the run (its cgroups,
+its environment marker) the way `resume` would.
 
 The watchdog holds the run's claim too (the same open file: the kernel's lock stays until both
 have let go), and says in it that it is cleaning up. So a `resume` started right after the kill
@@ -36,7 +37,7 @@ exec "$0" -c '{_CLEAN_UP}' "$@"
 
 
 class Watchdog:
-    """The orchestrator's side: start it when the run starts, end it once the run's processes are ended."""
+    """The owner's side: start it with the claim taken, end it once the processes it started have ended."""
 
     def __init__(self, process: subprocess.Popen[bytes], pipe: int) -> None:
         self.pid = process.pid
@@ -82,7 +83,7 @@ class Watchdog:
 
 
 def clean_up() -> None:
-    """The watchdog once its orchestrator has died: kill every process of the run, then leave
+    """The watchdog once the run's owner has died: kill every process of the run, then leave
     (which lets go of the claim). argv: package root, the claim's fd, the run id."""
     from awoc_scripts.processes import kill_marked
     from awoc_scripts.state.store import CLEANING_UP
