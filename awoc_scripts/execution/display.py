@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED
 from awoc_scripts.terminal_text import shown_safely
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable
 
 LIVE_REFRESH_S = 0.25
 
@@ -25,23 +24,23 @@ class PlainDisplay:
         self.t0 = time.monotonic()
         self.lost = False  # where it writes went away (a closed window, a dropped connection, a full disk)
 
-    @contextmanager
-    def _writing(self) -> Iterator[bool]:
-        """Around each write: yields whether to write at all. A write that fails loses the display,
-        never the run: from then on it shows nothing, and the run still ends as it should."""
+    def _write(self, write: Callable[[], object]) -> None:
+        """Every write goes through here. One that fails loses the display, never the run: from
+        then on it shows nothing, and the run still ends as it should."""
         if self.lost:
-            yield False
             return
         try:
-            yield True
+            write()
         except OSError:
             self.lost = True
 
     def _line(self, text: str) -> None:
-        with self._writing() as showing:
-            if showing and not self.quiet:
-                self.stream.write(f"[{time.monotonic() - self.t0:7.2f}s] {shown_safely(text)}\n")
-                self.stream.flush()
+        if not self.quiet:
+            self._write(lambda: self._print(f"[{time.monotonic() - self.t0:7.2f}s] {shown_safely(text)}\n"))
+
+    def _print(self, line: str) -> None:
+        self.stream.write(line)
+        self.stream.flush()
 
     def begin(self, orch: Any) -> None:
         machine = orch.machine
@@ -95,16 +94,11 @@ class LiveDisplay(PlainDisplay):
     def _line(self, text: str) -> None:
         from rich.text import Text
 
-        with self._writing() as showing:
-            if showing:
-                line = shown_safely(text)
-                stamp = (f"{time.monotonic() - self.t0:7.2f}s ", "dim")
-                self.console.print(Text.assemble(stamp, line), highlight=False)
+        line = Text.assemble((f"{time.monotonic() - self.t0:7.2f}s ", "dim"), shown_safely(text))
+        self._write(lambda: self.console.print(line, highlight=False))
 
     def begin(self, orch: Any) -> None:
-        with self._writing() as showing:
-            if showing:
-                self.live.start()
+        self._write(self.live.start)
         super().begin(orch)
 
     def task_started(self, tid: str, rec: Any) -> None:
@@ -114,9 +108,7 @@ class LiveDisplay(PlainDisplay):
         now = time.monotonic()
         if now - self._last >= LIVE_REFRESH_S:
             self._last = now
-            with self._writing() as showing:
-                if showing:
-                    self.live.update(self._render(orch), refresh=True)
+            self._write(lambda: self.live.update(self._render(orch), refresh=True))
 
     def _render(self, orch: Any) -> Any:
         from rich.console import Group
@@ -150,9 +142,7 @@ class LiveDisplay(PlainDisplay):
         return Group(table, Text(fit_footer(parts, self.console.width), no_wrap=True, overflow="ellipsis"))
 
     def end(self, orch: Any) -> None:
-        with self._writing() as showing:
-            if showing:
-                self.live.stop()
+        self._write(self.live.stop)
         super().end(orch)
 
 
