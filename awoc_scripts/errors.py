@@ -40,6 +40,10 @@ class DiskFull(AbortedError):
     """The disk (or quota) holding a file awoc writes is full: the run stops, and it is not a bug."""
 
 
+class RunFolderGone(AbortedError):
+    """Something removed the run's folder while it executed: the run stops, and it is not a bug."""
+
+
 def disk_full(exc: BaseException) -> DiskFull | None:
     """EXC as a DiskFull when it is one (ENOSPC, EDQUOT), else None."""
     import errno

@@ -321,3 +321,13 @@ def test_a_read_only_state_directory_is_exit_2_naming_the_file(cli, state_dir: P
             assert "internal error" not in result.stderr
     finally:
         subprocess.run(["umount", str(state_dir)], capture_output=True, timeout=10)
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_a_task_that_deletes_the_runs_folder_stops_the_run_with_exit_3_and_says_so(cli, state_dir: Path) -> None:
+    # as `git clean -x` in the project would; the other task's process must not outlive the run
+    cleaner = ["sh", "-c", f'sleep 0.3; rm -rf "{state_dir}"']
+    tasks = {"tasks": [task("cleaner", cleaner), task("long", sleep(30))]}
+    result = cli("delegate-parallel", "run", "-q", orjson.dumps(tasks).decode())
+    assert result.code == 3, result.stderr
+    assert "was deleted while the run executed" in result.stderr and "internal error" not in result.stderr

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from awoc_scripts.errors import DiskFull, disk_full
+from awoc_scripts.errors import AwocError, DiskFull, RunFolderGone, disk_full
 from awoc_scripts.execution.attempt_starts import AttemptStarter
 from awoc_scripts.execution.attempts import AttemptMaker
 from awoc_scripts.execution.isolation.workspaces import Workspaces
@@ -152,6 +152,18 @@ class RunLoop:
     # -- the loop ---------------------------------------------------------------------------
 
     def execute(self) -> int:
+        try:
+            return self._execute()
+        except Exception as exc:
+            if isinstance(exc, AwocError) or self.run.dir.is_dir():
+                raise
+            # a task that cleans the project (`git clean -x`, `rm -rf .awoc`) took the run's files with it
+            raise RunFolderGone(
+                f"{self.run.dir} was deleted while the run executed (by a task that cleans the project, as "
+                "`git clean -x` does?): the run stopped and its tasks were ended, but what it recorded is lost"
+            ) from exc
+
+    def _execute(self) -> int:
         watchdog = Watchdog.start(self.run.run_id, self.claim.fd)
         if watchdog is not None:
             self.executor.keep(watchdog.pid)
