@@ -16,15 +16,16 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import FAKES, git, task_results, use_fake_api
+from conftest import FAKES, git, start_orchestrator, task_results, use_fake_api, wait_for
 
 sys.path.insert(0, str(FAKES))
 
-from fake_messages_api import FakeMessagesAPI, estimate_input_tokens
+from fake_messages_api import FakeMessagesAPI, Reply, estimate_input_tokens
 from tool_model import ToolModel, script_line
 
 from awoc_scripts.input.agents import parse_agent_file
 from awoc_scripts.planning.permissions import describe_permissions, resolve_permissions, sandbox_available
+from awoc_scripts.processes import marked_processes
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -177,6 +178,24 @@ def test_one_line_fanned_out_over_files_edits_each_and_every_change_lands(
     assert sorted(done) == ["fix-1", "fix-2", "fix-3"]
     assert all(r["status"] == "succeeded" and r["permission_denials"] == [] for r in done.values())
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_agents_waiting_on_the_model_end_with_a_killed_orchestrator(
+    claude_bin: Path, monkeypatch: pytest.MonkeyPatch, isolated: Path, state_dir: Path
+) -> None:
+    # what costs money: real claude CLIs left running by an orchestrator killed with SIGKILL
+    with FakeMessagesAPI(lambda body: Reply("too late", delay=60)) as api:
+        use_fake_api(monkeypatch, api.url, claude_bin)
+        tasks = [agent_task(f"slow{i}", []) for i in range(2)]
+        orchestrator = start_orchestrator({"parallel_config": {"retries": 0}, "tasks": tasks})
+        try:
+            wait_for(lambda: len(api.requests) >= 2, timeout=60)  # both agents wait on the model
+            run_id = (state_dir / "current").read_text().strip()
+            assert len(marked_processes(run_id)) >= 2
+        finally:
+            orchestrator.kill()
+            orchestrator.wait()
+        wait_for(lambda: not marked_processes(run_id), timeout=10)
 
 
 def test_a_write_outside_its_directory_is_refused_fails_the_task_and_is_reported(
