@@ -71,5 +71,6 @@ def test_the_top_level_holds_only_shared_basics() -> None:
         "process_stat.py",
         "processes.py",
         "run_documents.py",
+        "stop_signals.py",
         "terminal_text.py",
     ]

@@ -74,3 +74,25 @@ def test_status_whose_reader_left_is_no_internal_error(cli, state_dir: Path, gon
         os.close(terminal)
     assert status.wait(timeout=30) == 1  # as click exits when its reader left; not 4, the internal error
     assert status.stderr is not None and status.stderr.read() == b""
+
+
+def ignore_hangups() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_a_run_started_with_nohup_outlives_its_terminal(state_dir: Path) -> None:
+    # `nohup delegate-parallel run ... &`: SIGHUP is ignored when it starts, and stays ignored
+    run = subprocess.Popen(
+        [*CLI, "run", "-q", tasks_config(1)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=ignore_hangups,
+    )
+    try:
+        wait_for(lambda: (state_dir / "current").exists() and len(StateStore().open_run().task_dirs()) == 2)
+        run.send_signal(signal.SIGHUP)
+        assert run.wait(timeout=60) == 0
+    finally:
+        run.kill()
+        run.wait()
+    assert StateStore().open_run().read_state()["status"] == "succeeded"

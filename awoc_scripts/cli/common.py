@@ -16,6 +16,7 @@ import typer.main
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer vendors click (pinned <0.29)
 
 from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError, InputError, disk_full, unwritable
+from awoc_scripts.stop_signals import stopping_signals
 
 StateDirOption = Annotated[
     str | None,
@@ -132,7 +133,7 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     Usage errors (a missing argument, an unknown option) are one `error:` line and exit 2 too.
     """
     # SIGTERM and SIGHUP (a closed terminal) as Ctrl-C: a merge puts the checkout back, a run stops its tasks
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in stopping_signals()}
     try:
         command = _command(app, _named_subcommand(app, args))
         code = command(args=args, prog_name=app.info.name, standalone_mode=False)

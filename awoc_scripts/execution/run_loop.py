@@ -53,6 +53,7 @@ from awoc_scripts.gc_pause import without_gc
 from awoc_scripts.launcher import command_for
 from awoc_scripts.processes import available_memory_mb, kill_marked, sweep_empty_cgroups
 from awoc_scripts.state.store import Run, iso_of, parse_iso
+from awoc_scripts.stop_signals import stopping_signals
 
 if TYPE_CHECKING:
     from awoc_scripts.execution.executors.base import Attempt, Executor
@@ -65,8 +66,6 @@ FLUSH_INTERVAL_S = 0.25
 FLUSH_SHARE_DIVISOR = 5
 STREAM_CHECK_INTERVAL_S = 0.2  # how often running agents' stream-json output is read for their tokens
 MEMORY_CHECK_INTERVAL_S = 0.25
-# each stops the run as Ctrl-C does (SIGHUP: the terminal or the SSH connection went away)
-STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class RunLoop:
@@ -137,7 +136,7 @@ class RunLoop:
         )
         self._pool_changed = False
         self._answers: dict[str, LeverAnswer] = {}  # lever requests answered, by id
-        self._pending_signal: int | None = None  # one of STOPPING_SIGNALS received, not acted on yet
+        self._pending_signal: int | None = None  # one of stopping_signals() received, not acted on yet
         self._last_flush, self._flush_every = 0.0, FLUSH_INTERVAL_S
         self._last_stream_read = -math.inf
         self._memory: tuple[float, float] = (-math.inf, math.inf)  # when read, MB free then
@@ -167,7 +166,7 @@ class RunLoop:
         watchdog = Watchdog.start(self.run.run_id, self.claim.fd)
         if watchdog is not None:
             self.executor.keep(watchdog.pid)
-        handlers = {sig: signal.signal(sig, self._note_signal) for sig in STOPPING_SIGNALS}
+        handlers = {sig: signal.signal(sig, self._note_signal) for sig in stopping_signals()}
         everything_ended = False
         try:
             self._begin()
