@@ -27,7 +27,8 @@ def tasks_config(tmp_path: Path, slow_s: float = 30) -> dict[str, Any]:
                 "task_id": "slow",
                 "agent": "workforce",
                 "description": "s",
-                "command": ["sh", "-c", f"touch {marker}; sleep {slow_s}"],
+                # a second run of it (a resume) ends at once
+                "command": ["sh", "-c", f"[ -f {marker} ] && exit 0; touch {marker}; sleep {slow_s}"],
             },
             {
                 "task_id": "after",
@@ -52,7 +53,7 @@ def killed_run(tmp_path: Path, state_dir: Path) -> Any:
     proc.wait(timeout=10)
     from awoc_scripts.processes import kill_marked
 
-    kill_marked(run.run_id)  # the task the dead orchestrator left (resume would do the same)
+    kill_marked(run.run_id)  # the task the dead orchestrator left, if its watchdog has not ended it yet
     return run
 
 
