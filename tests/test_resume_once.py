@@ -128,15 +128,19 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_a_full_disk_stops_the_run_by_name_and_resume_keeps_the_task_it_could_not_record(cli, small_disk: Path) -> None:
+def test_a_full_disk_stops_the_run_by_name_and_resume_keeps_the_task_it_could_not_record(
+    cli, small_disk: Path, tmp_path: Path
+) -> None:
     """The result of a task that printed 400 KB cannot be written on a disk with less room: not a bug
     (exit 3, no traceback), nothing left running, and once there is room `resume` writes that
     result from state.json and the task's output instead of running the task again."""
     state_dir = small_disk / "state"
+    ran = f"[ -f {tmp_path}/slow-ran ] || {{ touch {tmp_path}/slow-ran; false; }}"
     config = {
         "tasks": [
             {"task_id": "big", "agent": "qa", "description": "x", "command": ["sh", "-c", "head -c 400000 /dev/zero"]},
-            {"task_id": "slow", "agent": "qa", "description": "y", "command": ["sh", "-c", "sleep 30"]},
+            # running when the disk fills up; its second run (the resume) ends at once
+            {"task_id": "slow", "agent": "qa", "description": "y", "command": ["sh", "-c", f"{ran} || sleep 30"]},
         ]
     }
     result = cli("delegate-parallel", "run", "-q", orjson.dumps(config).decode())
