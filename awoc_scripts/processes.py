@@ -258,11 +258,11 @@ def _signal_pids(pids: Iterable[int], sig: int) -> None:
 
 def kill_marked(run_id: str, task_id: str | None = None) -> list[int]:
     """SIGKILL every live process of the run (or of one task of it): its cgroups, where this
-    machine lets us make them, then whatever carries its marker. Returns the marked pids killed."""
-    kill_cgroups(run_id, task_id)
+    machine lets us make them, then whatever carries its marker. Returns the pids killed."""
+    in_groups = kill_cgroups(run_id, task_id)
     pids = marked_processes(run_id, task_id)
     _signal_pids(pids, signal.SIGKILL)
-    return pids
+    return sorted({*in_groups, *pids})
 
 
 # A cgroup (v2) per task, where the machine lets us make one under our own: every process the task
@@ -342,11 +342,13 @@ def sweep_empty_cgroups() -> None:
             os.rmdir(group)
 
 
-def kill_cgroups(run_id: str, task_id: str | None = None) -> None:
-    """End every process in the run's (or the task's) cgroups, and remove the emptied cgroups."""
+def kill_cgroups(run_id: str, task_id: str | None = None) -> list[int]:
+    """End every process in the run's (or the task's) cgroups, and remove the emptied cgroups.
+    Returns the pids that were in them."""
     base = _cgroups()
     if base is None:
-        return
+        return []
+    killed: list[int] = []
     if task_id is not None:
         groups = [base / _cgroup_name(run_id, task_id)]
     else:
@@ -359,6 +361,8 @@ def kill_cgroups(run_id: str, task_id: str | None = None) -> None:
             continue
         except OSError:
             pass
+        with contextlib.suppress(OSError, ValueError):
+            killed += [int(pid) for pid in (group / "cgroup.procs").read_text().split()]
         with contextlib.suppress(OSError):
             (group / "cgroup.kill").write_text("1")
         for _ in range(100):  # the kernel empties it within moments
@@ -369,6 +373,7 @@ def kill_cgroups(run_id: str, task_id: str | None = None) -> None:
                 break
             except OSError:
                 time.sleep(0.002)
+    return killed
 
 
 def kill_process_tree(pid: int, create_time: float | None = None, grace_s: float = KILL_GRACE_S) -> list[int]:

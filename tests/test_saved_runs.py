@@ -3,6 +3,7 @@ about each task's end, levers that hold or are refused, and a status that never 
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,7 @@ def killed_run(tmp_path: Path, state_dir: Path) -> Any:
     wait_for(lambda: run.read_state().get("tasks", {}).get("quick", {}).get("status") == "succeeded")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    from awoc_scripts.processes import kill_marked
-
-    kill_marked(run.run_id)  # the task the dead orchestrator left, if its watchdog has not ended it yet
+    wait_for(lambda: run.claimed_for() is None)  # its watchdog has ended the task it left, and let go
     return run
 
 
@@ -62,6 +61,9 @@ def test_status_and_wait_of_a_killed_run_say_interrupted_and_what_to_run(cli, ki
     assert status.code == 0, status.stderr
     data = status.json()
     assert data["status"] == "interrupted" and data["executing"] is False
+    # the slow task's processes, ended by the run's watchdog as its orchestrator died
+    ended = r"; its watchdog ended the [1-9]\d* task process\(es\) it left running, at once$"
+    assert re.search(ended, data["stop_reason"]), data["stop_reason"]
     assert data["next"] == f"delegate-parallel resume {killed_run.run_id}"
     text = cli("delegate-parallel", "status", "--format", "text").stdout
     assert "interrupted" in text and "running" not in text.splitlines()[0]

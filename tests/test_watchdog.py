@@ -14,7 +14,7 @@ import pytest
 
 from awoc_scripts.execution.watchdog import Watchdog
 from awoc_scripts.processes import MARKER_ENV, process_gone
-from awoc_scripts.state.store import CLEANING_UP, claim_holder, take_claim
+from awoc_scripts.state.store import CLEANING_UP, OWNER_DIED, Run, claim_holder, take_claim
 
 
 def marked_sleep(run_id: str) -> subprocess.Popen[bytes]:
@@ -31,7 +31,7 @@ def test_told_that_everything_ended_it_leaves_and_kills_nothing(tmp_path: Path, 
     claim = take_claim(tmp_path / "owner.lock", "run x", "executed")
     task = marked_sleep(run_id)
     try:
-        watchdog = Watchdog.start(run_id, claim.fd)
+        watchdog = Watchdog.start(Run(tmp_path, run_id), claim.fd)
         assert watchdog is not None
         watchdog.end(everything_ended=True)
         assert process_gone(watchdog.pid)
@@ -47,11 +47,16 @@ def test_without_that_word_it_kills_the_runs_processes_only(tmp_path: Path, run_
     claim = take_claim(tmp_path / "owner.lock", "run x", "executed")
     task, other = marked_sleep(run_id), marked_sleep(run_id + "-other")
     try:
-        watchdog = Watchdog.start(run_id, claim.fd)
+        run = Run(tmp_path, run_id)
+        run.dir.mkdir(parents=True)
+        watchdog = Watchdog.start(run, claim.fd)
         assert watchdog is not None
         watchdog.end(everything_ended=False)  # as if the orchestrator had died
         assert task.wait(timeout=5) == -9
         assert other.poll() is None
+        # and it says so in the run's events, for status to tell
+        (said,) = run.read_events(only=(OWNER_DIED,))
+        assert said["killed"] == [task.pid]
     finally:
         for proc in (task, other):
             proc.kill()
@@ -63,9 +68,10 @@ def test_after_its_orchestrator_died_it_holds_the_claim_and_says_why(tmp_path: P
     # a stand-in orchestrator: takes the claim, starts the watchdog, and is killed
     script = (
         "import sys, time; from pathlib import Path; from awoc_scripts.state.store import take_claim; "
-        "from awoc_scripts.execution.watchdog import Watchdog; "
+        "from awoc_scripts.execution.watchdog import Watchdog; from awoc_scripts.state.store import Run; "
         f"claim = take_claim(Path({str(tmp_path / 'owner.lock')!r}), 'run x', 'executed'); "
-        f"Watchdog.start({run_id!r}, claim.fd); print('ready', flush=True); time.sleep(60)"
+        f"Watchdog.start(Run(Path({str(tmp_path)!r}), {run_id!r}), claim.fd); "
+        "print('ready', flush=True); time.sleep(60)"
     )
     orchestrator = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     task = marked_sleep(run_id)

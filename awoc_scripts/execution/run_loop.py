@@ -163,7 +163,7 @@ class RunLoop:
             ) from exc
 
     def _execute(self) -> int:
-        watchdog = Watchdog.start(self.run.run_id, self.claim.fd)
+        watchdog = Watchdog.start(self.run, self.claim.fd)
         if watchdog is not None:
             self.executor.keep(watchdog.pid)
         handlers = {sig: signal.signal(sig, self._note_signal) for sig in stopping_signals()}

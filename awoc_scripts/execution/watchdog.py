@@ -6,7 +6,8 @@ While the owner works, a small shell waits beside it, in a session of its own (a
 owner's group or terminal does not reach it), on a pipe whose write end only the owner holds. At
 a normal end the owner says `done` and the shell leaves. If the pipe ends without it, the owner
 is gone: the shell becomes `clean_up()` below, which kills every process of the run (its cgroups,
-its environment marker) the way `resume` would.
+its environment marker) the way `resume` would, and records what it killed in the run's events
+(`owner-died`), for `status` to say.
 
 The watchdog holds the run's claim too (the same open file: the kernel's lock stays until both
 have let go), and says in it that it is cleaning up. So a `resume` started right after the kill
@@ -16,11 +17,16 @@ executing meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from awoc_scripts.state.store import Run
 
 DONE = b"done\n"
 CLEAN_UP_FOR_S = 5.0  # a task forking as it is killed: look again until nothing of the run is left
@@ -28,7 +34,7 @@ CLEAN_UP_FOR_S = 5.0  # a task forking as it is killed: look again until nothing
 _CLEAN_UP = (
     "import sys; sys.path.insert(0, sys.argv[1]); from awoc_scripts.execution.watchdog import clean_up; clean_up()"
 )
-# $0: this Python; $@: the package root, the claim's fd, the run id
+# $0: this Python; $@: the package root, the claim's fd, the state root, the run id
 _SHELL = f"""trap '' INT TERM HUP
 read -r said
 [ "$said" = done ] && exit 0
@@ -45,13 +51,14 @@ class Watchdog:
         self._pipe: int | None = pipe
 
     @classmethod
-    def start(cls, run_id: str, claim_fd: int) -> Watchdog | None:
+    def start(cls, run: Run, claim_fd: int) -> Watchdog | None:
         """None where it cannot be started: the run goes on, as runs did before watchdogs."""
         read_end, write_end = os.pipe()
         package_root = str(Path(__file__).resolve().parents[2])
+        argv = [sys.executable, package_root, str(claim_fd), str(run.root), run.run_id]
         try:
             process = subprocess.Popen(
-                ["/bin/sh", "-c", _SHELL, sys.executable, package_root, str(claim_fd), run_id],
+                ["/bin/sh", "-c", _SHELL, *argv],
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -83,14 +90,19 @@ class Watchdog:
 
 
 def clean_up() -> None:
-    """The watchdog once the run's owner has died: kill every process of the run, then leave
-    (which lets go of the claim). argv: package root, the claim's fd, the run id."""
+    """The watchdog once the run's owner has died: kill every process of the run, say so in its
+    events, then leave (which lets go of the claim). argv: package root, the claim's fd, the state
+    root, the run id."""
     from awoc_scripts.processes import kill_marked
-    from awoc_scripts.state.store import CLEANING_UP
+    from awoc_scripts.state.store import CLEANING_UP, OWNER_DIED, Run
 
-    claim_fd, run_id = int(sys.argv[2]), sys.argv[3]
+    claim_fd, run = int(sys.argv[2]), Run(Path(sys.argv[3]), sys.argv[4])
     os.ftruncate(claim_fd, 0)
     os.pwrite(claim_fd, f"{os.getpid()} {CLEANING_UP}\n".encode(), 0)
+    killed: set[int] = set()
     deadline = time.monotonic() + CLEAN_UP_FOR_S
-    while kill_marked(run_id) and time.monotonic() < deadline:
+    while (found := kill_marked(run.run_id)) and time.monotonic() < deadline:
+        killed.update(found)
         time.sleep(0.05)
+    with contextlib.suppress(Exception):  # its folder may be gone: the killing is what mattered
+        run.append_event(OWNER_DIED, killed=sorted(killed))

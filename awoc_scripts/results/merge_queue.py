@@ -100,7 +100,7 @@ def merge_run(run: Run, options: MergeOptions) -> tuple[int, MergeSummary]:
     repo = Path(base["repo"])
     run_claim = run.claim("merged")
     # the gates and resolvers carry the run's marker: if this process is killed, they end with it
-    watchdog = Watchdog.start(run.run_id, run_claim.fd)
+    watchdog = Watchdog.start(run, run_claim.fd)
     everything_ended = False
     try:
         reconcile_saved_run(run, holding_claim=True)

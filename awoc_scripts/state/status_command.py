@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypedDict
 from awoc_scripts.run_documents import counted_tokens
 
 if TYPE_CHECKING:
-    from awoc_scripts.state.store import StateStore
+    from awoc_scripts.state.store import Run, StateStore
 
 
 class TaskLine(TypedDict):
@@ -42,6 +42,20 @@ class RunStatus(TypedDict):
     run_dir: str
 
 
+def _with_watchdog(run: Run, stop_reason: str | None) -> str | None:
+    """STOP_REASON, and what the run's watchdog ended after its orchestrator died, if it did."""
+    from awoc_scripts.state.store import OWNER_DIED
+
+    killed = None
+    for event in run.read_events(only=("run-start", OWNER_DIED)):
+        killed = event.get("killed") if event["event"] == OWNER_DIED else None  # of the last execution only
+    if not isinstance(killed, list) or stop_reason is None:
+        return stop_reason
+    if not killed:
+        return f"{stop_reason}; its watchdog found none of its task processes still running"
+    return f"{stop_reason}; its watchdog ended the {len(killed)} task process(es) it left running, at once"
+
+
 def run_status(store: StateStore, run_id: str | None) -> RunStatus:
     from awoc_scripts.launcher import command_for
     from awoc_scripts.state.owner import initial_state, run_executing
@@ -56,6 +70,8 @@ def run_status(store: StateStore, run_id: str | None) -> RunStatus:
         for task in state["tasks"].values():
             if task["status"] == RUNNING:  # no process runs it: shown for what it is
                 task["status"], task["reason"] = INTERRUPTED, "was running when its orchestrator stopped"
+        if state.get("status") == INTERRUPTED:
+            state["stop_reason"] = _with_watchdog(run, state.get("stop_reason"))
     tasks = state["tasks"]
     counts: dict[str, int] = {}
     for task in tasks.values():

@@ -229,6 +229,7 @@ def _try_lock(fd: int) -> bool:
 # held for a moment: a claimant waits for it to end.
 LASTING_CLAIMS = ("executed", "merged")
 CLEANING_UP = "cleaned up after its owner died"  # "run X is being <this> right now by process P"
+OWNER_DIED = "owner-died"  # the event the run's watchdog appends once it has killed what a dead owner left
 BRIEF_CLAIM_WAIT_S = 10.0
 
 
