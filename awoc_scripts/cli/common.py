@@ -9,7 +9,7 @@ import functools
 import os
 import signal
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 import typer.main
@@ -17,6 +17,9 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError  # Typer v
 
 from awoc_scripts.errors import INTERNAL_ERROR, INTERRUPTED, AwocError, InputError, disk_full, unwritable
 from awoc_scripts.stop_signals import stopping_signals
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 StateDirOption = Annotated[
     str | None,
@@ -92,6 +95,18 @@ def drop_output() -> None:
         with contextlib.suppress(OSError):
             os.dup2(null, fd)
     os.close(null)
+
+
+@contextlib.contextmanager
+def unless_nobody_reads() -> Iterator[None]:
+    """Around what a command prints after its work is done: if nobody reads it any more, it is
+    dropped and the command's own exit code still stands."""
+    try:
+        yield
+    except OSError as exc:
+        if not output_gone(exc):
+            raise
+        drop_output()
 
 
 class Interrupted(AwocError):

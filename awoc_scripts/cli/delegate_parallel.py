@@ -11,12 +11,11 @@ from awoc_scripts.cli.common import (
     RAW_ARGS,
     RunOption,
     StateDirOption,
-    drop_output,
     finite_seconds,
     new_app,
     one_of,
-    output_gone,
     run_app,
+    unless_nobody_reads,
 )
 
 if TYPE_CHECKING:
@@ -225,17 +224,13 @@ def _finish(summary: RunSummary, code: int, quiet: bool, as_json: bool) -> None:
     """JSON for programs; on a terminal, a few lines for people (the report has the rest)."""
     from awoc_scripts.input.documents import print_json
 
-    try:
+    with unless_nobody_reads():  # the run's own exit code still says how it ended
         if as_json or not sys.stdout.isatty():
             print_json(summary)
             if not quiet:
                 sys.stderr.write(f"report: {summary['report_md']}\n")
         else:
             print(human_summary(summary), flush=True)
-    except OSError as exc:
-        if not output_gone(exc):
-            raise
-        drop_output()  # nobody reads it: the run's own exit code still says how it ended
     raise typer.Exit(code)
 
 
