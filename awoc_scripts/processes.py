@@ -296,6 +296,13 @@ def _cgroup_name(run_id: str, task_id: str) -> str:
     return f"awoc-{run_id}-{task_id}"
 
 
+def run_cgroups_prefix(run_id: str) -> str | None:
+    """What the paths of the run's task cgroups start with (None where there are none), for a
+    shell that must kill them without Python: `for g in PREFIX*; do echo 1 > $g/cgroup.kill; done`."""
+    base = _cgroups()
+    return None if base is None else f"{base}/{_cgroup_name(run_id, '')}"
+
+
 @contextlib.contextmanager
 def contained(marker: str) -> Iterator[bool]:
     """Around a spawn: the child starts inside its task's cgroup. (We step into the cgroup to start

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from awoc_scripts import processes
 from awoc_scripts.execution.watchdog import Watchdog
 from awoc_scripts.processes import MARKER_ENV, process_gone
 from awoc_scripts.state.store import CLEANING_UP, OWNER_DIED, Run, claim_holder, take_claim
@@ -90,3 +91,30 @@ def test_after_its_orchestrator_died_it_holds_the_claim_and_says_why(tmp_path: P
         for proc in (orchestrator, task):
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(processes._cgroups() is None, reason="no writable cgroup v2 on this machine")
+def test_its_shell_ends_the_runs_cgroups_before_python_starts(
+    tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python takes a tenth of a second to start: a task that finished meanwhile would have its end
+    seen by nobody, and run again on resume. The shell kills the task cgroups itself, at once: here
+    its Python cannot even start, and the task still ends."""
+    claim = take_claim(tmp_path / "owner.lock", "run x", "executed")
+    marker = processes.task_marker(run_id, "t1")
+    with processes.contained(marker) as entered:
+        assert entered
+        task = processes.spawn(
+            ["sleep", "30"], cwd=Path.cwd(), stdin=None, stdout=tmp_path / "out", stderr=tmp_path / "err",
+            env=os.environ, marker=marker,
+        )  # fmt: skip
+    try:
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+        watchdog = Watchdog.start(Run(tmp_path, run_id), claim.fd)
+        assert watchdog is not None
+        watchdog.end(everything_ended=False)
+        assert task.wait(5) == -9
+    finally:
+        processes.kill_cgroups(run_id)
+        task.wait(5)
+        claim.release()

@@ -5,9 +5,9 @@ the OOM killer, a kill of its process group, a crash of the interpreter).
 While the owner works, a small shell waits beside it, in a session of its own (a signal to the
 owner's group or terminal does not reach it), on a pipe whose write end only the owner holds. At
 a normal end the owner says `done` and the shell leaves. If the pipe ends without it, the owner
-is gone: the shell becomes `clean_up()` below, which kills every process of the run (its cgroups,
-its environment marker) the way `resume` would, and records what it killed in the run's events
-(`owner-died`), for `status` to say.
+is gone: the shell kills the run's task cgroups at once, then becomes `clean_up()` below, which
+kills every process of the run (its cgroups, its environment marker) the way `resume` would, and
+records what it killed in the run's events (`owner-died`), for `status` to say.
 
 The watchdog holds the run's claim too (the same open file: the kernel's lock stays until both
 have let go), and says in it that it is cleaning up. So a `resume` started right after the kill
@@ -34,11 +34,25 @@ CLEAN_UP_FOR_S = 5.0  # a task forking as it is killed: look again until nothing
 _CLEAN_UP = (
     "import sys; sys.path.insert(0, sys.argv[1]); from awoc_scripts.execution.watchdog import clean_up; clean_up()"
 )
-# $0: this Python; $@: the package root, the claim's fd, the state root, the run id
+KILLED_ENV = "AWOC_WATCHDOG_KILLED"
+# $0: this Python; $1: what the paths of the run's cgroups start with (or nothing); then for
+# clean_up: the package root, the claim's fd, the state root, the run id. The shell kills the
+# cgroups itself, at once: Python takes a tenth of a second to start, and a task that finishes
+# meanwhile, its end seen by nobody, would run again on resume.
 _SHELL = f"""trap '' INT TERM HUP
 read -r said
 [ "$said" = done ] && exit 0
-exec "$0" -c '{_CLEAN_UP}' "$@"
+groups=$1
+shift
+killed=
+if [ -n "$groups" ]; then
+  for group in "$groups"*; do
+    [ -f "$group/cgroup.kill" ] || continue
+    while read -r pid; do killed="$killed $pid"; done < "$group/cgroup.procs"
+    echo 1 > "$group/cgroup.kill"
+  done 2>/dev/null
+fi
+{KILLED_ENV}=$killed exec "$0" -c '{_CLEAN_UP}' "$@"
 """
 
 
@@ -53,9 +67,12 @@ class Watchdog:
     @classmethod
     def start(cls, run: Run, claim_fd: int) -> Watchdog | None:
         """None where it cannot be started: the run goes on, as runs did before watchdogs."""
+        from awoc_scripts.processes import run_cgroups_prefix
+
         read_end, write_end = os.pipe()
         package_root = str(Path(__file__).resolve().parents[2])
-        argv = [sys.executable, package_root, str(claim_fd), str(run.root), run.run_id]
+        groups = run_cgroups_prefix(run.run_id) or ""
+        argv = [sys.executable, groups, package_root, str(claim_fd), str(run.root), run.run_id]
         try:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", _SHELL, *argv],
@@ -99,7 +116,7 @@ def clean_up() -> None:
     claim_fd, run = int(sys.argv[2]), Run(Path(sys.argv[3]), sys.argv[4])
     os.ftruncate(claim_fd, 0)
     os.pwrite(claim_fd, f"{os.getpid()} {CLEANING_UP}\n".encode(), 0)
-    killed: set[int] = set()
+    killed = {int(pid) for pid in os.environ.get(KILLED_ENV, "").split()}  # by the shell, in the cgroups
     deadline = time.monotonic() + CLEAN_UP_FOR_S
     while (found := kill_marked(run.run_id)) and time.monotonic() < deadline:
         killed.update(found)
