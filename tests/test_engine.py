@@ -613,6 +613,29 @@ def test_the_live_footer_keeps_whole_parts_within_the_width() -> None:
     assert fit_footer(parts, 40) == "3 running | 12 waiting | 40 done"
 
 
+def test_a_process_that_ended_before_its_stop_ends_as_its_own(tmp_path: Path) -> None:
+    """A Ctrl-C, a timeout or a lever asks to stop a task whose process has just exited by itself:
+    its end is its own (a finished task reported as stopped is cancelled, and runs again)."""
+    from awoc_scripts.execution.claude_cli import Invocation
+    from awoc_scripts.execution.executors.base import Attempt, Ended
+    from awoc_scripts.processes import task_marker
+
+    (tmp_path / "prompt.md").write_text("x")
+    invocation = Invocation(["true"], dict(os.environ), "command", role_in_prompt=False)
+    files = (tmp_path / "prompt.md", tmp_path / "out.log", tmp_path / "err.log")
+    attempt = Attempt("a", invocation, tmp_path, *files, task_marker("r", "a"))
+    executor = LocalExecutor(grace_s=0.5)
+    try:
+        pid = executor.start(attempt).pid
+        wait_for(lambda: gone(pid), timeout=10)  # exited, not yet reaped
+        executor.stop("a")
+        seen: list[Ended] = []
+        wait_for(lambda: bool(seen.extend(executor.wait(0.1)) or seen), timeout=10)
+        assert seen == [Ended("a", 0, stopped=False)]
+    finally:
+        executor.shutdown()
+
+
 def test_a_signal_in_the_middle_of_starting_a_task_still_stops_it(tmp_path: Path, monkeypatch) -> None:
     """The signal lands between a spawn and its bookkeeping: the task must not be forgotten."""
     import awoc_scripts.execution.executors.local as executor_module

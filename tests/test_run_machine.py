@@ -319,6 +319,43 @@ def test_ctrl_c_stops_what_runs_cancels_the_rest_and_the_run_is_interrupted() ->
     assert (m.final, m.exit_code) == ("interrupted", INTERRUPTED)
 
 
+def test_a_task_that_ended_by_itself_before_its_stop_reached_it_keeps_its_end() -> None:
+    """Its process had exited when the stop came (the executor says it was not stopped): taken for a
+    cancelled task, finished work would run again on resume."""
+    m = machine([task("a"), task("b")], max_concurrent=2)
+    start_all(m, 0)
+    effects = m.handle(SignalReceived("SIGINT", at=at(1)))
+    assert Stop("a") in effects and Stop("b") in effects
+    assert ends(m.handle(ended("a", 1))) == {"a": "succeeded"}
+    assert ends(m.handle(ended("b", 1, exit_code=-15, stopped=True))) == {"b": "cancelled"}
+    m.handle(Shutdown(at=at(2)))
+    assert (m.final, m.exit_code) == ("interrupted", INTERRUPTED)
+    assert m.ledger.result_of("a", "succeeded")["error"] is None
+
+
+def test_a_stop_that_came_too_late_neither_requeues_nor_times_out_a_finished_task() -> None:
+    m = machine([task("a", timeout=10.0), task("b"), task("c")], max_concurrent=3, min_free_memory_mb=400)
+    m.handle(tick(0))
+    for i, tid in enumerate("abc"):
+        m.handle(spawned(tid, i))
+    assert Stop("c") in m.handle(tick(3, free_memory_mb=150))  # the youngest makes room
+    assert Stop("a") in m.handle(tick(10))  # past its deadline
+    assert ends(m.handle(ended("a", 10.1), ended("c", 10.1))) == {"a": "succeeded", "c": "succeeded"}
+    assert m.records["c"].attempts == 1 and not m.records["a"].stop_status
+
+
+def test_a_task_to_verify_that_ended_as_the_run_stopped_is_not_verified_now() -> None:
+    m = machine([task("a", verify=["make", "check"]), task("b", timeout=5.0, verify=["make", "check"])])
+    start_all(m, 0)
+    assert Stop("b") in m.handle(tick(5))
+    effects = m.handle(ended("b", 5.1))  # ended by itself after all: its check runs, with its own deadline
+    assert Verify("b") in effects and m.next_moment(5.1) is not None
+    m.handle(SignalReceived("SIGINT", at=at(6)))
+    effects = m.handle(ended("a", 6))
+    assert not of_kind(effects, Verify) and ends(effects) == {"a": "cancelled"}
+    assert "its verification could not run" in (m.records["a"].error or "")
+
+
 def test_a_start_asked_but_not_made_is_withdrawn_by_a_signal() -> None:
     m = machine([task("a")])
     assert m.handle(tick(0)) == [Start("a")]

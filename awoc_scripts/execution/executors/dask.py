@@ -190,7 +190,8 @@ class DaskExecutor(Executor):
         attempt.stdout_file.write_bytes(out["stdout"])
         attempt.stderr_file.write_bytes(out["stderr"])
         self.where[task_id] = {"executor": "dask", "worker": out["worker"], "host": out["host"], "pid": out["pid"]}
-        return Ended(task_id, int(out["exit_code"]), stopped=remote.stop_requested or bool(out["stopped"]))
+        # the worker knows whether the stop reached the attempt or it had ended by itself
+        return Ended(task_id, int(out["exit_code"]), stopped=bool(out["stopped"]))
 
     def stop(self, task_id: str) -> None:
         remote = self._running.get(task_id)

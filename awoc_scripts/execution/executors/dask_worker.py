@@ -102,7 +102,9 @@ def run_attempt(spec: AttemptSpec) -> AttemptReport:
         if code is None:  # the supervisor died: what it started may be orphaned
             kill_marked(*spec["marker"].split("/", 1))
             code, err = 1, err + f"{LOST}\n".encode()
-        return _ended(spec, code, _bounded(out_path), err, started, worker, attempt.pid, stopped or attempt.stopped)
+        else:  # the supervisor says whether our stop reached it, or it had ended by itself
+            stopped = attempt.stopped
+        return _ended(spec, code, _bounded(out_path), err, started, worker, attempt.pid, stopped)
 
 
 @dataclass

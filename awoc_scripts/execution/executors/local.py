@@ -198,6 +198,8 @@ class LocalExecutor(Executor):
         entry = self._running.get(task_id)
         if entry is None or entry.stop_deadline is not None:
             return
+        if entry.child.poll() is not None:
+            return  # it ended by itself before we asked: wait() reports that end as its own, not a stop
         try:
             entry.descendants = list(psutil.Process(entry.child.pid).children(recursive=True))
         except psutil.Error:

@@ -46,6 +46,11 @@ def iso(at: Moment) -> str:
 def attempt_ended(m: RunMachine, event: AttemptEnded) -> None:
     tid, rec, outcome = event.task_id, m.records[event.task_id], event.outcome
     m.in_flight.pop(tid, None)
+    # it ended by itself before a stop reached it: that end is its own, judged as any other (a
+    # finished task taken for a stopped one would run again)
+    stop_came_late = not event.stopped and rec.stop_status is not None
+    if stop_came_late:
+        rec.stop_status = None
     rec.absorb(event.exit_code, outcome, event.tokens, event.counted)
     if outcome.denials:
         m.events.add("permission-denied", task_id=tid, attempt=rec.attempts, denials=outcome.denials[:20])
@@ -55,17 +60,21 @@ def attempt_ended(m: RunMachine, event: AttemptEnded) -> None:
     if outcome.usage_limit and not event.stopped and m.stop_reason is None and m.pause.may_pause(outcome.resets_at):
         _usage_limited(m, tid, outcome.resets_at, outcome.error or "usage limit reached")
     else:
-        _judged(m, event)
+        _judged(m, event, stop_came_late)
     if m.stop_reason is None:  # before anything new starts
         m.token_policy.check(m, event.at.now)
         m.cost_policy.check(m, event.at.now)
 
 
-def _judged(m: RunMachine, event: AttemptEnded) -> None:
+def _judged(m: RunMachine, event: AttemptEnded, stop_came_late: bool) -> None:
     tid, rec, outcome, now = event.task_id, m.records[event.task_id], event.outcome, event.at.now
     may_wait = m.waits.can_wait(rec.transient_waits) and not m.stop_reason
     verdict = judge(event.stopped, rec, outcome, event.counted, may_wait)
     if verdict == SUCCEEDED and m.by_id[tid].get("verify"):
+        if stop_came_late and m.stop_reason is not None:  # the run is stopping everything: no check starts now
+            rec.error = f"{m.stop_reason}: it ended, but its verification could not run"
+            end_task(m, tid, CANCELLED, allow_retry=False)
+            return
         _start_verification(m, tid, now)  # it succeeds once its verification passes
         return
     if outcome.transient and not event.stopped:
