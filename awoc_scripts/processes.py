@@ -29,6 +29,21 @@ def task_marker(run_id: str, task_id: str) -> str:
     return f"{run_id}/{task_id}"
 
 
+@contextlib.contextmanager
+def children_marked(marker: str) -> Iterator[None]:
+    """Every process started meanwhile inherits MARKER from our environment (run_bounded's own
+    marker aside): found and killed with its run, by the run's watchdog too."""
+    before = os.environ.get(MARKER_ENV)
+    os.environ[MARKER_ENV] = marker
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MARKER_ENV, None)
+        else:
+            os.environ[MARKER_ENV] = before
+
+
 class Child:
     """A started task process. Reaped with waitpid; `returncode` is -N when signal N ended it."""
 

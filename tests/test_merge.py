@@ -16,6 +16,8 @@ import orjson
 import pytest
 from builders import script_task as task
 
+from awoc_scripts.processes import marked_processes
+
 from conftest import git, task_results, use_fake_api, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
@@ -144,6 +146,59 @@ def test_ctrl_c_or_a_termination_during_the_gate_puts_the_checkout_back(
     merge.send_signal(signum)
     assert merge.wait(timeout=20) == 130
     assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "status", "--porcelain") == ""
+
+
+def merging_inside_git(cli, repo: Path, isolated: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """A merge stopped inside `git merge` itself: the merge written to the checkout, staged, not
+    committed yet (git's pre-merge-commit hook waits, the first time). The head before, the merge."""
+    assert run_tasks(cli, task("a", "echo a > a.txt; sed -i s/two/A/ shared.txt")).code == 0
+    head = git(repo, "rev-parse", "HEAD").strip()
+    inside = isolated / "inside-git"
+    hook = repo / ".git" / "hooks" / "pre-merge-commit"
+    hook.write_text(f"#!/bin/sh\n[ -e {inside} ] && exit 0\ntouch {inside}\nexec sleep 30\n")
+    hook.chmod(0o755)
+    merge = subprocess.Popen(MERGE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(inside.exists)
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") != ""  # half-merged right now
+    return head, merge
+
+
+def test_a_merge_killed_inside_git_is_undone_by_the_next_one(cli, repo: Path, state_dir: Path, isolated: Path) -> None:
+    head, merge = merging_inside_git(cli, repo, isolated)
+    merge.send_signal(signal.SIGKILL)
+    merge.wait(timeout=10)
+    run_id = (state_dir / "current").read_text().strip()
+    # its git and the hook carry the merge's marker: its watchdog ends them, so nothing writes the
+    # checkout while the next merge puts it back
+    wait_for(lambda: not marked_processes(run_id), timeout=5)
+    again = cli("delegate-parallel", "merge")
+    assert again.code == 0, again.stderr
+    assert git(repo, "rev-list", "--count", f"{head}..HEAD").strip() == "2"
+    assert (repo / "shared.txt").read_text() == "one\nA\nthree\n" and git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_inside_git_puts_the_checkout_back(
+    cli, repo: Path, state_dir: Path, isolated: Path, signum: int
+) -> None:
+    head, merge = merging_inside_git(cli, repo, isolated)
+    merge.send_signal(signum)
+    assert merge.wait(timeout=20) == 130
+    assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "status", "--porcelain") == ""
+    assert not marked_processes((state_dir / "current").read_text().strip())  # the hook did not outlive it
+
+
+def test_what_else_changed_after_a_killed_merge_is_never_thrown_away(
+    cli, repo: Path, state_dir: Path, isolated: Path
+) -> None:
+    _head, merge = merging_inside_git(cli, repo, isolated)
+    merge.send_signal(signal.SIGKILL)
+    merge.wait(timeout=10)
+    wait_for(lambda: not marked_processes((state_dir / "current").read_text().strip()), timeout=5)
+    (repo / "shared.txt").write_text("one\nmine\nthree\n")  # someone's own edit, meanwhile
+    again = cli("delegate-parallel", "merge")
+    assert again.code == 2 and "uncommitted changes" in again.stderr
+    assert (repo / "shared.txt").read_text() == "one\nmine\nthree\n"
 
 
 def test_an_untracked_file_in_the_way_is_named_with_advice_that_works(cli, repo: Path, state_dir: Path) -> None:

@@ -16,7 +16,7 @@ from awoc_scripts.errors import OK, TASKS_FAILED, InputError
 from awoc_scripts.execution.watchdog import Watchdog
 from awoc_scripts.launcher import command_for
 from awoc_scripts.planning.scheduling import PRIORITY_RANK
-from awoc_scripts.processes import task_marker
+from awoc_scripts.processes import children_marked, task_marker
 from awoc_scripts.results.aggregate import run_results
 from awoc_scripts.results.conflict_resolver import Resolver, Side, resolve
 from awoc_scripts.results.overlap import worktree_overlap
@@ -107,10 +107,13 @@ def merge_run(run: Run, options: MergeOptions) -> tuple[int, MergeSummary]:
         common = Path(git.run_git(repo, "rev-parse", "--git-common-dir").strip())
         repo_claim = take_claim(repo / common / "awoc-merge.lock", f"repository {repo}", "merged")
         try:
-            outcome = MergeQueue(run, plan, repo, options).merge_all()
+            # its git commands (and their hooks) too: killed with it, never left writing the checkout
+            # while the next merge repairs it
+            with children_marked(task_marker(run.run_id, MERGE_MARKER)):
+                outcome = MergeQueue(run, plan, repo, options).merge_all()
         finally:
             repo_claim.release()
-        everything_ended = True  # each gate and resolver ended before run_bounded returned
+        everything_ended = True  # each git, gate and resolver ended before it returned
         return outcome
     finally:
         if watchdog is not None:
@@ -226,7 +229,7 @@ class MergeQueue:
 
     def _merge_in_checkout(self, step: MergeStep, current: str) -> str:
         tid = step["task_id"]
-        atomic_write_json(self.step_file, {"task_id": tid, "before": current})
+        atomic_write_json(self.step_file, {"task_id": tid, "before": current, "head": step["head"]})
         try:
             message = f"awoc: merge task {tid} of run {self.run.run_id}"
             done = git.attempt(
@@ -244,7 +247,7 @@ class MergeQueue:
             step["outcome"] = "merged"
             return git.head_commit(self.repo) or current
         except BaseException:
-            self._undo_step(current)  # Ctrl-C or a failure in the middle: never a half-merged checkout
+            self._undo_step(current, step["head"])  # Ctrl-C or a failure in the middle: never half-merged
             raise
         finally:
             self.step_file.unlink(missing_ok=True)
@@ -311,17 +314,46 @@ class MergeQueue:
         result = self.results.get(tid)
         return Side(tid, str(self.by_id[tid]["description"]), str(result.get("result") or "") if result else "")
 
-    def _undo_step(self, before: str) -> None:
+    def _undo_step(self, before: str, head: str | None = None) -> None:
+        """The checkout back at BEFORE. With HEAD, the step merging it was interrupted, and its git
+        may have been killed half-way (Ctrl-C kills it, and a killed merge's watchdog): the merge's
+        files written, staged or not, and its index lock left behind."""
+        if head is not None:
+            git_dir = Path(git.run_git(self.repo, "rev-parse", "--absolute-git-dir").strip())
+            (git_dir / "index.lock").unlink(missing_ok=True)  # its git is dead: nobody else writes here now
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
             git.attempt(self.repo, "merge", "--abort")
-        if git.head_commit(self.repo) != before:
-            git.run_git(self.repo, "reset", "--quiet", "--hard", before)
+        if head is None and git.head_commit(self.repo) == before:
+            return
+        git.run_git(self.repo, "reset", "--quiet", "--hard", before)
+        if head is not None:  # the files it added, written but never staged, are untracked now
+            untracked = git.run_git(self.repo, "ls-files", "-z", "--others", "--exclude-standard").split("\0")
+            for path in self._written_by(before, head, [p for p in untracked if p]):
+                (self.repo / path).unlink(missing_ok=True)
+
+    def _written_by(self, before: str, head: str, paths: list[str]) -> list[str]:
+        """Those of PATHS that merging HEAD onto BEFORE writes, holding what it writes there (the
+        merge's version, HEAD's, or BEFORE's for a file not written yet)."""
+        theirs = set(
+            git.run_git(self.repo, "diff", "--name-only", "-z", "--no-renames", f"{before}...{head}").split("\0")
+        )
+        merged = git.merge_check(self.repo, before, head).tree
+        versions = [commit for commit in (merged, head, before) if commit]
+        return [p for p in paths if p in theirs and any(_holds(self.repo, p, v) for v in versions)]
 
     def _undo_interrupted_step(self) -> None:
-        """A merge killed in the middle of a step left its marker: the checkout goes back to before it."""
+        """A merge killed in the middle of a step left its marker: the checkout goes back to before
+        it, if all it holds is what that step wrote (its watchdog killed its git: nobody writes it now).
+        Anything else changed meanwhile stays, and the merge refuses as for any uncommitted change."""
         marker = read_json(self.step_file, default={})
         if isinstance(marker, dict) and isinstance(marker.get("before"), str):
-            self._undo_step(marker["before"])
+            before, head = marker["before"], marker.get("head")
+            if not isinstance(head, str) or not git.has_commit(self.repo, head):
+                self._undo_step(before)
+            else:
+                changed = git.uncommitted(self.repo)
+                if len(self._written_by(before, head, changed)) == len(changed):
+                    self._undo_step(before, head)
         self.step_file.unlink(missing_ok=True)
 
     def _gate(self, commit: str | None) -> tuple[bool, str]:
@@ -368,6 +400,14 @@ def record_merge(run: Run, summary: MergeSummary) -> None:
     merges = [m for m in history.get("merges", []) if isinstance(m, dict)] if isinstance(history, dict) else []
     merges.append({k: v for k, v in summary.items() if k != "overlap"})
     atomic_write_json(path, {"schema": PLAN_SCHEMA, "kind": "merge", "merges": merges[-MERGES_KEPT:]})
+
+
+def _holds(repo: Path, path: str, tree: str) -> bool:
+    """Is the file at PATH of the checkout TREE's version of it (absent where TREE has none)?"""
+    wanted = git.attempt(repo, "rev-parse", "-q", "--verify", f"{tree}:{path}").stdout.strip()
+    if not (repo / path).is_file():
+        return not wanted and not (repo / path).exists()
+    return bool(wanted) and git.attempt(repo, "hash-object", "--", path).stdout.strip() == wanted
 
 
 def _require_clean(repo: Path) -> None:
