@@ -331,3 +331,13 @@ def test_a_task_that_deletes_the_runs_folder_stops_the_run_with_exit_3_and_says_
     result = cli("delegate-parallel", "run", "-q", orjson.dumps(tasks).decode())
     assert result.code == 3, result.stderr
     assert "was deleted while the run executed" in result.stderr and "internal error" not in result.stderr
+
+
+def test_ctrl_c_while_a_command_starts_ends_it_without_a_traceback(tmp_path: Path) -> None:
+    """The signal lands while the command's modules load (the first tenth of a second)."""
+    code = (
+        "import os, signal; import awoc_scripts.cli; os.kill(os.getpid(), signal.SIGINT); "
+        "from awoc_scripts.cli.delegate_parallel import main; main(['--help'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == -2 and "Traceback" not in done.stderr, done.stderr

@@ -169,7 +169,8 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
         _report_bug(exc)
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            quiet_start = sig == signal.SIGINT and handler == signal.SIG_DFL  # as the package set it
+            signal.signal(sig, signal.default_int_handler if quiet_start else handler)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
