@@ -66,6 +66,24 @@ def attempt(repo: Path, *args: str, env: dict[str, str] | None = None) -> subpro
         raise GitError("git is not installed (isolation worktree needs it)") from None
 
 
+# what a git command killed half-way can leave locked: the index, HEAD, the merge's state
+_CHECKOUT_LOCKS = ("index", "HEAD", "ORIG_HEAD", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE")
+
+
+def remove_locks_of_killed_git(repo: Path) -> None:
+    """The lock files a git command killed half-way left in REPO's checkout, the current branch's
+    ref and packed-refs included. Only after a git of ours was killed: a live one's locks are what
+    keeps two from writing at once."""
+    git_dir = Path(run_git(repo, "rev-parse", "--absolute-git-dir").strip())
+    common = repo / run_git(repo, "rev-parse", "--git-common-dir").strip()
+    branch_ref = run_git(repo, "symbolic-ref", "-q", "HEAD", check=False).strip()
+    locks = [git_dir / f"{name}.lock" for name in _CHECKOUT_LOCKS] + [common / "packed-refs.lock"]
+    if branch_ref:
+        locks.append(common / f"{branch_ref}.lock")
+    for lock in locks:
+        lock.unlink(missing_ok=True)
+
+
 def has_commit(repo: Path, commit: str) -> bool:
     return _ok(repo, "cat-file", "-e", f"{commit}^{{commit}}")
 

@@ -150,12 +150,15 @@ def test_ctrl_c_or_a_termination_during_the_gate_puts_the_checkout_back(
 
 def merging_inside_git(cli, repo: Path, isolated: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """A merge stopped inside `git merge` itself: the merge written to the checkout, staged, not
-    committed yet (git's pre-merge-commit hook waits, the first time). The head before, the merge."""
+    committed yet (git's pre-merge-commit hook waits, the first time), git's locks taken. The head
+    before, the merge."""
     assert run_tasks(cli, task("a", "echo a > a.txt; sed -i s/two/A/ shared.txt")).code == 0
     head = git(repo, "rev-parse", "HEAD").strip()
     inside = isolated / "inside-git"
     hook = repo / ".git" / "hooks" / "pre-merge-commit"
-    hook.write_text(f"#!/bin/sh\n[ -e {inside} ] && exit 0\ntouch {inside}\nexec sleep 30\n")
+    # and the locks git holds when it is killed further on (HEAD's, its branch's, the index's)
+    locks = "touch .git/HEAD.lock .git/refs/heads/main.lock .git/index.lock"
+    hook.write_text(f"#!/bin/sh\n[ -e {inside} ] && exit 0\n{locks}\ntouch {inside}\nexec sleep 30\n")
     hook.chmod(0o755)
     merge = subprocess.Popen(MERGE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(inside.exists)
@@ -199,6 +202,8 @@ def test_what_else_changed_after_a_killed_merge_is_never_thrown_away(
     again = cli("delegate-parallel", "merge")
     assert again.code == 2 and "uncommitted changes" in again.stderr
     assert (repo / "shared.txt").read_text() == "one\nmine\nthree\n"
+    # nothing of the killed git stands in the way of a commit (awoc's own claim file aside)
+    assert [lock.name for lock in (repo / ".git").rglob("*.lock")] == ["awoc-merge.lock"]
 
 
 def test_an_untracked_file_in_the_way_is_named_with_advice_that_works(cli, repo: Path, state_dir: Path) -> None:

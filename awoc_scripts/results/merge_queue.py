@@ -228,29 +228,36 @@ class MergeQueue:
         return merged
 
     def _merge_in_checkout(self, step: MergeStep, current: str) -> str:
-        tid = step["task_id"]
-        atomic_write_json(self.step_file, {"task_id": tid, "before": current, "head": step["head"]})
+        """The step in the checkout, its marker on disk meanwhile: a merge killed in the middle
+        leaves it for the next one, which puts the checkout back first."""
+        atomic_write_json(self.step_file, {"task_id": step["task_id"], "before": current, "head": step["head"]})
         try:
-            message = f"awoc: merge task {tid} of run {self.run.run_id}"
-            done = git.attempt(
-                self.repo, "merge", "--no-ff", "--no-edit", "-m", message, step["head"], env=git.identity_env(self.repo)
-            )
-            if done.returncode != 0:
-                self._set_aside_failed_merge(step, done, current)
-                return current
-            if self.options.gate:
-                passed, output = self._gate(None)
-                if not passed:
-                    git.run_git(self.repo, "reset", "--quiet", "--hard", current)
-                    step["outcome"], step["gate_output"] = GATE_FAILED, output
-                    return current
-            step["outcome"] = "merged"
-            return git.head_commit(self.repo) or current
+            merged = self._merge_and_gate(step, current)
         except BaseException:
-            self._undo_step(current, step["head"])  # Ctrl-C or a failure in the middle: never half-merged
-            raise
-        finally:
+            # Ctrl-C or a failure in the middle: never half-merged. If even that fails, the marker
+            # stays and the next merge tries again
+            self._undo_step(current, step["head"])
             self.step_file.unlink(missing_ok=True)
+            raise
+        self.step_file.unlink(missing_ok=True)
+        return merged
+
+    def _merge_and_gate(self, step: MergeStep, current: str) -> str:
+        message = f"awoc: merge task {step['task_id']} of run {self.run.run_id}"
+        done = git.attempt(
+            self.repo, "merge", "--no-ff", "--no-edit", "-m", message, step["head"], env=git.identity_env(self.repo)
+        )
+        if done.returncode != 0:
+            self._set_aside_failed_merge(step, done, current)
+            return current
+        if self.options.gate:
+            passed, output = self._gate(None)
+            if not passed:
+                git.run_git(self.repo, "reset", "--quiet", "--hard", current)
+                step["outcome"], step["gate_output"] = GATE_FAILED, output
+                return current
+        step["outcome"] = "merged"
+        return git.head_commit(self.repo) or current
 
     def _set_aside_failed_merge(self, step: MergeStep, done: Any, current: str) -> None:
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
@@ -319,8 +326,7 @@ class MergeQueue:
         may have been killed half-way (Ctrl-C kills it, and a killed merge's watchdog): the merge's
         files written, staged or not, and its index lock left behind."""
         if head is not None:
-            git_dir = Path(git.run_git(self.repo, "rev-parse", "--absolute-git-dir").strip())
-            (git_dir / "index.lock").unlink(missing_ok=True)  # its git is dead: nobody else writes here now
+            git.remove_locks_of_killed_git(self.repo)  # its git is dead: nobody else writes here now
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
             git.attempt(self.repo, "merge", "--abort")
         if head is None and git.head_commit(self.repo) == before:
@@ -347,6 +353,7 @@ class MergeQueue:
         Anything else changed meanwhile stays, and the merge refuses as for any uncommitted change."""
         marker = read_json(self.step_file, default={})
         if isinstance(marker, dict) and isinstance(marker.get("before"), str):
+            git.remove_locks_of_killed_git(self.repo)  # whatever else is decided: they hold nothing now
             before, head = marker["before"], marker.get("head")
             if not isinstance(head, str) or not git.has_commit(self.repo, head):
                 self._undo_step(before)
