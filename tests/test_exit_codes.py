@@ -341,3 +341,22 @@ def test_ctrl_c_while_a_command_starts_ends_it_without_a_traceback(tmp_path: Pat
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.returncode == -2 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_stop_signal_during_an_import_comes_after_it(tmp_path: Path) -> None:
+    """Raised inside an import, Interrupted reaches the C code of the module being loaded, which may
+    not survive it (orjson's module init crashed the interpreter: SIGSEGV). It comes once the
+    import is done."""
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\nTOTAL = sum(range(10**5))\n"
+    )
+    code = (
+        "import signal, sys, time\n"
+        "from awoc_scripts.cli import common\n"
+        "signal.signal(signal.SIGTERM, common._raise_interrupted)\n"
+        "signal.signal(signal.SIGALRM, common._redeliver)\n"
+        "try:\n    import slow_module\nexcept common.Interrupted:\n    sys.exit('during the import')\n"
+        "try:\n    time.sleep(10)\nexcept common.Interrupted:\n    print('after the import')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.stdout == "after the import\n" and done.returncode == 0, done.stderr

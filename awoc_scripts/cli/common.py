@@ -113,9 +113,39 @@ class Interrupted(AwocError):
     exit_code = INTERRUPTED
 
 
+IMPORT_RECHECK_S = 0.005
+_deferred: list[int] = []  # a stopping signal that came during an import, delivered again on SIGALRM
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    # not KeyboardInterrupt: the CLI framework would turn that into exit code 1
+    """SIGINT, SIGTERM, SIGHUP: Interrupted (not KeyboardInterrupt: the CLI framework would turn
+    that into exit code 1). Not inside an import, though: raised there, it reaches the C code of
+    a module being loaded, which may not survive it (orjson's crashes the interpreter). It comes
+    again once the import is done."""
+    if _importing(frame):
+        _deferred[:] = [signum]
+        signal.setitimer(signal.ITIMER_REAL, IMPORT_RECHECK_S)
+        return
     raise Interrupted("interrupted")
+
+
+def _redeliver(signum: int, frame: Any) -> None:
+    """SIGALRM: the signal deferred during an import, again, to whoever handles it by now (this
+    module, or a run's loop)."""
+    if not _deferred:
+        return
+    if _importing(frame):
+        signal.setitimer(signal.ITIMER_REAL, IMPORT_RECHECK_S)
+        return
+    signal.raise_signal(_deferred.pop())
+
+
+def _importing(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @functools.cache
@@ -149,6 +179,7 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
     """
     # SIGTERM and SIGHUP (a closed terminal) as Ctrl-C: a merge puts the checkout back, a run stops its tasks
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in stopping_signals()}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _redeliver)
     try:
         command = _command(app, _named_subcommand(app, args))
         code = command(args=args, prog_name=app.info.name, standalone_mode=False)
@@ -168,6 +199,8 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
             fail(expected.message, expected.exit_code)
         _report_bug(exc)
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        _deferred.clear()
         for sig, handler in previous.items():
             quiet_start = sig == signal.SIGINT and handler == signal.SIG_DFL  # as the package set it
             signal.signal(sig, signal.default_int_handler if quiet_start else handler)
