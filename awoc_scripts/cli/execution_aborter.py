@@ -20,7 +20,8 @@ def abort_with_partial_results(
 ) -> None:
     """Abort the run (a running orchestrator is asked to, and confirms); print which tasks succeeded and which did not.
 
-    Exit codes: 3 the run was aborted, 0 it had already ended (nothing to abort).
+    Exit codes: 3 the run was aborted; 0 nothing was left to abort (every task had ended, or it was
+    stopping already); 2 the run had ended before (a finished run is kept as it is), or bad input.
     """
     from awoc_scripts.input.documents import print_json
     from awoc_scripts.levers.abort import ABORT_REASON
