@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # bats 1.13 declares its executable only under "directories" in package.json, which npm 11 does not link into node_modules/.bin
 BATS := node_modules/bats/bin/bats
 
-.PHONY: install test pytest bats lint demo bench clean
+.PHONY: install test pytest bats lint demo bench soak clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,11 @@ bench: install
 	command -v parallel >/dev/null || (apt-get update && apt-get install -y parallel)
 	command -v make >/dev/null || (apt-get update && apt-get install -y make)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# make soak: races against real runs and merges at random moments (about 5 minutes); not part of `make test`
+soak: install
+	$(PY) soak/races.py --seeds 0 150
+	$(PY) soak/merges.py --seeds 0 100
 
 clean:
 	rm -rf $(VENV) node_modules .awoc build

@@ -360,3 +360,16 @@ def test_a_stop_signal_during_an_import_comes_after_it(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert done.stdout == "after the import\n" and done.returncode == 0, done.stderr
+
+
+def test_a_stop_signal_as_a_command_exits_leaves_its_exit_code(tmp_path: Path) -> None:
+    """Its work is done: SIGTERM in the last milliseconds would make a finished merge exit -15."""
+    code = (
+        "import atexit, signal, sys\n"
+        "atexit.register(lambda: print(signal.getsignal(signal.SIGTERM).name, signal.getsignal(signal.SIGINT).name))\n"
+        "sys.argv = ['parallel-task-parser', '--help']\n"
+        "from awoc_scripts.cli.task_parser import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "SIG_IGN SIG_IGN", done.stdout + done.stderr

@@ -202,8 +202,13 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> NoReturn:
         signal.setitimer(signal.ITIMER_REAL, 0)
         _deferred.clear()
         for sig, handler in previous.items():
-            quiet_start = sig == signal.SIGINT and handler == signal.SIG_DFL  # as the package set it
-            signal.signal(sig, signal.default_int_handler if quiet_start else handler)
+            if args is None and sig != signal.SIGALRM:
+                # a command line's process ends now, its work done: a stop signal in its last
+                # milliseconds would only replace the exit code that says how it went
+                signal.signal(sig, signal.SIG_IGN)
+            else:
+                quiet_start = sig == signal.SIGINT and handler == signal.SIG_DFL  # as the package set it
+                signal.signal(sig, signal.default_int_handler if quiet_start else handler)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
