@@ -49,10 +49,10 @@ bench: install
 	command -v make >/dev/null || (apt-get update && apt-get install -y make)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# make soak: races against real runs and merges at random moments (about 5 minutes); not part of `make test`
+# make soak: races against real runs and merges at random moments (about 8 minutes); not part of `make test`
 soak: install
-	$(PY) soak/races.py --seeds 0 150
-	$(PY) soak/merges.py --seeds 0 100
+	$(PY) soak/races.py --seeds 0 100
+	$(PY) soak/merges.py --seeds 0 60
 
 clean:
 	rm -rf $(VENV) node_modules .awoc build

@@ -8,7 +8,7 @@ checkout is on its branch, clean, with no merge in progress; then a second merge
 and leaves the checkout clean (it puts back what a killed merge left), and nothing of the run is
 left running.
 
-Usage: .venv/bin/python soak/merges.py [--seeds FIRST COUNT]   (about 2 s a seed)
+Usage: .venv/bin/python soak/merges.py [--seeds FIRST COUNT]   (2-4 s a seed)
 """
 
 from __future__ import annotations

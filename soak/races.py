@@ -12,7 +12,7 @@ runs again on resume (its exit code died with the orchestrator); such a seed is 
 "finished twice" with mode kill9. A signal that lands before a command has installed its
 handlers ends it with the signal's own status and no output.
 
-Usage: .venv/bin/python soak/races.py [--seeds FIRST COUNT]   (about 1 s a seed)
+Usage: .venv/bin/python soak/races.py [--seeds FIRST COUNT]   (1-3 s a seed)
 """
 
 from __future__ import annotations
