@@ -8,9 +8,10 @@ no task's work finishes twice (each task appends a line when it finishes), nothi
 is left running, no task stays `running`, and a run's exit code agrees with its status.
 
 Known and accepted: a task that exits within milliseconds before its orchestrator is SIGKILLed
-runs again on resume (its exit code died with the orchestrator); such a seed is reported as
-"finished twice" with mode kill9. A signal that lands before a command has installed its
-handlers ends it with the signal's own status and no output.
+runs again on resume (its exit code died with the orchestrator). A seed where only that happened
+is counted as "known", not as a problem (about 1 in 200 SIGKILLed runs here; many more would
+mean the watchdog got slow). A signal that lands before a command has installed its handlers
+ends it with the signal's own status and no output.
 
 Usage: .venv/bin/python soak/races.py [--seeds FIRST COUNT]   (1-3 s a seed)
 """
@@ -148,17 +149,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs=2, type=int, default=[0, 100], metavar=("FIRST", "COUNT"))
     first, count = parser.parse_args().seeds
-    failed = 0
+    failed = known = 0
     for seed in range(first, first + count):
         folder = Path(tempfile.mkdtemp(prefix=f"awoc-soak-races-{seed}-"))
         mode, problems = one(seed, folder)
-        if problems:
+        if problems and mode.startswith("kill9") and all("times (status succeeded)" in p for p in problems):
+            known += 1
+            print(f"known seed {seed} ({mode}): {problems}; kept {folder}", flush=True)
+        elif problems:
             failed += 1
             print(f"PROBLEM seed {seed} ({mode}): {problems}; kept {folder}", flush=True)
         else:
             shutil.rmtree(folder, ignore_errors=True)
             print(f"ok seed {seed} ({mode})", flush=True)
-    print(f"{failed} of {count} seeds had a problem")
+    print(f"{failed} of {count} seeds had a problem; {known} the known one")
     return 1 if failed else 0
 
 
