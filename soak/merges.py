@@ -13,19 +13,16 @@ Usage: .venv/bin/python soak/merges.py [--seeds FIRST COUNT]   (2-4 s a seed)
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from races import marked
+from races import marked, soak
 
 BIN = Path(sys.executable).parent
 IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -107,23 +104,5 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
     return f"{sig.name if sig else 'no signal'}, gate {gate}", problems
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs=2, type=int, default=[0, 100], metavar=("FIRST", "COUNT"))
-    first, count = parser.parse_args().seeds
-    failed = 0
-    for seed in range(first, first + count):
-        folder = Path(tempfile.mkdtemp(prefix=f"awoc-soak-merges-{seed}-"))
-        what, problems = one(seed, folder)
-        if problems:
-            failed += 1
-            print(f"PROBLEM seed {seed} ({what}): {problems}; kept {folder}", flush=True)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"ok seed {seed} ({what})", flush=True)
-    print(f"{failed} of {count} seeds had a problem")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(soak("merges", __doc__, one))
