@@ -96,3 +96,21 @@ def test_a_run_started_with_nohup_outlives_its_terminal(state_dir: Path) -> None
         run.kill()
         run.wait()
     assert StateStore().open_run().read_state()["status"] == "succeeded"
+
+
+def test_a_stop_signal_while_a_finished_run_prints_leaves_the_runs_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C as `run` prints its summary, once the run has ended: the summary is cut short, and
+    the exit code is still the run's, not 130 over a run recorded as succeeded."""
+    import typer
+
+    import awoc_scripts.input.documents as documents
+    from awoc_scripts.cli.common import Interrupted
+    from awoc_scripts.cli.delegate_parallel import _finish
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise Interrupted("interrupted")
+
+    monkeypatch.setattr(documents, "print_json", interrupted)
+    with pytest.raises(typer.Exit) as ended:
+        _finish({"report_md": "report.md"}, 0, quiet=True, as_json=True)  # type: ignore[typeddict-item]
+    assert ended.value.exit_code == 0

@@ -99,10 +99,13 @@ def drop_output() -> None:
 
 @contextlib.contextmanager
 def unless_nobody_reads() -> Iterator[None]:
-    """Around what a command prints after its work is done: if nobody reads it any more, it is
-    dropped and the command's own exit code still stands."""
+    """Around what a command prints after its work is done: if nobody reads it any more, or a stop
+    signal cuts it short, the rest is dropped and the command's own exit code still stands (a
+    finished run that says `succeeded` does not exit 130)."""
     try:
         yield
+    except Interrupted:
+        pass
     except OSError as exc:
         if not output_gone(exc):
             raise
