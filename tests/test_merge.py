@@ -148,6 +148,32 @@ def test_ctrl_c_or_a_termination_during_the_gate_puts_the_checkout_back(
     assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "status", "--porcelain") == ""
 
 
+def test_a_merge_killed_in_its_gate_never_keeps_its_ungated_commit_past_an_edit(
+    cli, repo: Path, state_dir: Path, isolated: Path
+) -> None:
+    """Killed in the gate after its merge commit, the merge left that commit ungated; an edit made
+    since blocks the repair, which still comes once the edit is put aside, and the gate decides."""
+    assert run_tasks(cli, task("a", "echo a > a.txt")).code == 0
+    head = git(repo, "rev-parse", "HEAD").strip()
+    checked, waiting = isolated / "checked-before", isolated / "gate-waits"
+    # the gate passes before anything is merged, and waits after the merge
+    wait_after = f"echo $$ > {waiting}.tmp && mv {waiting}.tmp {waiting}; sleep 30"
+    gate = f"if [ -e {checked} ]; then {wait_after}; fi; touch {checked}"
+    merge = subprocess.Popen([*MERGE, "--gate", gate], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(waiting.exists)
+    assert git(repo, "rev-parse", "HEAD").strip() != head  # its merge commit, not gated yet
+    merge.send_signal(signal.SIGKILL)
+    merge.wait(timeout=10)
+    wait_for(lambda: group_gone(int(waiting.read_text())), timeout=5)
+    (repo / "shared.txt").write_text("one\nmine\nthree\n")
+    refused = cli("delegate-parallel", "merge", "--gate", "false")
+    assert refused.code == 2 and "uncommitted changes" in refused.stderr
+    git(repo, "stash")
+    again = cli("delegate-parallel", "merge", "--gate", "test ! -e a.txt")
+    assert again.code == 1, again.stderr  # put back, merged again, and this time its gate fails
+    assert git(repo, "rev-parse", "HEAD").strip() == head and git(repo, "status", "--porcelain") == ""
+
+
 def merging_inside_git(cli, repo: Path, isolated: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """A merge stopped inside `git merge` itself: the merge written to the checkout, staged, not
     committed yet (git's pre-merge-commit hook waits, the first time), git's locks taken. The head
@@ -204,6 +230,12 @@ def test_what_else_changed_after_a_killed_merge_is_never_thrown_away(
     assert (repo / "shared.txt").read_text() == "one\nmine\nthree\n"
     # nothing of the killed git stands in the way of a commit (awoc's own claim file aside)
     assert [lock.name for lock in (repo / ".git").rglob("*.lock")] == ["awoc-merge.lock"]
+    # once the edit is put aside, the next merge puts the killed step back and lands it
+    git(repo, "stash")
+    landed = cli("delegate-parallel", "merge")
+    assert landed.code == 0, landed.stderr
+    assert (repo / "shared.txt").read_text() == "one\nA\nthree\n" and git(repo, "status", "--porcelain") == ""
+    assert git(repo, "stash", "list").count("stash@") == 1  # the edit, kept
 
 
 def test_an_untracked_file_in_the_way_is_named_with_advice_that_works(cli, repo: Path, state_dir: Path) -> None:

@@ -236,6 +236,7 @@ class MergeQueue:
         except BaseException:
             # Ctrl-C or a failure in the middle: never half-merged. If even that fails, the marker
             # stays and the next merge tries again
+            git.remove_locks_of_killed_git(self.repo)  # its git is dead: nobody else writes here now
             self._undo_step(current, step["head"])
             self.step_file.unlink(missing_ok=True)
             raise
@@ -324,9 +325,7 @@ class MergeQueue:
     def _undo_step(self, before: str, head: str | None = None) -> None:
         """The checkout back at BEFORE. With HEAD, the step merging it was interrupted, and its git
         may have been killed half-way (Ctrl-C kills it, and a killed merge's watchdog): the merge's
-        files written, staged or not, and its index lock left behind."""
-        if head is not None:
-            git.remove_locks_of_killed_git(self.repo)  # its git is dead: nobody else writes here now
+        files written, staged or not (its lock files are the caller's to remove)."""
         if git.run_git(self.repo, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False).strip():
             git.attempt(self.repo, "merge", "--abort")
         if head is None and git.head_commit(self.repo) == before:
@@ -349,19 +348,36 @@ class MergeQueue:
 
     def _undo_interrupted_step(self) -> None:
         """A merge killed in the middle of a step left its marker: the checkout goes back to before
-        it, if all it holds is what that step wrote (its watchdog killed its git: nobody writes it now).
-        Anything else changed meanwhile stays, and the merge refuses as for any uncommitted change."""
+        it, if all it holds is what that step wrote (its watchdog killed its git: nobody writes it
+        now). Anything else changed since is never thrown away: the merge refuses, and the marker
+        stays until it can put the step back."""
         marker = read_json(self.step_file, default={})
-        if isinstance(marker, dict) and isinstance(marker.get("before"), str):
-            git.remove_locks_of_killed_git(self.repo)  # whatever else is decided: they hold nothing now
-            before, head = marker["before"], marker.get("head")
-            if not isinstance(head, str) or not git.has_commit(self.repo, head):
-                self._undo_step(before)
-            else:
-                changed = git.uncommitted(self.repo)
-                if len(self._written_by(before, head, changed)) == len(changed):
-                    self._undo_step(before, head)
+        if not isinstance(marker, dict) or not isinstance(marker.get("before"), str):
+            self.step_file.unlink(missing_ok=True)
+            return
+        git.remove_locks_of_killed_git(self.repo)
+        before, head = marker["before"], marker.get("head")
+        if not isinstance(head, str) or not git.has_commit(self.repo, head):
+            self._undo_step(before)
+        elif self._left_by_step(before, head):
+            self._undo_step(before, head)
+        else:
+            raise InputError(
+                f"{self.repo} has uncommitted changes or commits made after a merge of task "
+                f"{marker.get('task_id')} was killed halfway: put them aside (git stash, or a branch), "
+                f"and this merge puts the checkout back to {before[:12]} first"
+            )
         self.step_file.unlink(missing_ok=True)
+
+    def _left_by_step(self, before: str, head: str) -> bool:
+        """Is the checkout at BEFORE, or at the merge commit of HEAD onto it, with nothing changed
+        but what merging HEAD writes?"""
+        at = git.head_commit(self.repo)
+        parents = git.run_git(self.repo, "rev-list", "--parents", "-n", "1", "HEAD", check=False).split()[1:]
+        if at != before and parents != [before, head]:
+            return False
+        changed = git.uncommitted(self.repo)
+        return len(self._written_by(before, head, changed)) == len(changed)
 
     def _gate(self, commit: str | None) -> tuple[bool, str]:
         """`sh -c GATE` at the checkout's root (COMMIT None), or in a scratch worktree at COMMIT."""
