@@ -114,8 +114,26 @@ def test_batch_token_limit_serializes_and_a_huge_task_runs_alone() -> None:
     )
     execution = plan_execution(plan, 5)
     assert execution["estimated_makespan_s"] == 3
-    assert any("huge" in w and "run alone" in w for w in execution["warnings"])
+    alone = [w for w in execution["warnings"] if "alone" in w]
+    assert alone == [
+        "huge: token budget 20000 alone exceeds batch_token_limit 10000, so it runs alone, with no other task "
+        "at once; raise batch_token_limit to run it beside other tasks"
+    ]
     assert execution["peak_tokens_in_flight"] == 20000
+
+
+def test_many_tasks_over_the_batch_limit_get_one_warning_with_a_limit_that_would_do() -> None:
+    tasks = [task(f"t{i}", 1, budget=50000 + i) for i in range(12)]
+    execution = plan_execution(plan_of({"tasks": tasks}), 4)
+    assert execution["peak_concurrency"] == 1
+    alone = [w for w in execution["warnings"] if "alone" in w]
+    assert alone == [
+        "12 tasks (t0, t1, t2, t3, t4 and 7 more) have token budgets (up to 50011) over batch_token_limit 25000, "
+        "so each runs alone, with no other task at once; batch_token_limit 200038 would let 4 of them run at once"
+    ]
+    raised = plan_execution(plan_of({"parallel_config": {"batch_token_limit": 200038}, "tasks": tasks}), 4)
+    assert raised["peak_concurrency"] == 4
+    assert not [w for w in raised["warnings"] if "alone" in w]
 
 
 @st.composite

@@ -308,3 +308,66 @@ def test_aggregate_takes_the_seeds_json_text_of_any_length(cli) -> None:
     long_text = cli("parallel-result-aggregator", "aggregate", "y" * 400)
     assert long_text.code == 2 and "internal error" not in long_text.stderr
     assert "cannot read task result: File name too long" in long_text.stderr
+
+
+def timed_result(task_id: str, start_s: float, end_s: float, budget: int) -> dict[str, Any]:
+    def at(s: float) -> str:
+        return f"2026-01-01T00:00:{s:06.3f}Z"
+
+    return {
+        "task_id": task_id,
+        "agent": "workforce",
+        "status": "succeeded",
+        "exit_code": 0,
+        "result": "ok",
+        "token_budget": budget,
+        "started_at": at(start_s),
+        "finished_at": at(end_s),
+        "duration_s": end_s - start_s,
+    }
+
+
+def concurrency_of(results: list[dict[str, Any]], max_concurrent: int, batch_limit: int) -> tuple[Any, str]:
+    changes = {"max_concurrent": max_concurrent, "lowest": max_concurrent, "final": max_concurrent, "cuts": 0}
+    metadata = {"total_token_budget": 10**6, "concurrency": {**changes, "raises": 0}, "batch_token_limit": batch_limit}
+    report = create_report(aggregate([normalize_result(r, None) for r in results], None, None), metadata)
+    row = [line for line in render_markdown(report).splitlines() if line.startswith("| Concurrency |")]
+    return report["concurrency"], row[0] if row else ""
+
+
+def test_report_says_how_many_tasks_ran_at_once_and_when_the_batch_limit_held_them_back() -> None:
+    # three tasks end to end (one ends as the next starts: not beside it), whose budgets fit one at a time
+    serial = [timed_result("a", 0, 1, 20000), timed_result("b", 1, 2, 20000), timed_result("c", 2, 3, 20000)]
+    concurrency, row = concurrency_of(serial, 4, 25000)
+    assert concurrency["peak"] == 1 and concurrency["held_by_batch_token_limit"] == 25000
+    assert row == (
+        "| Concurrency | at most 1 at once (max_concurrent 4); "
+        "no 2 of these tasks' token budgets fit under batch_token_limit 25000 |"
+    )
+    # the same times with budgets that fit together: dependencies, say, kept them apart; the row says only that
+    concurrency, row = concurrency_of([{**r, "token_budget": 5000} for r in serial], 4, 25000)
+    assert concurrency["held_by_batch_token_limit"] is None
+    assert row == "| Concurrency | at most 1 at once (max_concurrent 4) |"
+    # as many at once as allowed: no row
+    overlapping = [timed_result("a", 0, 2, 5000), timed_result("b", 0.5, 3, 5000), timed_result("c", 1, 2.5, 5000)]
+    concurrency, row = concurrency_of(overlapping, 3, 25000)
+    assert concurrency["peak"] == 3 and row == ""
+
+
+def test_run_whose_budgets_exceed_the_batch_limit_reports_one_at_a_time(cli, tmp_path: Path) -> None:
+    config = {
+        "parallel_config": {"max_concurrent": 3, "retries": 0, "batch_token_limit": 25000},
+        "tasks": [
+            {"task_id": f"t{i}", "agent": "workforce", "description": "x", "command": ["true"], "token_budget": 30000}
+            for i in range(3)
+        ],
+    }
+    result = cli("delegate-parallel", "run", "--quiet", str(write_json(tmp_path / "c.json", config)))
+    assert result.code == 0, result.stderr
+    assert result.stderr.count("alone") == 1
+    assert "3 tasks (t0, t1, t2) have token budgets (up to 30000) over batch_token_limit 25000" in result.stderr
+    run_dir = Path(result.json()["report_json"]).parent
+    report = orjson.loads((run_dir / "report.json").read_bytes())
+    assert report["concurrency"]["peak"] == 1
+    markdown = (run_dir / "report.md").read_text()
+    assert "| Concurrency | at most 1 at once (max_concurrent 3); no 2 of these tasks" in markdown

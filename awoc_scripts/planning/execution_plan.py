@@ -54,14 +54,9 @@ def plan_execution(
         budget, warnings = _rebudget(tasks, config, total_token_budget, warnings)
 
     limit = int(config["batch_token_limit"])
-    for task in tasks:
-        if task["token_budget"] > limit:
-            warnings.append(
-                f"{task['task_id']}: token budget {task['token_budget']} alone exceeds batch_token_limit {limit}; "
-                "it will run alone"
-            )
-    metrics = graph_metrics(tasks)
     max_concurrent = int(config["max_concurrent"])
+    warnings += _alone_over_batch_limit(tasks, limit, max_concurrent)
+    metrics = graph_metrics(tasks)
     schedule = estimate_schedule(tasks, metrics, max_concurrent, limit)
     order = None
     if searchable(tasks, duration_source, max_concurrent):
@@ -89,6 +84,29 @@ def plan_execution(
         "start_order": _start_order(order, schedule),
         "tasks": _planned_tasks(tasks, metrics, schedule, duration_source, order),
     }
+
+
+def _alone_over_batch_limit(tasks: list[Task], limit: int, max_concurrent: int) -> list[str]:
+    """One warning for every task whose budget alone is over the batch limit (each runs with no other
+    task at once), saying what limit would let max_concurrent of them run together."""
+    over = [t for t in tasks if t["token_budget"] > limit]
+    if not over:
+        return []
+    named = ", ".join(t["task_id"] for t in over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+    budgets = sorted((t["token_budget"] for t in over), reverse=True)
+    together = min(max_concurrent, len(over))
+    what = (
+        f"{named}: token budget {budgets[0]} alone exceeds"
+        if len(over) == 1
+        else f"{len(over)} tasks ({named}) have token budgets (up to {budgets[0]}) over"
+    )
+    how = "it runs" if len(over) == 1 else "each runs"
+    hint = (
+        f"; batch_token_limit {sum(budgets[:together])} would let {together} of them run at once"
+        if together > 1
+        else "; raise batch_token_limit to run it beside other tasks"
+    )
+    return [f"{what} batch_token_limit {limit}, so {how} alone, with no other task at once{hint}"]
 
 
 def _start_order(order: ShorterOrder | None, schedule: EstimatedSchedule) -> StartOrder:

@@ -70,6 +70,8 @@ class ConcurrencyChanges(TypedDict):
     final: int
     cuts: int
     raises: int
+    peak: NotRequired[int]  # how many tasks ran at once at most (the report adds it, from the results)
+    held_by_batch_token_limit: NotRequired[int | None]  # that limit, when it let no more of the tasks run together
 
 
 class RunMetadata(TypedDict, total=False):
@@ -85,6 +87,7 @@ class RunMetadata(TypedDict, total=False):
     total_cost_budget_usd: float | None
     estimated_makespan_s: float | None
     max_concurrent: int | None
+    batch_token_limit: int | None
     expected_usage: ExpectedUsage | None
     executions: list[Execution]
     dependencies: dict[str, list[str]]

@@ -78,6 +78,7 @@ def run_metadata(run: Run, state: RunState | None = None, held: Held | None = No
         "total_token_budget": config["total_token_budget"],
         "total_cost_budget_usd": config.get("total_cost_budget_usd"),
         "max_concurrent": config["max_concurrent"],
+        "batch_token_limit": config.get("batch_token_limit"),
         "result_format": config.get("result_format", "structured"),
         "critical_path": execution.get("critical_path", []),
         "estimated_makespan_s": execution.get("estimated_makespan_s"),
@@ -132,6 +133,26 @@ def concurrency_changes(events: Sequence[Mapping[str, Any]], max_concurrent: int
         "cuts": len(cuts),
         "raises": len(changes) - len(cuts),
     }
+
+
+def _with_peak(
+    changes: ConcurrencyChanges | None, tasks: list[Mapping[str, Any]], batch_token_limit: int | None
+) -> ConcurrencyChanges | None:
+    """CHANGES and how many tasks really ran at once, at most (from their results' times), and
+    whether batch_token_limit let no more of these tasks run together."""
+    if changes is None:
+        return None
+    spans = [(parse_iso(t.get("started_at")), parse_iso(t.get("finished_at")), t) for t in tasks]
+    timed = [(start, end, t) for start, end, t in spans if start is not None and end is not None]
+    edges = sorted([(start, 1) for start, _, _ in timed] + [(end, -1) for _, end, _ in timed])
+    peak = running = 0
+    # at one instant an end sorts before a start: a task that starts as another ends is not beside it
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    budgets = sorted(int(t.get("token_budget") or 0) for _, _, t in timed)
+    held = batch_token_limit is not None and len(budgets) > peak > 0 and sum(budgets[: peak + 1]) > batch_token_limit
+    return {**changes, "peak": peak, "held_by_batch_token_limit": batch_token_limit if held else None}
 
 
 def policy_actions(events: Sequence[Mapping[str, Any]]) -> list[PolicyAction]:
@@ -270,7 +291,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         "critical_path_actual_s": round(actual_path_s, 3),
         "policies": list(metadata.get("policies") or []),
         "policy_actions": list(metadata.get("policy_actions") or []),
-        "concurrency": metadata.get("concurrency"),
+        "concurrency": _with_peak(metadata.get("concurrency"), tasks, metadata.get("batch_token_limit")),
         "warm_pool": warm_pool_summary(metadata.get("warm_events") or [], actual_path),
         "estimate_vs_actual": _estimate_vs_actual(metadata, total_time, usage["total_tokens"], tasks),
         "task_results": [_task_entry(t, retry_of.get(t["task_id"])) for t in tasks],
@@ -390,16 +411,22 @@ def _estimate_row(estimate: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return [("Estimate", text)]
 
 
-def _concurrency_row(concurrency: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    if not concurrency or not concurrency["cuts"]:
+def _concurrency_row(concurrency: Mapping[str, Any] | None, tasks_run: int) -> list[tuple[str, str]]:
+    """How many tasks ran at once, when that is less than the run allowed or rate limits cut it."""
+    if not concurrency:
         return []
-    return [
-        (
-            "Concurrency",
-            f"at most {concurrency['max_concurrent']} at once; rate limits cut it {concurrency['cuts']} time(s), to "
-            f"{concurrency['lowest']} at the lowest, {concurrency['final']} at the end",
+    allowed, peak = concurrency["max_concurrent"], concurrency.get("peak")
+    why = []
+    if concurrency["cuts"]:
+        why.append(
+            f"rate limits cut it {concurrency['cuts']} time(s), to {concurrency['lowest']} at the lowest, "
+            f"{concurrency['final']} at the end"
         )
-    ]
+    if (limit := concurrency.get("held_by_batch_token_limit")) is not None and peak is not None:
+        why.append(f"no {peak + 1} of these tasks' token budgets fit under batch_token_limit {limit}")
+    if peak is None or not (why or peak < min(allowed, tasks_run)):
+        return [("Concurrency", f"max_concurrent {allowed}; " + why[0])] if why else []
+    return [("Concurrency", "; ".join([f"at most {peak} at once (max_concurrent {allowed})", *why]))]
 
 
 def _summary_table(report: Mapping[str, Any]) -> list[str]:
@@ -440,7 +467,8 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
             )
         )
     rows += _estimate_row(report.get("estimate_vs_actual"))
-    rows += _concurrency_row(report.get("concurrency"))
+    ran = sum(1 for t in report["task_results"] if t.get("started_at"))
+    rows += _concurrency_row(report.get("concurrency"), ran)
     rows += _warm_row(report.get("warm_pool"))
     if report.get("stop_reason"):
         rows.append(("Stopped because", report["stop_reason"]))
