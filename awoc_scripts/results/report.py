@@ -8,6 +8,7 @@ durations; time saved and efficiency gain follow from it.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts import PLAN_SCHEMA
@@ -142,15 +143,14 @@ def _with_peak(
     whether batch_token_limit let no more of these tasks run together."""
     if changes is None:
         return None
-    spans = [(parse_iso(t.get("started_at")), parse_iso(t.get("finished_at")), t) for t in tasks]
-    timed = [(start, end, t) for start, end, t in spans if start is not None and end is not None]
-    edges = sorted([(start, 1) for start, _, _ in timed] + [(end, -1) for _, end, _ in timed])
-    peak = running = 0
-    # at one instant an end sorts before a start: a task that starts as another ends is not beside it
-    for _, step in edges:
-        running += step
-        peak = max(peak, running)
-    budgets = sorted(int(t.get("token_budget") or 0) for _, _, t in timed)
+    timed = [t for t in tasks if t.get("started_at") and t.get("finished_at")]
+    # the times are UTC ISO texts of one format, so they compare as text (parsing 100,000 tasks' takes
+    # half a second). Running as the i-th start comes: i started, less those ended by then (a task
+    # that ends as another starts is not beside it)
+    starts = sorted(t["started_at"] for t in timed)
+    ends = sorted(t["finished_at"] for t in timed)
+    peak = max((i + 1 - bisect_right(ends, start) for i, start in enumerate(starts)), default=0)
+    budgets = sorted(int(t.get("token_budget") or 0) for t in timed)
     held = batch_token_limit is not None and len(budgets) > peak > 0 and sum(budgets[: peak + 1]) > batch_token_limit
     return {**changes, "peak": peak, "held_by_batch_token_limit": batch_token_limit if held else None}
 
