@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,38 @@ def test_a_workforce_agents_bash_writes_only_in_its_directory(
     assert "Read-only file system" in model.finals["confined"][0]
 
 
+@pytest.mark.skipif(not sandbox_available(os.environ), reason="Claude Code's sandbox needs bubblewrap and socat here")
+def test_bash_calls_whose_sandbox_failed_to_start_fail_the_task_and_are_reported(
+    cli, model: ToolModel, repo: Path, state_dir: Path
+) -> None:
+    # Another git process taking and dropping the repository's config lock all the time (as agents in
+    # its other worktrees do, anthropics/claude-code#79248): the CLI's sandbox protects .git/config.lock,
+    # finds it, and bwrap then cannot mount it, so the Bash call never runs.
+    lock = repo / ".git" / "config.lock"
+    calls = [{"tool": "Bash", "input": {"command": f"echo {n} > out{n}.txt", "description": "x"}} for n in range(12)]
+    toggler = subprocess.Popen(["sh", "-c", f'while :; do : > "{lock}"; rm -f "{lock}"; done'])
+    try:
+        result = cli("delegate-parallel", "run", config(agent_task("t", calls), isolation="worktree"))
+    finally:
+        toggler.kill()
+        toggler.wait()
+        lock.unlink(missing_ok=True)
+    answers = model.finals["t"][0].split(" | ")
+    never_ran = [a for a in answers if "bwrap: " in a]
+    assert never_ran, answers  # 12 calls: each fails to start about 3 times in 4
+    assert result.code == 1, (result.stderr, answers)
+    task = orjson.loads((run_dir(state_dir) / "tasks" / "t" / "result.json").read_bytes())
+    assert task["status"] == "failed"
+    failed_to_start = f"Claude Code's sandbox failed to start {len(never_ran)} tool call(s), which never ran: Bash("
+    assert task["error"].startswith(failed_to_start)
+    assert "anthropics/claude-code#79248). Run them again." in task["error"]
+    assert task["warnings"] == [f"attempt 1: {task['error']}"]
+    events = [orjson.loads(line) for line in (run_dir(state_dir) / "events.jsonl").read_bytes().splitlines()]
+    failed = [e for e in events if e["event"] == "sandbox-failed"]
+    assert len(failed) == 1 and len(failed[0]["calls"]) == len(never_ran)
+    assert "t: its sandbox failed to start Bash(" in result.stderr
+
+
 def test_the_live_view_names_each_denial(cli, model: ToolModel, isolated: Path, state_dir: Path) -> None:
     escape = {"tool": "Write", "input": {"file_path": str(isolated / "nope.txt"), "content": "x"}}
     result = cli("delegate-parallel", "run", config(agent_task("t", [escape])))
@@ -433,3 +466,49 @@ def test_no_sandbox_probe_when_the_sandbox_is_turned_off(
     plan = validate_request([json.dumps({"tasks": [{"task_id": "t", "agent": "workforce", "description": "x"}]})])
     assert plan["tasks"][0]["permissions"]["sandbox"] is False
     assert not fake_bubblewrap.exists()
+
+
+# -- what the CLI's transcript says of calls its sandbox failed to start, read without a model --------
+
+
+def _transcript(*turns: tuple[str, dict[str, Any], bool, str]) -> bytes:
+    """stream-json as the CLI writes it: for each (tool, input, is_error, answer), its call and its result."""
+    lines = [{"type": "system", "subtype": "init", "session_id": "s"}]
+    for n, (tool, tool_input, is_error, answer) in enumerate(turns):
+        call = {"type": "tool_use", "id": f"toolu_{n}", "name": tool, "input": tool_input}
+        lines.append({"type": "assistant", "message": {"role": "assistant", "content": [call]}})
+        result = {"type": "tool_result", "content": answer, "is_error": is_error, "tool_use_id": f"toolu_{n}"}
+        lines.append({"type": "user", "message": {"role": "user", "content": [result]}})
+    lines.append({"type": "result", "subtype": "success", "is_error": False, "result": "done", "session_id": "s"})
+    return b"\n".join(orjson.dumps(line) for line in lines) + b"\n"
+
+
+def test_a_call_the_agent_ran_again_with_success_is_a_warning_and_one_it_did_not_fails_the_attempt() -> None:
+    from awoc_scripts.execution.claude_cli import read_outcome
+    from awoc_scripts.execution.outcomes import FAILED, SUCCEEDED, judge
+    from awoc_scripts.execution.task_record import TaskRecord
+
+    lock = "/repo/.git/config.lock"
+    build = {"command": "make", "description": "build"}
+    check = {"command": "make check", "description": "check"}
+    retried = [
+        ("Bash", build, True, f"Exit code 1\nbwrap: Can't find source path {lock}: No such file or directory"),
+        ("Bash", build, False, "built"),
+        ("Bash", {"command": "ls nowhere"}, True, "Exit code 2\nls: cannot access 'nowhere'"),  # its own failure
+    ]
+    outcome = read_outcome(0, _transcript(*retried), "")
+    assert outcome.ok and outcome.unrun == [] and outcome.rerun_after_sandbox_failure == 1
+    record = TaskRecord(5000, attempts=1)
+    assert judge(False, record, outcome, 100, may_wait=True) == SUCCEEDED
+    rerun = "attempt 1: Claude Code's sandbox failed to start 1 tool call(s); the agent ran them again"
+    assert record.warnings == [rerun]
+
+    mount = f"bwrap: Can't bind mount /oldroot/dev/null on /newroot{lock}: Unable to mount source on destination"
+    outcome = read_outcome(0, _transcript(*retried, ("Bash", check, True, f"Exit code 1\n{mount}")), "")
+    assert outcome.unrun == [{"tool": "Bash", "input": "make check", "error": mount}]
+    record = TaskRecord(5000, attempts=2)
+    assert judge(False, record, outcome, 100, may_wait=True) == FAILED
+    assert record.error is not None and record.error.startswith(
+        f"Claude Code's sandbox failed to start 1 tool call(s), which never ran: Bash(make check) ({mount};"
+    )
+    assert f"attempt 2: {record.error}" in record.warnings

@@ -87,6 +87,9 @@ class Outcome:
     usage_limit: bool = False  # a subscription's usage limit: the whole run pauses
     resets_at: float | None = None  # when that limit resets (Unix time), if the text says
     denials: list[dict[str, str]] = field(default_factory=list)  # refused tool calls: {"tool", "input"}
+    # calls whose sandbox failed to start them and that the agent never ran again: {"tool", "input", "error"}
+    unrun: list[dict[str, str]] = field(default_factory=list)
+    rerun_after_sandbox_failure: int = 0  # such calls the agent did run again, with success
 
 
 def stream_messages(lines: Iterable[bytes], marker: bytes) -> Iterator[tuple[JsonObject, JsonObject]]:

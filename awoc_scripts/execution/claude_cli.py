@@ -240,6 +240,47 @@ def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
     ]
 
 
+# Claude Code's Bash sandbox (bubblewrap) failing to start the command: the call never ran. Under a
+# repository's shared .git, agents in its worktrees race on the lock files their sandboxes protect
+# (anthropics/claude-code#79248): one agent's sandbox removes .git/config.lock as another's mounts it.
+SANDBOX_FAILED = re.compile(r"\A(?:Exit code \d+\n)?bwrap: [^\n]*")
+SANDBOX_FAILED_TEXT = b"bwrap: "
+
+
+@dataclass
+class SandboxFailures:
+    """The Bash calls whose sandbox failed to start them: those the agent never ran again with
+    success (UNRUN: {"tool", "input", "error"}), and how many it did run again."""
+
+    unrun: list[dict[str, str]]
+    recovered: int
+
+
+def read_sandbox_failures(stdout: bytes) -> SandboxFailures:
+    if SANDBOX_FAILED_TEXT not in stdout:
+        return SandboxFailures([], 0)
+    calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
+    failed: dict[str, dict[str, str]] = {}  # the call's tool and input, as JSON -> what it failed with
+    recovered = 0
+    for _line, message in stream_messages(stdout.splitlines(), b'"tool_'):
+        content = message.get("content")
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use":
+                calls[str(block.get("id"))] = (str(block.get("name"))[:100], block.get("input"))
+            elif block.get("type") == "tool_result" and (call := calls.get(str(block.get("tool_use_id")))):
+                key = orjson.dumps(call, option=orjson.OPT_SORT_KEYS, default=str).decode()
+                text = block.get("content")
+                text = text if isinstance(text, str) else orjson.dumps(text, default=str).decode()
+                if block.get("is_error") and (found := SANDBOX_FAILED.match(text)):
+                    error = found.group(0).split("\n")[-1][:300]
+                    failed[key] = {"tool": call[0], "input": short_input(call[1]), "error": error}
+                elif not block.get("is_error") and failed.pop(key, None) is not None:
+                    recovered += 1
+    return SandboxFailures(list(failed.values()), recovered)
+
+
 def _result_object(stdout: bytes) -> JsonObject | None:
     for line in reversed(stdout.splitlines()[-50:]):
         line = line.strip()
@@ -259,6 +300,9 @@ def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str, agent: bool = 
     obj = _result_object(stdout) if agent else None
     outcome = _read_outcome(obj, exit_code, stdout, stderr_tail)
     outcome.denials = read_denials(obj, stdout) if agent else []
+    if agent:
+        sandbox = read_sandbox_failures(stdout)
+        outcome.unrun, outcome.rerun_after_sandbox_failure = sandbox.unrun, sandbox.recovered
     return outcome
 
 

@@ -110,18 +110,38 @@ def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, counted: int, may_wa
         rec.error = f"spent ${rec.cost_usd:.4f}, over {bound}" + (f" ({outcome.error})" if not outcome.ok else "")
         return BUDGET_EXCEEDED
     denied = denial_text(outcome.denials)
+    unrun = unrun_text(outcome.unrun)
+    if outcome.rerun_after_sandbox_failure:
+        rec.warnings.append(
+            f"attempt {rec.attempts}: Claude Code's sandbox failed to start "
+            f"{outcome.rerun_after_sandbox_failure} tool call(s); the agent ran them again"
+        )
+    if unrun:  # whatever the attempt says, part of its work never ran: kept in view past a retry
+        rec.warnings.append(f"attempt {rec.attempts}: {unrun}")
     if outcome.ok:
         rec.error = None
         if counted > rec.budget:
             rec.warnings.append(over_budget(counted, rec.budget))
-        if denied and rec.on_denied == "fail":
-            rec.error = denied
+        refused = [text for text in (denied if rec.on_denied == "fail" else None, unrun) if text]
+        if refused:
+            rec.error = " ".join(refused)
             return FAILED
         if denied:
             rec.warnings.append(f"attempt {rec.attempts}: {denied}")
         return SUCCEEDED
-    rec.error = f"{outcome.error}; {denied}" if denied else outcome.error
+    rec.error = "; ".join(text for text in (outcome.error, denied, unrun) if text)
     return WAIT if outcome.transient and may_wait else FAILED
+
+
+def unrun_text(unrun: list[dict[str, str]]) -> str | None:
+    """The reason a task whose tool calls its sandbox failed to start names (its retry's prompt quotes it)."""
+    if not unrun:
+        return None
+    return (
+        f"Claude Code's sandbox failed to start {len(unrun)} tool call(s), which never ran: "
+        f"{describe_denials(unrun)} ({unrun[0]['error']}; agents in worktrees of one repository race on "
+        "the lock files of its .git, anthropics/claude-code#79248). Run them again."
+    )
 
 
 def denial_text(denials: list[dict[str, str]]) -> str | None:

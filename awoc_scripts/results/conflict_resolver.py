@@ -164,6 +164,10 @@ def _run_agent(where: Path, prompt: str, resolver: Resolver, marker: str | None)
         return False, (outcome.error or f"exit code {code}")[:500]
     if outcome.denials:
         return False, f"tool calls were refused: {outcome.denials[:3]}"
+    if outcome.unrun:
+        from awoc_scripts.execution.outcomes import unrun_text
+
+        return False, (unrun_text(outcome.unrun) or "")[:500]
     return True, outcome.result.strip()[-300:] or "done"
 
 

@@ -55,6 +55,9 @@ def attempt_ended(m: RunMachine, event: AttemptEnded) -> None:
     if outcome.denials:
         m.events.add("permission-denied", task_id=tid, attempt=rec.attempts, denials=outcome.denials[:20])
         m.display.note(f"{tid}: permission denied: {describe_denials(outcome.denials)}")
+    if outcome.unrun:
+        m.events.add("sandbox-failed", task_id=tid, attempt=rec.attempts, calls=outcome.unrun[:20])
+        m.display.note(f"{tid}: its sandbox failed to start {describe_denials(outcome.unrun)}")
     m.ledger.spent += event.counted
     m.ledger.cost_spent += float(outcome.cost_usd or 0)
     if outcome.usage_limit and not event.stopped and m.stop_reason is None and m.pause.may_pause(outcome.resets_at):
