@@ -100,6 +100,15 @@ def test_every_good_branch_lands_and_each_other_is_named_with_its_reason(cli, re
     assert [s["outcome"] for s in again.json()["steps"]].count("already merged") == 4
 
 
+def test_a_task_that_changed_nothing_is_named_so_not_merged(cli, repo: Path, state_dir: Path) -> None:
+    assert run_tasks(cli, task("idle", "true"), task("busy", "echo b > b.txt")).code == 0
+    merged = cli("delegate-parallel", "merge")
+    assert merged.code == 0, merged.stderr
+    assert {s["task_id"]: s["outcome"] for s in merged.json()["steps"]} == {"idle": "no changes", "busy": "merged"}
+    assert merged.json()["landed"] == ["busy"] and merged.json()["set_aside"] == []
+    assert "idle: no changes" in merged.stderr
+
+
 def merging_in_a_slow_gate(cli, repo: Path, isolated: Path) -> tuple[str, subprocess.Popen[bytes], int]:
     """A run with one branch, and a merge of it waiting in its gate: the head before, the merge, the gate's group."""
     assert run_tasks(cli, task("a", "echo a > a.txt")).code == 0

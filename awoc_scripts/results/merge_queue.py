@@ -39,6 +39,7 @@ CONFLICT, GATE_FAILED, DEPENDENCY, BLOCKED, LOST = "conflict", "gate failed", "d
 SET_ASIDE = (CONFLICT, GATE_FAILED, DEPENDENCY, BLOCKED, LOST)
 RESOLVED = "merged after resolving"
 LANDED = ("merged", "would merge", RESOLVED)
+NO_CHANGES = "no changes"
 RESOLVE_TIMEOUT_S = 900.0
 RESOLVE_TOKEN_BUDGET = 50_000
 
@@ -205,6 +206,10 @@ class MergeQueue:
             step["note"] = f"branch {branch} moved to {tip[:12]} after the task ended; merging its recorded head"
         if not git.has_commit(self.repo, head):
             step["outcome"], step["why"] = LOST, f"its recorded head {head[:12]} is not in the repository"
+            return current
+        worktree = self.results[tid].get("worktree")
+        if isinstance(worktree, dict) and head == worktree.get("base"):
+            step["outcome"] = NO_CHANGES  # the task committed nothing: there is nothing of its own to land
             return current
         if git.is_ancestor(self.repo, head, current):
             step["outcome"] = "already merged"
