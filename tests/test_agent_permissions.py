@@ -493,7 +493,7 @@ def test_a_call_the_agent_ran_again_with_success_is_a_warning_and_one_it_did_not
     check = {"command": "make check", "description": "check"}
     retried = [
         ("Bash", build, True, f"Exit code 1\nbwrap: Can't find source path {lock}: No such file or directory"),
-        ("Bash", build, False, "built"),
+        ("Bash", {**build, "description": "build, again"}, False, "built"),
         ("Bash", {"command": "ls nowhere"}, True, "Exit code 2\nls: cannot access 'nowhere'"),  # its own failure
     ]
     outcome = read_outcome(0, _transcript(*retried), "")

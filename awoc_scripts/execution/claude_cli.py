@@ -260,7 +260,7 @@ def read_sandbox_failures(stdout: bytes) -> SandboxFailures:
     if SANDBOX_FAILED_TEXT not in stdout:
         return SandboxFailures([], 0)
     calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
-    failed: dict[str, dict[str, str]] = {}  # the call's tool and input, as JSON -> what it failed with
+    failed: dict[tuple[str, str], dict[str, str]] = {}  # (tool, command or file) -> what it failed with
     recovered = 0
     for _line, message in stream_messages(stdout.splitlines(), b'"tool_'):
         content = message.get("content")
@@ -270,12 +270,12 @@ def read_sandbox_failures(stdout: bytes) -> SandboxFailures:
             if block.get("type") == "tool_use":
                 calls[str(block.get("id"))] = (str(block.get("name"))[:100], block.get("input"))
             elif block.get("type") == "tool_result" and (call := calls.get(str(block.get("tool_use_id")))):
-                key = orjson.dumps(call, option=orjson.OPT_SORT_KEYS, default=str).decode()
+                key = (call[0], short_input(call[1]))  # the same command again, whatever its description says
                 text = block.get("content")
                 text = text if isinstance(text, str) else orjson.dumps(text, default=str).decode()
                 if block.get("is_error") and (found := SANDBOX_FAILED.match(text)):
                     error = found.group(0).split("\n")[-1][:300]
-                    failed[key] = {"tool": call[0], "input": short_input(call[1]), "error": error}
+                    failed[key] = {"tool": key[0], "input": key[1], "error": error}
                 elif not block.get("is_error") and failed.pop(key, None) is not None:
                     recovered += 1
     return SandboxFailures(list(failed.values()), recovered)
