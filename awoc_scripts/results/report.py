@@ -411,8 +411,8 @@ def _estimate_row(estimate: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return [("Estimate", text)]
 
 
-def _concurrency_row(concurrency: Mapping[str, Any] | None, tasks_run: int) -> list[tuple[str, str]]:
-    """How many tasks ran at once, when that is less than the run allowed or rate limits cut it."""
+def _concurrency_row(concurrency: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """How many tasks ran at once, when rate limits or the batch token limit held the run back."""
     if not concurrency:
         return []
     allowed, peak = concurrency["max_concurrent"], concurrency.get("peak")
@@ -424,9 +424,10 @@ def _concurrency_row(concurrency: Mapping[str, Any] | None, tasks_run: int) -> l
         )
     if (limit := concurrency.get("held_by_batch_token_limit")) is not None and peak is not None:
         why.append(f"no {peak + 1} of these tasks' token budgets fit under batch_token_limit {limit}")
-    if peak is None or not (why or peak < min(allowed, tasks_run)):
-        return [("Concurrency", f"max_concurrent {allowed}; " + why[0])] if why else []
-    return [("Concurrency", "; ".join([f"at most {peak} at once (max_concurrent {allowed})", *why]))]
+    if not why:
+        return []
+    ran = f"at most {peak} at once (max_concurrent {allowed})" if peak is not None else f"max_concurrent {allowed}"
+    return [("Concurrency", "; ".join([ran, *why]))]
 
 
 def _summary_table(report: Mapping[str, Any]) -> list[str]:
@@ -467,8 +468,7 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
             )
         )
     rows += _estimate_row(report.get("estimate_vs_actual"))
-    ran = sum(1 for t in report["task_results"] if t.get("started_at"))
-    rows += _concurrency_row(report.get("concurrency"), ran)
+    rows += _concurrency_row(report.get("concurrency"))
     rows += _warm_row(report.get("warm_pool"))
     if report.get("stop_reason"):
         rows.append(("Stopped because", report["stop_reason"]))
