@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -222,21 +222,26 @@ def read_denials(obj: Mapping[str, Any] | None, stdout: bytes) -> list[dict[str,
     return denials
 
 
-def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
+def _tool_results(stdout: bytes) -> Iterator[tuple[tuple[str, Any] | None, JsonObject]]:
+    """Each tool result of a stream-json transcript, in order, with the call it answers: (tool,
+    input), or None where the transcript does not hold that call."""
     calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
-    refused: list[str] = []
-    for _line, message in stream_messages(stdout.splitlines(), b'"tool_use'):
+    for _line, message in stream_messages(stdout.splitlines(), b'"tool_'):
         content = message.get("content")
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "tool_use":
                 calls[str(block.get("id"))] = (str(block.get("name"))[:100], block.get("input"))
-            elif block.get("type") == "tool_result" and block.get("is_error"):
-                refused += [str(block.get("tool_use_id"))] if UNAVAILABLE in str(block.get("content")) else []
+            elif block.get("type") == "tool_result":
+                yield calls.get(str(block.get("tool_use_id"))), block
+
+
+def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
     return [
-        {"tool": calls[i][0], "input": short_input(calls[i][1])} if i in calls else {"tool": "?", "input": ""}
-        for i in refused
+        {"tool": call[0], "input": short_input(call[1])} if call else {"tool": "?", "input": ""}
+        for call, result in _tool_results(stdout)
+        if result.get("is_error") and UNAVAILABLE in str(result.get("content"))
     ]
 
 
@@ -259,25 +264,18 @@ class SandboxFailures:
 def read_sandbox_failures(stdout: bytes) -> SandboxFailures:
     if SANDBOX_FAILED_TEXT not in stdout:
         return SandboxFailures([], 0)
-    calls: dict[str, tuple[str, Any]] = {}  # tool_use id -> (tool, input)
     failed: dict[tuple[str, str], dict[str, str]] = {}  # (tool, command or file) -> what it failed with
     recovered = 0
-    for _line, message in stream_messages(stdout.splitlines(), b'"tool_'):
-        content = message.get("content")
-        for block in content if isinstance(content, list) else []:
-            if not isinstance(block, dict):
-                continue
-            if block.get("type") == "tool_use":
-                calls[str(block.get("id"))] = (str(block.get("name"))[:100], block.get("input"))
-            elif block.get("type") == "tool_result" and (call := calls.get(str(block.get("tool_use_id")))):
-                key = (call[0], short_input(call[1]))  # the same command again, whatever its description says
-                text = block.get("content")
-                text = text if isinstance(text, str) else orjson.dumps(text, default=str).decode()
-                if block.get("is_error") and (found := SANDBOX_FAILED.match(text)):
-                    error = found.group(0).split("\n")[-1][:300]
-                    failed[key] = {"tool": key[0], "input": key[1], "error": error}
-                elif not block.get("is_error") and failed.pop(key, None) is not None:
-                    recovered += 1
+    for call, result in _tool_results(stdout):
+        if call is None:
+            continue
+        key = (call[0], short_input(call[1]))  # the same command again, whatever its description says
+        text = result.get("content")
+        text = text if isinstance(text, str) else orjson.dumps(text, default=str).decode()
+        if result.get("is_error") and (found := SANDBOX_FAILED.match(text)):
+            failed[key] = {"tool": key[0], "input": key[1], "error": found.group(0).split("\n")[-1][:300]}
+        elif not result.get("is_error") and failed.pop(key, None) is not None:
+            recovered += 1
     return SandboxFailures(list(failed.values()), recovered)
 
 
