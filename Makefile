@@ -49,10 +49,11 @@ bench: install
 	command -v make >/dev/null || (apt-get update && apt-get install -y make)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# make soak: races against real runs and merges at random moments (about 8 minutes); not part of `make test`
-soak: install
+# make soak: races against real runs, merges and many agents at once (about 11 minutes); not part of `make test`
+soak: install node_modules/.installed
 	$(PY) soak/races.py --seeds 0 100
 	$(PY) soak/merges.py --seeds 0 60
+	$(PY) soak/agents.py --seeds 0 3
 
 clean:
 	rm -rf $(VENV) node_modules .awoc build
