@@ -71,6 +71,30 @@ def test_a_failure_retries_with_reduced_scope_and_the_error_quoted() -> None:
     assert (m.final, m.exit_code) == ("finished_with_failures", TASKS_FAILED)
 
 
+def test_calls_whose_sandbox_failed_to_start_retry_the_whole_task_at_its_budget() -> None:
+    from awoc_scripts.execution.prompts import compose_prompt
+
+    m = machine([task("a", retries=1, token_budget=1000)])
+    start_all(m, 0)
+    unrun = [{"tool": "Bash", "input": "make", "error": "bwrap: Can't find source path /r/.git/config.lock"}]
+    effects = m.handle(ended("a", 3, unrun=unrun))
+    (retry,) = records(effects, "task-retry")
+    assert retry["token_budget"] == 1000 and m.budget_of("a") == 1000
+    assert retry["error"].startswith(
+        "Claude Code's sandbox failed to start 1 tool call(s), which never ran: Bash(make)"
+    )
+    assert records(effects, "sandbox-failed") == [{"task_id": "a", "attempt": 1, "calls": unrun}]
+    previous = m.records["a"].previous_error
+    prompt = compose_prompt(
+        m.by_id["a"], shared_context="", role=None, token_budget=1000, dependencies=[], previous_error=previous
+    )
+    assert "do the whole task again" in prompt and "narrower" not in prompt
+    assert start_all(m, 3) == ["a"]
+    (end,) = of_kind(m.handle(ended("a", 4)), TaskEnded)
+    assert end.status == "succeeded" and end.result["token_budget"] == 1000
+    assert end.result["warnings"] == [f"attempt 1: {retry['error']}"]
+
+
 def test_past_the_failure_tolerance_the_run_aborts_and_stops_what_runs() -> None:
     m = machine([task("a", retries=0), task("b", retries=0), task("c")], failure_tolerance=0, max_concurrent=2)
     assert start_all(m, 0) == ["a", "b"]

@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from awoc_scripts.execution.attempt_report import Outcome, Tokens, TurnCounter, describe_denials
+from awoc_scripts.execution.prompts import SANDBOX_FAILED
 from awoc_scripts.state.statuses import BUDGET_EXCEEDED, FAILED, SUCCEEDED
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def judge(stopped: bool, rec: TaskRecord, outcome: Outcome, counted: int, may_wa
     unrun = unrun_text(outcome.unrun)
     if outcome.rerun_after_sandbox_failure:
         rec.warnings.append(
-            f"attempt {rec.attempts}: Claude Code's sandbox failed to start "
+            f"attempt {rec.attempts}: {SANDBOX_FAILED} "
             f"{outcome.rerun_after_sandbox_failure} tool call(s); the agent ran them again"
         )
     if unrun:  # whatever the attempt says, part of its work never ran: kept in view past a retry
@@ -138,7 +139,7 @@ def unrun_text(unrun: list[dict[str, str]]) -> str | None:
     if not unrun:
         return None
     return (
-        f"Claude Code's sandbox failed to start {len(unrun)} tool call(s), which never ran: "
+        f"{SANDBOX_FAILED} {len(unrun)} tool call(s), which never ran: "
         f"{describe_denials(unrun)} ({unrun[0]['error']}; agents in worktrees of one repository race on "
         "the lock files of its .git, anthropics/claude-code#79248). Run them again."
     )

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 MAX_DEPENDENCY_RESULT_CHARS = 4000
 VERIFICATION_FAILED = "verification"  # how the reason of an attempt whose verification failed starts
+# how the reason of an attempt starts when its sandbox failed to start some of its calls: nothing the
+# agent did was wrong, so its retry is the whole task again, at the same budget
+SANDBOX_FAILED = "Claude Code's sandbox failed to start"
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,14 @@ def compose_prompt(
         parts.append(f"## Context for this task\n\n{task['context']}\n")
     parts.append(f"Work within about {token_budget} tokens in total; keep the answer focused.\n")
     if previous_error is not None:
-        advice = (
-            "Its work did not pass the verification above: fix what it reports, then stop."
-            if previous_error.startswith(VERIFICATION_FAILED)
-            else "This time, deliver a narrower result: the essential part of the task only, and say what you left out."
-        )
+        if previous_error.startswith(VERIFICATION_FAILED):
+            advice = "Its work did not pass the verification above: fix what it reports, then stop."
+        elif previous_error.startswith(SANDBOX_FAILED):
+            advice = "This was not the task's fault: do the whole task again."
+        else:
+            advice = (
+                "This time, deliver a narrower result: the essential part of the task only, and say what you left out."
+            )
         parts.append(
             "## A previous attempt failed\n\n"
             + "\n".join(f"> {line}" for line in previous_error.strip().splitlines()[:20])

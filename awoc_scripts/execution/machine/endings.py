@@ -19,6 +19,7 @@ from awoc_scripts.execution.machine.events import (
     Verify,
 )
 from awoc_scripts.execution.outcomes import REQUEUE, WAIT, judge
+from awoc_scripts.execution.prompts import SANDBOX_FAILED
 from awoc_scripts.execution.retries import reduced_budget
 from awoc_scripts.state.statuses import (
     CANCELLED,
@@ -171,7 +172,9 @@ def end_task(m: RunMachine, tid: str, status: str, allow_retry: bool) -> None:
         allow_retry = False  # another attempt could only spend more than the task may
     if status in FAILURES and allow_retry and rec.attempts <= int(m.by_id[tid]["retries"]):
         rec.previous_error = rec.error or status
-        m.ledger.set_budget(tid, reduced_budget(rec.budget))
+        whole = rec.previous_error.startswith(SANDBOX_FAILED)  # not the task's fault: its scope stays
+        if not whole:
+            m.ledger.set_budget(tid, reduced_budget(rec.budget))
         m.events.add(
             "task-retry",
             task_id=tid,
@@ -180,7 +183,7 @@ def end_task(m: RunMachine, tid: str, status: str, allow_retry: bool) -> None:
             error=(rec.error or "")[:500],
             token_budget=rec.budget,
         )
-        m.display.note(f"{tid}: {status}, retrying with reduced scope")
+        m.display.note(f"{tid}: {status}, retrying" + ("" if whole else " with reduced scope"))
         m.scheduler.requeue(tid)
         return
     m.ledger.finish(tid, status)
