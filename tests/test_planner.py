@@ -136,6 +136,20 @@ def test_many_tasks_over_the_batch_limit_get_one_warning_with_a_limit_that_would
     assert not [w for w in raised["warnings"] if "alone" in w]
 
 
+def test_budgets_that_fit_the_batch_limit_only_a_few_at_a_time_get_a_warning_saying_how_many() -> None:
+    tasks = [task(f"t{i}", 1, budget=10000) for i in range(6)]
+    execution = plan_execution(plan_of({"parallel_config": {"total_token_budget": 60000}, "tasks": tasks}), 5)
+    assert execution["peak_concurrency"] == 2
+    assert [w for w in execution["warnings"] if "batch_token_limit" in w] == [
+        "batch_token_limit 25000 lets at most 2 of these tasks run at once, not max_concurrent 5: their token "
+        "budgets are 10000 to 10000; batch_token_limit 50000 would let 5 of them run at once"
+    ]
+    # computed budgets fit the default total, which is the default batch limit: no warning
+    computed = [{k: v for k, v in t.items() if k != "token_budget"} for t in tasks]
+    plain = plan_execution(plan_of({"tasks": computed}), 5)
+    assert not [w for w in plain["warnings"] if "batch_token_limit" in w]
+
+
 @st.composite
 def random_plans(draw: st.DrawFn) -> tuple[list[dict[str, Any]], int, int]:
     n = draw(st.integers(1, 25))

@@ -55,7 +55,7 @@ def plan_execution(
 
     limit = int(config["batch_token_limit"])
     max_concurrent = int(config["max_concurrent"])
-    warnings += _alone_over_batch_limit(tasks, limit, max_concurrent)
+    warnings += _batch_limit_warnings(tasks, limit, max_concurrent)
     metrics = graph_metrics(tasks)
     schedule = estimate_schedule(tasks, metrics, max_concurrent, limit)
     order = None
@@ -86,27 +86,35 @@ def plan_execution(
     }
 
 
-def _alone_over_batch_limit(tasks: list[Task], limit: int, max_concurrent: int) -> list[str]:
-    """One warning for every task whose budget alone is over the batch limit (each runs with no other
-    task at once), saying what limit would let max_concurrent of them run together."""
+def _batch_limit_warnings(tasks: list[Task], limit: int, max_concurrent: int) -> list[str]:
+    """One warning when batch_token_limit holds the run below max_concurrent: every task whose budget
+    alone is over it (each runs with no other task at once), or else how many fit under it; with the
+    limit that would let max_concurrent of them run together."""
+    budgets = sorted((t["token_budget"] for t in tasks), reverse=True)
+    together = min(max_concurrent, len(tasks))
+    enough = f"batch_token_limit {sum(budgets[:together])} would let {together} of them run at once"
     over = [t for t in tasks if t["token_budget"] > limit]
-    if not over:
+    if over:
+        named = ", ".join(t["task_id"] for t in over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+        what = (
+            f"{named}: token budget {over[0]['token_budget']} alone exceeds"
+            if len(over) == 1
+            else f"{len(over)} tasks ({named}) have token budgets (up to {max(t['token_budget'] for t in over)}) over"
+        )
+        how = "it runs" if len(over) == 1 else "each runs"
+        hint = enough if len(over) > 1 and together > 1 else "raise batch_token_limit to run it beside other tasks"
+        return [f"{what} batch_token_limit {limit}, so {how} alone, with no other task at once; {hint}"]
+    fit, spent = 0, 0
+    for budget in reversed(budgets):  # the smallest first: the most that could ever run at once
+        if spent + budget > limit:
+            break
+        fit, spent = fit + 1, spent + budget
+    if fit >= together:
         return []
-    named = ", ".join(t["task_id"] for t in over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
-    budgets = sorted((t["token_budget"] for t in over), reverse=True)
-    together = min(max_concurrent, len(over))
-    what = (
-        f"{named}: token budget {budgets[0]} alone exceeds"
-        if len(over) == 1
-        else f"{len(over)} tasks ({named}) have token budgets (up to {budgets[0]}) over"
-    )
-    how = "it runs" if len(over) == 1 else "each runs"
-    hint = (
-        f"; batch_token_limit {sum(budgets[:together])} would let {together} of them run at once"
-        if together > 1
-        else "; raise batch_token_limit to run it beside other tasks"
-    )
-    return [f"{what} batch_token_limit {limit}, so {how} alone, with no other task at once{hint}"]
+    return [
+        f"batch_token_limit {limit} lets at most {fit} of these tasks run at once, not max_concurrent "
+        f"{max_concurrent}: their token budgets are {budgets[-1]} to {budgets[0]}; {enough}"
+    ]
 
 
 def _start_order(order: ShorterOrder | None, schedule: EstimatedSchedule) -> StartOrder:
