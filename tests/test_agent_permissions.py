@@ -274,7 +274,8 @@ def test_bash_calls_whose_sandbox_failed_to_start_fail_the_task_and_are_reported
         lock.unlink(missing_ok=True)
     answers = model.finals["t"][0].split(" | ")
     never_ran = [a for a in answers if "bwrap: " in a]
-    assert never_ran, answers  # 12 calls: each fails to start about 3 times in 4
+    if not never_ran:  # with this CLI about 3 calls in 4 fail to start; a CLI that fixed the race, none
+        pytest.skip("this claude CLI's sandbox started every call while the lock came and went")
     assert result.code == 1, (result.stderr, answers)
     task = orjson.loads((run_dir(state_dir) / "tasks" / "t" / "result.json").read_bytes())
     assert task["status"] == "failed"
