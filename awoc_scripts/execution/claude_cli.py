@@ -248,8 +248,8 @@ def _unavailable_tool_calls(stdout: bytes) -> list[dict[str, str]]:
 # Claude Code's Bash sandbox (bubblewrap) failing to start the command: the call never ran. Under a
 # repository's shared .git, agents in its worktrees race on the lock files their sandboxes protect
 # (anthropics/claude-code#79248): one agent's sandbox removes .git/config.lock as another's mounts it.
-SANDBOX_FAILED = re.compile(r"\A(?:Exit code \d+\n)?bwrap: [^\n]*")
-SANDBOX_FAILED_TEXT = b"bwrap: "
+BWRAP_ERROR = re.compile(r"\A(?:Exit code \d+\n)?bwrap: [^\n]*")
+BWRAP_ERROR_TEXT = b"bwrap: "
 
 
 @dataclass
@@ -262,7 +262,7 @@ class SandboxFailures:
 
 
 def read_sandbox_failures(stdout: bytes) -> SandboxFailures:
-    if SANDBOX_FAILED_TEXT not in stdout:
+    if BWRAP_ERROR_TEXT not in stdout:
         return SandboxFailures([], 0)
     failed: dict[tuple[str, str], dict[str, str]] = {}  # (tool, command or file) -> what it failed with
     recovered = 0
@@ -272,7 +272,7 @@ def read_sandbox_failures(stdout: bytes) -> SandboxFailures:
         key = (call[0], short_input(call[1]))  # the same command again, whatever its description says
         text = result.get("content")
         text = text if isinstance(text, str) else orjson.dumps(text, default=str).decode()
-        if result.get("is_error") and (found := SANDBOX_FAILED.match(text)):
+        if result.get("is_error") and (found := BWRAP_ERROR.match(text)):
             failed[key] = {"tool": key[0], "input": key[1], "error": found.group(0).split("\n")[-1][:300]}
         elif not result.get("is_error") and failed.pop(key, None) is not None:
             recovered += 1
