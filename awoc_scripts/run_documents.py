@@ -286,6 +286,8 @@ class Owner(TypedDict):
 class Execution(TypedDict):
     started_at: str
     active_s: float
+    tasks_cpu_s: NotRequired[float]  # the CPU time of what it started and reaped (tasks, checks, git)
+    cpus: NotRequired[int]  # the CPUs it could use
 
 
 class ConcurrencySummary(TypedDict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ REPORT_KEYS = {
     "policies",
     "policy_actions",
     "concurrency",
+    "cpu",
     "estimate_vs_actual",
     "warm_pool",
     "task_results",
@@ -371,3 +373,42 @@ def test_run_whose_budgets_exceed_the_batch_limit_reports_one_at_a_time(cli, tmp
     assert report["concurrency"]["peak"] == 1
     markdown = (run_dir / "report.md").read_text()
     assert "| Concurrency | at most 1 at once (max_concurrent 3); no 2 of these tasks" in markdown
+
+
+def test_time_saved_is_called_an_upper_bound_when_the_tasks_kept_the_cpus_busy() -> None:
+    results = [timed_result("a", 0, 4, 1000), timed_result("b", 0, 4, 1000)]
+
+    def report_with(tasks_cpu_s: float) -> tuple[Any, str]:
+        execution = {"started_at": "2026-01-01T00:00:00.000Z", "active_s": 4.0, "tasks_cpu_s": tasks_cpu_s, "cpus": 2}
+        metadata = {"total_token_budget": 10**6, "executions": [execution]}
+        report = create_report(aggregate([normalize_result(r, None) for r in results], None, None), metadata)
+        row = [line for line in render_markdown(report).splitlines() if line.startswith("| Time saved |")]
+        return report["cpu"], row[0]
+
+    cpu, row = report_with(7.6)
+    assert cpu == {"tasks_cpu_s": 7.6, "cpus": 2, "busy_pct": 95.0}
+    assert row == (
+        "| Time saved | 4.0s (50%), at most: the tasks kept the 2 CPU(s) 95% busy, so one at a time each would "
+        "likely have taken less than it did |"
+    )
+    cpu, row = report_with(2.0)
+    assert cpu["busy_pct"] == 25.0 and row == "| Time saved | 4.0s (50%) |"
+
+
+def test_a_run_records_the_cpu_time_of_its_tasks(cli, tmp_path: Path) -> None:
+    burn = "import time\nx = 0\nfor i in range(3_000_000): x += i\nprint(time.process_time())"
+    config = {
+        "parallel_config": {"max_concurrent": 2, "retries": 0},
+        "tasks": [
+            {"task_id": f"t{i}", "agent": "workforce", "description": "x", "command": [sys.executable, "-c", burn]}
+            for i in range(2)
+        ],
+    }
+    result = cli("delegate-parallel", "run", "--quiet", str(write_json(tmp_path / "c.json", config)))
+    assert result.code == 0, result.stderr
+    run_dir = Path(result.json()["report_json"]).parent
+    burnt = sum(float((run_dir / "tasks" / t / "stdout.log").read_text()) for t in ("t0", "t1"))
+    (execution,) = orjson.loads((run_dir / "state.json").read_bytes())["executions"]
+    assert execution["tasks_cpu_s"] >= burnt > 0 and execution["cpus"] >= 1
+    report = orjson.loads((run_dir / "report.json").read_bytes())
+    assert report["cpu"]["tasks_cpu_s"] == execution["tasks_cpu_s"]

@@ -39,6 +39,7 @@ class StateFile:
         # replace then shows as another inode (mtimes can tie within one clock tick)
         self._fd: int | None = None
         self._ino: int | None = None
+        self._children_cpu_before = 0.0  # when this execution began
 
     @property
     def tasks(self) -> dict[str, TaskState]:
@@ -150,7 +151,10 @@ class StateFile:
         }
         self.data.pop("stop_reason", None)
         # each execution's own span: the report's total time adds these, not the idle gaps between resumes
-        self.data.setdefault("executions", []).append({"started_at": now_iso(), "active_s": 0.0})
+        self.data.setdefault("executions", []).append(
+            {"started_at": now_iso(), "active_s": 0.0, "tasks_cpu_s": 0.0, "cpus": usable_cpus()}
+        )
+        self._children_cpu_before = children_cpu_s()
 
     def flush(
         self,
@@ -174,6 +178,7 @@ class StateFile:
                 apply_controls(self.data)
             if self.data.get("executions"):
                 self.data["executions"][-1]["active_s"] = round(active_s, 3)
+                self.data["executions"][-1]["tasks_cpu_s"] = round(children_cpu_s() - self._children_cpu_before, 3)
             self.data["status"] = status
             self.data["tasks"] = snapshot()
             self.data["revision"] = (
@@ -213,3 +218,19 @@ def note_create_times(records: dict[str, TaskRecord], running: list[str]) -> Non
         if rec.pid is not None and rec.pid_create_time is None:
             rec.pid_create_time = process_create_time(rec.pid)
             rec.pid_start_ticks = process_start_ticks(rec.pid)
+
+
+def children_cpu_s() -> float:
+    """CPU time of this process's children that have ended and been reaped: a run's tasks (with what
+    they started and waited for), their checks and git commands."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -208,6 +208,14 @@ class WorktreeOverlap(TypedDict):
     overlaps: list[Overlap]
 
 
+class CpuUse(TypedDict):
+    """How busy a run's tasks kept the CPUs while it executed."""
+
+    tasks_cpu_s: float
+    cpus: int
+    busy_pct: float
+
+
 class Report(TypedDict):
     """report.json."""
 
@@ -227,6 +235,7 @@ class Report(TypedDict):
     policies: list[PolicyDescription]
     policy_actions: list[PolicyAction]
     concurrency: ConcurrencyChanges | None
+    cpu: CpuUse | None
     warm_pool: WarmPoolSummary | None
     estimate_vs_actual: EstimateVsActual | None
     task_results: list[ReportTask]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from awoc_scripts.results.documents import (
         Aggregate,
         ConcurrencyChanges,
+        CpuUse,
         EstimateVsActual,
         ExecutionSummary,
         PolicyAction,
@@ -153,6 +154,22 @@ def _with_peak(
     budgets = sorted(int(t.get("token_budget") or 0) for t in timed)
     held = batch_token_limit is not None and len(budgets) > peak > 0 and sum(budgets[: peak + 1]) > batch_token_limit
     return {**changes, "peak": peak, "held_by_batch_token_limit": batch_token_limit if held else None}
+
+
+# past this share of the CPUs' time, the tasks slowed each other down: one at a time each would
+# likely have taken less than it did, so the sum of their times overstates the time saved
+CPUS_BUSY_PCT = 90.0
+
+
+def _cpu_use(executions: Sequence[Mapping[str, Any]]) -> CpuUse | None:
+    """How busy the tasks kept the machine's CPUs while the run executed (None where not measured)."""
+    measured = [e for e in executions if e.get("tasks_cpu_s") is not None and e.get("cpus")]
+    active = sum(float(e.get("active_s") or 0) for e in measured)
+    if not measured or active <= 0:
+        return None
+    cpu_s = sum(float(e["tasks_cpu_s"]) for e in measured)
+    cpus = max(int(e["cpus"]) for e in measured)
+    return {"tasks_cpu_s": round(cpu_s, 3), "cpus": cpus, "busy_pct": round(100 * cpu_s / (active * cpus), 1)}
 
 
 def policy_actions(events: Sequence[Mapping[str, Any]]) -> list[PolicyAction]:
@@ -292,6 +309,7 @@ def create_report(aggregated: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         "policies": list(metadata.get("policies") or []),
         "policy_actions": list(metadata.get("policy_actions") or []),
         "concurrency": _with_peak(metadata.get("concurrency"), tasks, metadata.get("batch_token_limit")),
+        "cpu": _cpu_use(metadata.get("executions") or []),
         "warm_pool": warm_pool_summary(metadata.get("warm_events") or [], actual_path),
         "estimate_vs_actual": _estimate_vs_actual(metadata, total_time, usage["total_tokens"], tasks),
         "task_results": [_task_entry(t, retry_of.get(t["task_id"])) for t in tasks],
@@ -445,7 +463,7 @@ def _summary_table(report: Mapping[str, Any]) -> list[str]:
         ("Tasks", f"{summary['total_tasks']} ({counts})"),
         ("Total time", _total_time_cell(summary)),
         ("Sequential estimate", f"{summary['sequential_estimate']} ({summary.get('time_saved_counts', 'all tasks')})"),
-        ("Time saved", _time_saved_cell(summary, usage)),
+        ("Time saved", _time_saved_cell(summary, usage, report.get("cpu"))),
         ("Tokens", _tokens_cell(usage)),
         (
             "Cost",
@@ -494,9 +512,15 @@ def _total_time_cell(summary: Mapping[str, Any]) -> str:
     return str(summary["total_time"])
 
 
-def _time_saved_cell(summary: Mapping[str, Any], usage: Mapping[str, Any]) -> str:
+def _time_saved_cell(summary: Mapping[str, Any], usage: Mapping[str, Any], cpu: Mapping[str, Any] | None) -> str:
     if summary["time_saved_s"] is not None:
-        return f"{summary['time_saved']} ({summary['efficiency_gain']})"
+        saved = f"{summary['time_saved']} ({summary['efficiency_gain']})"
+        if summary["time_saved_s"] > 0 and cpu and cpu["busy_pct"] >= CPUS_BUSY_PCT:
+            saved += (
+                f", at most: the tasks kept the {cpu['cpus']} CPU(s) {cpu['busy_pct']:g}% busy, so one at a "
+                "time each would likely have taken less than it did"
+            )
+        return saved
     succeeded = summary["completed_successfully"]
     if not succeeded:
         return "n/a (no task succeeded)"
