@@ -513,3 +513,7 @@ def test_a_call_the_agent_ran_again_with_success_is_a_warning_and_one_it_did_not
         f"Claude Code's sandbox failed to start 1 tool call(s), which never ran: Bash(make check) ({mount};"
     )
     assert f"attempt 2: {record.error}" in record.warnings
+    # without the sandbox, bwrap's words are the task's own command's: nothing is taken for a sandbox failure
+    unsandboxed = _transcript(*retried, ("Bash", check, True, f"Exit code 1\n{mount}"))
+    outcome = read_outcome(0, unsandboxed, "", sandboxed=False)
+    assert outcome.unrun == [] and outcome.rerun_after_sandbox_failure == 0

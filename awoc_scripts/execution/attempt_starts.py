@@ -126,8 +126,10 @@ class AttemptStarter:
         files = rec.files or self.run.task_files(tid)
         if verifying:
             return VerificationEnded(tid, end.exit_code, end.stopped, verification_output(files), at=Moment.of_now())
-        agent = not self.by_id[tid].get("command")
-        outcome, tokens = attempt_outcome(end.exit_code, files, rec.stream, agent)
+        task = self.by_id[tid]
+        permissions = task.get("permissions")
+        agent, sandboxed = not task.get("command"), bool(permissions and permissions["sandbox"])
+        outcome, tokens = attempt_outcome(end.exit_code, files, rec.stream, agent, sandboxed)
         counted = attempt_counted(rec.stream, tokens, files) if agent else 0
         return AttemptEnded(tid, end.exit_code, end.stopped, outcome, tokens, counted, at=Moment.of_now())
 

@@ -292,13 +292,15 @@ def _result_object(stdout: bytes) -> JsonObject | None:
     return None
 
 
-def read_outcome(exit_code: int, stdout: bytes, stderr_tail: str, agent: bool = True) -> Outcome:
+def read_outcome(
+    exit_code: int, stdout: bytes, stderr_tail: str, agent: bool = True, sandboxed: bool = True
+) -> Outcome:
     """What an attempt's output means. A command's output is its text: only an agent runner's
     result object is read for its tokens, cost, errors and refused tool calls."""
     obj = _result_object(stdout) if agent else None
     outcome = _read_outcome(obj, exit_code, stdout, stderr_tail)
     outcome.denials = read_denials(obj, stdout) if agent else []
-    if agent:
+    if agent and sandboxed:  # without the sandbox, a bwrap error is the task's own command's
         sandbox = read_sandbox_failures(stdout)
         outcome.unrun, outcome.rerun_after_sandbox_failure = sandbox.unrun, sandbox.recovered
     return outcome

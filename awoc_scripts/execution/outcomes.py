@@ -24,7 +24,7 @@ RESULT_CHARS = 64_000
 
 
 def attempt_outcome(
-    exit_code: int, files: TaskFiles, stream: TurnCounter | None, agent: bool = True
+    exit_code: int, files: TaskFiles, stream: TurnCounter | None, agent: bool = True, sandboxed: bool = True
 ) -> tuple[Outcome, Tokens]:
     """What the attempt's files say. Token and cost numbers are an AGENT runner's alone: a
     command's output is its text, whatever it claims to have used."""
@@ -32,7 +32,7 @@ def attempt_outcome(
     from awoc_scripts.execution.claude_cli import read_outcome  # the protocol: not needed by the machine
 
     stderr_tail = read_tail(files.stderr, STDERR_TAIL_BYTES) if exit_code != 0 else ""
-    outcome = read_outcome(exit_code, stdout, stderr_tail, agent)
+    outcome = read_outcome(exit_code, stdout, stderr_tail, agent, sandboxed)
     outcome.result = bounded_result(outcome.result, size, files.stdout)
     tokens = outcome.tokens
     if agent and stream is not None and stream.total().total > tokens.total:
