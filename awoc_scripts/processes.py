@@ -71,6 +71,9 @@ class Child:
         return self.returncode
 
 
+# the CPUs this process may run on (its affinity, not the machine's count)
+USABLE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 

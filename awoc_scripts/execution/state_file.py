@@ -13,7 +13,7 @@ from awoc_scripts.errors import StateError
 from awoc_scripts.execution.attempt_report import Tokens
 from awoc_scripts.execution.outcomes import attempt_outcome
 from awoc_scripts.launcher import command_for
-from awoc_scripts.processes import kill_marked, process_create_time, process_start_ticks
+from awoc_scripts.processes import USABLE_CPUS, kill_marked, process_create_time, process_start_ticks
 from awoc_scripts.state.owner import initial_state, orchestrator_alive
 from awoc_scripts.state.reconcile import task_ends
 from awoc_scripts.state.shapes import NOT_OURS, requested_controls, result_problem
@@ -152,7 +152,7 @@ class StateFile:
         self.data.pop("stop_reason", None)
         # each execution's own span: the report's total time adds these, not the idle gaps between resumes
         self.data.setdefault("executions", []).append(
-            {"started_at": now_iso(), "active_s": 0.0, "tasks_cpu_s": 0.0, "cpus": usable_cpus()}
+            {"started_at": now_iso(), "active_s": 0.0, "tasks_cpu_s": 0.0, "cpus": USABLE_CPUS}
         )
         self._children_cpu_before = children_cpu_s()
 
@@ -227,10 +227,3 @@ def children_cpu_s() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

@@ -13,10 +13,10 @@ run stopping or paused, memory short) is stopped at once.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from awoc_scripts.execution.claude_cli import agent_command
+from awoc_scripts.processes import USABLE_CPUS
 from awoc_scripts.state.statuses import PENDING, RUNNING, SUCCEEDED
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ CHECK_INTERVAL_S = 0.25
 # A starting CLI keeps a core busy for about half a second: warming while as many processes as
 # there are cores are still starting would slow the tasks that run now (measured: +9% makespan)
 START_UP_S = 0.5
-CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_size(max_concurrent: int, free_mb: float) -> int:
@@ -77,7 +76,7 @@ class WarmPool:
     def wanted(self, sched: Scheduler, running: Sequence[str], limit: int, starting: int, now: float) -> list[str]:
         """The tasks to warm now, best first. STARTING: running tasks still in their start-up."""
         starting += sum(1 for since in self.warmed.values() if now - since < START_UP_S)
-        room = min(self.size - len(self.warmed), limit - len(self.warmed), CPUS - starting)
+        room = min(self.size - len(self.warmed), limit - len(self.warmed), USABLE_CPUS - starting)
         if room <= 0:
             return []
         skip = self.warmed.keys() | self.unwarmable
