@@ -12,7 +12,10 @@ In the same run, interleaved, each ``--repeat`` times:
   cost per task;
 - awoc's process layer alone (``executor_floor.py``: its LocalExecutor starting the same tasks, with
   their files and cgroups, and nothing else): the floor under the cost of a task, so that what a
-  run adds above it is measured, not guessed.
+  run adds above it is measured, not guessed;
+- the same process layer starting no task (its interpreter and imports), so that a run's lower
+  bound can be given: its fixed cost (the 1-task run) plus the floor's cost of the 600 tasks. When
+  that bound is already over the goal, no saving in the run's own bookkeeping can meet it.
 
 Reports medians and min-max of wall time, the peak RSS of the orchestrator (wait4), its own CPU
 time (read while it is a zombie, so without its children) and the CPU of its children.
@@ -91,6 +94,7 @@ def main() -> int:
         "awoc-disk": [],
         "awoc-1": [],
         "floor": [],
+        "floor-0": [],
         "parallel": [],
         "xargs": [],
     }
@@ -142,6 +146,10 @@ def main() -> int:
             if m.exit_code != 0:
                 raise RuntimeError(f"executor_floor.py exited {m.exit_code}")
             runs["floor"].append(m)
+            m = measure([sys.executable, str(FLOOR), "0", str(SLOTS), str(floor_dir)])
+            if m.exit_code != 0:
+                raise RuntimeError(f"executor_floor.py with no task exited {m.exit_code}")
+            runs["floor-0"].append(m)
             print(
                 f"run {rep + 1}/{repeat}: awoc {runs['awoc'][-1].wall_s:.3f} s "
                 f"(state on disk {runs['awoc-disk'][-1].wall_s:.3f} s), "
@@ -174,6 +182,17 @@ def main() -> int:
         f"at {GOAL_VS_XARGS}x xargs ({goal_wall_s:.3f} s) the process layer alone ({floor['wall_s']:.3f} s) leaves "
         f"{left_ms:.2f} ms per task for the rest of a run (start-up, plan, state, events, results, report); "
         f"a run takes {above_floor_ms:.2f} ms"
+    )
+    # a run's lower bound: start-up, validation, plan and report (the 1-task run) plus what the
+    # process layer alone takes for the tasks, without its own start-up
+    bounds = [
+        o.wall_s + f.wall_s - f0.wall_s for o, f, f0 in zip(runs["awoc-1"], runs["floor"], runs["floor-0"], strict=True)
+    ]
+    bound_s = median(bounds)
+    print(
+        f"a run's lower bound: its fixed cost {one['wall_s']:.3f} s + the process layer's "
+        f"{floor['wall_s'] - median([f.wall_s for f in runs['floor-0']]):.3f} s for the tasks = {bound_s:.3f} s, "
+        f"{bound_s / xargs['wall_s']:.2f}x xargs (the goal: {GOAL_VS_XARGS}x)"
     )
     figures = []
     if par is not None:
@@ -237,6 +256,19 @@ def main() -> int:
             ratio_spread=spread([f.wall_s / x.wall_s for f, x in zip(runs["floor"], runs["xargs"], strict=True)]),
             note="the floor: executor only",
             details={"floor": floor, "run_above_floor_ms_per_task": above_floor_ms, "goal_leaves_ms_per_task": left_ms},
+        ),
+        Figure(
+            "overhead.lower_bound_vs_xargs",
+            "overhead: a run's lower bound (fixed cost + process layer), / xargs",
+            bound_s,
+            "s",
+            spread(bounds),
+            baseline=xargs["wall_s"],
+            baseline_label="xargs -P8",
+            ratio=bound_s / xargs["wall_s"],
+            ratio_spread=spread([b / x.wall_s for b, x in zip(bounds, runs["xargs"], strict=True)]),
+            note="bound: 1-task run + floor",
+            details={"bounds_s": bounds, "floor_start_s": [f.wall_s for f in runs["floor-0"]]},
         ),
         Figure(
             "overhead.time_per_task",
