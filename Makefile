@@ -49,11 +49,12 @@ bench: install
 	command -v make >/dev/null || (apt-get update && apt-get install -y make)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# make soak: races against real runs, merges and many agents at once (about 11 minutes); not part of `make test`
+# make soak: races against real runs, merges, many agents at once, agents stopped and resumed (about 14 minutes); not part of `make test`
 soak: install node_modules/.installed
 	$(PY) soak/races.py --seeds 0 100
 	$(PY) soak/merges.py --seeds 0 60
 	$(PY) soak/agents.py --seeds 0 3
+	$(PY) soak/interrupts.py --seeds 0 10
 
 clean:
 	rm -rf $(VENV) node_modules .awoc build

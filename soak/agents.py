@@ -75,6 +75,26 @@ def tasks(rng: random.Random, count: int) -> tuple[list[dict[str, Any]], dict[st
     return made, change
 
 
+def agent_env(folder: Path, api: FakeMessagesAPI) -> dict[str, str]:
+    """What the commands run with: a home and state of the seed's own, the pinned CLI, the fake API."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE"))}
+    return (
+        env
+        | IDENTITY
+        | {
+            "HOME": str(folder),
+            "AWOC_STATE_DIR": str(folder / "state"),
+            "AWOC_CLAUDE_BIN": str(CLAUDE),
+            "ANTHROPIC_BASE_URL": api.url,
+            "ANTHROPIC_API_KEY": "sk-test",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+        }
+    )
+
+
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True)
 
@@ -87,18 +107,7 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
     repo.mkdir()
     for name in [*(f"f{i}.txt" for i in range(count)), "shared.txt"]:
         (repo / name).write_text("".join(f"line{j}\n" for j in range(4)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDECODE"))}
-    env |= IDENTITY | {
-        "HOME": str(folder),
-        "AWOC_STATE_DIR": str(folder / "state"),
-        "AWOC_CLAUDE_BIN": str(CLAUDE),
-        "ANTHROPIC_BASE_URL": API.url,
-        "ANTHROPIC_API_KEY": "sk-test",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_AUTOUPDATER": "1",
-    }
+    env = agent_env(folder, API)
     start = "git init -q -b main && git add -A && git commit -qm start"
     subprocess.run(start, shell=True, cwd=repo, env=env, check=True)
     made, change = tasks(rng, count)
