@@ -31,7 +31,14 @@ from races import marked, soak  # noqa: E402
 from tool_model import ToolModel, script_line  # noqa: E402
 
 BIN = Path(sys.executable).parent
-CLAUDE = REPO / "node_modules" / ".bin" / "claude"
+# the pinned CLI, or AWOC_CLAUDE_VERSION's where `AWOC_CLAUDE_VERSION=X.Y.Z make test` installs it
+VERSION = os.environ.get("AWOC_CLAUDE_VERSION")
+CLAUDE = (
+    REPO / "build" / f"claude-{VERSION}" / "node_modules" / ".bin" / "claude"
+    if VERSION
+    else REPO / "node_modules" / ".bin" / "claude"
+)
+INSTALL = f"AWOC_CLAUDE_VERSION={VERSION} make test" if VERSION else "make node_modules/.installed"
 IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 MODEL = ToolModel()
 API: FakeMessagesAPI | None = None
@@ -161,6 +168,6 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
 
 if __name__ == "__main__":
     if not CLAUDE.exists():
-        sys.exit(f"{CLAUDE} is missing: run make node_modules/.installed")
+        sys.exit(f"{CLAUDE} is missing: run {INSTALL}")
     with FakeMessagesAPI(MODEL.respond) as API:
         sys.exit(soak("agents", __doc__, one))

@@ -27,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "fakes"))
 
-from agents import CLAUDE, agent_env, run  # noqa: E402
+from agents import CLAUDE, INSTALL, agent_env, run  # noqa: E402
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from races import marked, soak  # noqa: E402
 from tool_model import ToolModel, script_line  # noqa: E402
@@ -149,6 +149,6 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
 
 if __name__ == "__main__":
     if not CLAUDE.exists():
-        sys.exit(f"{CLAUDE} is missing: run make node_modules/.installed")
+        sys.exit(f"{CLAUDE} is missing: run {INSTALL}")
     with FakeMessagesAPI(MODEL.respond) as API:
         sys.exit(soak("interrupts", __doc__, one))
