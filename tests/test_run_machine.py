@@ -240,6 +240,24 @@ def test_a_rate_limit_halves_the_concurrency_and_the_task_waits_with_backoff() -
     assert start_all(m, 3) == ["a", "f"]
 
 
+def test_a_task_refused_past_its_last_wait_fails_saying_how_often_it_waited() -> None:
+    from awoc_scripts.execution.retries import MAX_TRANSIENT_WAITS
+
+    m = machine([task("a", retries=0)])
+    now = 0.0
+    assert start_all(m, now) == ["a"]
+    for _ in range(MAX_TRANSIENT_WAITS):
+        now += 1
+        effects = m.handle(ended("a", now, exit_code=1, ok=False, transient=True, error="529 Overloaded"))
+        assert records(effects, "task-rate-limited") and m.records["a"].attempts == 0
+        now += 60
+        assert start_all(m, now) == ["a"]
+    effects = m.handle(ended("a", now + 1, exit_code=1, ok=False, transient=True, error="529 Overloaded"))
+    assert ends(effects) == {"a": "failed"}
+    error = m.records["a"].error or ""
+    assert error.startswith("529 Overloaded") and f"after {MAX_TRANSIENT_WAITS} waits" in error
+
+
 def test_time_pressure_cancels_low_priority_work_then_the_total_timeout_aborts() -> None:
     m = machine([task("a", priority="high", timeout=1000.0), task("b", "a", priority="low")], total_timeout=100)
     start_all(m, 0)

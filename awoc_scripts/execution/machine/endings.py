@@ -74,6 +74,8 @@ def _judged(m: RunMachine, event: AttemptEnded, stop_came_late: bool) -> None:
     tid, rec, outcome, now = event.task_id, m.records[event.task_id], event.outcome, event.at.now
     may_wait = m.waits.can_wait(rec.transient_waits) and not m.stop_reason
     verdict = judge(event.stopped, rec, outcome, event.counted, may_wait)
+    if verdict == FAILED and outcome.transient and not may_wait and not m.stop_reason:  # out of waits
+        rec.error = f"{rec.error} (refused again after {rec.transient_waits} waits, as many as a task gets)"
     if verdict == SUCCEEDED and m.by_id[tid].get("verify"):
         if stop_came_late and m.stop_reason is not None:  # the run is stopping everything: no check starts now
             rec.error = f"{m.stop_reason}: it ended, but its verification could not run"
