@@ -49,12 +49,13 @@ bench: install
 	command -v make >/dev/null || (apt-get update && apt-get install -y make)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# make soak: races against real runs, merges, many agents at once, agents stopped and resumed (about 14 minutes); not part of `make test`
+# make soak: races against real runs, merges, many agents at once (also against a refusing API), agents stopped and resumed (about 18 minutes); not part of `make test`
 soak: install node_modules/.installed
 	$(PY) soak/races.py --seeds 0 100
 	$(PY) soak/merges.py --seeds 0 60
 	$(PY) soak/agents.py --seeds 0 3
 	$(PY) soak/interrupts.py --seeds 0 10
+	$(PY) soak/limits.py --seeds 0 1
 
 clean:
 	rm -rf $(VENV) node_modules .awoc build
