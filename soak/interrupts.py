@@ -3,13 +3,13 @@
 Each seed makes a git repository and a run of 4-12 agent tasks run by the real claude CLI (the
 pin in node_modules) against the tests' fake Messages API, whose model calls the tools a task's
 description scripts: a Bash call that sleeps 0-4 s and then writes the task's file, after a Write
-for some. Some tasks depend on others, some retry, some have a timeout shorter than their sleep;
-they run 2-8 at once, in worktrees or in the project. At 0.5-9 s the run gets SIGINT or SIGKILL
-(or nothing), then `delegate-parallel resume` until the run has ended. It checks what a user is
-promised: no traceback, exit codes from the README's table; nothing of the run left running after
-Ctrl-C or at the end; a task that had succeeded before the resume is not run again (the model
-sees no new prompt for it); a task that succeeded has its change where it ran; a task that did
-not succeed says why.
+for some. Some tasks depend on others, some retry, some have a timeout shorter than their sleep,
+some a verification that takes up to 1.5 s; they run 2-8 at once, in worktrees or in the
+project. At 0.5-9 s the run gets SIGINT or SIGKILL (or nothing), then `delegate-parallel resume`
+until the run has ended. It checks what a user is promised: no traceback, exit codes from the
+README's table; nothing of the run left running after Ctrl-C or at the end; a task that had
+succeeded before the resume is not run again (the model sees no new prompt for it); a task that
+succeeded has its change where it ran; a task that did not succeed says why.
 
 Usage: .venv/bin/python soak/interrupts.py [--seeds FIRST COUNT]   (10-20 s a seed on 2 cores)
 """
@@ -56,6 +56,8 @@ def tasks(rng: random.Random, count: int) -> tuple[list[dict[str, Any]], dict[st
             task["timeout"] = rng.choice([2, 3.5])
         if rng.random() < 0.3:
             task["retries"] = 1
+        if rng.random() < 0.3:  # a check that takes a moment, so that a stop may come during it
+            task["verify"] = ["sh", "-c", f"sleep {rng.choice([0.2, 1.5])} && test -s {change[tid][0]}"]
         made.append(task)
     return made, change
 
