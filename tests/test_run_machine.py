@@ -240,10 +240,11 @@ def test_a_rate_limit_halves_the_concurrency_and_the_task_waits_with_backoff() -
     assert start_all(m, 3) == ["a", "f"]
 
 
-def test_a_task_refused_past_its_last_wait_fails_saying_how_often_it_waited() -> None:
+def test_a_task_refused_past_its_last_wait_says_so_and_retries_whole_at_its_budget() -> None:
+    from awoc_scripts.execution.prompts import compose_prompt
     from awoc_scripts.execution.retries import MAX_TRANSIENT_WAITS
 
-    m = machine([task("a", retries=0)])
+    m = machine([task("a", retries=1, token_budget=1000)])
     now = 0.0
     assert start_all(m, now) == ["a"]
     for _ in range(MAX_TRANSIENT_WAITS):
@@ -253,9 +254,19 @@ def test_a_task_refused_past_its_last_wait_fails_saying_how_often_it_waited() ->
         now += 60
         assert start_all(m, now) == ["a"]
     effects = m.handle(ended("a", now + 1, exit_code=1, ok=False, transient=True, error="529 Overloaded"))
+    (retry,) = records(effects, "task-retry")
+    expected = f"The provider kept refusing its requests after {MAX_TRANSIENT_WAITS} waits, as many as a task gets"
+    assert retry["error"] == f"{expected}: 529 Overloaded"
+    assert retry["token_budget"] == 1000 and m.budget_of("a") == 1000
+    previous = m.records["a"].previous_error
+    prompt = compose_prompt(
+        m.by_id["a"], shared_context="", role=None, token_budget=1000, dependencies=[], previous_error=previous
+    )
+    assert "do the whole task again" in prompt and "narrower" not in prompt
+    assert start_all(m, now + 1) == ["a"]  # still out of waits: the next refusal ends it
+    effects = m.handle(ended("a", now + 2, exit_code=1, ok=False, transient=True, error="429 rate limited"))
     assert ends(effects) == {"a": "failed"}
-    error = m.records["a"].error or ""
-    assert error.startswith("529 Overloaded") and f"after {MAX_TRANSIENT_WAITS} waits" in error
+    assert m.records["a"].error == f"{expected}: 429 rate limited"
 
 
 def test_time_pressure_cancels_low_priority_work_then_the_total_timeout_aborts() -> None:

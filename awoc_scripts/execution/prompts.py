@@ -20,6 +20,9 @@ VERIFICATION_FAILED = "verification"  # how the reason of an attempt whose verif
 # how the reason of an attempt starts when its sandbox failed to start some of its calls: nothing the
 # agent did was wrong, so its retry is the whole task again, at the same budget
 SANDBOX_FAILED = "Claude Code's sandbox failed to start"
+# how it starts when the provider refused its requests (429, 529) past the last wait a task gets
+PROVIDER_REFUSED = "The provider kept refusing its requests"
+NOT_ITS_FAULT = (SANDBOX_FAILED, PROVIDER_REFUSED)  # reasons whose retry is the whole task again
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def compose_prompt(
     if previous_error is not None:
         if previous_error.startswith(VERIFICATION_FAILED):
             advice = "Its work did not pass the verification above: fix what it reports, then stop."
-        elif previous_error.startswith(SANDBOX_FAILED):
+        elif previous_error.startswith(NOT_ITS_FAULT):
             advice = "This was not the task's fault: do the whole task again."
         else:
             advice = (

@@ -19,7 +19,7 @@ from awoc_scripts.execution.machine.events import (
     Verify,
 )
 from awoc_scripts.execution.outcomes import REQUEUE, WAIT, judge
-from awoc_scripts.execution.prompts import SANDBOX_FAILED
+from awoc_scripts.execution.prompts import NOT_ITS_FAULT, PROVIDER_REFUSED
 from awoc_scripts.execution.retries import reduced_budget
 from awoc_scripts.state.statuses import (
     CANCELLED,
@@ -75,7 +75,7 @@ def _judged(m: RunMachine, event: AttemptEnded, stop_came_late: bool) -> None:
     may_wait = m.waits.can_wait(rec.transient_waits) and not m.stop_reason
     verdict = judge(event.stopped, rec, outcome, event.counted, may_wait)
     if verdict == FAILED and outcome.transient and not may_wait and not m.stop_reason:  # out of waits
-        rec.error = f"{rec.error} (refused again after {rec.transient_waits} waits, as many as a task gets)"
+        rec.error = f"{PROVIDER_REFUSED} after {rec.transient_waits} waits, as many as a task gets: {rec.error}"
     if verdict == SUCCEEDED and m.by_id[tid].get("verify"):
         if stop_came_late and m.stop_reason is not None:  # the run is stopping everything: no check starts now
             rec.error = f"{m.stop_reason}: it ended, but its verification could not run"
@@ -174,7 +174,7 @@ def end_task(m: RunMachine, tid: str, status: str, allow_retry: bool) -> None:
         allow_retry = False  # another attempt could only spend more than the task may
     if status in FAILURES and allow_retry and rec.attempts <= int(m.by_id[tid]["retries"]):
         rec.previous_error = rec.error or status
-        whole = rec.previous_error.startswith(SANDBOX_FAILED)  # not the task's fault: its scope stays
+        whole = rec.previous_error.startswith(NOT_ITS_FAULT)  # its scope and budget stay
         if not whole:
             m.ledger.set_budget(tid, reduced_budget(rec.budget))
         m.events.add(
