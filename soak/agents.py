@@ -102,6 +102,17 @@ def agent_env(folder: Path, api: FakeMessagesAPI) -> dict[str, str]:
     )
 
 
+def on_branch(repo: Path, result: dict[str, Any], path: str) -> str:
+    """What PATH holds on the branch of a task that ran in a worktree ("" without such a file)."""
+    at = f"{result['worktree']['head']}:{path}"
+    return subprocess.run(["git", "show", at], cwd=repo, capture_output=True, text=True).stdout
+
+
+def require_cli() -> None:
+    if not CLAUDE.exists():
+        sys.exit(f"{CLAUDE} is missing: run {INSTALL}")
+
+
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True)
 
@@ -135,9 +146,7 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
             problems.append(f"{tid} is {result['status']} and says no why")
         if tid in succeeded:
             path, text = change[tid]
-            at = f"{result['worktree']['head']}:{path}"
-            shown = subprocess.run(["git", "show", at], cwd=repo, capture_output=True)
-            if text.encode() not in shown.stdout:
+            if text not in on_branch(repo, result, path):
                 problems.append(f"{tid} succeeded without its change to {path}")
     sandbox = sum("sandbox failed to start" in " ".join(r.get("warnings") or []) for r in results.values())
     what += f", {len(succeeded)} succeeded, {sandbox} met a sandbox that failed to start"
@@ -167,7 +176,6 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
 
 
 if __name__ == "__main__":
-    if not CLAUDE.exists():
-        sys.exit(f"{CLAUDE} is missing: run {INSTALL}")
+    require_cli()
     with FakeMessagesAPI(MODEL.respond) as API:
         sys.exit(soak("agents", __doc__, one))

@@ -27,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "fakes"))
 
-from agents import CLAUDE, INSTALL, agent_env, run  # noqa: E402
+from agents import agent_env, on_branch, require_cli, run  # noqa: E402
 from fake_messages_api import FakeMessagesAPI  # noqa: E402
 from races import marked, soak  # noqa: E402
 from tool_model import ToolModel, script_line  # noqa: E402
@@ -131,8 +131,7 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
             continue
         path, text = change[tid]
         if isolation == "worktree":
-            at = f"{result['worktree']['head']}:{path}"
-            shown = subprocess.run(["git", "show", at], cwd=repo, capture_output=True, text=True).stdout
+            shown = on_branch(repo, result, path)
         else:
             shown = (repo / path).read_text() if (repo / path).exists() else ""
         if text not in shown:
@@ -150,7 +149,6 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
 
 
 if __name__ == "__main__":
-    if not CLAUDE.exists():
-        sys.exit(f"{CLAUDE} is missing: run {INSTALL}")
+    require_cli()
     with FakeMessagesAPI(MODEL.respond) as API:
         sys.exit(soak("interrupts", __doc__, one))

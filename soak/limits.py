@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import agents
-from agents import CLAUDE, INSTALL
 from fake_messages_api import APIError, FakeMessagesAPI, Response
 from races import soak
 
@@ -54,8 +53,7 @@ def one(seed: int, folder: Path) -> tuple[str, list[str]]:
 
 
 if __name__ == "__main__":
-    if not CLAUDE.exists():
-        sys.exit(f"{CLAUDE} is missing: run {INSTALL}")
+    agents.require_cli()
     with FakeMessagesAPI(respond) as agents.API:
         code = soak("limits", __doc__, one)
     print(f"the API refused {refusals['refused']} of {refusals['requests']} requests")
